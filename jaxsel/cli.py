@@ -1,0 +1,207 @@
+"""`jaxsel` command line: host I/O and argument plumbing only; every computation lives in the
+library. Errors a user can cause print one line (`error: ...`) and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from jaxsel import methods
+from jaxsel.errors import JaxselError
+
+log = logging.getLogger("jaxsel")
+
+
+# ----------------------------------------------------------------------------- data arguments
+
+
+def _add_data_args(p: argparse.ArgumentParser, target: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--pool", help="pool: JSONL(.gz), Parquet or a directory of text files "
+                   "(default: the embedded mixed pool)")
+    if target:
+        g.add_argument("--target", help="target/reference set, same forms (default: HumanEval)")
+    g.add_argument("--text-field", default="text", help="text field of JSONL/Parquet records")
+    g.add_argument("--id-field", default="id",
+                   help="id field of JSONL/Parquet records ('' numbers records by line)")
+    g.add_argument("--skip-empty", action="store_true",
+                   help="skip (and log) empty texts instead of failing")
+
+
+def _read(path, args):
+    from jaxsel.data import read_corpus
+
+    return read_corpus(path, args.text_field, args.id_field or None,
+                       "skip" if args.skip_empty else "error")
+
+
+def _load_pool(args):
+    from jaxsel.data.defaults import default_pool
+
+    return _read(args.pool, args) if args.pool else default_pool()
+
+
+def _load_target(args):
+    from jaxsel.data.defaults import humaneval_target
+
+    return _read(args.target, args) if getattr(args, "target", None) else humaneval_target()
+
+
+# ------------------------------------------------------------------------- score and select
+
+
+def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, methods.Method]:
+    """Two-phase parsing: --method picks the method, whose own flags are then added."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method", default="zipfit")
+    known, _ = pre.parse_known_args(argv)
+    method = methods.get(known.method)
+    p = argparse.ArgumentParser(prog=f"jaxsel {cmd}", description=f"{cmd} a pool with a method")
+    p.add_argument("--method", default="zipfit", choices=methods.names())
+    _add_data_args(p)
+    p.add_argument("--workdir", help="directory for resumable shards of long scoring jobs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if hasattr(method.module, "add_args"):
+        method.module.add_args(p.add_argument_group(f"{method.name} options"), method.name)
+    return p, method
+
+
+def _score(args, method):
+    pool = _load_pool(args)
+    target = _load_target(args)
+    cfg = (method.module.config_from_args(args, method.name)
+           if hasattr(method.module, "config_from_args") else method.config_cls())
+    t0 = time.perf_counter()
+    scores = method.score(pool, target, cfg, workdir=args.workdir,
+                          progress=not args.no_progress)
+    log.info("%s: scored %d items in %.2f s", method.name, len(pool), time.perf_counter() - t0)
+    return pool, scores
+
+
+def cmd_score(argv):
+    p, method = _method_parser("score", argv)
+    p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
+    args = p.parse_args(argv)
+    pool, scores = _score(args, method)
+    from jaxsel.data import write_jsonl
+
+    write_jsonl(args.out, ({"id": i, "score": float(s)} for i, s in
+                           zip(pool.ids, scores.values, strict=True)))
+
+
+def cmd_select(argv):
+    p, method = _method_parser("select", argv)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-k", "--top-k", type=int, help="keep the K best items")
+    g.add_argument("--threshold", type=float, help="keep items scoring above this")
+    g.add_argument("--budget-bytes", type=int, help="keep the best items up to this many bytes")
+    p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
+    args = p.parse_args(argv)
+    from jaxsel.scores import select_budget, select_threshold, select_top_k
+
+    if args.top_k is None and args.threshold is None and args.budget_bytes is None:
+        args.top_k = 100
+    if args.top_k is not None and hasattr(method.module, "wants_k"):
+        method.module.wants_k(args, args.top_k)
+    pool, scores = _score(args, method)
+    if args.top_k is not None:
+        idx = select_top_k(scores, args.top_k)
+    elif args.threshold is not None:
+        idx = select_threshold(scores, args.threshold)
+    else:
+        idx = select_budget(scores, pool.nbytes(), args.budget_bytes)
+    from jaxsel.data import write_records
+
+    write_records(args.out, [{**pool.records[i], "score": float(scores.values[i])} for i in idx])
+    log.info("%s: selected %d of %d items -> %s", method.name, len(idx), len(pool), args.out)
+
+
+# ------------------------------------------------------------------------------------ eval
+
+
+def cmd_eval(argv):
+    p = argparse.ArgumentParser(prog="jaxsel eval",
+                                description="domain mix and precision@K of a selection or scores")
+    p.add_argument("selection", help="output of `jaxsel select` (records, best first) or "
+                   "`jaxsel score` ({id, score} per pool item)")
+    _add_data_args(p, target=False)
+    p.add_argument("--domain", default="python", help="domain counted as relevant")
+    p.add_argument("--field", default="domain", help="record field holding the domain")
+    p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
+    args = p.parse_args(argv)
+    import numpy as np
+
+    from jaxsel.data import read_jsonl
+    from jaxsel.evaluate import domain_mix, precision_at_k, precision_by_bucket
+    from jaxsel.scores import Scores
+
+    pool = _load_pool(args)
+    sel = read_jsonl(args.selection, text_field="id", id_field="id")
+    pos = {i: n for n, i in enumerate(pool.ids)}
+    missing = [i for i in sel.ids if i not in pos]
+    if missing:
+        raise JaxselError(f"{args.selection}: {len(missing)} ids not in the pool, e.g. "
+                          f"{missing[0]!r}")
+    domains = [str(d) for d in pool.field(args.field)]
+    if all(d == "None" for d in domains):
+        raise JaxselError(f"pool has no {args.field!r} field")
+    is_scores = "score" in sel.records[0] and len(sel) == len(pool) and "text" not in \
+        sel.records[0]
+    if is_scores:
+        vals = np.array([float(r["score"]) for r in sel.records])
+        ranking = Scores(vals[np.argsort([pos[i] for i in sel.ids])], "file").ranking()
+    else:
+        ranking = np.array([pos[i] for i in sel.ids])
+    k = args.k or (len(pool) // 10 if is_scores else len(ranking))
+    ranked = [domains[i] for i in ranking]
+    report = {
+        "k": k,
+        "precision_at_k": precision_at_k(ranked, args.domain, k),
+        "base_rate": domains.count(args.domain) / len(domains),
+        "domain_mix": domain_mix(ranked[:k]),
+    }
+    if is_scores:
+        report["by_length_bucket"] = precision_by_bucket(ranking, domains, pool.nbytes(),
+                                                         args.domain, k)
+    print(json.dumps(report, indent=2))
+
+
+# ------------------------------------------------------------------------------------ main
+
+COMMANDS = {
+    "score": cmd_score,
+    "select": cmd_select,
+    "eval": cmd_eval,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: jaxsel {" + ",".join(COMMANDS) + "} ...\n"
+              "  select   select from a pool (default: ZIP-FIT on the embedded default)\n"
+              "  score    write one score per pool item\n"
+              "  eval     domain mix / precision@K of a selection", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except JaxselError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted (finished shards are kept; rerun with the same --workdir to resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

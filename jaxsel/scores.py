@@ -1,0 +1,102 @@
+"""`Scores`, the one output of every selection method, and the selection rules written once.
+
+Ordering rule everywhere: higher score first; ties broken by pool order (lower index first).
+Methods that select greedily (GIP) also give `order`, the sequence in which items were picked;
+top-K then takes that sequence's prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxsel.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """One float per pool item, plus what produced it.
+
+    Attributes:
+      values: float64 [N], higher = more wanted. -inf marks items a method did not rank.
+      method: the registry name of the method.
+      meta: method metadata (config, timings, per-step gains, ...); JSON-serialisable.
+      order: optional int [k] greedy selection order (best first) for methods whose choice of
+        item i depends on earlier choices.
+    """
+
+    values: np.ndarray
+    method: str
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    order: np.ndarray | None = None
+
+    def __post_init__(self):
+        v = np.asarray(self.values, dtype=np.float64)
+        if v.ndim != 1:
+            raise InputError(f"{self.method}: scores must be 1-D, got shape {v.shape}")
+        if np.isnan(v).any():
+            raise InputError(f"{self.method}: {int(np.isnan(v).sum())} NaN scores")
+        object.__setattr__(self, "values", v)
+        if self.order is not None:
+            o = np.asarray(self.order, dtype=np.int64)
+            if o.ndim != 1 or (o.size and (o.min() < 0 or o.max() >= v.size)):
+                raise InputError(f"{self.method}: order out of range")
+            if np.unique(o).size != o.size:
+                raise InputError(f"{self.method}: order repeats an item")
+            object.__setattr__(self, "order", o)
+
+    def __len__(self) -> int:
+        return self.values.size
+
+    def ranking(self) -> np.ndarray:
+        """All item indices, best first (greedy order first when given, then by score)."""
+        by_score = np.lexsort((np.arange(self.values.size), -self.values))
+        if self.order is None:
+            return by_score
+        rest = by_score[~np.isin(by_score, self.order)]
+        return np.concatenate([self.order, rest])
+
+
+def _check_k(k: int, n: int) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise InputError(f"k must be an integer, got {k!r}")
+    if k <= 0:
+        raise InputError(f"k must be positive, got {k}")
+    if k > n:
+        raise InputError(f"k={k} is larger than the pool ({n} items)")
+
+
+def select_top_k(scores: Scores, k: int) -> np.ndarray:
+    """Indices of the K best items, best first, ties by pool order."""
+    _check_k(k, len(scores))
+    if scores.order is not None and k > scores.order.size:
+        raise InputError(
+            f"{scores.method} ranked only {scores.order.size} items greedily; k={k} needs a rerun "
+            "with a larger k"
+        )
+    return scores.ranking()[:k]
+
+
+def select_threshold(scores: Scores, threshold: float) -> np.ndarray:
+    """Indices of items with score > threshold, best first (may be empty)."""
+    r = scores.ranking()
+    return r[scores.values[r] > threshold]
+
+
+def select_budget(scores: Scores, sizes: Sequence[int], budget: int) -> np.ndarray:
+    """Best-first prefix of the ranking whose total size (tokens or bytes) stays <= budget.
+
+    Items are taken in rank order; an item that would overflow the budget stops the selection
+    (a prefix, so the result is a top-K for some K and stays rank-consistent).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if sizes.shape != scores.values.shape:
+        raise InputError(f"sizes has {sizes.size} entries for {len(scores)} scores")
+    if budget <= 0:
+        raise InputError(f"budget must be positive, got {budget}")
+    r = scores.ranking()
+    csum = np.cumsum(sizes[r])
+    return r[: int(np.searchsorted(csum, budget, side="right"))]
