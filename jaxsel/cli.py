@@ -21,22 +21,30 @@ log = logging.getLogger("jaxsel")
 
 def _add_data_args(p: argparse.ArgumentParser, target: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--pool", help="pool: JSONL(.gz), Parquet or a directory of text files "
-                   "(default: the embedded mixed pool)")
+    g.add_argument(
+        "--pool",
+        help="pool: JSONL(.gz), Parquet or a directory of text files "
+        "(default: the embedded mixed pool)",
+    )
     if target:
         g.add_argument("--target", help="target/reference set, same forms (default: HumanEval)")
     g.add_argument("--text-field", default="text", help="text field of JSONL/Parquet records")
-    g.add_argument("--id-field", default="id",
-                   help="id field of JSONL/Parquet records ('' numbers records by line)")
-    g.add_argument("--skip-empty", action="store_true",
-                   help="skip (and log) empty texts instead of failing")
+    g.add_argument(
+        "--id-field",
+        default="id",
+        help="id field of JSONL/Parquet records ('' numbers records by line)",
+    )
+    g.add_argument(
+        "--skip-empty", action="store_true", help="skip (and log) empty texts instead of failing"
+    )
 
 
 def _read(path, args):
     from jaxsel.data import read_corpus
 
-    return read_corpus(path, args.text_field, args.id_field or None,
-                       "skip" if args.skip_empty else "error")
+    return read_corpus(
+        path, args.text_field, args.id_field or None, "skip" if args.skip_empty else "error"
+    )
 
 
 def _load_pool(args):
@@ -73,27 +81,33 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
 def _score(args, method):
     pool = _load_pool(args)
     target = _load_target(args)
-    cfg = (method.module.config_from_args(args, method.name)
-           if hasattr(method.module, "config_from_args") else method.config_cls())
+    cfg = (
+        method.module.config_from_args(args, method.name)
+        if hasattr(method.module, "config_from_args")
+        else method.config_cls()
+    )
     t0 = time.perf_counter()
-    scores = method.score(pool, target, cfg, workdir=args.workdir,
-                          progress=not args.no_progress)
+    scores = method.score(pool, target, cfg, workdir=args.workdir, progress=not args.no_progress)
     log.info("%s: scored %d items in %.2f s", method.name, len(pool), time.perf_counter() - t0)
     return pool, scores
 
 
 def cmd_score(argv):
+    """write one score per pool item (JSONL, pool order)"""
     p, method = _method_parser("score", argv)
     p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
     args = p.parse_args(argv)
     pool, scores = _score(args, method)
     from jaxsel.data import write_jsonl
 
-    write_jsonl(args.out, ({"id": i, "score": float(s)} for i, s in
-                           zip(pool.ids, scores.values, strict=True)))
+    write_jsonl(
+        args.out,
+        ({"id": i, "score": float(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
+    )
 
 
 def cmd_select(argv):
+    """select from a pool: top-K, threshold or byte budget (default: ZIP-FIT, embedded data)"""
     p, method = _method_parser("select", argv)
     g = p.add_mutually_exclusive_group()
     g.add_argument("-k", "--top-k", type=int, help="keep the K best items")
@@ -124,10 +138,15 @@ def cmd_select(argv):
 
 
 def cmd_eval(argv):
-    p = argparse.ArgumentParser(prog="jaxsel eval",
-                                description="domain mix and precision@K of a selection or scores")
-    p.add_argument("selection", help="output of `jaxsel select` (records, best first) or "
-                   "`jaxsel score` ({id, score} per pool item)")
+    """domain mix and precision@K of a selection or a score file"""
+    p = argparse.ArgumentParser(
+        prog="jaxsel eval", description="domain mix and precision@K of a selection or scores"
+    )
+    p.add_argument(
+        "selection",
+        help="output of `jaxsel select` (records, best first) or "
+        "`jaxsel score` ({id, score} per pool item)",
+    )
     _add_data_args(p, target=False)
     p.add_argument("--domain", default="python", help="domain counted as relevant")
     p.add_argument("--field", default="domain", help="record field holding the domain")
@@ -144,13 +163,13 @@ def cmd_eval(argv):
     pos = {i: n for n, i in enumerate(pool.ids)}
     missing = [i for i in sel.ids if i not in pos]
     if missing:
-        raise JaxselError(f"{args.selection}: {len(missing)} ids not in the pool, e.g. "
-                          f"{missing[0]!r}")
+        raise JaxselError(
+            f"{args.selection}: {len(missing)} ids not in the pool, e.g. {missing[0]!r}"
+        )
     domains = [str(d) for d in pool.field(args.field)]
     if all(d == "None" for d in domains):
         raise JaxselError(f"pool has no {args.field!r} field")
-    is_scores = "score" in sel.records[0] and len(sel) == len(pool) and "text" not in \
-        sel.records[0]
+    is_scores = "score" in sel.records[0] and len(sel) == len(pool) and "text" not in sel.records[0]
     if is_scores:
         vals = np.array([float(r["score"]) for r in sel.records])
         ranking = Scores(vals[np.argsort([pos[i] for i in sel.ids])], "file").ranking()
@@ -165,9 +184,74 @@ def cmd_eval(argv):
         "domain_mix": domain_mix(ranked[:k]),
     }
     if is_scores:
-        report["by_length_bucket"] = precision_by_bucket(ranking, domains, pool.nbytes(),
-                                                         args.domain, k)
+        report["by_length_bucket"] = precision_by_bucket(
+            ranking, domains, pool.nbytes(), args.domain, k
+        )
     print(json.dumps(report, indent=2))
+
+
+def _default_config(method: methods.Method):
+    """A method's config with every CLI flag at its default."""
+    if not hasattr(method.module, "config_from_args"):
+        return method.config_cls()
+    p = argparse.ArgumentParser()
+    method.module.add_args(p, method.name)
+    return method.module.config_from_args(p.parse_args([]), method.name)
+
+
+def cmd_compare(argv):
+    """run several methods on one pool/target: precision@K, by length bucket, length bias"""
+    p = argparse.ArgumentParser(
+        prog="jaxsel compare",
+        description="run several methods on one pool/target and report "
+        "precision@K of a domain, by length bucket, and length bias",
+    )
+    _add_data_args(p)
+    p.add_argument(
+        "--methods",
+        default="zipfit,dsir,random",
+        help="comma-separated method names (each with its default options)",
+    )
+    p.add_argument("--domain", default="python", help="domain counted as relevant")
+    p.add_argument("--field", default="domain", help="record field holding the domain")
+    p.add_argument("-k", type=int, nargs="+", default=[100], help="precision@K cut-offs")
+    p.add_argument("--out", help="also write the report as JSON here")
+    args = p.parse_args(argv)
+    from jaxsel.evaluate import precision_at_k, precision_by_bucket, spearman
+
+    pool, target = _load_pool(args), _load_target(args)
+    domains = [str(d) for d in pool.field(args.field)]
+    lengths = pool.nbytes()
+    rows = []
+    for name in args.methods.split(","):
+        method = methods.get(name.strip())
+        t0 = time.perf_counter()
+        scores = method.score(pool, target, _default_config(method), progress=False)
+        secs = time.perf_counter() - t0
+        ranked = [domains[i] for i in scores.ranking()]
+        rows.append(
+            {
+                "method": method.name,
+                "seconds": round(secs, 3),
+                **{f"P@{k}": precision_at_k(ranked, args.domain, k) for k in args.k},
+                "spearman_score_vs_bytes": spearman(scores.values, lengths),
+                "by_length_bucket": precision_by_bucket(
+                    scores.ranking(), domains, lengths, args.domain, args.k[0]
+                ),
+            }
+        )
+    base = domains.count(args.domain) / len(domains)
+    print(f"pool {len(pool)} items, target {len(target)}, base rate of {args.domain!r}: {base:.3f}")
+    head = ["method", "seconds", *[f"P@{k}" for k in args.k], "spearman_score_vs_bytes"]
+    print("| " + " | ".join(head) + " | bucket P (short->long) |")
+    print("|" + "---|" * (len(head) + 1))
+    for r in rows:
+        cells = [f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head]
+        buckets = " / ".join(f"{b['precision']:.2f}" for b in r["by_length_bucket"])
+        print("| " + " | ".join(cells) + f" | {buckets} |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"base_rate": base, "rows": rows}, indent=2))
 
 
 # ------------------------------------------------------------------------------------ main
@@ -176,18 +260,23 @@ COMMANDS = {
     "score": cmd_score,
     "select": cmd_select,
     "eval": cmd_eval,
+    "compare": cmd_compare,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: jaxsel {" + ",".join(COMMANDS) + "} ...\n"
-              "  select   select from a pool (default: ZIP-FIT on the embedded default)\n"
-              "  score    write one score per pool item\n"
-              "  eval     domain mix / precision@K of a selection", file=sys.stderr)
+        lines = [
+            f"  {name:<10} {(fn.__doc__ or '').strip().splitlines()[0]}"
+            for name, fn in COMMANDS.items()
+        ]
+        print(
+            "usage: jaxsel {" + ",".join(COMMANDS) + "} ...\n" + "\n".join(lines), file=sys.stderr
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         COMMANDS[argv[0]](argv[1:])
@@ -197,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
-        print("interrupted (finished shards are kept; rerun with the same --workdir to resume)",
-              file=sys.stderr)
+        print(
+            "interrupted (finished shards are kept; rerun with the same --workdir to resume)",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

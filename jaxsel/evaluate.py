@@ -34,7 +34,11 @@ def length_buckets(lengths: Sequence[int], n_buckets: int = 4) -> np.ndarray:
 
 
 def precision_by_bucket(
-    ranking: np.ndarray, domains: Sequence[str], lengths: Sequence[int], domain: str, k: int,
+    ranking: np.ndarray,
+    domains: Sequence[str],
+    lengths: Sequence[int],
+    domain: str,
+    k: int,
     n_buckets: int = 4,
 ) -> list[dict]:
     """Per length bucket: precision@k' of the ranking restricted to that bucket, where
@@ -51,13 +55,15 @@ def precision_by_bucket(
         share = int((doms[buckets == b] == domain).sum())
         kb = max(1, round(k * share / total))
         kb = min(kb, r.size)
-        out.append({
-            "bucket": b,
-            "bytes": f"{int(lengths[buckets == b].min())}-{int(lengths[buckets == b].max())}",
-            "k": kb,
-            "precision": float((doms[r[:kb]] == domain).mean()) if kb else float("nan"),
-            "selected_of_top_k": int(np.isin(ranking[:k], r).sum()),
-        })
+        out.append(
+            {
+                "bucket": b,
+                "bytes": f"{int(lengths[buckets == b].min())}-{int(lengths[buckets == b].max())}",
+                "k": kb,
+                "precision": float((doms[r[:kb]] == domain).mean()) if kb else float("nan"),
+                "selected_of_top_k": int(np.isin(ranking[:k], r).sum()),
+            }
+        )
     return out
 
 

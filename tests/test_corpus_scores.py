@@ -86,8 +86,9 @@ def test_greedy_order_comes_first():
         select_top_k(s, 3)
 
 
-@pytest.mark.parametrize("k, msg", [(0, "positive"), (-1, "positive"), (6, "larger than the pool"),
-                                    (2.5, "integer")])
+@pytest.mark.parametrize(
+    "k, msg", [(0, "positive"), (-1, "positive"), (6, "larger than the pool"), (2.5, "integer")]
+)
 def test_bad_k(k, msg):
     with pytest.raises(InputError, match=msg):
         select_top_k(Scores(np.zeros(5), "t"), k)

@@ -259,8 +259,9 @@ def write_parquet(path: str | os.PathLike, records: Sequence[dict[str, Any]]) ->
     try:
         table = pa.Table.from_pylist(list(records))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise InputError(f"{path}: records do not fit one Parquet schema ({e}); write .jsonl") \
-            from None
+        raise InputError(
+            f"{path}: records do not fit one Parquet schema ({e}); write .jsonl"
+        ) from None
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
