@@ -26,12 +26,15 @@ RoPE `cos/sin` computed in float32 from the checkpoint's theta (and llama3-style
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxsel.kernels.loglik import token_logprobs_and_ranks
 
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
@@ -262,6 +265,34 @@ def lm_logits(params: dict, hidden: jax.Array, cfg: LlamaConfig) -> jax.Array:
         return jnp.einsum("...d,vd->...v", hidden, w, preferred_element_type=jnp.float32)
     w = params["lm_head"].astype(hidden.dtype)
     return jnp.einsum("...d,dv->...v", hidden, w, preferred_element_type=jnp.float32)
+
+
+def token_logprobs(
+    params: dict,
+    tokens: jax.Array,
+    mask: jax.Array,
+    cfg: LlamaConfig,
+    *,
+    prefix: PrefixKV | None = None,
+    prefix_mask: jax.Array | None = None,
+    lora: Lora | None = None,
+    with_ranks: bool = False,
+    chunk_tokens: int = 2048,
+) -> tuple[jax.Array, jax.Array | None]:
+    """log p(tokens[:, t] | tokens[:, :t]) (and ranks) for t = 1..T-1, never forming [B, T, V].
+
+    Returns logprobs [B, T-1] float32 and ranks [B, T-1] int32 (or None); positions where
+    `mask[:, 1:]` is False are 0. Prepend the tokenizer's `bos_id` to score a text's first token.
+    """
+    h = forward(params, tokens, mask, cfg, prefix=prefix, prefix_mask=prefix_mask, lora=lora)
+    return token_logprobs_and_ranks(
+        functools.partial(lm_logits, params, cfg=cfg),
+        h[:, :-1],
+        tokens[:, 1:],
+        mask[:, 1:],
+        with_ranks=with_ranks,
+        chunk_tokens=chunk_tokens,
+    )
 
 
 def init_cache(cfg: LlamaConfig, batch: int, max_len: int) -> KVCache:
