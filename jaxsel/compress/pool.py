@@ -1,0 +1,125 @@
+"""The CPU compressor pool: compressed sizes of many texts and of many (x, y) pairs on all cores.
+
+Work is cut into chunks of pool items; each chunk's pair sizes are computed against the whole
+target list and only the [chunk, n_targets] size matrix comes back, so memory does not grow
+with the pool (the N x n pair list is never built). Two executors:
+- "threads": every codec here releases the GIL while it compresses (and `_lz4pair` for a whole
+  chunk), so threads share the targets without copying them;
+- "processes": workers receive the targets once (initializer), then only chunks of pool items.
+`EXECUTOR` holds the faster one per codec, measured by `experiments/bench/compress_pool.py`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxsel.compress.codecs import Codec
+from jaxsel.errors import InputError
+
+# Faster executor per codec on the default pool (experiments/bench/compress_pool.py).
+EXECUTOR = {
+    "lz4": "threads",
+    "gzip": "threads",
+    "zlib": "threads",
+    "zstd": "threads",
+    "bz2": "threads",
+    "lzma": "threads",
+}
+EXECUTORS = ("auto", "threads", "processes")
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# ---- process workers: the targets arrive once, chunks of pool items per task.
+_W_CODEC: Codec | None = None
+_W_YS: Sequence[bytes] = ()
+
+
+def _init_worker(codec: Codec, ys: Sequence[bytes]) -> None:
+    global _W_CODEC, _W_YS
+    _W_CODEC, _W_YS = codec, ys
+
+
+def _worker_pairs(xs: Sequence[bytes]) -> np.ndarray:
+    return _W_CODEC.pair_sizes(xs, _W_YS)
+
+
+def _worker_sizes(xs: Sequence[bytes]) -> np.ndarray:
+    return _W_CODEC.sizes(xs)
+
+
+class CompressorPool:
+    """C(x) and C(x ⊕ y_j) for chunks of pool items against a fixed target list.
+
+    Use as a context manager (the workers live until it closes):
+
+        with CompressorPool(codec, targets) as pool:
+            cy = pool.target_sizes
+            for chunk in ...: cxy = pool.pair_sizes(chunk)  # [len(chunk), len(targets)]
+    """
+
+    def __init__(self, codec: Codec, targets: Sequence[bytes], workers: int = 0,
+                 executor: str = "auto"):
+        if executor not in EXECUTORS:
+            raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+        if workers < 0:
+            raise InputError(f"workers must be >= 0 (0 = all cores), got {workers}")
+        self.codec = codec
+        self.targets = list(targets)
+        self.workers = workers or default_workers()
+        self.executor = EXECUTOR[codec.name] if executor == "auto" else executor
+        if self.executor == "processes":
+            # fork: workers start in milliseconds and need no importable __main__.
+            ctx = multiprocessing.get_context(
+                "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+            self._ex = cf.ProcessPoolExecutor(self.workers, ctx, _init_worker,
+                                              (codec, self.targets))
+        else:
+            self._ex = cf.ThreadPoolExecutor(self.workers)
+        self.target_sizes = self.sizes(self.targets)
+
+    def __enter__(self) -> CompressorPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._ex.shutdown(cancel_futures=True)
+
+    def _chunks(self, xs: Sequence[bytes]) -> list[Sequence[bytes]]:
+        # A few chunks per worker evens out unequal lengths.
+        n = max(1, min(len(xs), 4 * self.workers))
+        bounds = np.linspace(0, len(xs), n + 1).astype(int)
+        return [xs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+    def sizes(self, xs: Sequence[bytes]) -> np.ndarray:
+        """C(x) for each x: int64 [len(xs)]."""
+        if not len(xs):
+            return np.zeros(0, np.int64)
+        if self.executor == "processes":
+            parts = self._ex.map(_worker_sizes, self._chunks(xs))
+        else:
+            parts = self._ex.map(self.codec.sizes, self._chunks(xs))
+        return np.concatenate(list(parts))
+
+    def pair_sizes(self, xs: Sequence[bytes]) -> np.ndarray:
+        """C(x_i ⊕ y_j), pool item first: int64 [len(xs), len(targets)]."""
+        if not len(xs):
+            return np.zeros((0, len(self.targets)), np.int64)
+        if self.executor == "processes":
+            parts = self._ex.map(_worker_pairs, self._chunks(xs))
+        else:
+            parts = self._ex.map(lambda c: self.codec.pair_sizes(c, self.targets),
+                                 self._chunks(xs))
+        return np.concatenate(list(parts))
