@@ -27,10 +27,31 @@ REFERENCE = {
 
 def _texts(n, seed=0, words=None, lo=1, hi=60):
     rng = random.Random(seed)
-    words = words or ["def", "return", "self", "x", "(", ")", ":", "\n    ", "for", "in", "the",
-                      "licence", "if", "=", "0", "1", "é", "λ", "import", "#"]
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(lo, hi))).encode()
-            for _ in range(n)]
+    words = words or [
+        "def",
+        "return",
+        "self",
+        "x",
+        "(",
+        ")",
+        ":",
+        "\n    ",
+        "for",
+        "in",
+        "the",
+        "licence",
+        "if",
+        "=",
+        "0",
+        "1",
+        "é",
+        "λ",
+        "import",
+        "#",
+    ]
+    return [
+        " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi))).encode() for _ in range(n)
+    ]
 
 
 def _adversarial(seed=0):
@@ -38,8 +59,17 @@ def _adversarial(seed=0):
     (blocks stored raw, output-budget failures), runs and periodic data (long matches that
     cross from x into y), near and past the 64 KB single-block limit."""
     rng = random.Random(seed)
-    out = [b"a", b"ab" * 3, b"abc" * 20, b"x" * 5000, b"hello world " * 300,
-           rng.randbytes(100), rng.randbytes(3000), rng.randbytes(65536 - 40), b"q" * 70000]
+    out = [
+        b"a",
+        b"ab" * 3,
+        b"abc" * 20,
+        b"x" * 5000,
+        b"hello world " * 300,
+        rng.randbytes(100),
+        rng.randbytes(3000),
+        rng.randbytes(65536 - 40),
+        b"q" * 70000,
+    ]
     out += [bytes(rng.choice(b"ab") for _ in range(rng.randint(1, 400))) for _ in range(25)]
     out += [rng.randbytes(rng.randint(1, 50)) + b"z" * rng.randint(0, 40) for _ in range(25)]
     return out
@@ -57,8 +87,9 @@ def test_tiny_inputs_by_hand():
     assert ncd([26], [28], np.array([[31]]))[0, 0] == 5 / 28
     assert c.pair_sizes([b"abc"], [b"hello"]).tolist() == [[31]]
     # Two targets: alignment = 1 − (5/28 + (C(abcabc) − 26)/26)/2 with C(abcabc) = 29.
-    assert alignment([26], [28, 26], c.pair_sizes([b"abc"], [b"hello", b"abc"]))[0] == \
-        pytest.approx(1 - (5 / 28 + 3 / 26) / 2, abs=1e-15)
+    assert alignment([26], [28, 26], c.pair_sizes([b"abc"], [b"hello", b"abc"]))[
+        0
+    ] == pytest.approx(1 - (5 / 28 + 3 / 26) / 2, abs=1e-15)
 
 
 def test_lz4_extension_is_built():
@@ -82,8 +113,9 @@ def test_lz4_pair_sizes_exact(level):
     assert got.tolist() == want
 
 
-@pytest.mark.parametrize("name, level", [("gzip", 1), ("gzip", 6), ("gzip", 9), ("zlib", 1),
-                                         ("zlib", 4), ("zlib", 9)])
+@pytest.mark.parametrize(
+    "name, level", [("gzip", 1), ("gzip", 6), ("gzip", 9), ("zlib", 1), ("zlib", 4), ("zlib", 9)]
+)
 def test_deflate_pair_sizes_exact(name, level):
     # x ⊕ y split across compressobj.copy(): window slides (> 32 KB), random and repetitive data.
     rng = random.Random(3)
@@ -97,8 +129,9 @@ def test_deflate_pair_sizes_exact(name, level):
 def test_other_pair_sizes_exact(name):
     c = get(name, 1)
     xs, ys = _texts(3, 7), _texts(3, 8)
-    assert c.pair_sizes(xs, ys).tolist() == [[len(REFERENCE[name](x + y, 1)) for y in ys]
-                                             for x in xs]
+    assert c.pair_sizes(xs, ys).tolist() == [
+        [len(REFERENCE[name](x + y, 1)) for y in ys] for x in xs
+    ]
 
 
 def test_gzip_is_deterministic():
@@ -106,18 +139,21 @@ def test_gzip_is_deterministic():
     assert get("gzip").compress(t) == get("gzip").compress(t) == gzip.compress(t, 9, mtime=0)
 
 
-@pytest.mark.parametrize("name, level, msg", [
-    ("gzip", 0, "stores without compressing"),
-    ("zlib", 0, "stores without compressing"),
-    ("gzip", 10, r"1\.\.9"),
-    ("lz4", -1, r"0\.\.16"),
-    ("lz4", 17, r"0\.\.16"),
-    ("bz2", 0, r"1\.\.9"),
-    ("lzma", 10, r"0\.\.9"),
-    ("zstd", 23, r"\.\.22"),
-    ("lz4", 1.5, "integer"),
-    ("brotli", None, "unknown compressor 'brotli'"),
-])
+@pytest.mark.parametrize(
+    "name, level, msg",
+    [
+        ("gzip", 0, "stores without compressing"),
+        ("zlib", 0, "stores without compressing"),
+        ("gzip", 10, r"1\.\.9"),
+        ("lz4", -1, r"0\.\.16"),
+        ("lz4", 17, r"0\.\.16"),
+        ("bz2", 0, r"1\.\.9"),
+        ("lzma", 10, r"0\.\.9"),
+        ("zstd", 23, r"\.\.22"),
+        ("lz4", 1.5, "integer"),
+        ("brotli", None, "unknown compressor 'brotli'"),
+    ],
+)
 def test_bad_codec_or_level(name, level, msg):
     with pytest.raises(InputError, match=msg):
         get(name, level)

@@ -105,8 +105,9 @@ class Codec:
                 out[i, j] = self.size(xs[i] + ys[j])
             return out
         if self.name in ("gzip", "zlib"):
-            return _deflate_pair_sizes(xs, ys, self.level, _GZIP_WBITS if self.name == "gzip"
-                                       else _ZLIB_WBITS)
+            return _deflate_pair_sizes(
+                xs, ys, self.level, _GZIP_WBITS if self.name == "gzip" else _ZLIB_WBITS
+            )
         out = np.empty((len(xs), len(ys)), np.int64)
         for i, x in enumerate(xs):
             out[i] = [self.size(x + y) for y in ys]
@@ -135,8 +136,10 @@ def get(name: str, level: int | None = None) -> Codec:
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
         raise InputError(f"{name} level must be an integer, got {level!r}")
     if name in ("gzip", "zlib") and level == 0:
-        raise InputError(f"{name} level 0 stores without compressing, so every NCD would be ~1; "
-                         "use a level in 1..9")
+        raise InputError(
+            f"{name} level 0 stores without compressing, so every NCD would be ~1; "
+            "use a level in 1..9"
+        )
     if not spec.lo <= level <= spec.hi:
         raise InputError(f"{name} level must be in {spec.lo}..{spec.hi}, got {level}")
     return Codec(name, int(level))

@@ -68,8 +68,9 @@ class CompressorPool:
             for chunk in ...: cxy = pool.pair_sizes(chunk)  # [len(chunk), len(targets)]
     """
 
-    def __init__(self, codec: Codec, targets: Sequence[bytes], workers: int = 0,
-                 executor: str = "auto"):
+    def __init__(
+        self, codec: Codec, targets: Sequence[bytes], workers: int = 0, executor: str = "auto"
+    ):
         if executor not in EXECUTORS:
             raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
         if workers < 0:
@@ -81,9 +82,11 @@ class CompressorPool:
         if self.executor == "processes":
             # fork: workers start in milliseconds and need no importable __main__.
             ctx = multiprocessing.get_context(
-                "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            self._ex = cf.ProcessPoolExecutor(self.workers, ctx, _init_worker,
-                                              (codec, self.targets))
+                "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            )
+            self._ex = cf.ProcessPoolExecutor(
+                self.workers, ctx, _init_worker, (codec, self.targets)
+            )
         else:
             self._ex = cf.ThreadPoolExecutor(self.workers)
         self.target_sizes = self.sizes(self.targets)
@@ -120,6 +123,5 @@ class CompressorPool:
         if self.executor == "processes":
             parts = self._ex.map(_worker_pairs, self._chunks(xs))
         else:
-            parts = self._ex.map(lambda c: self.codec.pair_sizes(c, self.targets),
-                                 self._chunks(xs))
+            parts = self._ex.map(lambda c: self.codec.pair_sizes(c, self.targets), self._chunks(xs))
         return np.concatenate(list(parts))
