@@ -7,12 +7,12 @@
    right, so every decision it makes while all the bytes it looks at lie inside x, and while no
    end-of-input limit is in reach, is the same for every y. We run the parser over x once
    ("prefix mode"), stop at the last such point (a checkpoint: parser registers plus the hash
-   table), and for each y_j resume from the checkpoint over x ⊕ y_j, undoing the hash-table writes
-   afterwards. Only compressed *sizes* are computed; no bytes are written.
+   table), and for each y_j resume from the checkpoint (registers and a copy of its table) over
+   x ⊕ y_j. Only compressed *sizes* are computed; no bytes are written.
 
    This is a transcription of the reference parser's decisions, verified against the real codec
-   by tests/test_compress.py; pairs it does not cover (frames of more than one block) return -1
-   and the caller compresses them with the codec itself. */
+   by tests/test_compress.py; pairs it does not cover (frames of more than one block, an empty y)
+   return -1 and the caller compresses them with the codec itself. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -59,7 +59,8 @@ static inline int32_t count_common(const uint8_t *s, int32_t a, int32_t b, int32
     return a - start;
 }
 
-/* Hash table with an undo log, so a checkpoint can be restored without copying the table. */
+/* Hash table. In prefix mode every write is logged so that the last checkpoint can be restored;
+   full-mode runs start from a copy of the checkpoint's table instead. */
 typedef struct {
     uint16_t table[1 << HASH_LOG];
     uint32_t *log_h;
@@ -67,10 +68,13 @@ typedef struct {
     Py_ssize_t nlog;
 } Table;
 
-static inline void put(Table *t, uint32_t h, int32_t pos) {
-    t->log_h[t->nlog] = h;
-    t->log_v[t->nlog] = t->table[h];
-    t->nlog++;
+static inline __attribute__((always_inline)) void put(Table *t, uint32_t h, int32_t pos,
+                                                      int prefix) {
+    if (prefix) {
+        t->log_h[t->nlog] = h;
+        t->log_v[t->nlog] = t->table[h];
+        t->nlog++;
+    }
     t->table[h] = (uint16_t)pos;
 }
 
@@ -99,7 +103,8 @@ typedef struct {
    N = n+1, and every event whose outcome could differ for a larger N (a limit reached, an
    output-budget check failing) or that would read past x stops the run: *st and the table are
    left at the last checkpoint and -1 is returned. */
-static int64_t parse(const uint8_t *s, int32_t n, int prefix, int accel, State *st, Table *t) {
+static inline __attribute__((always_inline)) int64_t parse(const uint8_t *s, int32_t n, int prefix,
+                                                           int accel, State *st, Table *t) {
     const int32_t N = prefix ? n + 1 : n;
     const int32_t mflimit_plus_one = N - MFLIMIT + 1;
     const int32_t matchlimit = N - LASTLITERALS;
@@ -131,7 +136,7 @@ static int64_t parse(const uint8_t *s, int32_t n, int prefix, int accel, State *
             UNSURE();
             goto last_literals;
         }
-        put(t, hash_at(s), 0);
+        put(t, hash_at(s), 0, prefix);
         ip = 1;
         anchor = 0;
         op = 0;
@@ -158,7 +163,7 @@ static int64_t parse(const uint8_t *s, int32_t n, int prefix, int accel, State *
                 }
                 match = cand;
                 fh = hash_at(s + fwd);
-                put(t, h, cur);
+                put(t, h, cur, prefix);
                 if (read32(s + match) == read32(s + ip)) break;
             }
         }
@@ -196,11 +201,11 @@ static int64_t parse(const uint8_t *s, int32_t n, int prefix, int accel, State *
             UNSURE();
             break;
         }
-        put(t, hash_at(s + ip - 2), ip - 2);
+        put(t, hash_at(s + ip - 2), ip - 2, prefix);
         {
             const uint32_t h = hash_at(s + ip);
             const int32_t cand = t->table[h];
-            put(t, h, ip);
+            put(t, h, ip, prefix);
             if (read32(s + cand) == read32(s + ip)) {
                 match = cand;
                 op++; /* token of a match with no literals */
@@ -224,6 +229,14 @@ last_literals:
 #undef UNSURE
 }
 
+static int64_t parse_prefix(const uint8_t *s, int32_t n, int accel, State *st, Table *t) {
+    return parse(s, n, 1, accel, st, t);
+}
+
+static int64_t parse_full(const uint8_t *s, int32_t n, int accel, State *st, Table *t) {
+    return parse(s, n, 0, accel, st, t);
+}
+
 static int64_t frame_size(int64_t block, int64_t n) {
     if (block == 0 || block >= n) block = n; /* stored raw */
     return block + FRAME_OVERHEAD;
@@ -243,6 +256,7 @@ static PyObject *pair_sizes(PyObject *self, PyObject *args) {
     Py_ssize_t *xl = NULL, *yl = NULL;
     uint8_t *buf = NULL;
     Table *t = NULL;
+    uint16_t *snap_table = NULL;
     PyObject *result = NULL;
     if (!ys) goto done;
     const Py_ssize_t nx = PyTuple_GET_SIZE(xs), ny = PyTuple_GET_SIZE(ys);
@@ -256,7 +270,8 @@ static PyObject *pair_sizes(PyObject *self, PyObject *args) {
     xl = PyMem_Calloc(nx + 1, sizeof(*xl));
     yl = PyMem_Calloc(ny + 1, sizeof(*yl));
     t = PyMem_Calloc(1, sizeof(Table));
-    if (!xp || !yp || !xl || !yl || !t) {
+    snap_table = PyMem_Malloc(sizeof(t->table));
+    if (!xp || !yp || !xl || !yl || !t || !snap_table) {
         PyErr_NoMemory();
         goto done;
     }
@@ -283,8 +298,8 @@ static PyObject *pair_sizes(PyObject *self, PyObject *args) {
     }
     if (xmax > BLOCK_MAX) xmax = BLOCK_MAX;
     if (ymax > BLOCK_MAX) ymax = BLOCK_MAX;
-    /* At most one table write per input position, plus two per match (< 2 per position). */
-    const Py_ssize_t cap = 2 * (xmax + ymax) + 64;
+    /* Prefix mode logs at most one table write per position of x plus two per match. */
+    const Py_ssize_t cap = 2 * xmax + 64;
     buf = PyMem_Malloc(xmax + ymax + 8);
     t->log_h = PyMem_Malloc(cap * sizeof(uint32_t));
     t->log_v = PyMem_Malloc(cap * sizeof(uint16_t));
@@ -304,8 +319,8 @@ static PyObject *pair_sizes(PyObject *self, PyObject *args) {
         memset(t->table, 0, sizeof(t->table));
         t->nlog = 0;
         State snap = {AT_START, 0, 0, 0, 0, 0};
-        if (m > 0) parse(buf, (int32_t)m, 1, accel, &snap, t);
-        t->nlog = 0;
+        if (m > 0) parse_prefix(buf, (int32_t)m, accel, &snap, t);
+        memcpy(snap_table, t->table, sizeof(t->table));
         for (Py_ssize_t j = 0; j < ny; j++) {
             const Py_ssize_t n = m + yl[j];
             /* The checkpoint assumes bytes after x: an empty y is left to the codec. */
@@ -314,10 +329,9 @@ static PyObject *pair_sizes(PyObject *self, PyObject *args) {
                 continue;
             }
             memcpy(buf + m, yp[j], yl[j]);
+            memcpy(t->table, snap_table, sizeof(t->table));
             State st = snap;
-            const int64_t block = parse(buf, (int32_t)n, 0, accel, &st, t);
-            rollback(t);
-            o[i * ny + j] = frame_size(block, n);
+            o[i * ny + j] = frame_size(parse_full(buf, (int32_t)n, accel, &st, t), n);
         }
     }
     Py_END_ALLOW_THREADS
@@ -337,6 +351,7 @@ done:
         PyMem_Free(t->log_v);
         PyMem_Free(t);
     }
+    PyMem_Free(snap_table);
     return result;
 }
 

@@ -75,19 +75,22 @@ class Hasher:
         self._cache: dict[str, int] = {}
 
     def bucket(self, gram: str) -> int:
-        b = self._cache.get(gram)
-        if b is None:
-            b = int(hashlib.sha256(gram.encode("utf-8")).hexdigest(), 16) % self.buckets
-            self._cache[gram] = b
-        return b
+        return int(hashlib.sha256(gram.encode("utf-8")).hexdigest(), 16) % self.buckets
 
     def ids(self, text: str) -> np.ndarray:
         """Bucket ids of every n-gram of the text (with repeats): int64 [#n-grams]."""
         words = TOKEN.findall(text.lower())
         grams = list(words)
         for n in range(2, self.ngrams + 1):
-            grams += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
-        return np.fromiter((self.bucket(g) for g in grams), np.int64, len(grams))
+            grams += map(" ".join, zip(*(words[i:] for i in range(n)), strict=False))
+        cache = self._cache
+        ids = list(map(cache.get, grams))  # the common case: every n-gram seen before
+        if None in ids:
+            for g in grams:
+                if g not in cache:
+                    cache[g] = self.bucket(g)
+            ids = list(map(cache.__getitem__, grams))
+        return np.array(ids, np.int64)
 
     def counts(self, texts: Iterable[str]) -> np.ndarray:
         """Total bucket counts over the texts: int64 [buckets]."""
