@@ -42,7 +42,7 @@ LLAMA3_ROPE = (
 )
 
 forward = jax.jit(llama.forward, static_argnames="cfg")
-decode_step = jax.jit(llama.decode_step, static_argnames="cfg")
+decode_step = jax.jit(llama.decode_step, static_argnames="cfg", donate_argnames="cache")
 
 
 @functools.partial(jax.jit, static_argnames="cfg")

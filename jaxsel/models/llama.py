@@ -6,7 +6,7 @@ layer and compiles in about a second. Two entry points share the layer code:
 - `forward`: teacher-forced over a right-padded batch (mask), optionally with a prefix of raw
   per-layer keys/values (prefix tuning, LAMDAS) visible to a per-row subset of the batch, and
   optionally with LoRA deltas (FineZip online memorisation). Inputs, not forks: a prefix masked off
-  for a row and a LoRA of zeros give exactly the plain model.
+  for a row and a LoRA with b = 0 give the plain model (to float rounding; the same function).
 - `decode_step`: one token per row against a KV cache; equal to `forward` up to float rounding.
 
 Parameters (HF layout for Q/K, i.e. `rotate_half` RoPE; weights stored as [in, out]):
@@ -173,11 +173,7 @@ def _qkv(x, lp, cos, sin, cfg: LlamaConfig, lora_l):
     h = rms_norm(x, lp["attn_norm"], cfg.rms_eps)
     q, k, v = (_proj(h, lp, n, lora_l) for n in ("wq", "wk", "wv"))
     if "bq" in lp:  # Qwen2
-        q, k, v = (
-            q + lp["bq"].astype(q.dtype),
-            k + lp["bk"].astype(k.dtype),
-            v + lp["bv"].astype(v.dtype),
-        )
+        q, k, v = (a + lp[n].astype(a.dtype) for a, n in ((q, "bq"), (k, "bk"), (v, "bv")))
     q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
     k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
@@ -253,7 +249,7 @@ def forward(
             k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
         return _finish(x, attention(q, k, v, allowed), lp, cfg, lora_l), None
 
-    x = params["embed"].astype(dt)[tokens]
+    x = params["embed"][tokens].astype(dt)
     x, _ = jax.lax.scan(layer, x, (params["layers"], _lora_xs(lora), prefix_xs))
     return rms_norm(x, params["final_norm"], cfg.rms_eps)
 
@@ -298,8 +294,9 @@ def token_logprobs(
 def init_cache(cfg: LlamaConfig, batch: int, max_len: int) -> KVCache:
     """An empty KV cache for `batch` rows and up to `max_len` positions."""
     shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-    z = jnp.zeros(shape, cfg.compute_dtype)
-    return KVCache(z, z, jnp.zeros((), jnp.int32))
+    # Two distinct buffers, so a jitted step may donate the cache.
+    zeros = lambda: jnp.zeros(shape, cfg.compute_dtype)  # noqa: E731
+    return KVCache(zeros(), zeros(), jnp.zeros((), jnp.int32))
 
 
 def decode_step(
@@ -324,7 +321,7 @@ def decode_step(
         cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), pos, axis=1)
         return _finish(x, attention(q, ck, cv, allowed), lp, cfg, lora_l), (ck, cv)
 
-    x = params["embed"].astype(cfg.compute_dtype)[tokens][:, None]
+    x = params["embed"][tokens][:, None].astype(cfg.compute_dtype)
     x, (k, v) = jax.lax.scan(layer, x, (params["layers"], _lora_xs(lora), cache.k, cache.v))
     h = rms_norm(x[:, 0], params["final_norm"], cfg.rms_eps)
     return lm_logits(params, h, cfg), KVCache(k, v, pos + 1)
