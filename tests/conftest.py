@@ -2,7 +2,40 @@
 
 import os
 
+import pytest
+
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A random 2-layer BERT (hidden 32) saved by transformers as a HF directory
+    (config.json + model.safetensors) with MiniLM's tokenizer.json. Weights are drawn with a
+    large spread so that every part of the forward pass matters numerically."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from jaxsel.models.bert import minilm_dir
+
+    cfg = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(path, safe_serialization=True)
+    shutil.copy(minilm_dir() / "tokenizer.json", path / "tokenizer.json")
+    return path

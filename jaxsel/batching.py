@@ -1,0 +1,99 @@
+"""Host-side batching of variable-length token sequences for jit-compiled models.
+
+Items are sorted by length and cut into batches; each batch is padded to the smallest of a few
+static bucket lengths (so jit compiles one shape per bucket, STYLE §8) and to a fixed number of
+rows. With a `workdir` the sorted order is computed in resumable shards (`jaxsel.shards`).
+Results come back in input order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsel.shards import run_sharded
+
+MIN_BUCKET = 16
+
+
+def bucket_lengths(max_len: int, min_len: int = MIN_BUCKET) -> tuple[int, ...]:
+    """The static padded lengths: powers of two from `min_len` below max_len, then max_len."""
+    out, n = [], min_len
+    while n < max_len:
+        out.append(n)
+        n *= 2
+    return (*out, max_len)
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket >= length (lengths above the largest bucket are a caller bug)."""
+    b = np.asarray(buckets)
+    i = int(np.searchsorted(b, length))
+    if i == b.size:
+        raise ValueError(f"length {length} exceeds the largest bucket {b[-1]}")
+    return int(b[i])
+
+
+def pad_rows(seqs: Sequence[Sequence[int]], rows: int, length: int, fill: int = 0):
+    """Right-pads sequences into a [rows, length] int32 array and its bool mask (extra rows are
+    all padding)."""
+    out = np.full((rows, length), fill, np.int32)
+    mask = np.zeros((rows, length), bool)
+    for r, s in enumerate(seqs):
+        out[r, : len(s)] = s
+        mask[r, : len(s)] = True
+    return out, mask
+
+
+def map_by_length(
+    lengths: Sequence[int],
+    batch_size: int,
+    compute: Callable[[np.ndarray], np.ndarray],
+    *,
+    workdir: str | os.PathLike | None = None,
+    key: dict | None = None,
+    shard_size: int = 1024,
+    progress: bool = False,
+    desc: str = "batches",
+) -> np.ndarray:
+    """Runs `compute(indices)` on length-sorted batches of items and returns rows in input order.
+
+    Args:
+      lengths: [N] item lengths; items are processed shortest first (ties in input order), so a
+        batch holds items of similar length and its padding stays small.
+      batch_size: items per `compute` call (the last batch of a shard may be smaller).
+      compute: item indices [b] -> array [b, ...] (one row per item).
+      workdir, key: resumable shards (see `jaxsel.shards.run_sharded`); key identifies the job.
+      shard_size: items per shard, rounded up to a multiple of batch_size.
+      progress: tqdm bar over items.
+    """
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    bar = tqdm(total=len(order), desc=desc, unit="item", disable=not progress)
+    counted = 0  # items of the current shard already shown on the bar
+
+    def run_shard(start: int, stop: int) -> np.ndarray:
+        nonlocal counted
+        parts = []
+        for b0 in range(start, stop, batch_size):
+            idx = order[b0 : min(b0 + batch_size, stop)]
+            parts.append(np.asarray(compute(idx)))
+            bar.update(len(idx))
+            counted += len(idx)
+        return np.concatenate(parts)
+
+    def shard_done(n: int) -> None:  # resumed shards were not counted by `run_shard`
+        nonlocal counted
+        bar.update(n - counted)
+        counted = 0
+
+    size = -(-max(shard_size, 1) // batch_size) * batch_size
+    try:
+        rows = run_sharded(len(order), run_shard, workdir, key or {}, size, shard_done)
+    finally:
+        bar.close()
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
