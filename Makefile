@@ -10,7 +10,8 @@ OUT := out
 
 .PHONY: demo test bench clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+# The C extension (jaxsel/compress/_lz4pair.c) is built by the editable install: rebuild on edits.
+$(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,ref]'
