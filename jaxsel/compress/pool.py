@@ -40,6 +40,13 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def chunks(xs: Sequence, workers: int) -> list[Sequence]:
+    """xs cut into a few consecutive chunks per worker (evens out unequal lengths)."""
+    n = max(1, min(len(xs), 4 * workers))
+    bounds = np.linspace(0, len(xs), n + 1).astype(int)
+    return [xs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
 # ---- process workers: the targets arrive once, chunks of pool items per task.
 _W_CODEC: Codec | None = None
 _W_YS: Sequence[bytes] = ()
@@ -100,20 +107,14 @@ class CompressorPool:
     def close(self) -> None:
         self._ex.shutdown(cancel_futures=True)
 
-    def _chunks(self, xs: Sequence[bytes]) -> list[Sequence[bytes]]:
-        # A few chunks per worker evens out unequal lengths.
-        n = max(1, min(len(xs), 4 * self.workers))
-        bounds = np.linspace(0, len(xs), n + 1).astype(int)
-        return [xs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-
     def sizes(self, xs: Sequence[bytes]) -> np.ndarray:
         """C(x) for each x: int64 [len(xs)]."""
         if not len(xs):
             return np.zeros(0, np.int64)
         if self.executor == "processes":
-            parts = self._ex.map(_worker_sizes, self._chunks(xs))
+            parts = self._ex.map(_worker_sizes, chunks(xs, self.workers))
         else:
-            parts = self._ex.map(self.codec.sizes, self._chunks(xs))
+            parts = self._ex.map(self.codec.sizes, chunks(xs, self.workers))
         return np.concatenate(list(parts))
 
     def pair_sizes(self, xs: Sequence[bytes]) -> np.ndarray:
@@ -121,7 +122,9 @@ class CompressorPool:
         if not len(xs):
             return np.zeros((0, len(self.targets)), np.int64)
         if self.executor == "processes":
-            parts = self._ex.map(_worker_pairs, self._chunks(xs))
+            parts = self._ex.map(_worker_pairs, chunks(xs, self.workers))
         else:
-            parts = self._ex.map(lambda c: self.codec.pair_sizes(c, self.targets), self._chunks(xs))
+            parts = self._ex.map(
+                lambda c: self.codec.pair_sizes(c, self.targets), chunks(xs, self.workers)
+            )
         return np.concatenate(list(parts))

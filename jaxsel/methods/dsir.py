@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
@@ -136,23 +137,15 @@ def score(
         "pool": fingerprint_texts(pool.texts),
         "target": fingerprint_texts(target.texts),
     }
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(pool), unit="doc", desc="dsir", dynamic_ncols=True)
-    try:
+    with tqdm(total=len(pool), unit="doc", desc="dsir", disable=not progress) as bar:
         values = run_sharded(
             len(pool),
             lambda s, e: log_weights(hasher, pool.texts[s:e], ratio),
             workdir,
             key,
             config.shard_size,
-            bar.update if bar else None,
+            bar.update,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     meta = {"buckets": config.buckets, "ngrams": config.ngrams, "resample": config.resample}
     if config.resample == "gumbel":
         values = values + np.random.default_rng(config.seed).gumbel(size=values.size)

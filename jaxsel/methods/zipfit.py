@@ -28,10 +28,10 @@ precision@100 there (experiments/zipfit_default.py). The paper's score is the de
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxsel.compress import CompressorPool, codecs
 from jaxsel.compress.pool import EXECUTORS
@@ -119,14 +119,6 @@ def _check(pool: Corpus, target: Corpus | None, debias: str, name: str) -> None:
         raise InputError(f"debias must be one of {', '.join(DEBIAS)}, got {debias!r}")
 
 
-def _bar(total: int, on: bool, desc: str):
-    if not on:
-        return contextlib.nullcontext(None)
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="doc", desc=desc, dynamic_ncols=True)
-
-
 def _finish(values, pool, debias, name, meta) -> Scores:
     meta["debias"] = debias
     if debias == "length":
@@ -158,7 +150,7 @@ def score(
     block = max(1, _PAIR_BLOCK // len(ys))
     with (
         CompressorPool(codec, ys, config.workers, config.executor) as cp,
-        _bar(len(pool), progress, "zipfit") as bar,
+        tqdm(total=len(pool), unit="doc", desc="zipfit", disable=not progress) as bar,
     ):
 
         def shard(start: int, stop: int) -> np.ndarray:
@@ -168,14 +160,7 @@ def score(
                 out.append(alignment(cp.sizes(chunk), cp.target_sizes, cp.pair_sizes(chunk)))
             return np.concatenate(out)
 
-        values = run_sharded(
-            len(pool),
-            shard,
-            workdir,
-            key,
-            config.shard_size,
-            bar.update if bar is not None else None,
-        )
+        values = run_sharded(len(pool), shard, workdir, key, config.shard_size, bar.update)
         meta = {
             "compressor": codec.name,
             "level": codec.level,
@@ -225,7 +210,7 @@ def score_fast(
 
     import zstandard
 
-    from jaxsel.compress.pool import default_workers
+    from jaxsel.compress.pool import chunks, default_workers
 
     _check(pool, target, config.debias, "zipfit-fast")
     codecs.get("zstd", config.level)  # validates the level
@@ -244,25 +229,19 @@ def score_fast(
         "target": fingerprint_texts(target.texts),
     }
     workers = config.workers or default_workers()
-    with cf.ThreadPoolExecutor(workers) as ex, _bar(len(pool), progress, "zipfit-fast") as bar:
+    with (
+        cf.ThreadPoolExecutor(workers) as ex,
+        tqdm(total=len(pool), unit="doc", desc="zipfit-fast", disable=not progress) as bar,
+    ):
 
         def shard(start: int, stop: int) -> np.ndarray:
-            bounds = np.linspace(start, stop, min(stop - start, 4 * workers) + 1).astype(int)
             parts = ex.map(
-                lambda ab: _fast_sizes(xs[ab[0] : ab[1]], dicts, config.level),
-                zip(bounds[:-1], bounds[1:], strict=True),
+                lambda c: _fast_sizes(c, dicts, config.level), chunks(xs[start:stop], workers)
             )
             sizes = np.concatenate(list(parts))
             return 1.0 - (sizes[:, 1:] / sizes[:, :1]).mean(axis=1)
 
-        values = run_sharded(
-            len(pool),
-            shard,
-            workdir,
-            key,
-            config.shard_size,
-            bar.update if bar is not None else None,
-        )
+        values = run_sharded(len(pool), shard, workdir, key, config.shard_size, bar.update)
     meta = {
         "compressor": "zstd",
         "level": config.level,
