@@ -159,10 +159,19 @@ def test_bad_codec_or_level(name, level, msg):
         get(name, level)
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes"])
-def test_pool_executors_agree(executor):
+@pytest.mark.parametrize(
+    "name, level, executor",
+    [
+        ("gzip", 6, "threads"),
+        ("gzip", 6, "processes"),
+        ("zstd", 3, "batch"),
+        ("zstd", 3, "auto"),
+        ("lzma", 1, "auto"),
+    ],
+)
+def test_pool_executors_agree(name, level, executor):
     xs, ys = _texts(23, 9), _texts(7, 10)
-    c = get("gzip", 6)
+    c = get(name, level)
     with CompressorPool(c, ys, workers=2, executor=executor) as pool:
         assert pool.target_sizes.tolist() == c.sizes(ys).tolist()
         assert pool.sizes(xs).tolist() == c.sizes(xs).tolist()
@@ -170,8 +179,19 @@ def test_pool_executors_agree(executor):
         assert pool.pair_sizes([]).shape == (0, 7)
 
 
+def test_batch_executor_splits_large_batches(monkeypatch):
+    from jaxsel.compress import pool as cpool
+
+    monkeypatch.setattr(cpool, "BATCH_BYTES", 500)  # one pool item per batch, or less
+    xs, ys = _texts(5, 11), _texts(4, 12)
+    with CompressorPool(get("zstd", 1), ys, executor="batch") as pool:
+        assert np.array_equal(pool.pair_sizes(xs), get("zstd", 1).pair_sizes(xs, ys))
+
+
 def test_pool_bad_arguments():
     with pytest.raises(InputError, match="executor"):
         CompressorPool(get("lz4"), [b"a"], executor="gpu")
     with pytest.raises(InputError, match="workers"):
         CompressorPool(get("lz4"), [b"a"], workers=-1)
+    with pytest.raises(InputError, match="batch executor is zstd"):
+        CompressorPool(get("gzip"), [b"a"], executor="batch")

@@ -56,7 +56,8 @@ class Config:
       level: codec level; None = the codec's default (lz4 0, gzip 9, ...).
       debias: "none" (the paper's score) or "length" (standardised within length bins).
       workers: compressor threads/processes; 0 = all cores.
-      executor: "auto" (the measured faster one per codec), "threads" or "processes".
+      executor: "auto" (the measured faster one per codec), "threads", "processes" or
+        "batch" (zstd's multi_compress_to_buffer).
       shard_size: pool items per resumable shard (with a workdir).
     """
 
@@ -272,7 +273,7 @@ def add_args(p, name: str) -> None:
             "--executor",
             default="auto",
             choices=EXECUTORS,
-            help="compressor pool: threads or processes (auto: measured per codec)",
+            help="compressor pool: threads, processes or batch (zstd); auto: measured per codec",
         )
     else:
         p.add_argument("--level", type=int, default=9, help="zstd level (default: 9)")
