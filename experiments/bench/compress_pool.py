@@ -15,8 +15,8 @@ settings), all cores, through `CompressorPool.pair_sizes` with each executor (fo
 "batch", zstandard's own C-thread `multi_compress_to_buffer`); slow codecs get fewer pool items.
 Reported: pairs/s (wall) and pairs per CPU second of the process and its workers.
 
-Expected (what `EXECUTOR` records): threads and processes within noise for lz4, gzip, zlib, bz2
-(threads kept: no start-up, no copies); processes ahead for lzma; batch ahead for zstd.
+Expected (what `EXECUTOR` records): the executors within noise of each other for lz4, gzip, zlib,
+zstd, bz2 (threads kept: least CPU per pair, no start-up, no copies); processes ahead for lzma.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ with the pool (the N x n pair list is never built). Three executors:
 - "batch" (zstd only): zstandard's `multi_compress_to_buffer`, which compresses a batch of
   concatenations in its own C threads (batches of at most `BATCH_BYTES`).
 `EXECUTOR` holds the faster one per codec, measured by `experiments/bench/compress_pool.py` on
-the 2-core development VM: threads and processes within noise of each other except for lzma
-(each call allocates its ~90 MB match finder; processes were faster in every run) and zstd
-(the batch API ran 1.3-1.7x faster than threads at the same CPU cost per pair).
+the 2-core development VM: all three within noise of each other in wall time, threads using the
+least CPU per pair, except lzma (each call allocates its ~90 MB match finder), where processes
+were ahead in every run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ EXECUTOR = {
     "lz4": "threads",
     "gzip": "threads",
     "zlib": "threads",
-    "zstd": "batch",
+    "zstd": "threads",
     "bz2": "threads",
     "lzma": "processes",
 }
