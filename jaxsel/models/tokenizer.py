@@ -67,6 +67,20 @@ class Tokenizer:
         """`encode` of each text (parallel in Rust)."""
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
+    def encode_docs(
+        self, texts: Sequence[str], max_tokens: int, chunk: int = 4096
+    ) -> tuple[list[list[int]], list[bool]]:
+        """Documents for scoring: [bos] + the first `max_tokens` ids of each text (no bos when
+        the tokenizer has none), and whether each text was truncated. Encodes `chunk` texts at a
+        time to bound the memory held by encodings."""
+        bos = [] if self.bos_id is None else [self.bos_id]
+        seqs, cut = [], []
+        for s in range(0, len(texts), chunk):
+            for ids in self.encode_batch(texts[s : s + chunk]):
+                seqs.append(bos + ids[:max_tokens])
+                cut.append(len(ids) > max_tokens)
+        return seqs, cut
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`; special tokens are kept, so decode(encode(t)) == t."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
