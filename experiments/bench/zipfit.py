@@ -259,6 +259,7 @@ def main() -> None:
             "wall_s": min(r["wall_s"] for r in rs),
             "cpu_s": min(r["cpu_s"] for r in rs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+            "pool_texts_mb": rs[0]["pool_texts_mb"],
             "values": rs[0]["values"],
         }
         for job, rs in runs.items()
@@ -292,14 +293,14 @@ def main() -> None:
     info["rows"] = rows
     print(
         f"{'method':12s} {'codec':7s} {'docs':>6s} {'wall s':>7s} {'CPU s':>7s} {'docs/s':>7s} "
-        f"{'pairs/s':>9s} {'pairs/CPUs':>10s} {'RSS MB':>7s} {'xwall':>6s} {'xCPU':>6s} "
-        f"{'max|diff|':>9s}"
+        f"{'pairs/s':>9s} {'pairs/CPUs':>10s} {'RSS MB':>7s} {'texts MB':>8s} {'xwall':>6s} "
+        f"{'xCPU':>6s} {'max|diff|':>9s}"
     )
     for r in rows:
         print(
             f"{r['method']:12s} {r['codec']:7s} {r['docs']:6d} {r['wall_s']:7.2f} "
             f"{r['cpu_s']:7.2f} {r['docs_per_s']:7.0f} {r.get('pairs_per_s', 0):9d} "
-            f"{r.get('pairs_per_cpu_s', 0):10d} {r['peak_rss_mb']:7.0f} "
+            f"{r.get('pairs_per_cpu_s', 0):10d} {r['peak_rss_mb']:7.0f} {r['pool_texts_mb']:8.1f} "
             f"{r['ours_x_wall']:6.2f} {r['ours_x_cpu']:6.2f} {r['max_abs_diff_vs_ours']:9.1e}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
