@@ -102,10 +102,10 @@ class CompressorPool:
             self._ex = None
             self._cctx = zstandard.ZstdCompressor(level=codec.level)
         elif self.executor == "processes":
-            # fork: workers start in milliseconds and need no importable __main__.
-            ctx = multiprocessing.get_context(
-                "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            )
+            # forkserver: forking this process could copy locks held by other threads (JAX's, a
+            # progress bar's); Python 3.14 makes it the default. Scripts need a __main__ guard.
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             self._ex = cf.ProcessPoolExecutor(
                 self.workers, ctx, _init_worker, (codec, self.targets)
             )
