@@ -293,6 +293,8 @@ def test_tiny_gguf_unpermutes_qk(tmp_path):
     got = logits_of(lm.params, toks, np.ones_like(toks, bool), lm.cfg)
     np.testing.assert_allclose(got, _hf_logits(model, toks), atol=1e-4, rtol=1e-4)
     assert lm.tokenizer.bos_id == 0
+    (tmp_path / "renamed.gguf").write_bytes((tmp_path / "m.gguf").read_bytes())
+    assert loaders.load_gguf(tmp_path / "renamed.gguf").fingerprint == lm.fingerprint
 
 
 def test_gguf_errors(tmp_path):

@@ -48,8 +48,7 @@ def _check_dtype(dtype: str) -> None:
 def _fingerprint(cfg: LlamaConfig, files: list[Path]) -> str:
     arch = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "dtype"}
     h = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode())
-    for f in files:
-        h.update(f.name.encode())
+    for f in files:  # contents only: a renamed or moved copy is the same model
         with open(f, "rb") as fh:
             h.update(hashlib.file_digest(fh, "sha256").digest())
     return h.hexdigest()
