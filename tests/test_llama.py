@@ -209,6 +209,11 @@ def test_hf_dir_matches_transformers(tmp_path, kind):
     assert lm.tokenizer.decode(lm.tokenizer.encode("héllo\r\n")) == "héllo\r\n"
     again = loaders.load_lm(str(tmp_path))
     assert again.fingerprint == lm.fingerprint
+    sd = loaders.hf_state_dict(lm.params, lm.cfg)  # the inverse mapping
+    ref = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert sd.keys() == ref.keys()
+    for k, v in sd.items():
+        np.testing.assert_array_equal(v, ref[k], err_msg=k)
 
 
 def _write_gguf(path, model, arch="llama", norm_dtype=np.float32):

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel.models import llama
-from jaxsel.models.loaders import load_smollm2
+from jaxsel.models.loaders import hf_state_dict, load_smollm2
 
 T = 512
 BATCHES = (1, 8)
@@ -112,18 +112,7 @@ def hf_model(lm, torch, transformers, device):
 
     with no_init_weights():  # every weight is loaded below
         model = transformers.LlamaForCausalLM(conf)
-    p = jax.tree.map(lambda a: np.asarray(a, np.float32), lm.params)
-    names = {
-        "attn_norm": "input_layernorm", "wq": "self_attn.q_proj", "wk": "self_attn.k_proj",
-        "wv": "self_attn.v_proj", "wo": "self_attn.o_proj", "mlp_norm": "post_attention_layernorm",
-        "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj", "w_down": "mlp.down_proj",
-    }  # fmt: skip
-    sd = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]}
-    sd["lm_head.weight"] = p["embed"] if c.tie_embeddings else p["lm_head"].T
-    for i in range(c.num_layers):
-        for ours, theirs in names.items():
-            w = p["layers"][ours][i]
-            sd[f"model.layers.{i}.{theirs}.weight"] = w.T if w.ndim == 2 else w
+    sd = hf_state_dict(lm.params, c)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
     return model.eval().to(device)
 

@@ -201,6 +201,33 @@ def _opt_int(reader, key: str) -> int | None:
 # ----------------------------------------------------------------------------- HF directory
 
 _HF_TYPES = ("llama", "qwen2", "mistral")
+# our per-layer weight name -> HF module name under model.layers.{i}.
+HF_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "wq": "self_attn.q_proj",
+    "wk": "self_attn.k_proj",
+    "wv": "self_attn.v_proj",
+    "wo": "self_attn.o_proj",
+    "mlp_norm": "post_attention_layernorm",
+    "w_gate": "mlp.gate_proj",
+    "w_up": "mlp.up_proj",
+    "w_down": "mlp.down_proj",
+}
+
+
+def hf_state_dict(params: dict, cfg: LlamaConfig) -> dict[str, np.ndarray]:
+    """Our params as an HF Llama/Qwen2 state dict of float32 numpy arrays (weights [out, in]):
+    the inverse of `load_hf_dir`'s mapping, for transformers references and export."""
+    p = {k: np.asarray(v, np.float32) for k, v in params.items() if k != "layers"}
+    sd = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]}
+    sd["lm_head.weight"] = p["embed"] if cfg.tie_embeddings else p["lm_head"].T
+    for name, w in params["layers"].items():
+        w = np.asarray(w, np.float32)
+        hf = HF_LAYER_NAMES.get(name)
+        key = f"{hf}.weight" if hf else f"self_attn.{name[1]}_proj.bias"
+        for i in range(cfg.num_layers):
+            sd[f"model.layers.{i}.{key}"] = w[i].T if w.ndim == 3 else w[i]
+    return {k: np.ascontiguousarray(v) for k, v in sd.items()}
 
 
 def _hf_config(c: dict, where: Path, dtype: str) -> tuple[LlamaConfig, bool]:
@@ -284,20 +311,9 @@ def load_hf_dir(path, dtype: str = "float32") -> LoadedLM:
                 return w.T if transpose and w.ndim == 2 else w
         raise AssetError(f"{d}: weights lack {name}")
 
-    names = {
-        "attn_norm": "input_layernorm.weight",
-        "wq": "self_attn.q_proj.weight",
-        "wk": "self_attn.k_proj.weight",
-        "wv": "self_attn.v_proj.weight",
-        "wo": "self_attn.o_proj.weight",
-        "mlp_norm": "post_attention_layernorm.weight",
-        "w_gate": "mlp.gate_proj.weight",
-        "w_up": "mlp.up_proj.weight",
-        "w_down": "mlp.down_proj.weight",
-    }
+    names = {k: f"{n}.weight" for k, n in HF_LAYER_NAMES.items()}
     if qkv_bias:
-        names |= {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias",
-                  "bv": "self_attn.v_proj.bias"}  # fmt: skip
+        names |= {f"b{x}": f"self_attn.{x}_proj.bias" for x in "qkv"}
     layers = [
         {k: get(f"model.layers.{i}.{n}") for k, n in names.items()} for i in range(cfg.num_layers)
     ]
