@@ -328,7 +328,9 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 def cmd_compress(argv):
     """FineZip: lossless LLM compression of any file (`--info ARCHIVE` prints a header)"""
-    from jaxsel.finezip import FineZipConfig, MemorizeConfig
+    from jaxsel.finezip import FineZipConfig, MemorizeConfig, request_deterministic_xla
+
+    request_deterministic_xla()  # before JAX starts a backend
     from jaxsel.finezip.engine import CODERS
 
     mem = MemorizeConfig()
@@ -426,6 +428,8 @@ def cmd_decompress(argv):
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
     args = p.parse_args(argv)
     from jaxsel import finezip
+
+    finezip.request_deterministic_xla()  # before JAX starts a backend
     from jaxsel.models.loaders import load_lm
 
     archive = _read_bytes(args.input)

@@ -1,0 +1,33 @@
+"""FineZip: lossless compression of text with a causal LM (Mittu et al. 2024, arXiv 2409.17141).
+
+`compress(data) -> archive` and `decompress(archive) -> data` for any bytes. Text is tokenised,
+cut into chunks of `chunk_len` tokens (dynamic context), and each token is coded under the
+model's prediction from the chunk's earlier tokens, many chunks per device batch: either its rank
+(the paper; varints + bzip2) or range coding under the full distribution (`constriction`).
+Optional LoRA memorisation of the input travels inside the archive. Modules: `archive`
+(container, checksums, fallback modes), `coders` (host entropy coding), `engine` (chunking and
+the one jitted coding step: the losslessness argument lives there), `memorize` (LoRA), `api`.
+"""
+
+from jaxsel.finezip.api import (
+    Compressed,
+    FineZipConfig,
+    compress,
+    compress_detailed,
+    decompress,
+    request_deterministic_xla,
+)
+from jaxsel.finezip.archive import describe, read_header
+from jaxsel.finezip.memorize import MemorizeConfig
+
+__all__ = [
+    "Compressed",
+    "FineZipConfig",
+    "MemorizeConfig",
+    "compress",
+    "compress_detailed",
+    "decompress",
+    "describe",
+    "read_header",
+    "request_deterministic_xla",
+]

@@ -1,0 +1,403 @@
+"""`compress` / `decompress`: FineZip end to end (text -> tokens -> chunks -> coded payload ->
+archive, and back).
+
+Any bytes compress: UTF-8 text whose tokenisation round-trips is model-coded; everything else
+(invalid UTF-8, binary, empty input) and anything a model-free coder does smaller goes into a
+fallback mode ("raw", "bz2", "lzma"), chosen automatically and never altering the data. The
+archive records the sha256 of the original and decompression verifies it. See `engine` for how
+compression and decompression are kept bit-identical and what breaks that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import time
+import warnings
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jaxsel import parallel
+from jaxsel.errors import ArchiveError, InputError
+from jaxsel.finezip import archive as arc
+from jaxsel.finezip import coders, engine
+from jaxsel.finezip.memorize import MemorizeConfig, lora_from_blob, to_blob, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FineZipConfig:
+    """How to compress (decompression reads everything it needs from the archive header).
+
+    coder: "ac" (range coding under the full distribution) or "rank" (the paper: ranks + bzip2).
+    chunk_len: tokens per chunk, i.e. the longest context (FineZip's dynamic context, 512).
+    batch_size: chunks coded side by side (the KV-cache batch; rounded to the `data` axis).
+    lanes: batches in flight at once (overlaps host coding with device steps; schedule only).
+    fallback: also consider the model-free modes and keep whichever archive is smallest.
+    lora: online memorisation (LoRA trained on the input, stored in the archive).
+    """
+
+    coder: str = "ac"
+    chunk_len: int = 512
+    batch_size: int = 16
+    lanes: int = 2
+    fallback: bool = True
+    lora: MemorizeConfig = MemorizeConfig()
+
+    def __post_init__(self):
+        if self.coder not in engine.CODERS:
+            raise InputError(f"coder must be one of {engine.CODERS}, got {self.coder!r}")
+        if self.chunk_len < 1 or self.batch_size < 1 or self.lanes < 1:
+            raise InputError("chunk_len, batch_size and lanes must be >= 1")
+
+
+class Compressed(NamedTuple):
+    """An archive and what went into it (for reports and benchmarks)."""
+
+    archive: bytes
+    mode: str  # the chosen mode
+    sizes: dict  # mode -> archive size of each candidate (model: with LoRA blob and header)
+    lora_bytes: int  # size of the stored adapters (0 without LoRA)
+    n_tokens: int  # 0 when the input was not model-codable
+    seconds: dict  # wall time per phase: tokenize, lora, code, fallback
+    lora_losses: list  # training loss per LoRA step
+    reason: str  # why the model mode was unavailable ("" if it was)
+
+
+# GPU kernels chosen by timing (autotuning) may differ between the compressing and the
+# decompressing process, and with them the float results: pin the choice. No effect on CPU.
+DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0")
+
+
+def request_deterministic_xla() -> None:
+    """Adds `DETERMINISTIC_XLA_FLAGS` to $XLA_FLAGS (those not set already). Effective only
+    before JAX initialises its backends: the CLI calls it first; library users set the flags
+    themselves, on both sides (the header records $XLA_FLAGS and decompression warns when it
+    differs)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    extra = [f for f in DETERMINISTIC_XLA_FLAGS if f.split("=")[0] not in flags]
+    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+
+
+def _environment() -> dict:
+    """What a bit-exact replay depends on beyond the model (see `engine`)."""
+    from importlib.metadata import version
+
+    dev = jax.devices()[0]
+    return {
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "devices": parallel.data_size(),
+        "machine": platform.machine(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **{k: version(k) for k in ("jax", "jaxlib", "constriction")},
+    }
+
+
+def _load(model):
+    """A LoadedLM from `model`: itself, a zero-argument loader, or None (SmolLM2)."""
+    if model is None:
+        from jaxsel.models.loaders import load_smollm2
+
+        return load_smollm2()
+    return model() if callable(model) else model
+
+
+def _tokenize(text: str, tokenizer) -> tuple[np.ndarray | None, str]:
+    ids = tokenizer.encode(text)
+    if tokenizer.decode(ids) != text:
+        return None, "the tokenizer does not round-trip this text"
+    if tokenizer.bos_id is None:
+        return None, "the tokenizer has no bos/separator token to start chunks with"
+    return np.asarray(ids, np.int32), ""
+
+
+def compress_detailed(
+    data: bytes, model=None, config: FineZipConfig = FineZipConfig(), *, progress: bool = False
+) -> Compressed:
+    """`compress`, returning the archive together with per-mode sizes and timings."""
+    data = bytes(data)
+    seconds, archives = {}, {}
+    base = {"size": len(data), "sha256": arc.sha256(data)}
+    t0 = time.perf_counter()
+    for mode, body in arc.fallback_candidates(data).items():
+        archives[mode] = arc.pack({**base, "mode": mode}, body)
+    seconds["fallback"] = time.perf_counter() - t0
+    ids, reason, lora_bytes, losses = None, "empty input", 0, []
+    try:
+        text = data.decode("utf-8") if data else None
+    except UnicodeDecodeError as e:
+        text, reason = None, f"not UTF-8 ({e.reason} at byte {e.start})"
+    if text is not None:
+        model = _load(model)
+        t0 = time.perf_counter()
+        ids, reason = _tokenize(text, model.tokenizer)
+        seconds["tokenize"] = time.perf_counter() - t0
+    if ids is not None:
+        archives["model"], lora_bytes, losses = _model_archive(
+            ids, model, config, base, seconds, progress
+        )
+    sizes = {m: len(a) for m, a in archives.items()}
+    candidates = sizes if config.fallback or "model" not in sizes else {"model": sizes["model"]}
+    mode = min(candidates, key=lambda m: (candidates[m], m != "model"))
+    return Compressed(
+        archives[mode],
+        mode,
+        sizes,
+        lora_bytes,
+        0 if ids is None else len(ids),
+        seconds,
+        losses,
+        reason,
+    )
+
+
+def _model_archive(ids, model, config: FineZipConfig, base: dict, seconds: dict, progress: bool):
+    cfg, params, tok = model.cfg, model.params, model.tokenizer
+    plan = engine.make_plan(len(ids), config.chunk_len, config.batch_size, parallel.data_size())
+    batches = engine.to_batches(ids, plan, tok.bos_id)
+    lora_ab, scale, blob, losses, lora_meta = None, 0.0, b"", [], None
+    if config.lora.steps > 0:
+        t0 = time.perf_counter()
+        lengths = plan.lengths().reshape(-1)
+        real = lengths > 0
+        b, losses = train(
+            params,
+            cfg,
+            batches.reshape(-1, plan.chunk_len)[real],
+            lengths[real],
+            tok.bos_id,
+            config.lora,
+        )
+        blob = to_blob(b)
+        lora_meta = {
+            **config.lora.meta(cfg.num_layers),
+            "steps": config.lora.steps,
+            "len": len(blob),
+        }
+        lora_ab, scale = lora_from_blob(blob, lora_meta, params)  # code with what is stored
+        seconds["lora"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    payload = _encode(params, lora_ab, scale, cfg, config, plan, batches, tok.bos_id, progress)
+    seconds["code"] = time.perf_counter() - t0
+    header = {
+        **base,
+        "mode": "model",
+        "coder": config.coder,
+        "model": model.fingerprint,
+        "tokenizer": tok.id,
+        "dtype": cfg.dtype,
+        "n_tokens": plan.n_tokens,
+        "chunk_len": plan.chunk_len,
+        "batch_size": plan.batch_size,
+        "lora": lora_meta,
+        **_environment(),
+    }
+    return arc.pack(header, blob + payload), len(blob), losses
+
+
+def compress(
+    data: bytes, model=None, config: FineZipConfig = FineZipConfig(), *, progress: bool = False
+) -> bytes:
+    """Losslessly compresses any bytes.
+
+    Args:
+      data: the bytes (text is model-coded, anything else falls back to raw/bz2/lzma).
+      model: a `jaxsel.models.loaders.LoadedLM`, or a zero-argument function returning one
+        (called only when the data is text), default the embedded SmolLM2-135M.
+      config: coder, chunk/batch shapes, LoRA memorisation.
+    Returns the archive; `decompress(archive, model)` gives `data` back byte for byte.
+    """
+    return compress_detailed(data, model, config, progress=progress).archive
+
+
+def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
+    """Restores the original bytes; raises ArchiveError on a corrupted/truncated archive, a
+    different model, or output that fails the original's checksum."""
+    header, body = arc.unpack(bytes(archive))
+    if header["mode"] != "model":
+        return arc.check_restored(header, arc.fallback_decode(header["mode"], body))
+    if model is None:
+        from jaxsel.models.loaders import load_smollm2
+
+        model = load_smollm2(header["dtype"])
+    _check_model(header, model)
+    hint = _check_environment(header)
+    cfg, params, tok = model.cfg, model.params, model.tokenizer
+    plan = engine.Plan(header["n_tokens"], header["chunk_len"], header["batch_size"])
+    lora = header["lora"]
+    n_blob = lora["len"] if lora else 0
+    blob, payload = body[:n_blob], body[n_blob:]
+    lora_ab, scale = lora_from_blob(blob, lora, params) if lora else (None, 0.0)
+    config = FineZipConfig(coder=header["coder"])
+    ids = _decode(params, lora_ab, scale, cfg, config, plan, payload, tok.bos_id, progress)
+    return arc.check_restored(header, tok.decode(ids.tolist()).encode("utf-8"), hint)
+
+
+def _check_model(header: dict, model) -> None:
+    if model.fingerprint != header["model"]:
+        raise ArchiveError(
+            f"archive was made with model {header['model'][:16]}..., not the "
+            f"loaded {model.fingerprint[:16]}... (load the same weights)"
+        )
+    if model.tokenizer.id != header["tokenizer"]:
+        raise ArchiveError("archive was made with another tokenizer")
+    if model.cfg.dtype != header["dtype"]:
+        raise ArchiveError(
+            f"archive was coded in {header['dtype']}; load the model with "
+            f"dtype={header['dtype']!r}, not {model.cfg.dtype!r}"
+        )
+    if header["batch_size"] % parallel.data_size():
+        raise ArchiveError(
+            f"archive batch of {header['batch_size']} rows cannot be split over "
+            f"{parallel.data_size()} devices (made on {header['devices']})"
+        )
+
+
+def _check_environment(header: dict) -> str:
+    """Warns about every recorded fact that differs here; returns a hint for the checksum error."""
+    here = _environment()
+    diff = {k: (header.get(k), v) for k, v in here.items() if header.get(k) != v}
+    if not diff:
+        return ""
+    what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
+    warnings.warn(
+        f"FineZip archive made in another environment ({what}): decoding is only "
+        "bit-exact in the same one; the checksum will tell",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return f" (archive made in another environment: {what})"
+
+
+# -------------------------------------------------------------------------- batch coders
+
+
+class _AcEncode(engine.BatchCoder):
+    def __init__(self, chunks, lens):
+        self.chunks, self.lens, self.coder = chunks, lens, coders.RangeEncoder()
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.zeros, self.zeros
+
+    def feed(self, t, probs):
+        valid = self.lens > t
+        self.coder.step(self.chunks[valid, t], probs[valid])
+        return self.chunks[:, t]  # pad beyond a chunk's end, as in _AcDecode
+
+
+class _AcDecode(engine.BatchCoder):
+    def __init__(self, out, lens, words):
+        self.out, self.lens, self.coder = out, lens, coders.RangeDecoder(words)
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.zeros, self.zeros
+
+    def feed(self, t, probs):
+        valid = self.lens > t
+        self.out[valid, t] = self.coder.step(probs[valid])
+        return self.out[:, t]
+
+
+class _RankEncode(engine.BatchCoder):
+    def __init__(self, chunks, ranks):
+        self.chunks, self.ranks = chunks, ranks
+        self.zeros = np.zeros(len(chunks), np.int32)
+
+    def inputs(self, t):
+        return self.chunks[:, t], self.zeros
+
+    def feed(self, t, out):
+        self.ranks[:, t] = out[0]
+        return self.chunks[:, t]
+
+
+class _RankDecode(engine.BatchCoder):
+    def __init__(self, out, lens, ranks):
+        self.out, self.lens, self.ranks = out, lens, ranks
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.zeros, self.ranks[:, t]
+
+    def feed(self, t, out):
+        valid = self.lens > t
+        self.out[valid, t] = out[1][valid]
+        return self.out[:, t]
+
+
+def _encode(
+    params,
+    lora_ab,
+    scale,
+    cfg,
+    config: FineZipConfig,
+    plan: engine.Plan,
+    batches: np.ndarray,
+    bos: int,
+    progress: bool,
+) -> bytes:
+    lengths = plan.lengths()
+    if config.coder == "ac":
+        parts = [_AcEncode(batches[b], lengths[b]) for b in range(plan.n_batches)]
+    else:
+        ranks = np.zeros_like(batches)
+        parts = [_RankEncode(batches[b], ranks[b]) for b in range(plan.n_batches)]
+    engine.run(
+        params,
+        lora_ab,
+        cfg,
+        config.coder,
+        scale,
+        plan,
+        bos,
+        parts.__getitem__,
+        lanes=config.lanes,
+        progress=progress,
+    )
+    if config.coder == "ac":
+        return coders.pack_streams([p.coder.words() for p in parts])
+    return coders.encode_ranks(engine.from_batches(ranks, plan))
+
+
+def _decode(
+    params,
+    lora_ab,
+    scale,
+    cfg,
+    config: FineZipConfig,
+    plan: engine.Plan,
+    payload: bytes,
+    bos: int,
+    progress: bool,
+) -> np.ndarray:
+    lengths = plan.lengths()
+    out = np.full((plan.n_batches, plan.batch_size, plan.chunk_len), bos, np.int32)
+    if config.coder == "ac":
+        streams = coders.unpack_streams(payload, plan.n_batches)
+        parts = [_AcDecode(out[b], lengths[b], streams[b]) for b in range(plan.n_batches)]
+    else:
+        ranks = engine.to_batches(coders.decode_ranks(payload, plan.n_tokens), plan, 0)
+        if np.any(ranks >= cfg.vocab_size) or np.any(ranks < 0):
+            raise ArchiveError("corrupted rank payload: rank outside the vocabulary")
+        parts = [_RankDecode(out[b], lengths[b], ranks[b]) for b in range(plan.n_batches)]
+    engine.run(
+        params,
+        lora_ab,
+        cfg,
+        config.coder,
+        scale,
+        plan,
+        bos,
+        parts.__getitem__,
+        lanes=config.lanes,
+        progress=progress,
+    )
+    return engine.from_batches(out, plan)
