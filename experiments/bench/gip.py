@@ -16,6 +16,7 @@ cosine ≈ 0.3, like sentence embeddings; uncorrelated rows would flatter nothin
 per step does not depend on the data).
 
 Variants:
+  jax-f64      gip.select, matrix-free, float64: the reference order (with the numpy variants)
   jax          gip.select, matrix-free (Φ[s, :] = f_sᵀF each step): O(md) memory
   jax-2dev     the same on 2 XLA host devices (the pool split over the `data` axis, one thread
                each): XLA:CPU runs a matrix-vector product on one thread
@@ -25,13 +26,21 @@ Variants:
                W ← W − W[:, s]Φ[s, :]; only where Φ fits --gram-max-gb
 "select" is the wall time of the whole call (host checks, transfer, compile and the k steps);
 "warm" a second call with the same shapes (no compile). "agree" = length of the prefix of the
-selection order equal to jax's (float32 everywhere; a long run can part at a near-tie).
+selection order equal to jax-f64's (jax's where f64 was not run). Float32 runs part from it after
+a few hundred steps, once MP's residual scores have shrunk ~1e-3 below the initial ones that
+float32 rounding is relative to (jaxsel.methods.gip, "Precision").
 
 Hardware: the 2-core development VM (AMD EPYC, 23 GB, no GPU), shared with other jobs (the load
-average is printed). Runtime there: about 6 minutes with the defaults.
-Expected: jax selects the 10% of 52k in < 10 s at < 1 GB peak; Table 6 reports 214 s of Gram
-preprocessing + 25 s of selection and 10.8 GB on its CPU. `--gpu` has not been run (no GPU was
-available); it needs about 2 GB of accelerator memory.
+average is printed; CPU seconds are given next to wall seconds). Runtime there: about 20 minutes
+with the defaults at load 4-7.
+Measured there (load 4-7): m = 52,000, k = 10%: jax 26 s wall / 17 CPU-s, 0.52 GB peak (float64:
+33 CPU-s, 0.66 GB); numpy float32 matrix-free 31 CPU-s, 0.27 GB. Every step reads F once (80 MB
+in float32): a bare jitted matvec loop does 2.3 ms per step on the idle VM, so ~12 s for the
+5,200 steps is the floor on one core, above the 10 s goal; XLA:CPU runs each matvec on one
+thread, and 2 host devices (jax-2dev) did not lower the CPU seconds at this load. Table 6 reports
+214 s of Gram preprocessing + 25 s of selection and 10.8 GB on its CPU. `--gpu` has not been run
+(no GPU was available); it needs a CUDA jaxlib (`pip install -U "jax[cuda12]"`) and about 2 GB
+of accelerator memory.
 """
 
 from __future__ import annotations
@@ -131,10 +140,11 @@ def child(args) -> None:
     t0, c0 = time.perf_counter(), _cpu()
     if args.variant.startswith("jax"):
         form = "gram" if args.variant == "jax-gram" else "matrix-free"
-        order = gip.select(e, args.k, form=form).order
+        dtype = "float64" if args.variant == "jax-f64" else "float32"
+        order = gip.select(e, args.k, form=form, dtype=dtype).order
         res["select_s"], res["select_cpu_s"] = time.perf_counter() - t0, _cpu() - c0
         t0, c0 = time.perf_counter(), _cpu()
-        gip.select(e, args.k, form=form)
+        gip.select(e, args.k, form=form, dtype=dtype)
         res["warm_s"], res["warm_cpu_s"] = time.perf_counter() - t0, _cpu() - c0
         res["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
         stats = jax.devices()[0].memory_stats() or {}
@@ -188,7 +198,7 @@ def main():
     p.add_argument(
         "--numpy-budgets",
         default="0.1",
-        help="budgets for the numpy variants at m >= 20000 (slow); all below",
+        help="budgets for the float64 and numpy variants at m >= 20000 (slow); all below",
     )
     p.add_argument(
         "--gram-max-gb",
@@ -201,13 +211,13 @@ def main():
     p.add_argument(
         "--gpu",
         action="store_true",
-        help="m = 1,000,000, d = 384, k = 100,000, jax matrix-free only",
+        help="one jax matrix-free run at --m (default 1,000,000) and --k (default 100,000)",
     )
     p.add_argument("--out", help="JSON file for the raw results")
     # child mode
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--k", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--m", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--k", type=int, help="--gpu: greedy steps (default 100,000)")
+    p.add_argument("--m", type=int, help="--gpu: pool size (default 1,000,000)")
     p.add_argument("--emb", help=argparse.SUPPRESS)
     p.add_argument("--order-out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -218,9 +228,11 @@ def main():
     print(f"# GIP bench: {machine()}\n")
     tmp = Path(tempfile.mkdtemp(prefix="gip-bench-"))
     if args.gpu:
-        m, k = 1_000_000, 100_000
+        m, k = args.m or 1_000_000, args.k or 100_000
         r = run_child("jax", k, None, m, args.d, str(tmp / "gpu.npy"), args.seed)
         print(json.dumps(r, indent=2))
+        if "cpu" in r.get("devices", "cpu"):
+            print("note: no accelerator was found; this ran on the CPU")
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.embeddings:
@@ -236,9 +248,9 @@ def main():
         gram_fits = 4 * m * m / 1e9 <= args.gram_max_gb
         for b in budgets:
             k = int(round(b * m))
-            variants = ["jax", "jax-2dev"] + ["jax-gram"] * gram_fits
-            if m < 20000 or b in np_budgets:
-                variants += ["numpy"] + ["numpy-gram"] * gram_fits
+            slow = m < 20000 or b in np_budgets  # the float64 and numpy variants
+            variants = ["jax-f64"] * slow + ["jax", "jax-2dev"] + ["jax-gram"] * gram_fits
+            variants += (["numpy"] + ["numpy-gram"] * gram_fits) * slow
             ref = None
             for v in variants:
                 path = str(tmp / f"{v}-{m}-{k}.npy")

@@ -69,7 +69,7 @@ def frozen_a(params: dict, targets, rank: int, seed: int) -> dict:
         n_layers, d_in, _ = params["layers"][name].shape
         n = n_layers * d_in * rank
         words = np.random.PCG64([seed, i]).random_raw(-(-n // 64))
-        bits = np.unpackbits(words.view(np.uint8))[:n]
+        bits = np.unpackbits(words.astype("<u8").view(np.uint8))[:n]  # any host byte order
         scale = np.float32(1.0) / np.sqrt(np.float32(d_in))
         a[name] = (
             np.where(bits == 1, scale, -scale).astype(np.float32).reshape(n_layers, d_in, rank)
@@ -165,8 +165,8 @@ def train(
 
 
 def to_blob(b: dict) -> bytes:
-    """Trained factors -> float16 bytes, targets in sorted order."""
-    return b"".join(np.asarray(b[k], np.float16).tobytes() for k in sorted(b))
+    """Trained factors -> little-endian float16 bytes, targets in sorted order."""
+    return b"".join(np.asarray(b[k], "<f2").tobytes() for k in sorted(b))
 
 
 def lora_from_blob(blob: bytes, meta: dict, params: dict) -> tuple[tuple[dict, dict], float]:
@@ -177,13 +177,9 @@ def lora_from_blob(blob: bytes, meta: dict, params: dict) -> tuple[tuple[dict, d
     for k in sorted(a):
         n_layers, _, d_out = params["layers"][k].shape
         count = layers * rank * d_out
-        part = (
-            np.frombuffer(blob, np.float16, count=count, offset=off)
-            if off + 2 * count <= len(blob)
-            else None
-        )
-        if part is None or layers > n_layers:
+        if layers > n_layers or off + 2 * count > len(blob):
             raise ArchiveError("corrupted archive: LoRA blob does not match its header")
+        part = np.frombuffer(blob, "<f2", count=count, offset=off)
         b[k] = part.astype(np.float32).reshape(layers, rank, d_out)
         off += 2 * count
     if off != len(blob):
