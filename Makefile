@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 demo: $(VENV)/.installed
 	$(VENV)/bin/jaxsel select --method zipfit -k 100 --out $(OUT)/zipfit-top100.jsonl
 	$(VENV)/bin/jaxsel eval $(OUT)/zipfit-top100.jsonl --domain python
+	$(VENV)/bin/jaxsel compare --methods zipfit,zipfit-fast,dsir,random -k 100 200
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
