@@ -51,6 +51,14 @@ def register(name: str, config_cls: type):
     return deco
 
 
+def require_pool_and_target(pool, target, name: str) -> None:
+    """The check every target-conditioned method starts with: both sets non-empty."""
+    if target is None or not len(target):
+        raise InputError(f"{name} needs a non-empty target set")
+    if not len(pool):
+        raise InputError(f"{name}: the pool is empty")
+
+
 def names() -> list[str]:
     return sorted(_MODULES)
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
-from jaxsel.methods import register
+from jaxsel.methods import register, require_pool_and_target
 from jaxsel.scores import Scores
 from jaxsel.shards import fingerprint_texts, run_sharded
 
@@ -123,10 +123,7 @@ def score(
     progress: bool = False,
 ) -> Scores:
     """DSIR log importance weights (or Gumbel sampling keys) of every pool item."""
-    if target is None or not len(target):
-        raise InputError("dsir needs a non-empty target set")
-    if not len(pool):
-        raise InputError("dsir: the pool is empty")
+    require_pool_and_target(pool, target, "dsir")
     hasher = Hasher(config.buckets, config.ngrams)
     ratio = log_ratio(hasher.counts(target.texts), hasher.counts(pool.texts), config.smoothing)
     key = {

@@ -38,7 +38,7 @@ from jaxsel.compress.pool import EXECUTORS
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
 from jaxsel.evaluate import length_buckets
-from jaxsel.methods import register
+from jaxsel.methods import register, require_pool_and_target
 from jaxsel.scores import Scores
 from jaxsel.shards import fingerprint_texts, run_sharded
 
@@ -112,10 +112,7 @@ def length_debiased(values: np.ndarray, lengths, n_bins: int | None = None) -> n
 
 
 def _check(pool: Corpus, target: Corpus | None, debias: str, name: str) -> None:
-    if target is None or not len(target):
-        raise InputError(f"{name} needs a non-empty target set")
-    if not len(pool):
-        raise InputError(f"{name}: the pool is empty")
+    require_pool_and_target(pool, target, name)
     if debias not in DEBIAS:
         raise InputError(f"debias must be one of {', '.join(DEBIAS)}, got {debias!r}")
 
