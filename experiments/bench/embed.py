@@ -14,7 +14,8 @@ T in (128, 256):
   pooling + normalisation under torch.no_grad (torch's default thread count), median of --reps
   timed batches after a warm-up, and the max abs difference between the two;
 - model FLOP/s and MFU: the encoder's matmul FLOPs (QKV, scores, values, output, FFN) per second
-  over the FLOP/s of one large f32 matmul measured here with XLA (the achievable peak);
+  over the FLOP/s of one large f32 matmul measured here with XLA (the achievable peak: best of
+  3 × --reps calls, shared with bench/models.py);
 - end to end `embed_corpus` on 256 pool texts (tokenising, length bucketing, all buckets
   compiled in a warm-up run);
 - cosines of 3 paraphrase pairs and 3 unrelated pairs.
@@ -33,8 +34,8 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from _timing import matmul_flops, median_time
 
 from jaxsel.data.defaults import default_pool
 from jaxsel.models import bert
@@ -51,24 +52,6 @@ UNRELATED = [
     ("The stock market fell sharply today.", "def add(a, b):\n    return a + b"),
     ("Someone is strumming a guitar.", "The cat sat on the mat."),
 ]
-
-
-def _median_time(fn, reps: int, *args) -> float:
-    fn(*args)  # warm-up (compile / allocator)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def matmul_flops(reps: int) -> float:
-    """FLOP/s of a [2048, 1024] x [1024, 1024] f32 matmul under XLA: the achievable peak."""
-    a = jnp.ones((2048, 1024), jnp.float32)
-    b = jnp.ones((1024, 1024), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    return 2 * 2048 * 1024 * 1024 / _median_time(lambda: f(a, b).block_until_ready(), reps)
 
 
 def encoder_flops(cfg: bert.BertConfig, t: int) -> int:
@@ -120,7 +103,7 @@ def main() -> None:
             ("jax", lambda tk, mk: jit_embed(enc.params, tk, mk, enc.cfg).block_until_ready()),
             ("torch", torch_embed),
         ):
-            secs = _median_time(fn, args.reps, tokens, mask)
+            secs = median_time(fn, args.reps, tokens, mask)
             rows.append(
                 {
                     "impl": name,

@@ -38,6 +38,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import matmul_flops, median_time
 
 from jaxsel.models import llama
 from jaxsel.models.loaders import hf_state_dict, load_smollm2
@@ -47,33 +48,8 @@ BATCHES = (1, 8)
 STDLIB_FILES = ("textwrap.py", "argparse.py", "json/decoder.py", "functools.py", "heapq.py")
 
 
-def _median_time(fn, reps: int, *args) -> float:
-    fn(*args)  # warm-up (compile / allocator)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def _blocking(fn):
     return lambda *args: jax.block_until_ready(fn(*args))
-
-
-def matmul_flops(reps: int, dtype) -> float:
-    """FLOP/s of a [2048, 1024] x [1024, 1024] matmul under XLA, best of 3 * reps calls: the
-    achievable peak (best, not median, so that other jobs on the machine do not lower it)."""
-    a = jnp.ones((2048, 1024), dtype)
-    b = jnp.ones((1024, 1024), dtype)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, b).block_until_ready()
-    best = np.inf
-    for _ in range(3 * reps):
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 2048 * 1024 * 1024 / best
 
 
 def model_flops(cfg: llama.LlamaConfig, t: int) -> int:
@@ -161,7 +137,7 @@ def main() -> None:
                 "jax token_logprobs": _blocking(logprobs),
             }
             for name, fn in timed.items():
-                secs = _median_time(fn, args.reps, lm.params, tokens, mask)
+                secs = median_time(fn, args.reps, lm.params, tokens, mask)
                 rows.append({
                     "impl": name, "dtype": dtype, "batch": b, "tokens_per_s": b * T / secs,
                     "gflop_per_s": flops / secs / 1e9, "mfu": flops / secs / peaks[dtype],
