@@ -61,23 +61,7 @@ SMALL = M.Config(prefix_len=4, epochs=2, max_tokens=40, lr=1e-2, batch_size=2, s
 def write_tiny_dir(path, seed):
     """Random params (tests/llama_ref.py) saved in the HF Llama layout."""
     p = random_params(TINY, seed=seed)
-    names = {
-        "attn_norm": "input_layernorm.weight",
-        "wq": "self_attn.q_proj.weight",
-        "wk": "self_attn.k_proj.weight",
-        "wv": "self_attn.v_proj.weight",
-        "wo": "self_attn.o_proj.weight",
-        "mlp_norm": "post_attention_layernorm.weight",
-        "w_gate": "mlp.gate_proj.weight",
-        "w_up": "mlp.up_proj.weight",
-        "w_down": "mlp.down_proj.weight",
-    }
-    t = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]}
-    t["lm_head.weight"] = np.ascontiguousarray(p["lm_head"].T)
-    for ours, hf in names.items():
-        for i in range(TINY.num_layers):
-            w = p["layers"][ours][i]
-            t[f"model.layers.{i}.{hf}"] = np.ascontiguousarray(w.T if w.ndim == 2 else w)
+    t = loaders.hf_state_dict(p, TINY)
     path.mkdir(parents=True, exist_ok=True)
     save_file(t, str(path / "model.safetensors"))
     (path / "tokenizer.json").write_text(tiny_tokenizer_json(TINY.vocab_size))
