@@ -73,12 +73,15 @@ def _take(x: jax.Array, s: jax.Array, offset, axis_name) -> jax.Array:
 
 
 def _argmax(values: jax.Array, offset, axis_name) -> tuple[jax.Array, jax.Array]:
-    """(global index, value) of the largest entry of values [m_loc]; ties → lowest index."""
-    j = jnp.argmax(values)
-    local = values[j]
-    best = _pmax(local, axis_name)
-    idx = jnp.where(local == best, (j + offset).astype(jnp.int32), jnp.iinfo(jnp.int32).max)
-    return _pmin(idx, axis_name), best
+    """(global index, value) of the largest entry of values [m_loc]; ties → lowest index.
+
+    A max and then a min over the positions holding it: two plain reductions, ~10× faster on
+    XLA:CPU than jnp.argmax (a variadic value-index reduction) and the same ties. Values are
+    never NaN here (inputs are checked; taken entries are -inf)."""
+    best = _pmax(jnp.max(values), axis_name)
+    pos = jnp.arange(values.shape[0], dtype=jnp.int32) + offset
+    idx = jnp.where(values == best, pos, jnp.iinfo(jnp.int32).max)
+    return _pmin(jnp.min(idx), axis_name), best
 
 
 def _mark(taken: jax.Array, s: jax.Array, offset) -> jax.Array:
