@@ -183,6 +183,14 @@ def test_wrong_model_refused(smollm2, model_archive):
         finezip.decompress(model_archive, tiny_lm(smollm2.tokenizer, 1))
 
 
+def test_older_format_version_refused(tiny, model_archive):
+    """Version 1 archives were coded by a step with other float rounding: refused by version,
+    before any decoding."""
+    old = model_archive[:4] + bytes([1]) + model_archive[5:]
+    with pytest.raises(ArchiveError, match=f"format version 1; this jaxsel reads {arc.VERSION}"):
+        finezip.decompress(old, tiny)
+
+
 def test_payload_forgery_caught_by_original_checksum(tiny, model_archive):
     """A payload that passes the body checksum but decodes to other text (here: a re-packed,
     altered range-coded stream) still fails the original's sha256."""

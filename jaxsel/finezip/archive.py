@@ -28,7 +28,7 @@ from jaxsel.compress import codecs
 from jaxsel.errors import ArchiveError
 
 MAGIC = b"FZIP"
-VERSION = 1
+VERSION = 2  # 2: per-layer KV cache in the coding step (other float rounding than 1)
 FALLBACK_MODES = ("raw", "bz2", "lzma")
 _PREFIX = struct.Struct("<4sBI")  # magic, version, header_len
 

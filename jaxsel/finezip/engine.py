@@ -43,7 +43,14 @@ from tqdm.auto import tqdm
 
 from jaxsel import parallel
 from jaxsel.kernels.loglik import token_logprobs_and_ranks
-from jaxsel.models.llama import KVCache, LlamaConfig, Lora, decode_step, init_cache
+from jaxsel.models.llama import (
+    KVCache,
+    LlamaConfig,
+    Lora,
+    decode_step,
+    init_cache,
+    unstack_layers,
+)
 
 CODERS = ("ac", "rank")
 
@@ -186,23 +193,22 @@ def compiled_step(cfg: LlamaConfig, coder: str, lora_scale: float) -> Callable:
     `data` axis, the cache donated (updated in place). Cached, so compressor and decompressor
     in one process share one executable and the loop never re-traces."""
     rows = parallel.sharding("batch")
-    cache = KVCache(
-        parallel.sharding(None, "batch", None, None, None),
-        parallel.sharding(None, "batch", None, None, None),
-        parallel.replicated(),
-    )
+    cache = _cache_shardings(cfg)
     out = parallel.sharding("batch", "vocab") if coder == "ac" else (rows, rows)
     step = functools.partial(coding_step, cfg=cfg, coder=coder, lora_scale=lora_scale)
     return jax.jit(step, out_shardings=(cache, out), donate_argnums=(2,))
 
 
+def _cache_shardings(cfg: LlamaConfig) -> KVCache:
+    per_layer = (parallel.sharding("batch", None, None, None),) * cfg.num_layers
+    return KVCache(per_layer, per_layer, parallel.replicated())
+
+
 def new_cache(cfg: LlamaConfig, plan: Plan) -> KVCache:
-    """An empty, sharded cache; k and v get separate buffers (both are donated)."""
+    """An empty, sharded cache; every layer's k and v get their own buffer (all donated)."""
     shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.chunk_len))
-    kv = parallel.sharding(None, "batch", None, None, None)
-    shards = KVCache(kv, kv, parallel.replicated())
-    return KVCache(
-        *(jnp.zeros(s.shape, s.dtype, device=d) for s, d in zip(shapes, shards, strict=True))
+    return jax.tree.map(
+        lambda s, d: jnp.zeros(s.shape, s.dtype, device=d), shapes, _cache_shardings(cfg)
     )
 
 
@@ -244,7 +250,7 @@ def run(
     """
     step = compiled_step(cfg, coder, lora_scale)
     rows = parallel.sharding("batch")
-    params = jax.device_put(params, parallel.replicated())
+    params = jax.device_put(unstack_layers(params), parallel.replicated())
     if lora_ab is not None:
         lora_ab = jax.device_put(lora_ab, parallel.replicated())
     lengths = plan.lengths()

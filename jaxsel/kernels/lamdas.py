@@ -141,7 +141,9 @@ def prefix_from_tokens(params: dict, tokens: jax.Array, cfg: LlamaConfig) -> Pre
     cache = llama.init_cache(cfg, 1, p_len)
     step = functools.partial(llama.decode_step, cfg=cfg)
     cache = jax.lax.fori_loop(0, p_len, lambda i, c: step(params, c, tokens[i][None])[1], cache)
-    k, v = cache.k[:, 0], cache.v[:, 0]  # [L, P, KV, hd]; k carries RoPE at positions 0..P-1
+    # -> [L, P, KV, hd]; k carries RoPE at positions 0..P-1
+    k = jnp.stack([jnp.transpose(c[0], (2, 0, 1)) for c in cache.k])  # c: [1, KV, hd, P]
+    v = jnp.stack([jnp.swapaxes(c[0], 0, 1) for c in cache.v])  # c: [1, KV, P, hd]
     cos, sin = llama.rope_cos_sin(jnp.full((1, 1), -p_len, jnp.int32), cfg)  # rotate by -P
     k = llama.apply_rope(k, cos, sin)  # [L, P, KV, hd] read as [B=L, T=P, N=KV, hd]
     return PrefixKV(k.astype(jnp.float32), v.astype(jnp.float32))
