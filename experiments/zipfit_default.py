@@ -62,8 +62,10 @@ def main() -> None:
     domains = [str(d) for d in pool.field("domain")]
     lengths = pool.nbytes()
     base = domains.count(DOMAIN) / len(domains)
-    print(f"pool {len(pool)} docs ({domains.count(DOMAIN)} {DOMAIN}, base rate {base:.3f}), "
-          f"target {len(target)} HumanEval problems")
+    print(
+        f"pool {len(pool)} docs ({domains.count(DOMAIN)} {DOMAIN}, base rate {base:.3f}), "
+        f"target {len(target)} HumanEval problems"
+    )
     results, rankings = {}, {}
     for name, (method, cfg) in RUNS.items():
         m = methods.get(method)
@@ -84,20 +86,25 @@ def main() -> None:
     for name, res in results.items():
         if name.startswith("zipfit"):
             res["spearman_vs_exact_lz4"] = spearman(res["values"], exact["values"])
-            res["overlap_vs_exact_lz4"] = {k: overlap(rankings[name], rankings["zipfit lz4-0"], k)
-                                           for k in KS}
+            res["overlap_vs_exact_lz4"] = {
+                k: overlap(rankings[name], rankings["zipfit lz4-0"], k) for k in KS
+            }
 
     print("\n| method | P@100 | P@200 | P@400 | Spearman(score, length) | time s |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         p = r["precision"]
-        print(f"| {name} | {p[100]:.3f} | {p[200]:.3f} | {p[400]:.3f} | "
-              f"{r['spearman_length']:+.3f} | {r['seconds']:.1f} |")
+        print(
+            f"| {name} | {p[100]:.3f} | {p[200]:.3f} | {p[400]:.3f} | "
+            f"{r['spearman_length']:+.3f} | {r['seconds']:.1f} |"
+        )
     print(f"\nbase rate {base:.3f}")
 
     buckets = results["random"]["by_length"]
-    print("\nprecision by length bucket (K = 200 split by the bucket's share of python docs; "
-          "'sel' = how many of the overall top 200 fall in the bucket)\n")
+    print(
+        "\nprecision by length bucket (K = 200 split by the bucket's share of python docs; "
+        "'sel' = how many of the overall top 200 fall in the bucket)\n"
+    )
     print("| method | " + " | ".join(f"{b['bytes']} B" for b in buckets) + " |")
     print("|---|" + "---|" * len(buckets))
     for name, r in results.items():
@@ -110,8 +117,10 @@ def main() -> None:
     for name, r in results.items():
         if "spearman_vs_exact_lz4" in r and name != "zipfit lz4-0":
             o = r["overlap_vs_exact_lz4"]
-            print(f"| {name} | {r['spearman_vs_exact_lz4']:+.3f} | {o[100]:.2f} | {o[200]:.2f} "
-                  f"| {o[400]:.2f} |")
+            print(
+                f"| {name} | {r['spearman_vs_exact_lz4']:+.3f} | {o[100]:.2f} | {o[200]:.2f} "
+                f"| {o[400]:.2f} |"
+            )
     for r in results.values():
         del r["values"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
