@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel.shards import run_sharded
+from jaxsel.shards import fingerprint_texts, run_sharded
 
 MIN_BUCKET = 16
 
@@ -97,3 +97,51 @@ def map_by_length(
     out = np.empty_like(rows)
     out[order] = rows
     return out
+
+
+def map_token_rows(
+    tokenizer,
+    texts: Sequence[str],
+    max_tokens: int,
+    rows: int,
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    key: dict,
+    batch_size: int,
+    min_bucket: int = MIN_BUCKET,
+    workdir: str | os.PathLike | None = None,
+    shard_size: int = 1024,
+    progress: bool = False,
+    desc: str = "batches",
+) -> np.ndarray:
+    """Per-text model scores over each text's first `max_tokens` tokens: the LM scoring loop
+    shared by the methods.
+
+    Texts are tokenised (`tokenizer.encode_docs`), grouped shortest first `batch_size` at a time
+    (`map_by_length`, resumable with a workdir; `key` identifies the job, the texts' fingerprint
+    is added), padded to [rows, bucket] int32 tokens and a bool mask, and scored by
+    `fn(tokens, mask) -> [rows, c]`. Returns [N, c + 2] float64: fn's columns, the number of
+    tokens scored (length − 1: the first token is context only), 1 if the text was truncated.
+    """
+    buckets = bucket_lengths(max_tokens + 1, min_bucket)
+    seqs, cut = tokenizer.encode_docs(texts, max_tokens)
+    cut = np.asarray(cut, np.float64)
+    n_tok = np.array([max(len(s) - 1, 0) for s in seqs], np.int64)
+
+    def compute(idx: np.ndarray) -> np.ndarray:
+        length = bucket_for(max(2, max(len(seqs[i]) for i in idx)), buckets)
+        tokens, mask = pad_rows([seqs[i] for i in idx], rows, length)
+        out = np.asarray(fn(tokens, mask), np.float64).reshape(rows, -1)[: len(idx)]
+        return np.concatenate([out, n_tok[idx, None], cut[idx, None]], axis=1)
+
+    key = {**key, "batch_size": rows, "texts": fingerprint_texts(texts)}
+    return map_by_length(
+        n_tok,
+        batch_size,
+        compute,
+        workdir=workdir,
+        key=key,
+        shard_size=shard_size,
+        progress=progress,
+        desc=desc,
+    )

@@ -41,7 +41,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxsel import parallel
-from jaxsel.batching import bucket_for, bucket_lengths, map_by_length, pad_rows
+from jaxsel.batching import bucket_for, bucket_lengths, map_token_rows, pad_rows
 from jaxsel.data import Corpus
 from jaxsel.errors import AssetError, InputError
 from jaxsel.kernels import lamdas as K
@@ -501,32 +501,17 @@ def likelihood_terms(
     params = jax.device_put(lm.params, parallel.replicated(mesh))
     dev_prefix = jax.device_put(prefix, parallel.replicated(mesh))
     rows = parallel.round_up(config.score_batch_size, parallel.data_size(mesh))
-    buckets = bucket_lengths(config.max_tokens + 1, MIN_BUCKET)
-    seqs, cut = lm.tokenizer.encode_docs(texts, config.max_tokens)
-    cut = np.asarray(cut)
-    n_tok = np.array([max(len(s) - 1, 0) for s in seqs], np.int64)
-
-    def compute(idx: np.ndarray) -> np.ndarray:
-        length = bucket_for(max(2, max(len(seqs[i]) for i in idx)), buckets)
-        tokens, mask = pad_rows([seqs[i] for i in idx], rows, length)
-        out = np.asarray(fn(params, dev_prefix, tokens, mask), np.float64)[: len(idx)]
-        return np.concatenate([out, n_tok[idx, None], cut[idx, None]], axis=1)
-
-    key = {
-        "what": "lamdas",
-        "model": lm.fingerprint,
-        "dtype": lm.cfg.dtype,
-        "prefix": _prefix_hash(prefix),
-        "max_tokens": config.max_tokens,
-        "batch_size": rows,
-        "texts": fingerprint_texts(texts),
-    }
-    return map_by_length(
-        n_tok,
-        config.score_batch_size,
-        compute,
+    return map_token_rows(
+        lm.tokenizer,
+        texts,
+        config.max_tokens,
+        rows,
+        lambda tokens, mask: fn(params, dev_prefix, tokens, mask),
+        key={"what": "lamdas", "model": lm.fingerprint, "dtype": lm.cfg.dtype}
+        | {"prefix": _prefix_hash(prefix), "max_tokens": config.max_tokens},
+        batch_size=config.score_batch_size,
+        min_bucket=MIN_BUCKET,
         workdir=workdir,
-        key=key,
         shard_size=config.shard_size,
         progress=progress,
         desc="lamdas score",

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from jaxsel import parallel
-from jaxsel.batching import bucket_for, bucket_lengths, map_by_length, pad_rows
+from jaxsel.batching import map_token_rows
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
 from jaxsel.kernels.loglik import sequence_loglik
@@ -30,7 +30,6 @@ from jaxsel.methods import register
 from jaxsel.models import llama
 from jaxsel.models.loaders import DTYPES, LoadedLM
 from jaxsel.scores import Scores
-from jaxsel.shards import fingerprint_texts
 
 MIN_BUCKET = 32
 
@@ -113,31 +112,17 @@ def text_logliks(
     fn = _loglik_fn(lm.cfg, mesh)
     params = jax.device_put(lm.params, parallel.replicated(mesh))
     rows = parallel.round_up(config.batch_size, parallel.data_size(mesh))
-    buckets = bucket_lengths(config.max_tokens + 1, MIN_BUCKET)
-    seqs, cut = lm.tokenizer.encode_docs(texts, config.max_tokens)
-    cut = np.asarray(cut)
-    n_tok = np.array([max(len(s) - 1, 0) for s in seqs], np.int64)
-
-    def compute(idx: np.ndarray) -> np.ndarray:
-        length = bucket_for(max(2, max(len(seqs[i]) for i in idx)), buckets)
-        tokens, mask = pad_rows([seqs[i] for i in idx], rows, length)
-        out = np.asarray(fn(params, tokens, mask), np.float64)[: len(idx)]
-        return np.stack([out, n_tok[idx], cut[idx]], axis=1)
-
-    key = {
-        "what": "ppl",
-        "model": lm.fingerprint,
-        "dtype": lm.cfg.dtype,
-        "max_tokens": config.max_tokens,
-        "batch_size": rows,
-        "texts": fingerprint_texts(texts),
-    }
-    return map_by_length(
-        n_tok,
-        config.batch_size,
-        compute,
+    return map_token_rows(
+        lm.tokenizer,
+        texts,
+        config.max_tokens,
+        rows,
+        lambda tokens, mask: fn(params, tokens, mask),
+        key={"what": "ppl", "model": lm.fingerprint, "dtype": lm.cfg.dtype}
+        | {"max_tokens": config.max_tokens},
+        batch_size=config.batch_size,
+        min_bucket=MIN_BUCKET,
         workdir=workdir,
-        key=key,
         shard_size=config.shard_size,
         progress=progress,
         desc="ppl score",
