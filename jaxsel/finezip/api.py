@@ -183,7 +183,8 @@ def _model_archive(ids, model, config: FineZipConfig, base: dict, seconds: dict,
         lora_ab, scale = lora_from_blob(blob, lora_meta, params)  # code with what is stored
         seconds["lora"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    payload = _encode(params, lora_ab, scale, cfg, config, plan, batches, tok.bos_id, progress)
+    run = _runner(params, lora_ab, scale, cfg, config, plan, tok.bos_id, progress)
+    payload = _encode(config, plan, batches, run)
     seconds["code"] = time.perf_counter() - t0
     header = {
         **base,
@@ -235,7 +236,8 @@ def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     blob, payload = body[:n_blob], body[n_blob:]
     lora_ab, scale = lora_from_blob(blob, lora, params) if lora else (None, 0.0)
     config = FineZipConfig(coder=header["coder"])
-    ids = _decode(params, lora_ab, scale, cfg, config, plan, payload, tok.bos_id, progress)
+    run = _runner(params, lora_ab, scale, cfg, config, plan, tok.bos_id, progress)
+    ids = _decode(config, plan, payload, cfg.vocab_size, tok.bos_id, run)
     return arc.check_restored(header, tok.decode(ids.tolist()).encode("utf-8"), hint)
 
 
@@ -333,50 +335,42 @@ class _RankDecode(engine.BatchCoder):
         return self.out[:, t]
 
 
-def _encode(
-    params,
-    lora_ab,
-    scale,
-    cfg,
-    config: FineZipConfig,
-    plan: engine.Plan,
-    batches: np.ndarray,
-    bos: int,
-    progress: bool,
-) -> bytes:
+def _runner(params, lora_ab, scale, cfg, config, plan: engine.Plan, bos: int, progress: bool):
+    """parts -> None: `engine.run` over one batch coder per batch. Compression and
+    decompression both code through it, so they share the one device loop."""
+
+    def run(parts: list) -> None:
+        engine.run(
+            params,
+            lora_ab,
+            cfg,
+            config.coder,
+            scale,
+            plan,
+            bos,
+            parts.__getitem__,
+            lanes=config.lanes,
+            progress=progress,
+        )
+
+    return run
+
+
+def _encode(config: FineZipConfig, plan: engine.Plan, batches: np.ndarray, run) -> bytes:
     lengths = plan.lengths()
     if config.coder == "ac":
         parts = [_AcEncode(batches[b], lengths[b]) for b in range(plan.n_batches)]
     else:
         ranks = np.zeros_like(batches)
         parts = [_RankEncode(batches[b], ranks[b]) for b in range(plan.n_batches)]
-    engine.run(
-        params,
-        lora_ab,
-        cfg,
-        config.coder,
-        scale,
-        plan,
-        bos,
-        parts.__getitem__,
-        lanes=config.lanes,
-        progress=progress,
-    )
+    run(parts)
     if config.coder == "ac":
         return coders.pack_streams([p.coder.words() for p in parts])
     return coders.encode_ranks(engine.from_batches(ranks, plan))
 
 
 def _decode(
-    params,
-    lora_ab,
-    scale,
-    cfg,
-    config: FineZipConfig,
-    plan: engine.Plan,
-    payload: bytes,
-    bos: int,
-    progress: bool,
+    config: FineZipConfig, plan: engine.Plan, payload: bytes, vocab: int, bos: int, run
 ) -> np.ndarray:
     lengths = plan.lengths()
     out = np.full((plan.n_batches, plan.batch_size, plan.chunk_len), bos, np.int32)
@@ -385,19 +379,8 @@ def _decode(
         parts = [_AcDecode(out[b], lengths[b], streams[b]) for b in range(plan.n_batches)]
     else:
         ranks = engine.to_batches(coders.decode_ranks(payload, plan.n_tokens), plan, 0)
-        if np.any(ranks >= cfg.vocab_size) or np.any(ranks < 0):
+        if np.any(ranks >= vocab) or np.any(ranks < 0):
             raise ArchiveError("corrupted rank payload: rank outside the vocabulary")
         parts = [_RankDecode(out[b], lengths[b], ranks[b]) for b in range(plan.n_batches)]
-    engine.run(
-        params,
-        lora_ab,
-        cfg,
-        config.coder,
-        scale,
-        plan,
-        bos,
-        parts.__getitem__,
-        lanes=config.lanes,
-        progress=progress,
-    )
+    run(parts)
     return engine.from_batches(out, plan)
