@@ -33,12 +33,11 @@ float32 rounding is relative to (jaxsel.methods.gip, "Precision").
 Hardware: the 2-core development VM (AMD EPYC, 23 GB, no GPU), shared with other jobs (the load
 average is printed; CPU seconds are given next to wall seconds). Runtime there: about 20 minutes
 with the defaults at load 4-7.
-Measured there (load 4-7): m = 52,000, k = 10%: jax 26 s wall / 17 CPU-s, 0.52 GB peak (float64:
-33 CPU-s, 0.66 GB); numpy float32 matrix-free 31 CPU-s, 0.27 GB. Every step reads F once (80 MB
-in float32): a bare jitted matvec loop does 2.3 ms per step on the idle VM, so ~12 s for the
-5,200 steps is the floor on one core, above the 10 s goal; XLA:CPU runs each matvec on one
-thread, and 2 host devices (jax-2dev) did not lower the CPU seconds at this load. Table 6 reports
-214 s of Gram preprocessing + 25 s of selection and 10.8 GB on its CPU. `--gpu` has not been run
+Measured there (idle, load 1.4): m = 52,000, k = 10%: jax 8.7 s wall / 16.5 CPU-s (warm 9.6 s),
+0.51 GB peak; float64 20.3 s, 0.66 GB; numpy float32 matrix-free 9.8 s, 0.27 GB. Every step reads F
+once (80 MB in float32): the loop runs at the VM's memory bandwidth (1.2-1.8 ms per step in a
+bare jitted matvec loop, varying with the VM's neighbours), and so does numpy's threaded gemv.
+Table 6 reports 214 s of Gram preprocessing + 25 s of selection and 10.8 GB on its CPU. `--gpu` has not been run
 (no GPU was available); it needs a CUDA jaxlib (`pip install -U "jax[cuda12]"`) and about 2 GB
 of accelerator memory.
 """
