@@ -10,6 +10,8 @@ Command (from the repository root, after `make test` has built .venv):
 For each corpus, the same first `--bytes` bytes (cut at a UTF-8 boundary) of
 - english: real English prose, the licence texts under /usr/share/common-licenses followed by the
   Debian copyright files under /usr/share/doc (duplicates dropped, path order);
+- manual: English prose with fewer verbatim repeats, the Vim user manual (usr_*.txt in book
+  order) then its reference manual (`--corpora manual`, not in the default set);
 - code: the CPython standard library's *.py sources (path order),
 it reports compressed size, bits/byte and ratio of gzip -9, bzip2 -9, xz -9 and zstd -19, and of
 FineZip with each coder: `rank` (the paper: ranks + bzip2), `ac` (range coding under the full
@@ -142,12 +144,22 @@ def english(n: int) -> bytes:
     return _concat([p for p in paths if p.is_file()], n)
 
 
+def manual(n: int) -> bytes:
+    """English prose that repeats itself less: the Vim user manual (usr_*.txt, book order), then
+    the reference manual (the other help files, path order)."""
+    docs = sorted(Path("/usr/share/vim").glob("vim*/doc"))
+    if not docs:
+        raise SystemExit("corpus 'manual' needs the Vim documentation (/usr/share/vim/vim*/doc)")
+    user = sorted(docs[-1].glob("usr_[0-9]*.txt"))
+    return _concat(user + sorted(set(docs[-1].glob("*.txt")) - set(user)), n)
+
+
 def code(n: int) -> bytes:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     return _concat(sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts), n)
 
 
-CORPORA = {"english": english, "code": code}
+CORPORA = {"english": english, "manual": manual, "code": code}
 
 
 # ------------------------------------------------------------------------------- measures

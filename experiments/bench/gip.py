@@ -19,7 +19,7 @@ Variants:
   jax-f64      gip.select, matrix-free, float64: the reference order (with the numpy variants)
   jax          gip.select, matrix-free (Φ[s, :] = f_sᵀF each step): O(md) memory
   jax-2dev     the same on 2 XLA host devices (the pool split over the `data` axis, one thread
-               each): XLA:CPU runs a matrix-vector product on one thread
+               each)
   jax-gram     gip.select with Φ = FᵀF precomputed (O(m²)), only where Φ fits --gram-max-gb
   numpy        Algorithm 1 in numpy float32, Φ rows from F each step (same memory as jax)
   numpy-gram   Algorithm 1 in numpy float32 as the paper ran it: Φ precomputed blockwise, then
@@ -37,9 +37,9 @@ Measured there (idle, load 1.4): m = 52,000, k = 10%: jax 8.7 s wall / 16.5 CPU-
 0.51 GB peak; float64 20.3 s, 0.66 GB; numpy float32 matrix-free 9.8 s, 0.27 GB. Every step reads F
 once (80 MB in float32): the loop runs at the VM's memory bandwidth (1.2-1.8 ms per step in a
 bare jitted matvec loop, varying with the VM's neighbours), and so does numpy's threaded gemv.
-Table 6 reports 214 s of Gram preprocessing + 25 s of selection and 10.8 GB on its CPU. `--gpu` has not been run
-(no GPU was available); it needs a CUDA jaxlib (`pip install -U "jax[cuda12]"`) and about 2 GB
-of accelerator memory.
+Table 6 reports 214 s of Gram preprocessing + 25 s of selection and 10.8 GB on its CPU.
+`--gpu` has not been run (no GPU was available); it needs a CUDA jaxlib
+(`pip install -U "jax[cuda12]"`) and about 2 GB of accelerator memory.
 """
 
 from __future__ import annotations
