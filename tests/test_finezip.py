@@ -109,6 +109,30 @@ def test_non_text_falls_back(tiny, data):
     assert res.mode in arc.FALLBACK_MODES and "model" not in res.sizes
 
 
+def test_split_text_hand_case(smollm2):
+    """SmolLM2 has no token for 0x04; 0xff is not UTF-8: both escaped, in order."""
+    split = finezip.split_text(b"ab\xffc\x04", smollm2.tokenizer)
+    assert split == ("abc", [2, 1, 1, 1], b"\xff\x04")
+    assert finezip.join_text(b"abc", split.runs, split.escaped) == b"ab\xffc\x04"
+    lead = finezip.split_text("\x80é".encode("latin-1") + "é".encode(), smollm2.tokenizer)
+    assert lead == ("é", [0, 2, 2], b"\x80\xe9")  # starts escaped: an empty text run first
+    with pytest.raises(ArchiveError, match="escape table"):
+        finezip.join_text(b"abcd", split.runs, split.escaped)
+
+
+@pytest.mark.parametrize("coder", engine.CODERS)
+def test_text_with_stray_bytes_stays_model_coded(tiny, coder):
+    text = CASES["english_3kb"]
+    data = b"\x80" + text[:1000] + b"\xff\xfe" + text[1000:2000] + b"\x04\x1d" + text[2000:]
+    res = roundtrip(data, tiny, coder=coder, fallback=False, **FAST)
+    header = finezip.read_header(res.archive)[0]
+    assert res.mode == "model" and header["escape"]["runs"] == 7  # 0, then esc/text x3
+    plain = finezip.compress_detailed(
+        text, tiny, finezip.FineZipConfig(coder, fallback=False, **FAST)
+    )
+    assert plain.n_tokens == res.n_tokens  # the model codes exactly the text around the bytes
+
+
 def test_auto_mode_keeps_the_smallest(tiny):
     res = roundtrip(CASES["english_3kb"], tiny, **FAST)  # a random model loses to bz2
     assert len(res.archive) == min(res.sizes.values()) and res.mode != "model"

@@ -1,6 +1,7 @@
 """FineZip: lossless compression of text with a causal LM (Mittu et al. 2024, arXiv 2409.17141).
 
-`compress(data) -> archive` and `decompress(archive) -> data` for any bytes. Text is tokenised,
+`compress(data) -> archive` and `decompress(archive) -> data` for any bytes. Text is tokenised
+(bytes it cannot tokenise, e.g. stray invalid UTF-8, travel verbatim beside it: `split_text`),
 cut into chunks of `chunk_len` tokens (dynamic context), and each token is coded under the
 model's prediction from the chunk's earlier tokens, many chunks per device batch: either its rank
 (the paper; varints + bzip2) or range coding under the full distribution (`constriction`).
@@ -15,7 +16,9 @@ from jaxsel.finezip.api import (
     compress,
     compress_detailed,
     decompress,
+    join_text,
     request_deterministic_xla,
+    split_text,
 )
 from jaxsel.finezip.archive import describe, read_header
 from jaxsel.finezip.memorize import MemorizeConfig
@@ -28,6 +31,8 @@ __all__ = [
     "compress_detailed",
     "decompress",
     "describe",
+    "join_text",
     "read_header",
     "request_deterministic_xla",
+    "split_text",
 ]

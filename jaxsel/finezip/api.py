@@ -1,9 +1,11 @@
 """`compress` / `decompress`: FineZip end to end (text -> tokens -> chunks -> coded payload ->
 archive, and back).
 
-Any bytes compress: UTF-8 text whose tokenisation round-trips is model-coded; everything else
-(invalid UTF-8, binary, empty input) and anything a model-free coder does smaller goes into a
-fallback mode ("raw", "bz2", "lzma"), chosen automatically and never altering the data. The
+Any bytes compress: text is model-coded, with the few bytes the tokenizer cannot take (invalid
+UTF-8, characters without a token) stored verbatim beside it (`split_text`); everything else
+(binary, more than `MAX_ESCAPED` of such bytes, empty input) and anything a model-free coder
+does smaller goes into a fallback mode ("raw", "bz2", "lzma"), chosen automatically and never
+altering the data. The
 archive records the sha256 of the original and decompression verifies it. See `engine` for how
 compression and decompression are kept bit-identical and what breaks that.
 """
@@ -11,9 +13,11 @@ compression and decompression are kept bit-identical and what breaks that.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import platform
+import re
 import time
 import warnings
 from typing import NamedTuple
@@ -108,6 +112,57 @@ def _load(model):
     return model() if callable(model) else model
 
 
+# Model mode only while at most this share of the input is escaped (see `split_text`); beyond
+# it the input is binary more than text and the model-free modes are the right tools.
+MAX_ESCAPED = 0.05
+_INVALID = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-ins for invalid UTF-8 bytes
+
+
+class Split(NamedTuple):
+    """`data` as what the model codes and what it cannot (see `split_text`)."""
+
+    text: str  # the model-coded characters, in order
+    runs: list  # byte lengths, alternating text, escaped, text, ... (starting with text)
+    escaped: bytes  # the other bytes, in order
+
+
+def split_text(data: bytes, tokenizer) -> Split:
+    """Separates the characters the tokenizer round-trips from the bytes it cannot: invalid
+    UTF-8 and characters without a token (SmolLM2 has no token for six control bytes). The
+    escaped bytes travel verbatim beside the coded text, so a stray Latin-1 byte or control
+    byte in a text no longer sends the whole input to a model-free mode."""
+    s = data.decode("utf-8", errors="surrogateescape")
+    chars = sorted({c for c in set(s) if not _INVALID.match(c)})
+    ok = {
+        c
+        for c, ids in zip(chars, tokenizer.encode_batch(chars), strict=True)
+        if tokenizer.decode(ids) == c
+    }
+    if len(ok) == len(set(s)):
+        return Split(s, [len(data)], b"")
+    text, runs, escaped = [], [], []
+    for good, group in itertools.groupby(s, key=ok.__contains__):
+        piece = "".join(group)
+        if not runs and not good:
+            runs.append(0)  # runs start with a (here empty) text run
+        runs.append(len(piece.encode("utf-8", errors="surrogateescape")))
+        (text if good else escaped).append(piece)
+    raw = "".join(escaped).encode("utf-8", errors="surrogateescape")
+    return Split("".join(text), runs, raw)
+
+
+def join_text(text: bytes, runs, escaped: bytes) -> bytes:
+    """Inverse of `split_text`: interleaves the text's and the escaped bytes by `runs`."""
+    parts, pos = [], [0, 0]
+    for i, n in enumerate(runs):
+        src, j = (text, 0) if i % 2 == 0 else (escaped, 1)
+        parts.append(src[pos[j] : pos[j] + n])
+        pos[j] += n
+    if pos != [len(text), len(escaped)]:
+        raise ArchiveError("corrupted archive: escape table does not match the decoded text")
+    return b"".join(parts)
+
+
 def _tokenize(text: str, tokenizer) -> tuple[np.ndarray | None, str]:
     ids = tokenizer.encode(text)
     if tokenizer.decode(ids) != text:
@@ -128,19 +183,24 @@ def compress_detailed(
     for mode, body in arc.fallback_candidates(data).items():
         archives[mode] = arc.pack({**base, "mode": mode}, body)
     seconds["fallback"] = time.perf_counter() - t0
-    ids, reason, lora_bytes, losses = None, "empty input", 0, []
-    try:
-        text = data.decode("utf-8") if data else None
-    except UnicodeDecodeError as e:
-        text, reason = None, f"not UTF-8 ({e.reason} at byte {e.start})"
-    if text is not None:
+    ids, reason, lora_bytes, losses, split = None, "empty input", 0, [], None
+    invalid = len(_INVALID.findall(data.decode("utf-8", errors="surrogateescape")))
+    if data and invalid > MAX_ESCAPED * len(data):
+        reason = f"not text: {invalid} of {len(data)} bytes are not valid UTF-8"
+    elif data:
         model = _load(model)
         t0 = time.perf_counter()
-        ids, reason = _tokenize(text, model.tokenizer)
+        split = split_text(data, model.tokenizer)
+        if len(split.escaped) > MAX_ESCAPED * len(data):
+            reason = f"not text: {len(split.escaped)} of {len(data)} bytes cannot be tokenised"
+        elif split.text:
+            ids, reason = _tokenize(split.text, model.tokenizer)
+        else:
+            reason = "no text to code"
         seconds["tokenize"] = time.perf_counter() - t0
     if ids is not None:
         archives["model"], lora_bytes, losses = _model_archive(
-            ids, model, config, base, seconds, progress
+            ids, split, model, config, base, seconds, progress
         )
     sizes = {m: len(a) for m, a in archives.items()}
     candidates = sizes if config.fallback or "model" not in sizes else {"model": sizes["model"]}
@@ -157,7 +217,9 @@ def compress_detailed(
     )
 
 
-def _model_archive(ids, model, config: FineZipConfig, base: dict, seconds: dict, progress: bool):
+def _model_archive(
+    ids, split: Split, model, config: FineZipConfig, base: dict, seconds: dict, progress: bool
+):
     cfg, params, tok = model.cfg, model.params, model.tokenizer
     plan = engine.make_plan(len(ids), config.chunk_len, config.batch_size, parallel.data_size())
     batches = engine.to_batches(ids, plan, tok.bos_id)
@@ -197,9 +259,15 @@ def _model_archive(ids, model, config: FineZipConfig, base: dict, seconds: dict,
         "chunk_len": plan.chunk_len,
         "batch_size": plan.batch_size,
         "lora": lora_meta,
+        "escape": None,
         **_environment(),
     }
-    return arc.pack(header, blob + payload), len(blob), losses
+    escape = b""
+    if split.escaped:
+        table = coders.varint_encode(split.runs)
+        escape = table + split.escaped
+        header["escape"] = {"runs": len(split.runs), "table": len(table), "len": len(escape)}
+    return arc.pack(header, blob + escape + payload), len(blob), losses
 
 
 def compress(
@@ -231,14 +299,20 @@ def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     hint = _check_environment(header)
     cfg, params, tok = model.cfg, model.params, model.tokenizer
     plan = engine.Plan(header["n_tokens"], header["chunk_len"], header["batch_size"])
-    lora = header["lora"]
+    lora, escape = header["lora"], header.get("escape")
     n_blob = lora["len"] if lora else 0
-    blob, payload = body[:n_blob], body[n_blob:]
+    n_escape = escape["len"] if escape else 0
+    blob, esc = body[:n_blob], body[n_blob : n_blob + n_escape]
+    payload = body[n_blob + n_escape :]
     lora_ab, scale = lora_from_blob(blob, lora, params) if lora else (None, 0.0)
     config = FineZipConfig(coder=header["coder"])
     run = _runner(params, lora_ab, scale, cfg, config, plan, tok.bos_id, progress)
     ids = _decode(config, plan, payload, cfg.vocab_size, tok.bos_id, run)
-    return arc.check_restored(header, tok.decode(ids.tolist()).encode("utf-8"), hint)
+    out = tok.decode(ids.tolist()).encode("utf-8")
+    if escape:
+        runs = coders.varint_decode(esc[: escape["table"]], escape["runs"]).astype(np.int64)
+        out = join_text(out, runs.tolist(), esc[escape["table"] :])
+    return arc.check_restored(header, out, hint)
 
 
 def _check_model(header: dict, model) -> None:
