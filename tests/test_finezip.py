@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +102,16 @@ def test_model_roundtrip(tiny, case, coder):
     assert res.mode == "model" and res.n_tokens > 0
     header = finezip.read_header(res.archive)[0]
     assert header["coder"] == coder and header["n_tokens"] == res.n_tokens
+
+
+@pytest.mark.parametrize("coder", engine.CODERS)
+def test_100kb_english_roundtrip(tiny, coder):
+    """100 KB of real English (the system's licence texts), many batches of full chunks."""
+    paths = sorted(p for p in Path("/usr/share/common-licenses").iterdir() if p.is_file())
+    data = b"\n".join(p.read_bytes() for p in paths)[:100_000]
+    assert len(data) == 100_000
+    res = roundtrip(data, tiny, coder=coder, fallback=False, chunk_len=64, batch_size=64)
+    assert res.mode == "model" and engine.Plan(res.n_tokens, 64, 64).n_batches > 4
 
 
 @pytest.mark.parametrize("data", [b"", os.urandom(3000), b"\xff\xfe text \x80", "é".encode()[:1]])
