@@ -3,9 +3,9 @@
 Command (from the repository root, after `make test` has built .venv):
 
     .venv/bin/python experiments/bench/finezip.py --bytes 1000000 --batch-sizes 64,128,256  # GPU
-    .venv/bin/python experiments/bench/finezip.py --bytes 16384          # CPU sample, ~35 min
+    .venv/bin/python experiments/bench/finezip.py --bytes 16384          # CPU sample, minutes
     .venv/bin/python experiments/bench/finezip.py --bytes 262144 --coders "" \
-        --estimate-bytes 262144 --batch-sizes 8                           # CPU estimate, ~20 min
+        --estimate-bytes 262144 --batch-sizes 8                           # CPU estimate
 
 For each corpus, the same first `--bytes` bytes (cut at a UTF-8 boundary) of
 - english: real English prose, the licence texts under /usr/share/common-licenses followed by the
@@ -28,51 +28,49 @@ pass (cross-entropy; bzip2 of the ranks): ~20x faster than coding on CPU, and on
 within 0.3% of the real ac payload (1720 vs 1722 B english, 2049 vs 2054 B code) and 0.7% of the
 real rank payload.
 
-Hardware: any; JAX picks the GPU when there is one. On CPU the coder is slow: a chunk of L tokens
-is L sequential decode steps whose cost grows with the KV-cache length, so the full 1 MB run is a
-GPU job. Results on the 2-core development CPU (Python 3.11, jax 0.10.2, float32; other jobs
-shared the cores, load average 4-9), all archives round-tripped byte for byte:
+Hardware: any; JAX picks the GPU when there is one. On CPU a chunk of L tokens is L sequential
+decode steps, ~400 tokens/s at batch 64 on the 2-core development VM (AMD EPYC, no GPU; Python
+3.11, jax 0.10.2, float32). Results there, 1,000,000 bytes per corpus, chunk 512, batch 64 (load
+average 1.7-2.9: tests ran beside parts of it), from
 
-16 KB samples (`--bytes 16384`, chunk 512, batch 16 picked by the sweep: 56/76/97/115 tokens/s
-for batch 8/16/32/64 on an idle machine, 174/277 at chunk 128 for batch 32/64). Archive bytes
-include the ~570 B header; LoRA: rank 2, last 2 layers, wv, 16 steps (1536 B of adapters).
+    finezip.py --bytes 1000000 --batch-sizes 64 --coders ac --verify ac
+    finezip.py --bytes 1000000 --batch-sizes 64 --coders ac --verify '' --corpora manual
+    finezip.py --bytes 1000000 --batch-sizes 64 --coders rank,ac+lora --verify ''
 
-| english 16384 B        | bytes | bits/byte | vs xz -9 | compress KB/s | decompress KB/s |
-|------------------------|-------|-----------|----------|---------------|-----------------|
-| gzip -9                | 5629  | 2.749     | 103%     |               |                 |
-| bzip2 -9               | 5196  | 2.537     | 95%      |               |                 |
-| xz -9                  | 5456  | 2.664     | 100%     |               |                 |
-| zstd -19               | 5408  | 2.641     | 99%      |               |                 |
-| finezip rank           | 3261  | 1.592     | 60%      | 0.20          | 0.21            |
-| finezip ac             | 2290  | 1.118     | 42%      | 0.22          | 0.39            |
-| finezip ac+lora        | 3876  | 1.893     | 71%      | 0.05          | 0.22            |
-|   without the adapters | 2340  | 1.143     | 43%      |               |                 |
+(`ac` round-tripped byte for byte on english and code; other rows compression only):
 
-| code 16384 B           | bytes | bits/byte | vs xz -9 | compress KB/s | decompress KB/s |
-|------------------------|-------|-----------|----------|---------------|-----------------|
-| gzip -9                | 5631  | 2.750     | 102%     |               |                 |
-| bzip2 -9               | 5687  | 2.777     | 103%     |               |                 |
-| xz -9                  | 5512  | 2.691     | 100%     |               |                 |
-| zstd -19               | 5490  | 2.681     | 100%     |               |                 |
-| finezip rank           | 3879  | 1.894     | 70%      | 0.16          | 0.16            |
-| finezip ac             | 2623  | 1.281     | 48%      | 0.14          | 0.12            |
-| finezip ac+lora        | 4205  | 2.053     | 76%      | 0.03          | 0.18            |
-|   without the adapters | 2669  | 1.303     | 48%      |               |                 |
+<!-- fz-tables -->
+| english 1,000,000 B | bytes | bits/byte | vs xz -9 | compress KB/s | decompress KB/s |
+|---|---|---|---|---|---|
+| gzip -9 | 229,468 | 1.836 | 158% |  |  |
+| bzip2 -9 | 168,204 | 1.346 | 116% |  |  |
+| xz -9 | 144,816 | 1.159 | 100% |  |  |
+| zstd -19 | 150,388 | 1.203 | 104% |  |  |
+| finezip rank | 169,092 | 1.353 | 117% | 1.15 | not run |
+| finezip ac | 122,465 | 0.980 | 85% | 1.44 | 1.57 |
 
-At chunk 128 the same samples give ac 1.274 / 1.485 and rank 1.769 / 2.142 bits/byte (english /
-code). LoRA lowers the payload by ~1.6% here (1694 vs 1722 B, 2022 vs 2054 B), far less than its
-1536 B blob: memorisation pays only on inputs much larger than the adapters.
+| manual 1,000,000 B | bytes | bits/byte | vs xz -9 | compress KB/s | decompress KB/s |
+|---|---|---|---|---|---|
+| gzip -9 | 309,844 | 2.479 | 122% |  |  |
+| bzip2 -9 | 247,900 | 1.983 | 98% |  |  |
+| xz -9 | 253,656 | 2.029 | 100% |  |  |
+| zstd -19 | 258,254 | 2.066 | 102% |  |  |
+| finezip ac | 151,697 | 1.214 | 60% | 1.31 | not run |
 
-256 KB teacher-forced estimate (`--estimate-bytes 262144`, chunk 512, payload only):
+| code 1,000,000 B | bytes | bits/byte | vs xz -9 | compress KB/s | decompress KB/s |
+|---|---|---|---|---|---|
+| gzip -9 | 223,039 | 1.784 | 121% |  |  |
+| bzip2 -9 | 182,111 | 1.457 | 99% |  |  |
+| xz -9 | 184,308 | 1.474 | 100% |  |  |
+| zstd -19 | 187,560 | 1.500 | 102% |  |  |
+| finezip ac | 95,950 | 0.768 | 52% | 1.49 | 1.63 |
+<!-- /fz-tables -->
 
-| 262144 B      | gzip -9 | bzip2 -9 | xz -9 | zstd -19 | finezip ac | finezip rank |
-|---------------|---------|----------|-------|----------|------------|--------------|
-| english b/B   | 1.888   | 1.661    | 1.532 | 1.585    | 0.998 (65% of xz) | 1.362 (89%) |
-| code b/B      | 1.812   | 1.585    | 1.607 | 1.631    | 0.810 (50% of xz) | 1.165 (72%) |
-
-The english corpus is licence boilerplate repeated across Debian copyright files: xz finds the
-repeats across the whole sample (1.53 bits/byte at 256 KB vs 2.66 at 16 KB), FineZip sees 512
-tokens, so its margin over xz shrinks with the sample on this corpus.
+On 16 KB samples (an earlier run with the slower first decode step) ac gave 1.118 / 1.281
+bits/byte on english / code, 42% / 48% of xz -9: xz needs a large input to find repeats, and the
+english corpus is licence boilerplate repeated across Debian copyright files, which xz finds
+anywhere in the megabyte while FineZip sees 512 tokens. At chunk 128 the 16 KB samples give ac
+1.274 / 1.485 bits/byte: the longer context pays.
 """
 
 from __future__ import annotations
