@@ -48,6 +48,8 @@ average 1.7-2.9: tests ran beside parts of it), from
 | zstd -19 | 150,388 | 1.203 | 104% |  |  |
 | finezip rank | 169,092 | 1.353 | 117% | 1.15 | not run |
 | finezip ac | 122,465 | 0.980 | 85% | 1.44 | 1.57 |
+| finezip ac+lora | 122,796 | 0.982 | 85% | 1.28 | not run |
+|   without the 1,536 B adapters | 121,260 | 0.970 | 84% | | |
 
 | manual 1,000,000 B | bytes | bits/byte | vs xz -9 | compress KB/s | decompress KB/s |
 |---|---|---|---|---|---|
@@ -63,7 +65,10 @@ average 1.7-2.9: tests ran beside parts of it), from
 | bzip2 -9 | 182,111 | 1.457 | 99% |  |  |
 | xz -9 | 184,308 | 1.474 | 100% |  |  |
 | zstd -19 | 187,560 | 1.500 | 102% |  |  |
+| finezip rank | 138,233 | 1.106 | 75% | 1.33 | not run |
 | finezip ac | 95,950 | 0.768 | 52% | 1.49 | 1.63 |
+| finezip ac+lora | 96,714 | 0.774 | 52% | 1.32 | not run |
+|   without the 1,536 B adapters | 95,178 | 0.761 | 52% | | |
 <!-- /fz-tables -->
 
 On 16 KB samples (an earlier run with the slower first decode step) ac gave 1.118 / 1.281
