@@ -172,12 +172,12 @@ def sweep_batch(model, chunk_len: int, sizes: list[int], steps: int = 4) -> dict
     """Tokens/s of the ac coding step (device step + probabilities to host) per batch size, at
     a cache half full (the average position of a chunk)."""
     out = {}
+    step = engine.compiled_step(model.cfg, "ac", 0.0)
+    params = llama.unstack_layers(model.params)  # as engine.run passes them
     for b in sizes:
         plan = engine.make_plan(b * chunk_len, chunk_len, b, parallel.data_size())
-        step = engine.compiled_step(model.cfg, "ac", 0.0)
         cache = engine.new_cache(model.cfg, plan)._replace(pos=jnp.int32(chunk_len // 2))
         tok = jnp.zeros(plan.batch_size, jnp.int32)
-        params = llama.unstack_layers(model.params)  # as engine.run passes them
         cache, probs = step(params, None, cache, tok, tok, tok)  # compile
         jax.device_get(probs)
         t0 = time.perf_counter()

@@ -5,9 +5,9 @@ Any bytes compress: text is model-coded, with the few bytes the tokenizer cannot
 UTF-8, characters without a token) stored verbatim beside it (`split_text`); everything else
 (binary, more than `MAX_ESCAPED` of such bytes, empty input) and anything a model-free coder
 does smaller goes into a fallback mode ("raw", "bz2", "lzma"), chosen automatically and never
-altering the data. The
-archive records the sha256 of the original and decompression verifies it. See `engine` for how
-compression and decompression are kept bit-identical and what breaks that.
+altering the data. The archive records the sha256 of the original and decompression verifies
+it. See `engine` for how compression and decompression are kept bit-identical and what breaks
+that.
 """
 
 from __future__ import annotations
@@ -132,13 +132,14 @@ def split_text(data: bytes, tokenizer) -> Split:
     escaped bytes travel verbatim beside the coded text, so a stray Latin-1 byte or control
     byte in a text no longer sends the whole input to a model-free mode."""
     s = data.decode("utf-8", errors="surrogateescape")
-    chars = sorted({c for c in set(s) if not _INVALID.match(c)})
+    distinct = set(s)
+    chars = sorted(c for c in distinct if not _INVALID.match(c))
     ok = {
         c
         for c, ids in zip(chars, tokenizer.encode_batch(chars), strict=True)
         if tokenizer.decode(ids) == c
     }
-    if len(ok) == len(set(s)):
+    if len(ok) == len(distinct):
         return Split(s, [len(data)], b"")
     text, runs, escaped = [], [], []
     for good, group in itertools.groupby(s, key=ok.__contains__):
@@ -310,8 +311,8 @@ def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     ids = _decode(config, plan, payload, cfg.vocab_size, tok.bos_id, run)
     out = tok.decode(ids.tolist()).encode("utf-8")
     if escape:
-        runs = coders.varint_decode(esc[: escape["table"]], escape["runs"]).astype(np.int64)
-        out = join_text(out, runs.tolist(), esc[escape["table"] :])
+        runs = coders.varint_decode(esc[: escape["table"]], escape["runs"]).tolist()
+        out = join_text(out, runs, esc[escape["table"] :])
     return arc.check_restored(header, out, hint)
 
 

@@ -507,8 +507,13 @@ def likelihood_terms(
         config.max_tokens,
         rows,
         lambda tokens, mask: fn(params, dev_prefix, tokens, mask),
-        key={"what": "lamdas", "model": lm.fingerprint, "dtype": lm.cfg.dtype}
-        | {"prefix": _prefix_hash(prefix), "max_tokens": config.max_tokens},
+        key={
+            "what": "lamdas",
+            "model": lm.fingerprint,
+            "dtype": lm.cfg.dtype,
+            "prefix": _prefix_hash(prefix),
+            "max_tokens": config.max_tokens,
+        },
         batch_size=config.score_batch_size,
         min_bucket=MIN_BUCKET,
         workdir=workdir,

@@ -118,8 +118,12 @@ def text_logliks(
         config.max_tokens,
         rows,
         lambda tokens, mask: fn(params, tokens, mask),
-        key={"what": "ppl", "model": lm.fingerprint, "dtype": lm.cfg.dtype}
-        | {"max_tokens": config.max_tokens},
+        key={
+            "what": "ppl",
+            "model": lm.fingerprint,
+            "dtype": lm.cfg.dtype,
+            "max_tokens": config.max_tokens,
+        },
         batch_size=config.batch_size,
         min_bucket=MIN_BUCKET,
         workdir=workdir,

@@ -103,6 +103,9 @@ class KVCache(NamedTuple):
     pos: jax.Array
 
 
+# ----------------------------------------------------------------------------------- pieces
+
+
 def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
     """x: [..., D], w: [D]. Normalises in float32 and scales in the input dtype (as HF)."""
     x32 = x.astype(jnp.float32)
@@ -345,7 +348,9 @@ def decode_step(
     x = params["embed"][tokens][:, None].astype(cfg.compute_dtype)
     new_k, new_v = [], []
     for i, lp in enumerate(layers):  # unrolled: per-layer cache arrays stay in place
-        lora_l = None if lora is None else (*jax.tree.map(itemgetter(i), lora[:2]), lora.scale)
+        lora_l = (
+            None if lora is None else (*jax.tree.map(itemgetter(i), (lora.a, lora.b)), lora.scale)
+        )
         q, k, v = _qkv(x, lp, cos, sin, cfg, lora_l)  # [B, 1, H | KV, hd]
         # Write first, then attend over the written cache: the update stays in place (a read of
         # the old buffer after an in-place write would force XLA to copy it).
