@@ -145,31 +145,50 @@ def cmd_eval(argv):
     )
     p.add_argument(
         "selection",
+        nargs="+",
         help="output of `jaxsel select` (records, best first) or "
-        "`jaxsel score` ({id, score} per pool item)",
+        "`jaxsel score` ({id, score} per pool item); several: one report each",
     )
     _add_data_args(p, target=False)
     p.add_argument("--domain", default="python", help="domain counted as relevant")
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
+    p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K and the domain mix")
     args = p.parse_args(argv)
+    pool = _load_pool(args)
+    domains = [str(d) for d in pool.field(args.field)]
+    if all(d == "None" for d in domains):
+        raise JaxselError(f"pool has no {args.field!r} field")
+    out = {path: _eval_one(path, pool, domains, args) for path in args.selection}
+    reports = {path: r for path, (r, _) in out.items()}
+    print(json.dumps(reports[args.selection[0]] if len(out) == 1 else reports, indent=2))
+    if args.plot:
+        from jaxsel import plots
+        from jaxsel.evaluate import domain_mix, precision_curve
+
+        stems = [Path(path).stem for path in out]
+        names = dict(zip(out, stems if len(set(stems)) == len(out) else out, strict=True))
+        curves = {names[p]: precision_curve(ranked, args.domain) for p, (_, ranked) in out.items()}
+        mixes = {names[p]: domain_mix(ranked[: r["k"]]) for p, (r, ranked) in out.items()}
+        fig = plots.selection_report(
+            curves, mixes, reports[args.selection[0]]["base_rate"], args.domain
+        )
+        log.info("eval: plot -> %s", plots.save(fig, args.plot))
+
+
+def _eval_one(path: str, pool, domains: list[str], args) -> tuple[dict, list[str]]:
+    """The report of one selection or score file, and its ranked domains."""
     import numpy as np
 
     from jaxsel.data import read_jsonl
     from jaxsel.evaluate import domain_mix, precision_at_k, precision_by_bucket
     from jaxsel.scores import Scores
 
-    pool = _load_pool(args)
-    sel = read_jsonl(args.selection, text_field="id", id_field="id")
+    sel = read_jsonl(path, text_field="id", id_field="id")
     pos = {i: n for n, i in enumerate(pool.ids)}
     missing = [i for i in sel.ids if i not in pos]
     if missing:
-        raise JaxselError(
-            f"{args.selection}: {len(missing)} ids not in the pool, e.g. {missing[0]!r}"
-        )
-    domains = [str(d) for d in pool.field(args.field)]
-    if all(d == "None" for d in domains):
-        raise JaxselError(f"pool has no {args.field!r} field")
+        raise JaxselError(f"{path}: {len(missing)} ids not in the pool, e.g. {missing[0]!r}")
     is_scores = "score" in sel.records[0] and len(sel) == len(pool) and "text" not in sel.records[0]
     if is_scores:
         vals = np.array([float(r["score"]) for r in sel.records])
@@ -188,7 +207,7 @@ def cmd_eval(argv):
         report["by_length_bucket"] = precision_by_bucket(
             ranking, domains, pool.nbytes(), args.domain, k
         )
-    print(json.dumps(report, indent=2))
+    return report, ranked
 
 
 def _default_config(method: methods.Method):
@@ -217,19 +236,21 @@ def cmd_compare(argv):
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, nargs="+", default=[100], help="precision@K cut-offs")
     p.add_argument("--out", help="also write the report as JSON here")
+    p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K, one curve per method")
     args = p.parse_args(argv)
-    from jaxsel.evaluate import precision_at_k, precision_by_bucket, spearman
+    from jaxsel.evaluate import precision_at_k, precision_by_bucket, precision_curve, spearman
 
     pool, target = _load_pool(args), _load_target(args)
     domains = [str(d) for d in pool.field(args.field)]
     lengths = pool.nbytes()
-    rows = []
+    rows, curves = [], {}
     for name in args.methods.split(","):
         method = methods.get(name.strip())
         t0 = time.perf_counter()
         scores = method.score(pool, target, _default_config(method), progress=False)
         secs = time.perf_counter() - t0
         ranked = [domains[i] for i in scores.ranking()]
+        curves[method.name] = precision_curve(ranked, args.domain)
         rows.append(
             {
                 "method": method.name,
@@ -253,6 +274,11 @@ def cmd_compare(argv):
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"base_rate": base, "rows": rows}, indent=2))
+    if args.plot:
+        from jaxsel import plots
+
+        fig = plots.precision_curves(curves, base, args.domain)
+        log.info("compare: plot -> %s", plots.save(fig, args.plot))
 
 
 # ----------------------------------------------------------------------------------- embed
@@ -342,6 +368,11 @@ def cmd_compress(argv):
     p.add_argument("input", help="file to compress, or the archive to describe with --info")
     p.add_argument("output", nargs="?", help="archive to write")
     p.add_argument("--info", action="store_true", help="print the header of the archive INPUT")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="with --info: plot the bits/byte of every chunk (decompresses: needs the model)",
+    )
     p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument(
@@ -378,7 +409,11 @@ def cmd_compress(argv):
     if args.info:
         data = _read_bytes(args.input)
         print(finezip.describe(finezip.read_header(data)[0], len(data)))
+        if args.plot:
+            _plot_chunk_costs(data, args.model, args.plot)
         return
+    if args.plot:
+        p.error("--plot needs --info")
     if args.output is None:
         p.error("OUTPUT is required (or use --info)")
     from jaxsel.models.loaders import load_lm
@@ -413,6 +448,18 @@ def cmd_compress(argv):
         8 * len(res.archive) / max(len(data), 1),
         time.perf_counter() - t0,
     )
+
+
+def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
+    from jaxsel import plots
+    from jaxsel.finezip import read_header
+    from jaxsel.finezip.costs import archive_costs
+    from jaxsel.models.loaders import load_lm
+
+    c = archive_costs(archive, functools.partial(load_lm, model))
+    whole = 8 * len(archive) / read_header(archive)[0]["size"]
+    fig = plots.chunk_costs(c.chunk_bits / c.chunk_bytes, whole, chunk_len=c.chunk_len)
+    log.info("compress: chunk costs of %d chunks -> %s", len(c.chunk_bits), plots.save(fig, path))
 
 
 def cmd_decompress(argv):

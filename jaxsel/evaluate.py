@@ -26,6 +26,14 @@ def precision_at_k(ranked_domains: Sequence[str], domain: str, k: int) -> float:
     return sum(d == domain for d in ranked_domains[:k]) / k
 
 
+def precision_curve(ranked_domains: Sequence[str], domain: str) -> np.ndarray:
+    """Precision@K of `domain` for every K = 1..len(ranked_domains) (entry K-1), float64."""
+    if not len(ranked_domains):
+        raise InputError("precision curve of an empty ranking")
+    hits = np.cumsum(np.asarray(ranked_domains, dtype=object) == domain, dtype=np.float64)
+    return hits / np.arange(1, hits.size + 1)
+
+
 def length_buckets(lengths: Sequence[int], n_buckets: int = 4) -> np.ndarray:
     """Bucket index (0 = shortest) of each item by pool length quantiles."""
     lengths = np.asarray(lengths, dtype=np.float64)
