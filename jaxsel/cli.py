@@ -457,8 +457,9 @@ def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
     from jaxsel.models.loaders import load_lm
 
     c = archive_costs(archive, functools.partial(load_lm, model))
-    whole = 8 * len(archive) / read_header(archive)[0]["size"]
-    fig = plots.chunk_costs(c.chunk_bits / c.chunk_bytes, whole, chunk_len=c.chunk_len)
+    header = read_header(archive)[0]
+    bpb = [8 * n / header["size"] for n in (header["body_len"], len(archive))]
+    fig = plots.chunk_costs(c.chunk_bits / c.chunk_bytes, *bpb, chunk_len=c.chunk_len)
     log.info("compress: chunk costs of %d chunks -> %s", len(c.chunk_bits), plots.save(fig, path))
 
 

@@ -73,9 +73,14 @@ def precision_curves(
         style = {"color": "0.45", "ls": ":"} if name == "random" else {"color": colors[name]}
         ax.plot(np.arange(1, c.size + 1), c, label=name, lw=1.6, **style)
     ax.axhline(base_rate, color="0.3", ls="--", lw=1, label=f"base rate ({base_rate:.3f})")
-    ax.set_xscale("log")
+    n = max(np.asarray(c)[:k_max].size for c in curves.values())
+    if n > 50:
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("K (top-K selected, documents; log scale)")
+    ax.set_xlabel("K (top-K selected, documents" + ("; log scale)" if n > 50 else ")"))
     ax.set_ylabel(f"precision@K ({domain!r} share)")
     ax.set_title(f"precision@K of {domain!r}")
     ax.grid(alpha=0.3)
@@ -322,16 +327,20 @@ def token_costs(bits: np.ndarray, pieces: Sequence[str], *, window: int = 16, to
     return fig
 
 
-def chunk_costs(bits_per_byte: np.ndarray, archive_bpb: float, *, chunk_len: int):
+def chunk_costs(
+    bits_per_byte: np.ndarray, payload_bpb: float, archive_bpb: float, *, chunk_len: int
+):
     """`jaxsel compress --info --plot`: bits per byte of each chunk (model cost of its tokens /
-    its bytes) along the file, with the whole archive's bits/byte as a reference line."""
+    its bytes) along the file; the coded payload's bits/byte over the whole file as a reference
+    line (the chunks add up to it) and the whole archive's, header included, in the title."""
     v = np.asarray(bits_per_byte, np.float64)
     fig, axes = _figure(height=3.2)
     ax = axes[0, 0]
     ax.bar(np.arange(v.size), v, width=0.85, color="C0", label=f"chunk ({chunk_len} tokens)")
-    ax.axhline(archive_bpb, color="C3", ls="--", label=f"whole archive ({archive_bpb:.3f})")
+    ax.axhline(payload_bpb, color="C3", ls="--", label=f"payload, whole file ({payload_bpb:.3f})")
     ax.set_xlabel(f"chunk index (chunks of {chunk_len} tokens, in file order)")
-    ax.set_ylabel("bits per byte")
+    ax.set_ylabel("bits per byte of the original")
+    ax.set_title(f"model cost per chunk (archive with its header: {archive_bpb:.3f} bits/byte)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
     return fig

@@ -178,8 +178,9 @@ def test_compress_info_plot(tmp_path, figures, monkeypatch, model):
     np.testing.assert_allclose(heights, np.array(bits) / nbytes, rtol=1e-3)
     payload = 8 * finezip.read_header(arch.read_bytes())[0]["body_len"]
     assert sum(bits) <= payload <= sum(bits) + 64 + 0.02 * sum(bits)
-    whole = [v for k, v in _lines(ax).items() if k.startswith("whole archive")][0]
-    np.testing.assert_allclose(whole[1], 8 * arch.stat().st_size / len(LICENSE))
+    whole = [v for k, v in _lines(ax).items() if k.startswith("payload, whole file")][0]
+    np.testing.assert_allclose(whole[1], payload / len(LICENSE))
+    assert f"{8 * arch.stat().st_size / len(LICENSE):.3f} bits/byte" in ax.get_title()
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
 
 
