@@ -31,14 +31,33 @@ def _figure(rows: int = 1, cols: int = 1, height: float = 3.6, width: float = WI
     return fig, axes
 
 
-def save(fig, path: str | Path) -> Path:
-    """Writes `fig` as a PNG (Agg, no display needed); creates the parent directory."""
+def png_bytes(fig) -> bytes:
+    """`fig` rendered as PNG bytes by Agg (no display needed; no timestamp or version in the
+    file, so the same figure gives the same bytes)."""
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def save(fig, path: str | Path) -> Path:
+    """Writes `fig` as a PNG file (see `png_bytes`); creates the parent directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig).print_png(str(path), metadata={"Software": None})
+    path.write_bytes(png_bytes(fig))
     return path
+
+
+def _log_x(ax) -> None:
+    """Log x axis with plain numbers on the decades (1, 10, 100, 1000) and no minor labels."""
+    from matplotlib.ticker import NullFormatter, StrMethodFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _colors(names: Sequence[str]) -> dict[str, str]:
@@ -75,10 +94,7 @@ def precision_curves(
     ax.axhline(base_rate, color="0.3", ls="--", lw=1, label=f"base rate ({base_rate:.3f})")
     n = max(np.asarray(c)[:k_max].size for c in curves.values())
     if n > 50:
-        from matplotlib.ticker import ScalarFormatter
-
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        _log_x(ax)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("K (top-K selected, documents" + ("; log scale)" if n > 50 else ")"))
     ax.set_ylabel(f"precision@K ({domain!r} share)")
@@ -158,7 +174,7 @@ def score_distributions(
         for d in order:
             sel = ok & (doms == d)
             ax.scatter(nbytes[sel], v[sel], s=4, alpha=0.5, color=colors[d], label=d)
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set_xlabel("document length (bytes, log scale)")
         ax.set_ylabel(f"{name} score")
         ax.grid(alpha=0.3)
@@ -227,16 +243,15 @@ def projection(
         ax.scatter(c[:, 0], c[:, 1], s=6, alpha=0.35, color=colors[d], label=d)
     for (name, idx), marker in zip(selections.items(), "xo+^sD", strict=False):
         c = coords[np.asarray(idx, np.int64)]
-        face = "none" if marker in "o^sD" else "k"
+        style = {"color": "k"} if marker in "x+" else {"facecolors": "none", "edgecolors": "k"}
         ax.scatter(
             c[:, 0],
             c[:, 1],
             s=40,
             marker=marker,
-            facecolors=face,
-            edgecolors="k",
             linewidths=1.2,
             label=f"{name} ({len(idx)})",
+            **style,
         )
     ev = [""] * 2 if explained is None else [f", {e:.0%} of variance" for e in explained]
     ax.set_xlabel(f"principal component 1 (embedding units{ev[0]})")
@@ -265,16 +280,22 @@ def lamdas_report(losses: Sequence[float], s: np.ndarray, domains: Sequence[str]
     doms = np.asarray(domains, dtype=object)
     order = sorted(set(domains))
     colors = _colors(order)
-    bins = np.geomspace(s.min(), s.max(), 30) if s.min() > 0 and s.max() > s.min() else 30
-    for d in order:
-        ax.hist(s[doms == d], bins=bins, alpha=0.5, color=colors[d], label=d)
-    ax.axvline(tau, color="k", ls="--", label=f"τ = {tau:g}")
-    if s.min() > 0:
-        ax.set_xscale("log")
-    ax.set_xlabel("s(y) = exp(mean log-ratio) (log scale)")
-    ax.set_ylabel("documents")
+    groups = [s[doms == d] for d in order]
+    box = ax.boxplot(
+        groups, orientation="horizontal", tick_labels=order, showfliers=False, patch_artist=True
+    )
+    jitter = np.random.default_rng(0)  # fixed: the same figure every run
+    for row, (d, g, patch) in enumerate(zip(order, groups, box["boxes"], strict=True)):
+        patch.set_facecolor(colors[d])
+        patch.set_alpha(0.35)
+        y = row + 1 + jitter.uniform(-0.18, 0.18, g.size)
+        ax.scatter(g, y, s=5, color=colors[d], alpha=0.7, zorder=3)
+    ax.axvline(tau, color="k", ls="--", label=f"τ = {tau:g} (select s > τ)")
+    ax.invert_yaxis()
+    ax.set_xlabel("s(y) = exp(mean per-token log-ratio)")
+    ax.set_ylabel("domain")
     ax.set_title("likelihood ratio per domain")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     return fig
 
 

@@ -184,6 +184,23 @@ def test_compress_info_plot(tmp_path, figures, monkeypatch, model):
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
 
 
+def test_token_bits_do_not_depend_on_batching(tmp_path):
+    from jaxsel.finezip.costs import token_bits
+    from jaxsel.models.loaders import load_lm
+
+    lm = load_lm(_tiny_hf_dir(tmp_path / "lm"))
+    ids = np.array(lm.tokenizer.encode(LICENSE.decode()))
+    ref = token_bits(lm, ids, 16, batch_size=32)  # one batch
+    for batch, chunk in ((3, 16), (5, 7)):
+        got = token_bits(lm, ids, chunk, batch_size=batch)
+        assert got.shape == ids.shape
+        n = ids.size if chunk == 16 else 7  # the first chunk has the same context either way
+        np.testing.assert_allclose(got[:n], ref[:n], rtol=1e-5, atol=1e-5)
+    short = token_bits(lm, ids[:10], 16)  # shorter than a chunk: one row of 11
+    np.testing.assert_allclose(short, ref[:10], rtol=1e-5, atol=1e-5)
+    assert token_bits(lm, ids[:0], 16).shape == (0,)
+
+
 def test_compress_plot_needs_info_and_a_model_archive(tmp_path, capsys):
     src, arch = tmp_path / "b", tmp_path / "b.fz"
     src.write_bytes(bytes(range(256)) * 4)

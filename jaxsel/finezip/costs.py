@@ -53,15 +53,19 @@ def token_bits(lm: LoadedLM, ids: np.ndarray, chunk_len: int, batch_size: int = 
         raise InputError(f"chunk_len {chunk_len} outside 1..{lm.cfg.max_position - 1}")
     if lm.tokenizer.bos_id is None:
         raise InputError("the tokenizer has no bos/separator token to start chunks with")
+    if not ids.size:
+        return np.zeros(0)
     n_chunks = -(-ids.size // chunk_len)
-    rows = -(-max(n_chunks, 1) // batch_size) * batch_size  # one shape: one compilation
-    tokens = np.full((rows, chunk_len + 1), lm.tokenizer.bos_id, np.int32)
+    batch_size = min(batch_size, n_chunks)  # a short text: one small batch, not padding
+    rows = -(-n_chunks // batch_size) * batch_size  # whole batches: one shape, one compilation
+    width = min(chunk_len, ids.size) + 1
+    tokens = np.full((rows, width), lm.tokenizer.bos_id, np.int32)
     mask = np.zeros(tokens.shape, bool)
     mask[:n_chunks, 0] = True
-    flat = np.zeros(n_chunks * chunk_len, np.int32)
+    flat = np.zeros(n_chunks * (width - 1), np.int32)
     flat[: ids.size] = ids
-    tokens[:n_chunks, 1:] = flat.reshape(n_chunks, chunk_len)
-    mask[:n_chunks, 1:] = (np.arange(n_chunks * chunk_len) < ids.size).reshape(n_chunks, -1)
+    tokens[:n_chunks, 1:] = flat.reshape(n_chunks, width - 1)
+    mask[:n_chunks, 1:] = (np.arange(flat.size) < ids.size).reshape(n_chunks, -1)
     fn = _bits_fn(lm.cfg)
     out = [
         np.asarray(fn(lm.params, tokens[b : b + batch_size], mask[b : b + batch_size]))
