@@ -1,0 +1,164 @@
+"""Reliability (issue 11): verified resumable shards, jobs never adopting each other's shards,
+outputs checked before any work and written atomically, crash leftovers, input edge cases.
+Each test reproduces one defect found on the first release."""
+
+import logging
+
+import numpy as np
+import pytest
+from test_zipfit import make_pool, make_target
+
+from jaxsel.cli import main
+from jaxsel.data import write_jsonl
+from jaxsel.errors import InputError
+from jaxsel.shards import run_sharded
+
+# --------------------------------------------------------------------------------- shards
+
+
+def _fn(calls, scale=1.0):
+    def fn(s, e):
+        calls.append((s, e))
+        return np.arange(s, e) * scale
+
+    return fn
+
+
+def _shard(wd, i):
+    (p,) = sorted(wd.glob(f"shard-{i:06d}-*.npy"))
+    return p
+
+
+def test_bit_flip_in_a_shard_is_redone_with_a_warning(tmp_path, caplog):
+    wd = tmp_path / "w"
+    clean = run_sharded(10, _fn([]), wd, {"job": 1}, 3)
+    p = _shard(wd, 1)
+    good = p.read_bytes()
+    data = bytearray(good)
+    data[-3] ^= 0x10  # inside the array data, past the .npy header
+    p.write_bytes(bytes(data))
+    calls = []
+    with caplog.at_level(logging.WARNING):
+        out = run_sharded(10, _fn(calls), wd, {"job": 1}, 3)
+    assert calls == [(3, 6)]
+    np.testing.assert_array_equal(out, clean)
+    assert str(p) in caplog.text and "redoing shard 1" in caplog.text
+    assert _shard(wd, 1).read_bytes() == good  # the same content commits under the same name
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "appended"])
+def test_empty_or_truncated_shard_is_redone(tmp_path, caplog, damage):
+    wd = tmp_path / "w"
+    run_sharded(10, _fn([]), wd, {"job": 1}, 3)
+    p = _shard(wd, 2)
+    data = p.read_bytes()
+    p.write_bytes({"empty": b"", "truncated": data[:-5], "appended": data + b"\0"}[damage])
+    calls = []
+    with caplog.at_level(logging.WARNING):
+        out = run_sharded(10, _fn(calls), wd, {"job": 1}, 3)
+    assert calls == [(6, 9)]
+    np.testing.assert_array_equal(out, np.arange(10.0))
+    assert str(p) in caplog.text
+
+
+def test_another_job_never_adopts_shards_without_the_manifest(tmp_path):
+    wd = tmp_path / "w"
+    run_sharded(10, _fn([]), wd, {"target": "a"}, 3)
+    (wd / "manifest.json").unlink()
+    calls = []
+    out = run_sharded(10, _fn(calls, 2.0), wd, {"target": "b"}, 3)
+    assert len(calls) == 4  # every shard recomputed
+    np.testing.assert_array_equal(out, np.arange(10) * 2.0)
+    # and the old job's shards, now gone, are not silently mixed back either
+    calls = []
+    np.testing.assert_array_equal(run_sharded(10, _fn(calls, 2.0), wd, {"target": "b"}, 3), out)
+    assert calls == []
+
+
+def test_shards_of_the_same_job_resume_without_the_manifest(tmp_path):
+    wd = tmp_path / "w"
+    run_sharded(10, _fn([]), wd, {"job": 1}, 3)
+    (wd / "manifest.json").unlink()
+    calls = []
+    run_sharded(10, _fn(calls), wd, {"job": 1}, 3)
+    assert calls == []  # they verify on their own
+    assert (wd / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"\xff\xfe", b"[1, 2"])
+def test_garbage_manifest_is_one_line_error_naming_it(tmp_path, content):
+    wd = tmp_path / "w"
+    run_sharded(4, _fn([]), wd, {"job": 1}, 2)
+    (wd / "manifest.json").write_bytes(content)
+    with pytest.raises(InputError, match="manifest.json: not a readable manifest") as e:
+        run_sharded(4, _fn([]), wd, {"job": 1}, 2)
+    assert "\n" not in str(e.value)
+
+
+def test_workdir_that_is_a_file_is_refused_before_any_work(tmp_path):
+    f = tmp_path / "w"
+    f.write_text("x")
+    calls = []
+    with pytest.raises(InputError, match="not a directory"):
+        run_sharded(4, _fn(calls), f, {"job": 1}, 2)
+    assert calls == []
+
+
+def test_no_predictable_temp_name_is_followed(tmp_path):
+    wd = tmp_path / "w"
+    wd.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    # the names the first release wrote through
+    for name in ["manifest.json.tmp", "shard-000000.npy.tmp.npy", "shard-000000.npy.tmp"]:
+        (wd / name).symlink_to(victim)
+    run_sharded(4, _fn([]), wd, {"job": 1}, 2)
+    assert victim.read_text() == "precious"
+    assert not [p for p in wd.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def _score_cli(tmp, *extra):
+    return main(
+        [
+            "score",
+            "--pool",
+            str(tmp / "pool.jsonl"),
+            "--target",
+            str(tmp / "target.jsonl"),
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture()
+def files(tmp_path):
+    write_jsonl(tmp_path / "pool.jsonl", make_pool(10, seed=4, long_doc=False).records)
+    write_jsonl(tmp_path / "target.jsonl", make_target(3).records)
+    write_jsonl(tmp_path / "target2.jsonl", make_target(2).records)
+    return tmp_path
+
+
+def test_cli_bit_flip_in_workdir_gives_the_clean_scores(files):
+    wd, out = files / "w", files / "s.jsonl"
+    assert _score_cli(files, "--out", str(files / "clean.jsonl")) == 0
+    assert _score_cli(files, "--workdir", str(wd), "--shard-size", "4", "--out", str(out)) == 0
+    p = _shard(wd, 1)
+    data = bytearray(p.read_bytes())
+    data[-8] ^= 0x01
+    p.write_bytes(bytes(data))
+    assert _score_cli(files, "--workdir", str(wd), "--shard-size", "4", "--out", str(out)) == 0
+    assert out.read_bytes() == (files / "clean.jsonl").read_bytes()
+
+
+def test_cli_other_target_after_manifest_deleted_is_not_the_old_job(files):
+    wd = files / "w"
+    a, b = files / "a.jsonl", files / "b.jsonl"
+    _score_cli(files, "--workdir", str(wd), "--out", str(a))
+    (wd / "manifest.json").unlink()
+    t2 = ["--target", str(files / "target2.jsonl")]
+    argv = ["score", "--pool", str(files / "pool.jsonl"), "--no-progress", *t2]
+    assert main([*argv, "--workdir", str(wd), "--out", str(b)]) == 0
+    assert main([*argv, "--out", str(files / "c.jsonl")]) == 0
+    assert b.read_bytes() == (files / "c.jsonl").read_bytes()
+    assert b.read_bytes() != a.read_bytes()
