@@ -3,6 +3,8 @@ outputs checked before any work and written atomically, crash leftovers, input e
 Each test reproduces one defect found on the first release."""
 
 import logging
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -162,3 +164,141 @@ def test_cli_other_target_after_manifest_deleted_is_not_the_old_job(files):
     assert main([*argv, "--out", str(files / "c.jsonl")]) == 0
     assert b.read_bytes() == (files / "c.jsonl").read_bytes()
     assert b.read_bytes() != a.read_bytes()
+
+
+# ------------------------------------------------------------- outputs: checked, then atomic
+
+
+def _select(tmp, *extra):
+    return main(
+        [
+            "select",
+            "--pool",
+            str(tmp / "pool.jsonl"),
+            "--target",
+            str(tmp / "target.jsonl"),
+            "--no-progress",
+            "-k",
+            "3",
+            *extra,
+        ]
+    )
+
+
+def _no_stray(d):
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(".") or "tmp" in p.name)
+
+
+@pytest.mark.parametrize("which", ["pool", "target", "symlink", "hardlink"])
+def test_out_that_is_an_input_is_refused_before_any_work(files, capsys, which):
+    pool = files / "pool.jsonl"
+    before = pool.read_bytes(), (files / "target.jsonl").read_bytes()
+    out = {"pool": pool, "target": files / "target.jsonl"}.get(which, files / "alias.jsonl")
+    if which == "symlink":
+        out.symlink_to(pool)
+    elif which == "hardlink":
+        os.link(pool, out)
+    for cmd in ("select", "score"):
+        argv = [cmd, "--pool", str(pool), "--target", str(files / "target.jsonl"), "--no-progress"]
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "refusing to overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (pool.read_bytes(), (files / "target.jsonl").read_bytes()) == before
+
+
+def test_embeddings_input_is_not_an_output(files, capsys):
+    emb = files / "E.npy"
+    np.save(emb, np.ones((10, 4)))
+    argv = ["select", "--method", "gip", "--pool", str(files / "pool.jsonl"), "-k", "2"]
+    assert main([*argv, "--embeddings", str(emb), "--out", str(emb)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(emb), np.ones((10, 4)))
+
+
+def test_compress_and_decompress_refuse_output_equal_to_input(tmp_path, capsys):
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"hello hello hello\n")
+    assert main(["compress", str(f), str(f)]) == 2
+    assert main(["decompress", str(f), str(f)]) == 2
+    assert capsys.readouterr().err.count("refusing to overwrite") == 2
+    assert f.read_bytes() == b"hello hello hello\n"
+
+
+@pytest.mark.parametrize("case", ["out_is_dir", "parent_is_file", "workdir_is_file"])
+def test_bad_output_locations_fail_in_one_line_before_scoring(files, capsys, monkeypatch, case):
+    from jaxsel.methods import zipfit
+
+    def boom(*a, **k):
+        raise AssertionError("scored before checking outputs")
+
+    monkeypatch.setattr(zipfit, "score", boom)
+    (files / "d").mkdir()
+    (files / "f").write_text("x")
+    extra = {
+        "out_is_dir": ["--out", str(files / "d")],
+        "parent_is_file": ["--out", str(files / "f" / "x.jsonl")],
+        "workdir_is_file": ["--workdir", str(files / "f"), "--out", str(files / "o.jsonl")],
+    }[case]
+    listing = sorted(files.rglob("*"))
+    assert _select(files, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert sorted(files.rglob("*")) == listing  # no stray files
+
+
+def _unwritable_dir(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    for d in (ro, "/sys"):  # root writes through 0o555 but not into sysfs
+        try:
+            fd, name = tempfile.mkstemp(dir=d)
+        except OSError:
+            return d
+        os.close(fd)
+        os.unlink(name)
+    pytest.skip("no unwritable directory on this machine")
+
+
+def test_unwritable_output_dir_is_refused_up_front(files, capsys, tmp_path):
+    d = _unwritable_dir(tmp_path)
+    assert main(["compress", str(files / "pool.jsonl"), f"{d}/x.fz"]) == 2
+    assert _select(files, "--out", f"{d}/x.jsonl") == 2
+    err = capsys.readouterr().err
+    assert err.count("not writable") == 2 and len(err.strip().splitlines()) == 2
+
+
+def test_compress_missing_parent_is_created_not_a_late_failure(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(bytes(range(256)) * 4)  # not text: no model is loaded
+    out = tmp_path / "no" / "dir" / "a.fz"
+    assert main(["compress", str(f), str(out)]) == 0
+    assert main(["decompress", str(out), str(tmp_path / "b.bin")]) == 0
+    assert (tmp_path / "b.bin").read_bytes() == f.read_bytes()
+
+
+def test_outputs_never_follow_a_planted_temp_symlink(files):
+    victim = files / "victim"
+    victim.write_text("precious")
+    out = files / "sel.jsonl"
+    (files / "sel.jsonl.tmp").symlink_to(victim)  # the first release's temp name
+    assert _select(files, "--out", str(out)) == 0
+    assert victim.read_text() == "precious"
+    assert len(out.read_text().splitlines()) == 3
+    assert _no_stray(files) == ["sel.jsonl.tmp"]  # the planted link, untouched
+    assert (files / "sel.jsonl.tmp").is_symlink()
+
+
+def test_atomic_open_keeps_the_old_file_on_failure_and_sets_normal_mode(tmp_path):
+    from jaxsel.data.outputs import atomic_open, save_npy
+
+    p = tmp_path / "x.json"
+    p.write_text("old")
+    with pytest.raises(RuntimeError), atomic_open(p, "w") as f:
+        f.write("partial")
+        raise RuntimeError("crash mid-write")
+    assert p.read_text() == "old" and sorted(tmp_path.iterdir()) == [p]
+    save_npy(tmp_path / "e.npy", np.arange(3.0))
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), np.arange(3.0))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "e.npy").stat().st_mode & 0o777 == 0o666 & ~mask

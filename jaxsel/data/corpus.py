@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from jaxsel.data.outputs import STDOUT, atomic_open
 from jaxsel.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -233,37 +234,31 @@ def read_corpus(
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Writes records atomically (temp file + rename), one JSON object per line, UTF-8."""
-    path = Path(path)
-    if str(path) == "-":
+    """Writes records atomically (`jaxsel.data.outputs`), one JSON object per line, UTF-8."""
+    if str(path) == STDOUT:
         import sys
 
         for r in records:
             sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def write_parquet(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
+    """Writes records as one Parquet table, atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     try:
         table = pa.Table.from_pylist(list(records))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(
             f"{path}: records do not fit one Parquet schema ({e}); write .jsonl"
         ) from None
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        pq.write_table(table, f)
 
 
 def write_records(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.batching import bucket_for, bucket_lengths, map_token_rows, pad_rows
 from jaxsel.data import Corpus
+from jaxsel.data.outputs import write_text
 from jaxsel.errors import AssetError, InputError
 from jaxsel.kernels import lamdas as K
 from jaxsel.kernels import loglik
@@ -305,15 +306,14 @@ class _Store:
             raise InputError(f"{self.path}: no LAMDAS prefix here ({META_FILE} missing)")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            tmp = meta_path.with_name(META_FILE + ".tmp")
-            tmp.write_text(
+            write_text(
+                meta_path,
                 json.dumps(
                     {"format": FORMAT, "model": fingerprint, "train": identity},
                     indent=1,
                     sort_keys=True,
-                )
+                ),
             )
-            os.replace(tmp, meta_path)
             self.identity = identity
         self._ocp = ocp
         with _quiet_orbax():
