@@ -302,3 +302,71 @@ def test_atomic_open_keeps_the_old_file_on_failure_and_sets_normal_mode(tmp_path
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "e.npy").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# --------------------------------------------------------------- LAMDAS checkpoint leftovers
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from test_lamdas import write_tiny_dir
+
+    from jaxsel.models import loaders
+
+    d = tmp_path_factory.mktemp("tiny-llama")
+    write_tiny_dir(d, seed=0)
+    return loaders.load_hf_dir(d)
+
+
+def _flip_largest(root):
+    p = max((q for q in root.rglob("*") if q.is_file()), key=lambda q: q.stat().st_size)
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    p.write_bytes(bytes(data))
+    return p
+
+
+@pytest.mark.parametrize("damage", ["bit_flip", "empty_file", "no_checksum"])
+def test_damaged_lamdas_checkpoint_is_retrained_or_refused(tiny_lm, tmp_path, caplog, damage):
+    import dataclasses
+
+    import jax
+    from test_lamdas import REF, SMALL
+
+    from jaxsel.methods import lamdas as M
+
+    cfg = dataclasses.replace(SMALL, epochs=2, prefix_dir=str(tmp_path / "p"))
+    clean, clean_losses = M.train_prefix(tiny_lm, REF, cfg)
+    ck = tmp_path / "p" / "ckpt" / "2"
+    if damage == "bit_flip":
+        _flip_largest(ck)
+    elif damage == "empty_file":
+        max(ck.rglob("d/*"), key=lambda q: q.stat().st_size).write_bytes(b"")
+    else:  # a crash between orbax's commit and the checksum
+        (tmp_path / "p" / "ckpt-2.sha256").unlink()
+    with pytest.raises(InputError, match=r"ckpt.2|ckpt-2\.sha256") as e:
+        M.load_prefix(tmp_path / "p", tiny_lm)
+    assert "\n" not in str(e.value)
+    # epoch 1 still verifies and is what an explicit request gets
+    M.load_prefix(tmp_path / "p", tiny_lm, epoch=1)
+    with caplog.at_level(logging.WARNING):
+        prefix, losses = M.train_prefix(tiny_lm, REF, cfg)
+    assert "retraining epoch 2" in caplog.text and "ckpt" in caplog.text
+    jax.tree.map(np.testing.assert_array_equal, prefix, clean)
+    assert losses == clean_losses
+    jax.tree.map(np.testing.assert_array_equal, M.load_prefix(tmp_path / "p", tiny_lm), clean)
+
+
+@pytest.mark.parametrize("content", [b"[1]", b"\xff", b"{"])
+def test_garbage_lamdas_record_is_one_line_error(tiny_lm, tmp_path, content):
+    import dataclasses
+
+    from test_lamdas import REF, SMALL
+
+    from jaxsel.methods import lamdas as M
+
+    (tmp_path / M.META_FILE).write_bytes(content)
+    with pytest.raises(InputError, match=M.META_FILE):
+        M.train_prefix(tiny_lm, REF, dataclasses.replace(SMALL, prefix_dir=str(tmp_path)))
+    with pytest.raises(InputError, match=M.META_FILE):
+        M.load_prefix(tmp_path, tiny_lm)
