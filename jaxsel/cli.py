@@ -115,10 +115,11 @@ def cmd_score(argv):
     _check_outputs(args, ("--out", args.out))
     pool, scores = _score(args, method)
     from jaxsel.data import write_jsonl
+    from jaxsel.scores import json_score
 
     write_jsonl(
         args.out,
-        ({"id": i, "score": float(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
+        ({"id": i, "score": json_score(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
     )
 
 
@@ -132,7 +133,16 @@ def cmd_select(argv):
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel.scores import select_budget, select_threshold, select_top_k
+    from jaxsel.scores import (
+        check_threshold,
+        json_score,
+        select_budget,
+        select_threshold,
+        select_top_k,
+    )
+
+    if args.threshold is not None:
+        check_threshold(args.threshold)
 
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
@@ -147,7 +157,9 @@ def cmd_select(argv):
         idx = select_budget(scores, pool.nbytes(), args.budget_bytes)
     from jaxsel.data import write_records
 
-    write_records(args.out, [{**pool.records[i], "score": float(scores.values[i])} for i in idx])
+    write_records(
+        args.out, [{**pool.records[i], "score": json_score(scores.values[i])} for i in idx]
+    )
     log.info("%s: selected %d of %d items -> %s", method.name, len(idx), len(pool), args.out)
 
 
@@ -171,28 +183,40 @@ def cmd_eval(argv):
     args = p.parse_args(argv)
     import numpy as np
 
-    from jaxsel.data import read_jsonl
+    from jaxsel.data.corpus import check_id, iter_jsonl
     from jaxsel.evaluate import domain_mix, precision_at_k, precision_by_bucket
-    from jaxsel.scores import Scores
+    from jaxsel.scores import Scores, score_from_json
 
     pool = _load_pool(args)
-    sel = read_jsonl(args.selection, text_field="id", id_field="id")
+    rows = [(loc, rec) for _, loc, rec in iter_jsonl(args.selection)]
+    if not rows:
+        raise JaxselError(f"{args.selection}: empty selection")
     pos = {i: n for n, i in enumerate(pool.ids)}
-    missing = [i for i in sel.ids if i not in pos]
-    if missing:
-        raise JaxselError(
-            f"{args.selection}: {len(missing)} ids not in the pool, e.g. {missing[0]!r}"
-        )
+    sel, seen = [], set()
+    for loc, rec in rows:
+        if "id" not in rec:
+            raise JaxselError(f"{loc}: missing field 'id'")
+        i = check_id(rec["id"], loc)
+        if i not in pos:
+            raise JaxselError(f"{loc}: id {i!r} is not in the pool")
+        if i in seen:
+            raise JaxselError(f"{loc}: duplicate id {i!r}")
+        seen.add(i)
+        sel.append(pos[i])
     domains = [str(d) for d in pool.field(args.field)]
     if all(d == "None" for d in domains):
         raise JaxselError(f"pool has no {args.field!r} field")
-    is_scores = "score" in sel.records[0] and len(sel) == len(pool) and "text" not in sel.records[0]
+    first = rows[0][1]
+    is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
     if is_scores:
-        vals = np.array([float(r["score"]) for r in sel.records])
-        ranking = Scores(vals[np.argsort([pos[i] for i in sel.ids])], "file").ranking()
+        vals = np.empty(len(pool))
+        for (loc, rec), n in zip(rows, sel, strict=True):
+            vals[n] = score_from_json(rec.get("score"), loc)
+        ranking = Scores(vals, "file").ranking()
     else:
-        ranking = np.array([pos[i] for i in sel.ids])
-    k = args.k or (len(pool) // 10 if is_scores else len(ranking))
+        ranking = np.array(sel)
+    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
+    k = args.k or (max(1, len(pool) // 10) if is_scores else len(ranking))
     ranked = [domains[i] for i in ranking]
     report = {
         "k": k,

@@ -2,6 +2,7 @@
 outputs checked before any work and written atomically, crash leftovers, input edge cases.
 Each test reproduces one defect found on the first release."""
 
+import json
 import logging
 import os
 import tempfile
@@ -11,7 +12,7 @@ import pytest
 from test_zipfit import make_pool, make_target
 
 from jaxsel.cli import main
-from jaxsel.data import write_jsonl
+from jaxsel.data import read_jsonl, write_jsonl
 from jaxsel.errors import InputError
 from jaxsel.shards import run_sharded
 
@@ -370,3 +371,198 @@ def test_garbage_lamdas_record_is_one_line_error(tiny_lm, tmp_path, content):
         M.train_prefix(tiny_lm, REF, dataclasses.replace(SMALL, prefix_dir=str(tmp_path)))
     with pytest.raises(InputError, match=M.META_FILE):
         M.load_prefix(tmp_path, tiny_lm)
+
+
+# ----------------------------------------------------------------------- input edge cases
+
+
+def _jsonl(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        rb'{"id": 1, "text": "a\ud800b"}',  # in the text
+        rb'{"id": "\udc00", "text": "ab"}',  # in the id
+        rb'{"id": 1, "text": "ab", "meta": {"\ud800": ["x"]}}',  # in another field's key
+    ],
+)
+def test_lone_surrogate_is_one_line_error_naming_file_and_line(tmp_path, line):
+    p = _jsonl(tmp_path / "p.jsonl", b'{"id": 0, "text": "ok"}\n' + line + b"\n")
+    with pytest.raises(InputError, match=r"p\.jsonl:2: .*lone surrogate") as e:
+        read_jsonl(p)
+    assert "\n" not in str(e.value)
+
+
+def test_surrogate_pairs_are_fine(tmp_path):
+    p = _jsonl(tmp_path / "p.jsonl", rb'{"id": 1, "text": "smile \ud83d\ude00"}' + b"\n")
+    assert read_jsonl(p).texts == ("smile \U0001f600",)
+
+
+def test_corrupted_gzip_stream_is_one_line_error(tmp_path):
+    import gzip
+
+    good = gzip.compress(b"".join(b'{"id": %d, "text": "doc %d"}\n' % (i, i) for i in range(500)))
+    for name, data in [
+        ("flip.jsonl.gz", good[:40] + bytes([good[40] ^ 0xFF]) + good[41:]),
+        ("cut.jsonl.gz", good[: len(good) // 2]),
+        ("nogz.jsonl.gz", b"plain text, not gzip\n"),
+    ]:
+        with pytest.raises(InputError, match=rf"{name}: unreadable") as e:
+            read_jsonl(_jsonl(tmp_path / name, data))
+        assert "\n" not in str(e.value)
+
+
+def test_utf8_bom_on_line_1_is_accepted_like_utf8_sig(tmp_path):
+    body = '{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n'
+    p = _jsonl(tmp_path / "p.jsonl", body.encode("utf-8-sig"))
+    c = read_jsonl(p)
+    assert c.ids == ("a", "b")
+    assert [json.loads(x) for x in p.read_text("utf-8-sig").splitlines()] == list(c.records)
+    # ... but only on line 1 (elsewhere it is not whitespace in JSON)
+    with pytest.raises(InputError, match=r"p\.jsonl:3: malformed JSON"):
+        read_jsonl(_jsonl(p, body.encode() + "\ufeff".encode() + b'{"id": "c", "text": "z"}\n'))
+
+
+def test_nan_and_infinity_literals_are_not_json(tmp_path):
+    for lit in ["NaN", "Infinity", "-Infinity"]:
+        p = _jsonl(tmp_path / "p.jsonl", b'{"id": 1, "text": "a", "x": %s}\n' % lit.encode())
+        with pytest.raises(InputError, match=r"p\.jsonl:1: malformed JSON"):
+            read_jsonl(p)
+
+
+@pytest.fixture()
+def eval_pool(tmp_path):
+    recs = [
+        {"id": i, "text": f"doc {i} " * (i + 1), "domain": "py" if i % 3 else "c"} for i in range(6)
+    ]
+    write_jsonl(tmp_path / "pool.jsonl", recs)
+    return tmp_path
+
+
+@pytest.mark.parametrize("bad", ['"high"', "true", "[1]", "{}"])
+def test_eval_non_numeric_score_names_file_and_line(eval_pool, capsys, bad):
+    s = eval_pool / "s.jsonl"
+    lines = [f'{{"id": {i}, "score": {bad if i == 3 else i}}}' for i in range(6)]
+    s.write_text("\n".join(lines) + "\n")
+    assert main(["eval", str(s), "--pool", str(eval_pool / "pool.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {s}:4: score") and "\n" not in err
+
+
+def test_eval_on_a_small_pool_without_k_and_null_scores(eval_pool, capsys):
+    s = eval_pool / "s.jsonl"
+    vals = [0.5, None, 2.0, 1.0, None, 3.0]  # null = not ranked (what `score` writes for -inf)
+    s.write_text("".join(json.dumps({"id": i, "score": v}) + "\n" for i, v in enumerate(vals)))
+    assert main(["eval", str(s), "--pool", str(eval_pool / "pool.jsonl"), "--domain", "py"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["k"] == 1  # a tenth of 6 items, at least 1
+    assert report["precision_at_k"] == 1.0  # the best score (3.0) is item 5, domain py
+
+
+def test_non_finite_threshold_is_refused_before_scoring(files, capsys):
+    for t in ["nan", "inf", "-inf"]:
+        argv = ["select", "--pool", str(files / "pool.jsonl"), "--target", "/nonexistent"]
+        assert main([*argv, f"--threshold={t}"]) == 2  # before the target is even read
+    err = capsys.readouterr().err
+    assert err.count("threshold must be a finite number") == 3
+
+
+def test_score_output_is_strict_json_with_null_for_unranked(tmp_path, capsys):
+    from jaxsel.scores import json_score, score_from_json
+
+    assert [json_score(v) for v in [-np.inf, np.inf, 1.5]] == [None, 1.7976931348623157e308, 1.5]
+    assert score_from_json(None, "x:1") == -np.inf
+    # gip ranks only the greedy prefix: the rest is -inf in Scores, null in the file
+    rng = np.random.default_rng(0)
+    pool = [{"id": f"d{i}", "text": f"doc {i}"} for i in range(8)]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    np.save(tmp_path / "E.npy", rng.standard_normal((8, 5)))
+    argv = ["score", "--method", "gip", "--pool", str(tmp_path / "pool.jsonl"), "--no-progress"]
+    out = tmp_path / "s.jsonl"
+    argv += ["--embeddings", str(tmp_path / "E.npy"), "--greedy-k", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    rows = [json.loads(x, parse_constant=lambda c: pytest.fail(c)) for x in text.splitlines()]
+    assert sum(r["score"] is None for r in rows) == 5
+
+
+def test_gip_embeddings_with_huge_or_tiny_norms_normalise_exactly():
+    from jaxsel.methods.gip import check_embeddings
+
+    rng = np.random.default_rng(1)
+    e = rng.standard_normal((6, 4))
+    for scale in [1e307, 1e-300, 1.0]:
+        f = check_embeddings(e * scale)
+        ref = (e / np.linalg.norm(e, axis=1, keepdims=True)).T
+        np.testing.assert_allclose(f, ref, rtol=1e-12, atol=1e-15)
+    with pytest.raises(InputError, match="row 2 is zero"):
+        check_embeddings(np.where(np.arange(6)[:, None] == 2, 0.0, e))
+
+
+def test_ids_keep_their_json_type_in_score_select_and_parquet(tmp_path):
+    from jaxsel.data import read_parquet
+
+    pool = make_pool(6, seed=4, long_doc=False)
+    ids = [7, "7", 2.5, -3, "x", 10**20]
+    recs = [{**r, "id": i} for r, i in zip(pool.records, ids, strict=True)]
+    write_jsonl(tmp_path / "pool.jsonl", recs)
+    write_jsonl(tmp_path / "target.jsonl", make_target(2).records)
+    assert read_jsonl(tmp_path / "pool.jsonl").ids == tuple(ids)
+    assert _score_cli(tmp_path, "--out", str(tmp_path / "s.jsonl")) == 0
+    got = [json.loads(x)["id"] for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert got == ids and [type(i) for i in got] == [type(i) for i in ids]
+    assert _select(tmp_path, "--out", str(tmp_path / "sel.jsonl")) == 0
+    sel = [json.loads(x)["id"] for x in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert all(any(s == i and type(s) is type(i) for i in ids) for s in sel)
+    # Parquet: one type per column; an int column stays int, mixed int/float is refused
+    int_recs = [{**r, "id": i} for r, i in zip(pool.records, [3, 1, 4, 15, 9, 2], strict=True)]
+    write_jsonl(tmp_path / "ints.jsonl", int_recs)
+    argv = ["select", "--pool", str(tmp_path / "ints.jsonl"), "--no-progress", "-k", "3"]
+    argv += ["--target", str(tmp_path / "target.jsonl")]
+    assert main([*argv, "--out", str(tmp_path / "sel.parquet")]) == 0
+    got = read_parquet(tmp_path / "sel.parquet").ids
+    assert all(type(i) is int for i in got) and set(got) <= {3, 1, 4, 15, 9, 2}
+    mixed = [{**r, "id": i} for r, i in zip(pool.records, [1, 2.5, 3, 4, 5, 6], strict=True)]
+    write_jsonl(tmp_path / "mixed.jsonl", mixed)
+    argv[2], argv[5] = str(tmp_path / "mixed.jsonl"), "6"
+    assert main([*argv, "--out", str(tmp_path / "m.parquet")]) == 2
+    assert not (tmp_path / "m.parquet").exists()
+
+
+@pytest.mark.parametrize("bad_id", ["true", "null", "[1]", '{"a": 1}', "1e999"])
+def test_ids_that_are_not_strings_or_finite_numbers_are_refused(tmp_path, bad_id):
+    p = _jsonl(tmp_path / "p.jsonl", b'{"id": %s, "text": "a"}\n' % bad_id.encode())
+    with pytest.raises(InputError, match=r"p\.jsonl:1: id .* ids must be strings or finite"):
+        read_jsonl(p)
+
+
+def test_duplicate_ids_still_detected_across_number_forms(tmp_path):
+    p = _jsonl(tmp_path / "p.jsonl", b'{"id": 1, "text": "a"}\n{"id": 1.0, "text": "b"}\n')
+    with pytest.raises(InputError, match=r"p\.jsonl:2: duplicate id"):
+        read_jsonl(p)
+    p = _jsonl(tmp_path / "q.jsonl", b'{"id": 1, "text": "a"}\n{"id": "1", "text": "b"}\n')
+    assert read_jsonl(p).ids == (1, "1")
+
+
+def test_corpus_built_directly_is_validated():
+    from jaxsel.data import Corpus
+
+    ok = Corpus(("a", 2), ("x", "y"), ({"id": "a"}, {"id": 2}))
+    assert len(ok.subset([1, 0])) == 2
+    for ids, texts, msg in [
+        (("a",), ("",), "empty text"),
+        (("a",), ("  \n",), "empty text"),
+        (("a", "a"), ("x", "y"), "duplicate id"),
+        ((None,), ("x",), "ids must be strings"),
+        (("a",), (b"x",), "text is bytes"),
+        (("a",), ("\ud800",), "lone surrogate"),
+    ]:
+        with pytest.raises(InputError, match=msg):
+            Corpus(ids, texts, tuple({} for _ in ids))
+    with pytest.raises(InputError, match="duplicate id"):
+        ok.subset([0, 0])
+    assert len(Corpus((), (), ())) == 0  # the methods refuse an empty target themselves
