@@ -165,6 +165,13 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return v
+
+
 def _walk_strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
@@ -190,10 +197,10 @@ def parse_jsonl_line(raw: bytes, loc: str, first: bool = False) -> dict[str, Any
     if not line.strip():
         return None
     try:
-        rec = json.loads(line, parse_constant=_no_constants)
+        rec = json.loads(line, parse_constant=_no_constants, parse_float=_finite_float)
     except json.JSONDecodeError as e:
         raise InputError(f"{loc}: malformed JSON ({e.msg} at column {e.colno})") from None
-    except ValueError as e:  # NaN / Infinity
+    except ValueError as e:  # NaN / Infinity / 1e999
         raise InputError(f"{loc}: malformed JSON ({e})") from None
     except RecursionError:
         raise InputError(f"{loc}: malformed JSON (nested too deeply)") from None
