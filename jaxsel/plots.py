@@ -44,11 +44,11 @@ def png_bytes(fig) -> bytes:
 
 
 def save(fig, path: str | Path) -> Path:
-    """Writes `fig` as a PNG file (see `png_bytes`); creates the parent directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(fig))
-    return path
+    """Writes `fig` as a PNG file (see `png_bytes`) atomically; creates the parent directory."""
+    from jaxsel.data.outputs import write_bytes
+
+    write_bytes(path, png_bytes(fig))
+    return Path(path)
 
 
 def _log_x(ax) -> None:
