@@ -199,8 +199,11 @@ def ratio_curves(ratios: Mapping[str, Mapping[int, Sequence[float]]], *, what: s
         ks = np.array(sorted(by_k))
         mean = np.array([np.mean(by_k[k]) for k in ks])
         std = np.array([np.std(by_k[k]) for k in ks])
-        ax.plot(ks, mean, marker="o", ms=3, label=name, color=colors[name])
-        ax.fill_between(ks, mean - std, np.minimum(mean + std, 1.0), alpha=0.15, color=colors[name])
+        color = "0.45" if name == "random" else colors[name]
+        ax.plot(
+            ks, mean, marker="o", ms=3, label=name, color=color, ls=":" if name == "random" else "-"
+        )
+        ax.fill_between(ks, mean - std, np.minimum(mean + std, 1.0), alpha=0.15, color=color)
     ax.set_xlabel("k (items selected)")
     ax.set_ylabel(f"objective / {what} (mean ± std)")
     ax.set_ylim(0, 1.05)
@@ -290,12 +293,11 @@ def lamdas_report(losses: Sequence[float], s: np.ndarray, domains: Sequence[str]
         patch.set_alpha(0.35)
         y = row + 1 + jitter.uniform(-0.18, 0.18, g.size)
         ax.scatter(g, y, s=5, color=colors[d], alpha=0.7, zorder=3)
-    ax.axvline(tau, color="k", ls="--", label=f"τ = {tau:g} (select s > τ)")
+    ax.axvline(tau, color="k", ls="--")
     ax.invert_yaxis()
     ax.set_xlabel("s(y) = exp(mean per-token log-ratio)")
     ax.set_ylabel("domain")
-    ax.set_title("likelihood ratio per domain")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"likelihood ratio per domain (dashed: τ = {tau:g}, select s > τ)")
     return fig
 
 
