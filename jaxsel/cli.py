@@ -199,7 +199,7 @@ def cmd_eval(argv):
         names = dict(zip(out, stems if len(set(stems)) == len(out) else out, strict=True))
         curves = {names[p]: precision_curve(ranked, args.domain) for p, (_, ranked) in out.items()}
         mixes = {names[p]: domain_mix(ranked[: r["k"]]) for p, (r, ranked) in out.items()}
-        fig = plots.selection_report(
+        fig = plots.selection_figure(
             curves, mixes, reports[args.selection[0]]["base_rate"], args.domain
         )
         log.info("eval: plot -> %s", plots.save(fig, args.plot))

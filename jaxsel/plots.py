@@ -126,7 +126,7 @@ def domain_mix_bars(mixes: Mapping[str, Mapping[str, float]], *, ax=None):
     return ax.figure
 
 
-def selection_report(
+def selection_figure(
     curves: Mapping[str, np.ndarray],
     mixes: Mapping[str, Mapping[str, float]],
     base_rate: float,
