@@ -566,3 +566,15 @@ def test_corpus_built_directly_is_validated():
     with pytest.raises(InputError, match="duplicate id"):
         ok.subset([0, 0])
     assert len(Corpus((), (), ())) == 0  # the methods refuse an empty target themselves
+
+
+def test_lamdas_prefix_dir_that_is_a_file_is_one_line_error(tiny_lm, tmp_path):
+    import dataclasses
+
+    from test_lamdas import REF, SMALL
+
+    from jaxsel.methods import lamdas as M
+
+    (tmp_path / "p").write_text("x")
+    with pytest.raises(InputError, match="prefix directory .* not a directory"):
+        M.train_prefix(tiny_lm, REF, dataclasses.replace(SMALL, prefix_dir=str(tmp_path / "p")))
