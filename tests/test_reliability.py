@@ -579,3 +579,16 @@ def test_lamdas_prefix_dir_that_is_a_file_is_one_line_error(tiny_lm, tmp_path):
     (tmp_path / "p").write_text("x")
     with pytest.raises(InputError, match="prefix directory .* not a directory"):
         M.train_prefix(tiny_lm, REF, dataclasses.replace(SMALL, prefix_dir=str(tmp_path / "p")))
+
+
+def test_out_inside_a_text_directory_pool_is_refused(tmp_path, capsys):
+    d = tmp_path / "docs"
+    d.mkdir()
+    for i in range(3):
+        (d / f"{i}.txt").write_text(f"document {i} text")
+    (tmp_path / "t.jsonl").write_text('{"id": 1, "text": "document"}\n')
+    argv = ["select", "--pool", str(d), "--target", str(tmp_path / "t.jsonl"), "-k", "1"]
+    assert main([*argv, "--out", str(d / "sel.jsonl")]) == 2
+    assert "inside the input directory" in capsys.readouterr().err
+    assert sorted(p.name for p in d.iterdir()) == ["0.txt", "1.txt", "2.txt"]
+    assert main([*argv, "--no-progress", "--out", str(tmp_path / "sel.jsonl")]) == 0
