@@ -110,7 +110,11 @@ def _score(args, method):
 def cmd_score(argv):
     """write one score per pool item (JSONL, pool order)"""
     p, method = _method_parser("score", argv)
-    p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output JSONL: one {id, score} per pool item (score null: not ranked by the method)",
+    )
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
     pool, scores = _score(args, method)
