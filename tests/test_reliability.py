@@ -592,3 +592,22 @@ def test_out_inside_a_text_directory_pool_is_refused(tmp_path, capsys):
     assert "inside the input directory" in capsys.readouterr().err
     assert sorted(p.name for p in d.iterdir()) == ["0.txt", "1.txt", "2.txt"]
     assert main([*argv, "--no-progress", "--out", str(tmp_path / "sel.jsonl")]) == 0
+
+
+def test_fuzz_corpus_replays_cleanly(tmp_path, monkeypatch):
+    """Every input the JSONL fuzzer kept (tests/fuzz/corpus_jsonl) meets the reader's contract."""
+    from pathlib import Path
+
+    fuzz = Path(__file__).parent / "fuzz"
+    monkeypatch.syspath_prepend(str(fuzz))
+    from jsonl_contract import check_file
+
+    files = sorted((fuzz / "corpus_jsonl").iterdir())
+    assert len(files) >= 4
+    accepted = 0
+    for f in files:
+        data = f.read_bytes()
+        path = tmp_path / ("f.jsonl.gz" if data[:2] == b"\x1f\x8b" else "f.jsonl")
+        path.write_bytes(data)
+        accepted += check_file(path)
+    assert 0 < accepted < len(files)  # both outcomes are exercised
