@@ -9,6 +9,8 @@ import tempfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_zipfit import make_pool, make_target
 
 from jaxsel.cli import main
@@ -611,3 +613,32 @@ def test_fuzz_corpus_replays_cleanly(tmp_path, monkeypatch):
         path.write_bytes(data)
         accepted += check_file(path)
     assert 0 < accepted < len(files)  # both outcomes are exercised
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shard=st.integers(0, 3),
+    pos=st.integers(0, 10**6),
+    flip=st.integers(1, 255),
+    how=st.sampled_from(["flip", "truncate", "append", "swap"]),
+)
+def test_any_damage_to_any_shard_never_changes_the_result(tmp_path_factory, shard, pos, flip, how):
+    wd = tmp_path_factory.mktemp("w")
+    fn = lambda s, e: np.sqrt(np.arange(s, e, dtype=np.float64)) + 0.5  # noqa: E731
+    clean = run_sharded(10, fn, wd, {"job": "p"}, 3)
+    p = _shard(wd, shard)
+    data = bytearray(p.read_bytes())
+    pos %= len(data)
+    if how == "flip":
+        data[pos] ^= flip
+    elif how == "truncate":
+        del data[pos:]
+    elif how == "append":
+        data += bytes([flip])
+    else:  # another shard's bytes under this shard's name
+        data = bytearray(_shard(wd, (shard + 1) % 4).read_bytes())
+    p.write_bytes(bytes(data))
+    calls = []
+    out = run_sharded(10, lambda s, e: calls.append(s) or fn(s, e), wd, {"job": "p"}, 3)
+    np.testing.assert_array_equal(out, clean)
+    assert calls == [3 * shard]  # exactly the damaged shard is redone
