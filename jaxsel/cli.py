@@ -64,7 +64,8 @@ def _load_target(args):
 
 
 def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, methods.Method]:
-    """Two-phase parsing: --method picks the method, whose own flags are then added."""
+    """Two-phase parsing: --method picks the method, whose flags (generated from its Config)
+    are then added."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", default="zipfit")
     known, _ = pre.parse_known_args(argv)
@@ -74,23 +75,14 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
     _add_data_args(p)
     p.add_argument("--workdir", help="directory for resumable shards of long scoring jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if hasattr(method.module, "add_args"):
-        method.module.add_args(p.add_argument_group(f"{method.name} options"), method.name)
+    methods.add_config_args(p.add_argument_group(f"{method.name} options"), method.config_cls)
     return p, method
 
 
-def _score(args, method):
-    pool = _load_pool(args)
-    target = _load_target(args)
-    cfg = (
-        method.module.config_from_args(args, method.name)
-        if hasattr(method.module, "config_from_args")
-        else method.config_cls()
-    )
-    t0 = time.perf_counter()
-    scores = method.score(pool, target, cfg, workdir=args.workdir, progress=not args.no_progress)
-    log.info("%s: scored %d items in %.2f s", method.name, len(pool), time.perf_counter() - t0)
-    return pool, scores
+def _pool_source(args):
+    from jaxsel.pipeline import CorpusSource
+
+    return CorpusSource(_load_pool(args))
 
 
 def cmd_score(argv):
@@ -98,13 +90,16 @@ def cmd_score(argv):
     p, method = _method_parser("score", argv)
     p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
     args = p.parse_args(argv)
-    pool, scores = _score(args, method)
+    from jaxsel import pipeline
     from jaxsel.data import write_jsonl
 
-    write_jsonl(
-        args.out,
-        ({"id": i, "score": float(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
-    )
+    cfg = methods.config_from_args(args, method.config_cls)
+    source, target = _pool_source(args), _load_target(args)
+    t0 = time.perf_counter()
+    with methods.Run(args.workdir, not args.no_progress) as run:
+        rows = pipeline.score_rows(method, source, target, cfg, run)
+        write_jsonl(args.out, ({"id": i, "score": s} for i, s in rows))
+    log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
 
 
 def cmd_select(argv):
@@ -116,23 +111,33 @@ def cmd_select(argv):
     g.add_argument("--budget-bytes", type=int, help="keep the best items up to this many bytes")
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
-    from jaxsel.scores import select_budget, select_threshold, select_top_k
+    from jaxsel import pipeline
 
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
-    if args.top_k is not None and hasattr(method.module, "wants_k"):
-        method.module.wants_k(args, args.top_k)
-    pool, scores = _score(args, method)
-    if args.top_k is not None:
-        idx = select_top_k(scores, args.top_k)
-    elif args.threshold is not None:
-        idx = select_threshold(scores, args.threshold)
-    else:
-        idx = select_budget(scores, pool.nbytes(), args.budget_bytes)
-    from jaxsel.data import write_records
-
-    write_records(args.out, [{**pool.records[i], "score": float(scores.values[i])} for i in idx])
-    log.info("%s: selected %d of %d items -> %s", method.name, len(idx), len(pool), args.out)
+    cfg = methods.config_from_args(args, method.config_cls)
+    source, target = _pool_source(args), _load_target(args)
+    t0 = time.perf_counter()
+    with methods.Run(args.workdir, not args.no_progress) as run:
+        sel = pipeline.select(
+            method,
+            source,
+            target,
+            cfg,
+            run,
+            k=args.top_k,
+            threshold=args.threshold,
+            budget_bytes=args.budget_bytes,
+        )
+    pipeline.write_selection(args.out, source, sel)
+    log.info(
+        "%s: selected %d of %d items in %.2f s -> %s",
+        method.name,
+        len(sel.keys),
+        sel.pool_size,
+        time.perf_counter() - t0,
+        args.out,
+    )
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -153,51 +158,13 @@ def cmd_eval(argv):
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
     args = p.parse_args(argv)
-    import numpy as np
-
     from jaxsel.data import read_jsonl
-    from jaxsel.evaluate import domain_mix, precision_at_k, precision_by_bucket
-    from jaxsel.scores import Scores
+    from jaxsel.evaluate import selection_report
 
     pool = _load_pool(args)
     sel = read_jsonl(args.selection, text_field="id", id_field="id")
-    pos = {i: n for n, i in enumerate(pool.ids)}
-    missing = [i for i in sel.ids if i not in pos]
-    if missing:
-        raise JaxselError(
-            f"{args.selection}: {len(missing)} ids not in the pool, e.g. {missing[0]!r}"
-        )
-    domains = [str(d) for d in pool.field(args.field)]
-    if all(d == "None" for d in domains):
-        raise JaxselError(f"pool has no {args.field!r} field")
-    is_scores = "score" in sel.records[0] and len(sel) == len(pool) and "text" not in sel.records[0]
-    if is_scores:
-        vals = np.array([float(r["score"]) for r in sel.records])
-        ranking = Scores(vals[np.argsort([pos[i] for i in sel.ids])], "file").ranking()
-    else:
-        ranking = np.array([pos[i] for i in sel.ids])
-    k = args.k or (len(pool) // 10 if is_scores else len(ranking))
-    ranked = [domains[i] for i in ranking]
-    report = {
-        "k": k,
-        "precision_at_k": precision_at_k(ranked, args.domain, k),
-        "base_rate": domains.count(args.domain) / len(domains),
-        "domain_mix": domain_mix(ranked[:k]),
-    }
-    if is_scores:
-        report["by_length_bucket"] = precision_by_bucket(
-            ranking, domains, pool.nbytes(), args.domain, k
-        )
+    report = selection_report(pool, sel, args.domain, args.field, args.k, args.selection)
     print(json.dumps(report, indent=2))
-
-
-def _default_config(method: methods.Method):
-    """A method's config with every CLI flag at its default."""
-    if not hasattr(method.module, "config_from_args"):
-        return method.config_cls()
-    p = argparse.ArgumentParser()
-    method.module.add_args(p, method.name)
-    return method.module.config_from_args(p.parse_args([]), method.name)
 
 
 def cmd_compare(argv):
@@ -218,29 +185,18 @@ def cmd_compare(argv):
     p.add_argument("-k", type=int, nargs="+", default=[100], help="precision@K cut-offs")
     p.add_argument("--out", help="also write the report as JSON here")
     args = p.parse_args(argv)
-    from jaxsel.evaluate import precision_at_k, precision_by_bucket, spearman
+    from jaxsel.evaluate import compare_row, domains_of
 
     pool, target = _load_pool(args), _load_target(args)
-    domains = [str(d) for d in pool.field(args.field)]
-    lengths = pool.nbytes()
+    domains = domains_of(pool, args.field)
     rows = []
-    for name in args.methods.split(","):
-        method = methods.get(name.strip())
-        t0 = time.perf_counter()
-        scores = method.score(pool, target, _default_config(method), progress=False)
-        secs = time.perf_counter() - t0
-        ranked = [domains[i] for i in scores.ranking()]
-        rows.append(
-            {
-                "method": method.name,
-                "seconds": round(secs, 3),
-                **{f"P@{k}": precision_at_k(ranked, args.domain, k) for k in args.k},
-                "spearman_score_vs_bytes": spearman(scores.values, lengths),
-                "by_length_bucket": precision_by_bucket(
-                    scores.ranking(), domains, lengths, args.domain, args.k[0]
-                ),
-            }
-        )
+    with methods.Run() as run:  # one Run: methods share loaded models (one LM for ppl, lamdas)
+        for name in args.methods.split(","):
+            method = methods.get(name.strip())
+            t0 = time.perf_counter()
+            scores = method.score(pool, target, run=run)
+            secs = time.perf_counter() - t0
+            rows.append(compare_row(scores, domains, pool.nbytes(), args.domain, args.k, secs))
     base = domains.count(args.domain) / len(domains)
     print(f"pool {len(pool)} items, target {len(target)}, base rate of {args.domain!r}: {base:.3f}")
     head = ["method", "seconds", *[f"P@{k}" for k in args.k], "spearman_score_vs_bytes"]

@@ -91,3 +91,69 @@ def run_sharded(
         if progress:
             progress(e - s)
     return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+class ShardStore:
+    """Resumable shards of a streamed job, one per pool batch: `shard-NNNNNN.npy` (the batch's
+    scores) and `shard-NNNNNN.json` (rows, the batch's text fingerprint, additive statistics,
+    and the sha256 of the .npy), written in that order, each atomically.
+
+    A shard counts as finished only when its .json exists and the .npy matches its checksum;
+    anything else is recomputed. The manifest binds the directory to one job (`key`), and each
+    shard to the documents it scored: a shard whose batch fingerprint differs from the batch
+    read now means the pool changed, an error rather than a silent mix.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, key: dict):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.dir / "manifest.json"
+        full_key = {"key": key, "stream": 1}
+        if manifest.exists():
+            if json.loads(manifest.read_text()) != full_key:
+                raise InputError(
+                    f"{self.dir}: holds shards of another job (its manifest differs); use another "
+                    "--workdir or delete it"
+                )
+        else:
+            tmp = self.dir / "manifest.json.tmp"
+            tmp.write_text(json.dumps(full_key, sort_keys=True))
+            os.replace(tmp, manifest)
+
+    def _paths(self, i: int) -> tuple[Path, Path]:
+        return self.dir / f"shard-{i:06d}.npy", self.dir / f"shard-{i:06d}.json"
+
+    def load(self, i: int, fingerprint: str) -> tuple[np.ndarray, dict] | None:
+        """Shard i's (values, stats) if it is finished and verifies, else None."""
+        npy, meta = self._paths(i)
+        if not meta.exists():
+            return None
+        info = json.loads(meta.read_text())
+        if info["batch"] != fingerprint:
+            raise InputError(
+                f"{meta}: was computed from other documents than batch {i} of this pool (the "
+                "pool changed?); use another --workdir or delete it"
+            )
+        try:
+            data = npy.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != info["sha256"]:
+            return None
+        values = np.load(npy)
+        if values.shape != (info["rows"],):
+            return None
+        return values, info["stats"]
+
+    def save(self, i: int, values: np.ndarray, stats: dict, fingerprint: str) -> None:
+        npy, meta = self._paths(i)
+        _atomic_save(npy, values)
+        info = {
+            "rows": int(values.shape[0]),
+            "batch": fingerprint,
+            "stats": stats,
+            "sha256": hashlib.sha256(npy.read_bytes()).hexdigest(),
+        }
+        tmp = meta.with_name(meta.name + ".tmp")
+        tmp.write_text(json.dumps(info, sort_keys=True))
+        os.replace(tmp, meta)
