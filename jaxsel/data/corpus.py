@@ -88,24 +88,61 @@ class Corpus:
         return [len(t.encode("utf-8")) for t in self.texts]
 
 
+def check_text(text: Any, where: object, on_empty: OnBad = "error") -> bool:
+    """Per-document check shared by every reader: True keeps the document, False skips an
+    empty one (logged, only with `on_empty="skip"`); anything else raises naming `where` (any
+    object whose `str` names the place, so streams build line numbers only for messages)."""
+    if text is None:
+        raise InputError(f"{where}: no text (the text field is null)")
+    if not isinstance(text, str):
+        raise InputError(f"{where}: text is {type(text).__name__}, not a string")
+    if not text.strip():
+        if on_empty == "error":
+            raise InputError(f"{where}: empty text (pass on_empty='skip' / --skip-empty)")
+        log.warning("%s: skipping empty text", where)
+        return False
+    return True
+
+
+def duplicate_id_message(ident: Any, where: str, first: str) -> str:
+    return f"{where}: duplicate id {ident!r} (first seen at {first})"
+
+
+def parse_jsonl_line(raw: bytes, where: object, text_field: str) -> dict[str, Any] | None:
+    """One JSON Lines line -> its record (None for a blank line); errors name `where`."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{where}: not valid UTF-8 (byte {e.start})") from None
+    if not line.strip():
+        return None
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(rec, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if text_field not in rec:
+        raise InputError(f"{where}: missing field {text_field!r} (fields: {sorted(rec)})")
+    return rec
+
+
+def record_id(rec: dict[str, Any], id_field: str | None, default: Any, where: object) -> Any:
+    """The id of a record: its `id_field` value, or `default` (a position) when None."""
+    if id_field is None:
+        return default
+    if id_field not in rec:
+        raise InputError(f"{where}: missing field {id_field!r} (use --id-field to change it)")
+    return rec[id_field]
+
+
 def _validated(ids, texts, records, name, where, on_empty: OnBad = "error") -> Corpus:
     """Checks empty texts and duplicate ids; `where[i]` locates item i for messages."""
-    keep = []
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise InputError(f"{where[i]}: text is {type(t).__name__}, not a string")
-        if not t.strip():
-            if on_empty == "error":
-                raise InputError(f"{where[i]}: empty text (pass on_empty='skip' / --skip-empty)")
-            log.warning("%s: skipping empty text", where[i])
-            continue
-        keep.append(i)
+    keep = [i for i, t in enumerate(texts) if check_text(t, where[i], on_empty)]
     seen: dict[str, int] = {}
     for i in keep:
         if ids[i] in seen:
-            raise InputError(
-                f"{where[i]}: duplicate id {ids[i]!r} (first seen at {where[seen[ids[i]]]})"
-            )
+            raise InputError(duplicate_id_message(ids[i], where[i], where[seen[ids[i]]]))
         seen[ids[i]] = i
     return Corpus(
         tuple(ids[i] for i in keep),
@@ -143,27 +180,10 @@ def read_jsonl(
             raise InputError(f"{path}: unreadable ({e})") from None
     for lineno, raw in enumerate(lines, 1):
         loc = f"{path}:{lineno}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{loc}: not valid UTF-8 (byte {e.start})") from None
-        if not line.strip():
+        rec = parse_jsonl_line(raw, loc, text_field)
+        if rec is None:
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{loc}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise InputError(f"{loc}: expected a JSON object, got {type(rec).__name__}")
-        if text_field not in rec:
-            raise InputError(f"{loc}: missing field {text_field!r} (fields: {sorted(rec)})")
-        if id_field is None:
-            ident = str(lineno)
-        elif id_field not in rec:
-            raise InputError(f"{loc}: missing field {id_field!r} (use --id-field to change it)")
-        else:
-            ident = str(rec[id_field])
-        ids.append(ident)
+        ids.append(str(record_id(rec, id_field, lineno, loc)))
         texts.append(rec[text_field])
         records.append(rec)
         where.append(loc)
@@ -237,8 +257,15 @@ def read_corpus(
     text_field: str = "text",
     id_field: str | None = "id",
     on_empty: OnBad = "error",
+    data_dir: str | os.PathLike | None = None,
 ) -> Corpus:
-    """Reads a corpus by its form: directory, *.parquet, or JSON Lines (*.jsonl[.gz], *.json)."""
+    """Reads a corpus by its form: directory, *.parquet, JSON Lines (*.jsonl[.gz], *.json), or
+    `tfds:NAME[/CONFIG]:SPLIT` (prepared in `data_dir`) / `hf:PATH` (a saved `datasets.Dataset`),
+    which are read through their streaming readers (`jaxsel.data.sources`)."""
+    if str(path).startswith(("tfds:", "hf:")):
+        from jaxsel.data.sources import open_source
+
+        return open_source(path, text_field, id_field, data_dir, on_empty).to_corpus()
     p = Path(path)
     if p.is_dir():
         return read_text_dir(p, on_bad=on_empty)
