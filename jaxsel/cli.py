@@ -80,9 +80,15 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
 
 
 def _pool_source(args):
+    """The pool as a stream (`jaxsel.data.sources`); the embedded default is in memory."""
+    from jaxsel.data.defaults import default_pool
+    from jaxsel.data.sources import open_source
     from jaxsel.pipeline import CorpusSource
 
-    return CorpusSource(_load_pool(args))
+    if not args.pool:
+        return CorpusSource(default_pool())
+    on_empty = "skip" if args.skip_empty else "error"
+    return open_source(args.pool, args.text_field, args.id_field or None, on_empty=on_empty)
 
 
 def cmd_score(argv):

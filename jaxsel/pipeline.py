@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsel.data.corpus import Corpus, read_corpus, write_parquet
+from jaxsel.data.sources import Batch, open_source
 from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run
 from jaxsel.scores import Scores, _check_k
@@ -36,25 +37,15 @@ READ_BATCH = 4096  # documents per batch for passes that only read (counting, ou
 # ----------------------------------------------------------------------------- sources
 
 
-class Batch(NamedTuple):
-    """A batch of pool documents.
-
-    ids: id values as in the input; texts: the texts; records: the full input records;
-    keys: int64 [n, 2] (part index, row within part), lexicographic order = pool order.
-    """
-
-    ids: list
-    texts: list[str]
-    records: list[dict]
-    keys: np.ndarray
-
-
 class CorpusSource:
-    """A Source over an in-memory Corpus: one part, documents in corpus order."""
+    """A Source (`jaxsel.data.sources`) over an in-memory Corpus: one part, corpus order."""
 
     def __init__(self, corpus: Corpus):
         self.corpus = corpus
         self.name = corpus.name
+
+    def to_corpus(self) -> Corpus:
+        return self.corpus
 
     def parts(self) -> list[int]:
         return [0]
@@ -85,14 +76,13 @@ def as_corpus(data, text_field: str = "text", id_field: str | None = "id") -> Co
         return data
     if isinstance(data, (str, os.PathLike)):
         return read_corpus(data, text_field, id_field)
+    if hasattr(data, "to_corpus"):
+        return data.to_corpus()
     module = type(data).__module__
     if module.startswith("pandas") and hasattr(data, "to_dict"):
         return _records_corpus(data.to_dict("records"), text_field, id_field, "DataFrame")
     if module.startswith("datasets") and hasattr(data, "column_names"):
         return _records_corpus([dict(r) for r in data], text_field, id_field, "Dataset")
-    if hasattr(data, "batches"):
-        recs = [r for b in data.batches(READ_BATCH) for r in b.records]
-        return _records_corpus(recs, text_field, id_field, getattr(data, "name", "source"))
     if isinstance(data, (list, tuple)):
         if all(isinstance(t, str) for t in data):
             return Corpus.from_texts(list(data))
@@ -105,9 +95,12 @@ def as_corpus(data, text_field: str = "text", id_field: str | None = "id") -> Co
 
 
 def as_source(pool, text_field: str = "text", id_field: str | None = "id"):
-    """A Source (`.parts()`, `.batches(batch_size)`) over any pool form `as_corpus` takes."""
+    """A Source (`.parts()`, `.batches(batch_size)`) over any pool form `as_corpus` takes;
+    paths and "tfds:"/"hf:" specs are streamed (`jaxsel.data.sources.open_source`)."""
     if hasattr(pool, "batches") and hasattr(pool, "parts"):
         return pool
+    if isinstance(pool, (str, os.PathLike)):
+        return open_source(pool, text_field, id_field)
     return CorpusSource(as_corpus(pool, text_field, id_field))
 
 

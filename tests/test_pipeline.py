@@ -289,3 +289,34 @@ def test_shard_store_round_trip(tmp_path):
     assert values.tolist() == [1.0, 2.5] and stats == {"tokens": 3}
     with pytest.raises(InputError, match="another job"):
         ShardStore(tmp_path, {"job": 2})
+
+
+@pytest.mark.parametrize("form", ["jsonl", "jsonl.gz", "parquet"])
+def test_streamed_files_of_many_parts_select_as_in_memory(tmp_path, form):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jaxsel.data.sources import open_source
+
+    pool, target = make_pool(30, seed=9, long_doc=False), make_target(2)
+    path = tmp_path / f"pool.{form}"
+    if form == "parquet":
+        pq.write_table(pa.Table.from_pylist(list(pool.records)), path, row_group_size=7)
+    else:
+        write_jsonl(tmp_path / "pool.jsonl", pool.records)
+        if form == "jsonl.gz":
+            import gzip
+
+            path.write_bytes(gzip.compress((tmp_path / "pool.jsonl").read_bytes(), mtime=0))
+    source = open_source(path, part_bytes=600)
+    assert form != "jsonl" or len(source.parts()) > 3
+    m = methods.get("zipfit")
+    cfg = m.config(shard_size=4)
+    with methods.Run() as run:
+        streamed = pipeline.score(m, source, target, cfg, run)
+        sel = pipeline.select(m, source, target, cfg, run, k=9)
+    want = m.score(pool, target)
+    np.testing.assert_array_equal(streamed.values, want.values)
+    idx = select_top_k(want, 9)
+    got = pipeline.selected_records(source, sel)
+    assert got == [{**pool.records[i], "score": float(want.values[i])} for i in idx]
