@@ -126,9 +126,10 @@ def _scored(method: Method, source, state, config, run: Run, stats: dict):
     if run.workdir is not None:
         store = ShardStore(run.workdir, {"job": state.key, "batch_size": config.shard_size})
     with tqdm(unit="doc", desc=method.name, disable=not run.progress) as bar:
-        for i, batch in enumerate(source.batches(config.shard_size)):
+        for batch in source.batches(config.shard_size):
             fp = fingerprint_texts(batch.texts)
-            done = None if store is None else store.load(i, fp)
+            name = f"{batch.keys[0, 0]:06d}-{batch.keys[0, 1]:09d}"  # part, first row
+            done = None if store is None else store.load(name, fp)
             if done is None:
                 res = method.score_batch(state, batch)
                 values = np.asarray(res.values, np.float64)
@@ -139,7 +140,7 @@ def _scored(method: Method, source, state, config, run: Run, stats: dict):
                 if np.isnan(values).any():
                     raise InputError(f"{method.name}: {int(np.isnan(values).sum())} NaN scores")
                 if store is not None:
-                    store.save(i, values, res.stats, fp)
+                    store.save(name, values, res.stats, fp)
                 done = values, res.stats
             for name, v in done[1].items():
                 stats[name] = stats.get(name, 0) + v

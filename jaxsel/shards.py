@@ -94,9 +94,11 @@ def run_sharded(
 
 
 class ShardStore:
-    """Resumable shards of a streamed job, one per pool batch: `shard-NNNNNN.npy` (the batch's
-    scores) and `shard-NNNNNN.json` (rows, the batch's text fingerprint, additive statistics,
-    and the sha256 of the .npy), written in that order, each atomically.
+    """Resumable shards of a streamed job, one per pool batch, named by the batch (`name`, e.g.
+    its first key): `shard-NAME.npy` (the batch's scores) and `shard-NAME.json` (rows, the
+    batch's text fingerprint, additive statistics, and the sha256 of the .npy), written in that
+    order, each atomically. Names that do not depend on who scores a batch let any process or
+    engine resume any other's shards.
 
     A shard counts as finished only when its .json exists and the .npy matches its checksum;
     anything else is recomputed. The manifest binds the directory to one job (`key`), and each
@@ -120,19 +122,19 @@ class ShardStore:
             tmp.write_text(json.dumps(full_key, sort_keys=True))
             os.replace(tmp, manifest)
 
-    def _paths(self, i: int) -> tuple[Path, Path]:
-        return self.dir / f"shard-{i:06d}.npy", self.dir / f"shard-{i:06d}.json"
+    def _paths(self, name: str) -> tuple[Path, Path]:
+        return self.dir / f"shard-{name}.npy", self.dir / f"shard-{name}.json"
 
-    def load(self, i: int, fingerprint: str) -> tuple[np.ndarray, dict] | None:
-        """Shard i's (values, stats) if it is finished and verifies, else None."""
-        npy, meta = self._paths(i)
+    def load(self, name: str, fingerprint: str) -> tuple[np.ndarray, dict] | None:
+        """The shard's (values, stats) if it is finished and verifies, else None."""
+        npy, meta = self._paths(name)
         if not meta.exists():
             return None
         info = json.loads(meta.read_text())
         if info["batch"] != fingerprint:
             raise InputError(
-                f"{meta}: was computed from other documents than batch {i} of this pool (the "
-                "pool changed?); use another --workdir or delete it"
+                f"{meta}: was computed from other documents than this pool's batch (the pool "
+                "changed?); use another --workdir or delete it"
             )
         try:
             data = npy.read_bytes()
@@ -145,8 +147,8 @@ class ShardStore:
             return None
         return values, info["stats"]
 
-    def save(self, i: int, values: np.ndarray, stats: dict, fingerprint: str) -> None:
-        npy, meta = self._paths(i)
+    def save(self, name: str, values: np.ndarray, stats: dict, fingerprint: str) -> None:
+        npy, meta = self._paths(name)
         _atomic_save(npy, values)
         info = {
             "rows": int(values.shape[0]),

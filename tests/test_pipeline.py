@@ -253,8 +253,8 @@ def test_resume_recomputes_only_missing_or_corrupt_shards(tmp_path, monkeypatch)
     pool, target = make_pool(20, seed=8, long_doc=False), make_target(2)
     cfg = zipfit.Config(shard_size=3)
     full = zipfit.score(pool, target, cfg, workdir=tmp_path)
-    (tmp_path / "shard-000002.json").unlink()  # a shard killed before it finished
-    (tmp_path / "shard-000005.npy").write_bytes(b"garbage")  # a shard that no longer verifies
+    (tmp_path / "shard-000000-000000006.json").unlink()  # killed before it finished
+    (tmp_path / "shard-000000-000000015.npy").write_bytes(b"garbage")  # no longer verifies
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("shard-*.npy")}
     from jaxsel.compress import pool as cpool
 
@@ -268,7 +268,10 @@ def test_resume_recomputes_only_missing_or_corrupt_shards(tmp_path, monkeypatch)
     assert calls == [texts[6:9], texts[15:18]]
     np.testing.assert_array_equal(again.values, full.values)
     after = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("shard-*.npy")}
-    assert {n for n in after if after[n] != before[n]} == {"shard-000002.npy", "shard-000005.npy"}
+    assert {n for n in after if after[n] != before[n]} == {
+        "shard-000000-000000006.npy",
+        "shard-000000-000000015.npy",
+    }
 
 
 def test_shards_of_a_changed_pool_are_refused(tmp_path):
@@ -277,15 +280,15 @@ def test_shards_of_a_changed_pool_are_refused(tmp_path):
     pool, target = make_pool(6, seed=8, long_doc=False), make_target(2)
     zipfit.score(pool, target, zipfit.Config(shard_size=3), workdir=tmp_path)
     other = Corpus.from_texts(list(pool.texts[::-1]))
-    with pytest.raises(InputError, match="other documents than batch 0"):
+    with pytest.raises(InputError, match="other documents than this pool's batch"):
         zipfit.score(other, target, zipfit.Config(shard_size=3), workdir=tmp_path)
 
 
 def test_shard_store_round_trip(tmp_path):
     store = ShardStore(tmp_path, {"job": 1})
-    assert store.load(0, "fp") is None
-    store.save(0, np.array([1.0, 2.5]), {"tokens": 3}, "fp")
-    values, stats = ShardStore(tmp_path, {"job": 1}).load(0, "fp")
+    assert store.load("a", "fp") is None
+    store.save("a", np.array([1.0, 2.5]), {"tokens": 3}, "fp")
+    values, stats = ShardStore(tmp_path, {"job": 1}).load("a", "fp")
     assert values.tolist() == [1.0, 2.5] and stats == {"tokens": 3}
     with pytest.raises(InputError, match="another job"):
         ShardStore(tmp_path, {"job": 2})
