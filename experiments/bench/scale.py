@@ -206,7 +206,7 @@ def run(args) -> dict:
             for size in args.sizes:
                 argv, wd = _select_argv(d, method, size, target, "stream", True)
                 subprocess.run(["rm", "-rf", str(wd)], check=True)
-                r = measure(argv, args.cap, wd)
+                r = measure(argv, args.cap, wd, cwd=Path(args.code))
                 r = {"method": method, "docs": size, "targets": n_target, "code": "stream", **r}
                 if args.baseline and size in args.baseline_sizes:
                     argv, out = _select_argv(d, method, size, target, "base", False)
@@ -250,6 +250,9 @@ def main() -> None:
     r.add_argument("--targets", type=int, nargs="+", default=[164])
     r.add_argument("--cap", type=float, default=240.0, help="wall seconds per run")
     r.add_argument("--out", help="write the results as JSON here")
+    r.add_argument(
+        "--code", default=str(ROOT), help="source tree of the code to measure (default: this one)"
+    )
     r.add_argument(
         "--baseline",
         help="source tree of the pre-streaming code, run on the same pools for comparison "
