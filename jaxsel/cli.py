@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from jaxsel import methods
+from jaxsel.data import outputs
 from jaxsel.errors import InputError, JaxselError
 
 log = logging.getLogger("jaxsel")
@@ -60,6 +61,19 @@ def _load_target(args):
     return _read(args.target, args) if getattr(args, "target", None) else humaneval_target()
 
 
+# Flags naming files or directories a command reads (those a parser lacks are skipped).
+INPUT_FLAGS = ("pool", "target", "embeddings", "scores", "embed", "model", "input", "selection")
+
+
+def _check_outputs(args, *outs: tuple[str, str | None]) -> None:
+    """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
+    an output that is one of the inputs, a directory, or not creatable/writable."""
+    inputs = [getattr(args, f, None) for f in INPUT_FLAGS]
+    for flag, path in outs:
+        outputs.check_output(path, inputs, flag)
+    outputs.check_workdir(getattr(args, "workdir", None))
+
+
 # ------------------------------------------------------------------------- score and select
 
 
@@ -96,15 +110,17 @@ def cmd_score(argv):
     p, method = _method_parser("score", argv)
     p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
     args = p.parse_args(argv)
+    _check_outputs(args, ("--out", args.out))
     from jaxsel import pipeline
     from jaxsel.data import write_jsonl
+    from jaxsel.scores import json_score
 
     cfg = methods.config_from_args(args, method.config_cls)
     source, target = _pool_source(args), _load_target(args)
     t0 = time.perf_counter()
     with methods.Run(args.workdir, not args.no_progress) as run:
         rows = pipeline.score_rows(method, source, target, cfg, run)
-        write_jsonl(args.out, ({"id": i, "score": s} for i, s in rows))
+        write_jsonl(args.out, ({"id": i, "score": json_score(s)} for i, s in rows))
     log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
 
 
@@ -117,8 +133,12 @@ def cmd_select(argv):
     g.add_argument("--budget-bytes", type=int, help="keep the best items up to this many bytes")
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
+    _check_outputs(args, ("--out", args.out))
     from jaxsel import pipeline
+    from jaxsel.scores import check_threshold
 
+    if args.threshold is not None:
+        check_threshold(args.threshold)  # before any input is read
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
     cfg = methods.config_from_args(args, method.config_cls)
@@ -164,12 +184,12 @@ def cmd_eval(argv):
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
     args = p.parse_args(argv)
-    from jaxsel.data import read_jsonl
+    from jaxsel.data.corpus import iter_jsonl
     from jaxsel.evaluate import selection_report
 
     pool = _load_pool(args)
-    sel = read_jsonl(args.selection, text_field="id", id_field="id")
-    report = selection_report(pool, sel, args.domain, args.field, args.k, args.selection)
+    rows = [(loc, rec) for _, loc, rec in iter_jsonl(args.selection)]
+    report = selection_report(pool, rows, args.domain, args.field, args.k, args.selection)
     print(json.dumps(report, indent=2))
 
 
@@ -191,6 +211,7 @@ def cmd_compare(argv):
     p.add_argument("-k", type=int, nargs="+", default=[100], help="precision@K cut-offs")
     p.add_argument("--out", help="also write the report as JSON here")
     args = p.parse_args(argv)
+    _check_outputs(args, ("--out", args.out))
     from jaxsel.evaluate import compare_row, domains_of
 
     pool, target = _load_pool(args), _load_target(args)
@@ -213,8 +234,7 @@ def cmd_compare(argv):
         buckets = " / ".join(f"{b['precision']:.2f}" for b in r["by_length_bucket"])
         print("| " + " | ".join(cells) + f" | {buckets} |")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"base_rate": base, "rows": rows}, indent=2))
+        outputs.write_text(args.out, json.dumps({"base_rate": base, "rows": rows}, indent=2))
 
 
 # ----------------------------------------------------------------------------------- embed
@@ -248,8 +268,7 @@ def cmd_embed(argv):
     p.add_argument("--workdir", help="directory for resumable shards")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    import numpy as np
-
+    _check_outputs(args, ("--out", args.out))
     from jaxsel.models.bert import load_bert
     from jaxsel.models.embed import embed_corpus
 
@@ -264,8 +283,7 @@ def cmd_embed(argv):
         progress=not args.no_progress,
     )
     log.info("embed: %d texts in %.2f s", len(pool), time.perf_counter() - t0)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, emb)
+    outputs.save_npy(args.out, emb)
 
 
 # --------------------------------------------------------------------------------- finezip
@@ -285,7 +303,7 @@ def _write_bytes(path: str, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        Path(path).write_bytes(data)
+        outputs.write_bytes(path, data)
 
 
 def cmd_compress(argv):
@@ -335,6 +353,7 @@ def cmd_compress(argv):
     g.add_argument("--lora-lr", type=float, default=mem.lr)
     g.add_argument("--lora-batch", type=int, default=mem.batch_size, help="chunks per step")
     args = p.parse_args(argv)
+    _check_outputs(args, ("OUTPUT", args.output))
     from jaxsel import finezip
 
     if args.info:
@@ -389,6 +408,7 @@ def cmd_decompress(argv):
     p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
     args = p.parse_args(argv)
+    _check_outputs(args, ("OUTPUT", args.output))
     from jaxsel import finezip
 
     finezip.request_deterministic_xla()  # before JAX starts a backend

@@ -92,25 +92,45 @@ def domains_of(pool, field: str) -> list[str]:
     return domains
 
 
-def selection_report(pool, selection, domain: str, field: str, k: int | None, name: str) -> dict:
+def selection_report(
+    pool, rows: Sequence[tuple[str, dict]], domain: str, field: str, k: int | None, name: str
+) -> dict:
     """Domain mix and precision@k of a selection (records, best first) or of a score file
-    ({id, score} per pool item, then ranked; k defaults to 10% of the pool and precision by
-    length bucket is added). `name` is the file the selection came from (for messages)."""
-    from jaxsel.scores import Scores
+    ({id, score} per pool item, then ranked; k defaults to a tenth of the pool and precision by
+    length bucket is added).
 
+    Args:
+      rows: (location "file:line", record) of every line of the file named `name`.
+    """
+    from jaxsel.data.corpus import check_id
+    from jaxsel.scores import Scores, score_from_json
+
+    if not rows:
+        raise JaxselError(f"{name}: empty selection")
     pos = {i: n for n, i in enumerate(pool.ids)}
-    missing = [i for i in selection.ids if i not in pos]
-    if missing:
-        raise JaxselError(f"{name}: {len(missing)} ids not in the pool, e.g. {missing[0]!r}")
+    sel, seen = [], set()
+    for loc, rec in rows:
+        if "id" not in rec:
+            raise JaxselError(f"{loc}: missing field 'id'")
+        i = check_id(rec["id"], loc)
+        if i not in pos:
+            raise JaxselError(f"{loc}: id {i!r} is not in the pool")
+        if i in seen:
+            raise JaxselError(f"{loc}: duplicate id {i!r}")
+        seen.add(i)
+        sel.append(pos[i])
     domains = domains_of(pool, field)
-    first = selection.records[0]
-    is_scores = "score" in first and len(selection) == len(pool) and "text" not in first
+    first = rows[0][1]
+    is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
     if is_scores:
-        vals = np.array([float(r["score"]) for r in selection.records])
-        ranking = Scores(vals[np.argsort([pos[i] for i in selection.ids])], "file").ranking()
+        vals = np.empty(len(pool))
+        for (loc, rec), n in zip(rows, sel, strict=True):
+            vals[n] = score_from_json(rec.get("score"), loc)
+        ranking = Scores(vals, "file").ranking()
     else:
-        ranking = np.array([pos[i] for i in selection.ids])
-    k = k or (len(pool) // 10 if is_scores else len(ranking))
+        ranking = np.array(sel)
+    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
+    k = k or (max(1, len(pool) // 10) if is_scores else len(ranking))
     ranked = [domains[i] for i in ranking]
     report = {
         "k": k,

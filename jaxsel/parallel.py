@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import socket
 import time
 from typing import NamedTuple
@@ -25,7 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxsel.errors import InputError
+from jaxsel.errors import InputError, JaxselError
 
 DATA = "data"
 
@@ -47,27 +46,6 @@ class Processes(NamedTuple):
     count: int
 
 
-# Environment variables that mean "launched as one of several processes": JAX's own, SLURM
-# (srun with several tasks), Open MPI, and Cloud TPU pod workers.
-_CLUSTER_ENV = (
-    "JAX_COORDINATOR_ADDRESS",
-    "SLURM_STEP_NUM_TASKS",
-    "OMPI_COMM_WORLD_SIZE",
-    "CLOUD_TPU_TASK_ID",
-    "TPU_WORKER_HOSTNAMES",
-)
-
-
-def _in_cluster() -> bool:
-    counts = [os.environ.get(k) for k in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")]
-    if any(c is not None and c.strip() == "1" for c in counts):
-        return False
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES")
-    if hosts is not None and "," not in hosts:
-        return False
-    return any(k in os.environ for k in _CLUSTER_ENV)
-
-
 def initialize(
     coordinator: str | None = None,
     num_processes: int | None = None,
@@ -79,9 +57,9 @@ def initialize(
     With `coordinator` ("HOST:PORT", process 0's address), `num_processes` and `process_id`
     given, the processes first check that they agree (a plain TCP handshake on the
     coordinator's port, before JAX binds it): JAX aborts with a native stack trace, after its
-    timeout, when they do not. Without them, a cluster launcher's environment (TPU pod, SLURM,
-    Open MPI) lets `jax.distributed.initialize()` find everything itself; otherwise this is one
-    process and nothing starts.
+    timeout, when they do not. Without them, `jax.distributed.initialize()` finds a cluster
+    itself (TPU pod workers, SLURM `srun`, Open MPI); otherwise this is one process and nothing
+    starts.
 
     Raises:
       InputError: the flags are incomplete or out of range, the processes disagree on the
@@ -100,12 +78,25 @@ def initialize(
             jax.distributed.initialize(
                 coordinator, num_processes, process_id, initialization_timeout=timeout_s
             )
-    elif _in_cluster():
-        jax.distributed.initialize(initialization_timeout=timeout_s)
+    else:
+        _auto_initialize(timeout_s)
     got = processes()
     if num_processes is not None and got.count != num_processes:
         raise InputError(f"JAX counts {got.count} processes, --num-processes says {num_processes}")
     return got
+
+
+def _auto_initialize(timeout_s: int) -> None:
+    """`jax.distributed.initialize()` with everything found by JAX's own cluster detection
+    (Cloud TPU metadata, SLURM, Open MPI, ...); no cluster found means one process."""
+    try:
+        jax.distributed.initialize(initialization_timeout=timeout_s)
+    except RuntimeError:
+        return  # JAX already runs computations here (a notebook, a test): one process
+    except ValueError as e:
+        if "coordinator_address should be defined" in str(e):
+            return  # no cluster environment
+        raise JaxselError(f"jax.distributed.initialize: {e}") from None
 
 
 def processes() -> Processes:

@@ -2,7 +2,7 @@
 
 Memory stays flat in the pool size: the pool is read batch by batch; a method prepares its
 target state once and scores batch after batch; scores go to resumable shards (with a workdir,
-`jaxsel.shards.ShardStore`); `select` keeps a bounded top-K (or the items above a threshold),
+`jaxsel.shards.BatchShards`); `select` keeps a bounded top-K (or the items above a threshold),
 then a second pass over the pool picks the chosen records, which are written best first (a
 top-K of at most `RECORDS_KEPT` keeps its records while scoring and needs no second pass). Ties
 are broken by pool order everywhere (`Batch.keys`: lexicographic order = pool order).
@@ -29,8 +29,8 @@ from jaxsel.data.corpus import Corpus, read_corpus, write_records
 from jaxsel.data.sources import Batch, open_source
 from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run
-from jaxsel.scores import Scores, _check_k
-from jaxsel.shards import ShardStore, fingerprint_texts
+from jaxsel.scores import Scores, _check_k, check_threshold, json_score
+from jaxsel.shards import BatchShards, fingerprint_texts
 
 READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
 RECORDS_KEPT = 16384  # a top-K up to this K keeps its records while scoring (no output pass)
@@ -126,7 +126,7 @@ def _scored(method: Method, source, state, config, run: Run, stats: dict):
     statistics are added into `stats`."""
     store = None
     if run.workdir is not None:
-        store = ShardStore(run.workdir, {"job": state.key, "batch_size": config.shard_size})
+        store = BatchShards(run.workdir, state.key, config.shard_size)
     with tqdm(unit="doc", desc=method.name, disable=not run.progress) as bar:
         for batch in source.batches(config.shard_size):
             fp = fingerprint_texts(batch.texts)
@@ -250,6 +250,8 @@ def _check_rule(k, threshold, budget_bytes) -> None:
         raise InputError("give exactly one of k, threshold, budget_bytes")
     if k is not None:
         _check_k(k, k)
+    if threshold is not None:
+        check_threshold(threshold)
     if budget_bytes is not None and budget_bytes <= 0:
         raise InputError(f"budget must be positive, got {budget_bytes}")
 
@@ -316,13 +318,13 @@ def _picked(source, sel: Selected) -> Iterator[tuple[int, dict]]:
             r = rank.get((key[0], key[1]))
             if r is not None:
                 left -= 1
-                yield r, {**rec, "score": float(sel.scores[r])}
+                yield r, {**rec, "score": json_score(sel.scores[r])}
 
 
 def selected_records(source, sel: Selected) -> list[dict]:
     """The selected records (every input field + "score"), best first, in memory."""
     if sel.records is not None:
-        return [{**r, "score": float(s)} for r, s in zip(sel.records, sel.scores, strict=True)]
+        return [{**r, "score": json_score(s)} for r, s in zip(sel.records, sel.scores, strict=True)]
     out: list[Any] = [None] * len(sel.keys)
     for r, rec in _picked(source, sel):
         out[r] = rec

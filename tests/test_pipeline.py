@@ -18,7 +18,7 @@ from jaxsel.cli import main
 from jaxsel.data import Corpus, read_jsonl, write_jsonl, write_records
 from jaxsel.errors import InputError
 from jaxsel.scores import Scores, select_budget, select_threshold, select_top_k
-from jaxsel.shards import ShardStore
+from jaxsel.shards import BatchShards
 
 # ------------------------------------------------------------------------- bounded top-K
 
@@ -254,17 +254,22 @@ def test_cli_score_streams_in_pool_order(files):
 # -------------------------------------------------------------------------------- resume
 
 
+def _shard_file(tmp_path, row, suffix):
+    (p,) = tmp_path.glob(f"shard-000000-{row:09d}-*.{suffix}")
+    return p
+
+
 def test_resume_recomputes_only_missing_or_corrupt_shards(tmp_path, monkeypatch):
+    from jaxsel.compress import pool as cpool
     from jaxsel.methods import zipfit
 
     pool, target = make_pool(20, seed=8, long_doc=False), make_target(2)
     cfg = zipfit.Config(shard_size=3)
     full = zipfit.score(pool, target, cfg, workdir=tmp_path)
-    (tmp_path / "shard-000000-000000006.json").unlink()  # killed before it finished
-    (tmp_path / "shard-000000-000000015.npy").write_bytes(b"garbage")  # no longer verifies
+    _shard_file(tmp_path, 6, "npy").unlink()  # killed between its .json and its .npy
+    bad = _shard_file(tmp_path, 15, "npy")
+    bad.write_bytes(bad.read_bytes()[:-8] + np.float64(0.5).tobytes())  # one score flipped
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("shard-*.npy")}
-    from jaxsel.compress import pool as cpool
-
     calls = []
     real = cpool.CompressorPool.pair_sizes
     monkeypatch.setattr(
@@ -272,33 +277,38 @@ def test_resume_recomputes_only_missing_or_corrupt_shards(tmp_path, monkeypatch)
     )
     again = zipfit.score(pool, target, cfg, workdir=tmp_path)
     texts = [t.encode("utf-8") for t in pool.texts]
-    assert calls == [texts[6:9], texts[15:18]]
+    assert calls == [texts[6:9], texts[15:18]]  # only those two batches, nothing else
     np.testing.assert_array_equal(again.values, full.values)
     after = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("shard-*.npy")}
-    assert {n for n in after if after[n] != before[n]} == {
-        "shard-000000-000000006.npy",
-        "shard-000000-000000015.npy",
+    # the five good shards untouched; the damaged one rewritten under its name, the missing one
+    # written anew
+    assert len(after) == 7 and after[bad.name] != before[bad.name]
+    assert {n: t for n, t in after.items() if n in before and n != bad.name} == {
+        n: t for n, t in before.items() if n != bad.name
     }
 
 
-def test_shards_of_a_changed_pool_are_refused(tmp_path):
+def test_shards_of_a_changed_pool_are_redone(tmp_path):
     from jaxsel.methods import zipfit
 
     pool, target = make_pool(6, seed=8, long_doc=False), make_target(2)
-    zipfit.score(pool, target, zipfit.Config(shard_size=3), workdir=tmp_path)
+    cfg = zipfit.Config(shard_size=3)
+    zipfit.score(pool, target, cfg, workdir=tmp_path)
     other = Corpus.from_texts(list(pool.texts[::-1]))
-    with pytest.raises(InputError, match="other documents than this pool's batch"):
-        zipfit.score(other, target, zipfit.Config(shard_size=3), workdir=tmp_path)
+    got = zipfit.score(other, target, cfg, workdir=tmp_path)
+    np.testing.assert_array_equal(got.values, zipfit.score(other, target, cfg).values)
 
 
-def test_shard_store_round_trip(tmp_path):
-    store = ShardStore(tmp_path, {"job": 1})
+def test_batch_shards_round_trip(tmp_path):
+    store = BatchShards(tmp_path, {"job": 1}, 2)
     assert store.load("a", "fp") is None
     store.save("a", np.array([1.0, 2.5]), {"tokens": 3}, "fp")
-    values, stats = ShardStore(tmp_path, {"job": 1}).load("a", "fp")
+    values, stats = BatchShards(tmp_path, {"job": 1}, 2).load("a", "fp")
     assert values.tolist() == [1.0, 2.5] and stats == {"tokens": 3}
+    assert BatchShards(tmp_path, {"job": 1}, 2).load("a", "other documents") is None
+    assert not list(tmp_path.glob("shard-a-*"))  # the unverifiable shard was removed
     with pytest.raises(InputError, match="another job"):
-        ShardStore(tmp_path, {"job": 2})
+        BatchShards(tmp_path, {"job": 2}, 2)
 
 
 @pytest.mark.parametrize("form", ["jsonl", "jsonl.gz", "parquet"])

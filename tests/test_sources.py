@@ -49,7 +49,7 @@ def _concat(src, batch_size, parts=None):
 
 def _assert_same_as_corpus(src, corpus, batch_size):
     ids, texts, recs, keys = _concat(src, batch_size)
-    assert [str(i) for i in ids] == list(corpus.ids)
+    assert ids == list(corpus.ids)
     assert texts == list(corpus.texts)
     assert recs == list(corpus.records)
     # keys are strictly increasing in lexicographic order: pool order
@@ -136,7 +136,7 @@ def test_hf_saved_dataset_equals_load_from_disk(tmp_path):
     ref = list(datasets.load_from_disk(str(tmp_path / "hf")))  # the library's own reader
     assert got == ref and ids == [r["id"] for r in recs] and texts == [r["text"] for r in recs]
     ids, _, _, _ = _concat(open_source(f"hf:{tmp_path / 'hf'}", id_field=None), 7)
-    assert ids == list(range(40))
+    assert ids == [str(i) for i in range(40)]
 
 
 def _tiny_tfds_builder():
@@ -227,7 +227,7 @@ def test_parquet_text_missing_in_one_row_group(tmp_path):
         w.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"]}, schema=schema))
         w.write_table(pa.table({"id": ["c", "d"], "text": [None, None]}, schema=schema))
     with pytest.raises(
-        InputError, match=rf"^{p}: row group 1, row 2: no text \(the text field is null\)$"
+        InputError, match=rf"^{p}: row group 1, row 2: text is NoneType, not a string$"
     ):
         list(open_source(p).batches(10))
     with pytest.raises(InputError, match=rf"^{p}: missing column 'body'"):
@@ -295,3 +295,18 @@ def test_stream_holds_one_batch_not_the_file(tmp_path):
     assert len(parts) > 90 and n > 20000
     assert plan_peak < 2 << 20, plan_peak
     assert peak < size / 10, (peak, size)
+
+
+def test_ids_keep_their_type_and_compare_as_read_corpus_does(tmp_path):
+    recs = [{"id": 1, "text": "a"}, {"id": "1", "text": "b"}, {"id": 2.5, "text": "c"}]
+    p = _write_jsonl(tmp_path / "p.jsonl", recs)
+    _assert_same_as_corpus(open_source(p, part_bytes=30), read_corpus(p), 2)
+    q = _write_jsonl(tmp_path / "q.jsonl", [*recs, {"id": 1.0, "text": "d"}])
+    with pytest.raises(
+        InputError, match=r"q.jsonl:4: duplicate id 1.0 \(first seen at .*q.jsonl:1\)"
+    ):
+        read_corpus(q)
+    with pytest.raises(
+        InputError, match=r"q.jsonl:4: duplicate id 1.0 \(first seen at .*q.jsonl:1\)"
+    ):
+        list(open_source(q, part_bytes=30).batches(2))

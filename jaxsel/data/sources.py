@@ -9,8 +9,9 @@ whoever reads the pool. A batch never spans two parts, so `(part, batch)` names 
 any process or engine.
 
 Only one batch (plus, per document, a 64-bit id digest for the duplicate check) is held in
-memory. Every record passes the checks of `jaxsel.data.corpus` (`check_text`,
-`parse_jsonl_line`, `record_id`), so a stream and `read_corpus` accept and refuse the same input.
+memory. Every record passes the checks of `jaxsel.data.corpus` (`parse_jsonl_line`,
+`record_fields`, `check_id`, `keep_text`), so a stream and `read_corpus` accept and refuse the
+same input.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ import numpy as np
 from jaxsel.data.corpus import (
     Corpus,
     OnBad,
-    check_text,
-    duplicate_id_message,
+    check_id,
+    keep_text,
     parse_jsonl_line,
-    record_id,
+    record_fields,
 )
 from jaxsel.errors import InputError
 
@@ -150,23 +151,23 @@ class Source:
         dup = seen.first_duplicate(self._id_at)
         if dup is not None:
             (ident, where), (_, first) = dup
-            raise InputError(duplicate_id_message(ident, where, first))
+            raise InputError(f"{where}: duplicate id {ident!r} (first seen at {first})")
 
     def to_corpus(self) -> Corpus:
-        """The whole pool in memory (ids as strings, as `read_corpus` gives them)."""
+        """The whole pool in memory."""
         ids, texts, recs = [], [], []
         for b in self.batches(4096):
-            ids += [str(i) for i in b.ids]
+            ids += b.ids
             texts += b.texts
             recs += b.records
-        return Corpus(tuple(ids), tuple(texts), tuple(recs), self.name)
+        return Corpus(tuple(ids), tuple(texts), tuple(recs), self.name, _checked=True)
 
     # -------------------------------------------------------------------------- per part
 
     def _documents(self, part: Part) -> Iterator[tuple[Any, str, dict[str, Any]]]:
-        """(id, text, record) of the part's documents that pass `check_text`."""
+        """(id, text, record) of the part's documents that `keep_text` keeps."""
         for ident, text, rec, where in _READERS[part.kind](self, part):
-            if check_text(text, where, self.on_empty):
+            if keep_text(text, where, self.on_empty):
                 yield ident, text, rec
 
     def _id_at(self, key: tuple[int, int]) -> tuple[Any, str]:
@@ -174,7 +175,7 @@ class Source:
         part = self._parts[key[0]]
         row = 0
         for ident, text, _, where in _READERS[part.kind](self, part):
-            if check_text(text, where, "skip"):
+            if text.strip():
                 if row == key[1]:
                     return ident, str(where)
                 row += 1
@@ -479,10 +480,10 @@ def _read_jsonl_gz(src: Source, part: Part):
 
 def _jsonl_record(src: Source, part: Part, rel: int, raw: bytes):
     where = _Line(part, rel)
-    rec = parse_jsonl_line(raw, where, src.text_field)
+    rec = parse_jsonl_line(raw, where, first=part.start == 0 and rel == 0)
     if rec is not None:
-        ident = record_id(rec, src.id_field, part.first + rel, where)
-        yield ident, rec[src.text_field], rec, where
+        ident, text = record_fields(rec, where, src.text_field, src.id_field, str(part.first + rel))
+        yield ident, text, rec, where
 
 
 def _read_parquet(src: Source, part: Part):
@@ -502,12 +503,8 @@ def _read_parquet(src: Source, part: Part):
         for rb in pf.iter_batches(batch_size=4096, row_groups=[g]):
             for rec in rb.to_pylist():
                 where = f"{part.path}: row group {g}, row {row}"
-                yield (
-                    (row if src.id_field is None else rec[src.id_field]),
-                    rec[src.text_field],
-                    rec,
-                    where,
-                )
+                ident = str(row) if src.id_field is None else check_id(rec[src.id_field], where)
+                yield ident, rec[src.text_field], rec, where
                 row += 1
     except OSError as e:
         raise InputError(f"{part.path}: row group {g} unreadable ({e})") from None
@@ -551,11 +548,8 @@ def _read_tfds(src: Source, part: Part):
         for i, raw in zip(chunk, data.__getitems__(list(chunk)), strict=True):
             where = f"{part.path}: record {i}"
             rec = {k: _plain(v, f"{where}, field {k!r}") for k, v in raw.items()}
-            if src.text_field not in rec:
-                raise InputError(
-                    f"{where}: missing field {src.text_field!r} (fields: {sorted(rec)})"
-                )
-            yield record_id(rec, src.id_field, i, where), rec[src.text_field], rec, where
+            ident, text = record_fields(rec, where, src.text_field, src.id_field, str(i))
+            yield ident, text, rec, where
 
 
 def _read_hf(src: Source, part: Part):
@@ -573,12 +567,8 @@ def _read_hf(src: Source, part: Part):
         for rb in reader:
             for rec in rb.to_pylist():
                 where = f"{part.path}: row {row}"
-                yield (
-                    (row if src.id_field is None else rec[src.id_field]),
-                    rec[src.text_field],
-                    rec,
-                    where,
-                )
+                ident = str(row) if src.id_field is None else check_id(rec[src.id_field], where)
+                yield ident, rec[src.text_field], rec, where
                 row += 1
 
 
@@ -599,6 +589,16 @@ def _batch(part: Part, ids, texts, recs, rows) -> Batch:
     return Batch(ids, texts, recs, keys)
 
 
+def _id_bytes(ident: Any) -> bytes:
+    """Bytes equal exactly when ids are equal in Python (as `read_corpus` compares them): a
+    string differs from a number, 1 == 1.0."""
+    if isinstance(ident, str):
+        return b"s" + ident.encode("utf-8", "surrogatepass")
+    if isinstance(ident, float) and ident.is_integer():
+        ident = int(ident)
+    return b"n" + repr(ident).encode()
+
+
 class _IdDigests:
     """64-bit digests of every id read (8 bytes + a 16-byte key per document), checked for
     duplicates at the end of the stream; a digest collision is confirmed against the ids."""
@@ -609,7 +609,7 @@ class _IdDigests:
         self.count = 0
 
     def add(self, batch: Batch) -> Batch:
-        d = [hashlib.blake2b(str(i).encode(), digest_size=8).digest() for i in batch.ids]
+        d = [hashlib.blake2b(_id_bytes(i), digest_size=8).digest() for i in batch.ids]
         self.digests.append(np.frombuffer(b"".join(d), np.uint64))
         self.keys.append(batch.keys)
         self.count += len(batch)
@@ -638,7 +638,7 @@ class _IdDigests:
                 if k >= later:
                     break
                 other, first = id_at(k)
-                if str(other) == str(ident):
+                if other == ident:
                     best = (later, (ident, where), (other, first))
                     break
         return None if best is None else best[1:]

@@ -238,10 +238,6 @@ def flag_name(field: dataclasses.Field) -> str:
     return field.metadata.get("flag", "--" + field.name.replace("_", "-"))
 
 
-def _dest(field: dataclasses.Field) -> str:
-    return f"config_{field.name}"
-
-
 def add_config_args(parser, config_cls: type) -> None:
     """Adds one flag per Config field: type, default and help from the dataclass."""
     for f in dataclasses.fields(config_cls):
@@ -250,7 +246,7 @@ def add_config_args(parser, config_cls: type) -> None:
         typ = _flag_type(config_cls, f)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw: dict[str, Any] = {
-            "dest": _dest(f),
+            "dest": f.name,
             "default": default,
             "help": f"{f.metadata['help']} (default: {default})",
         }
@@ -268,5 +264,5 @@ def add_config_args(parser, config_cls: type) -> None:
 
 def config_from_args(args: argparse.Namespace, config_cls: type, **overrides) -> Any:
     """The Config from parsed flags (`add_config_args`); `overrides` replace fields."""
-    values = {f.name: getattr(args, _dest(f)) for f in dataclasses.fields(config_cls)}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
     return config_cls(**{**values, **overrides})
