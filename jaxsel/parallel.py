@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import socket
 import time
 from typing import NamedTuple
@@ -25,7 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxsel.errors import InputError
+from jaxsel.errors import InputError, JaxselError
 
 DATA = "data"
 
@@ -47,27 +46,6 @@ class Processes(NamedTuple):
     count: int
 
 
-# Environment variables that mean "launched as one of several processes": JAX's own, SLURM
-# (srun with several tasks), Open MPI, and Cloud TPU pod workers.
-_CLUSTER_ENV = (
-    "JAX_COORDINATOR_ADDRESS",
-    "SLURM_STEP_NUM_TASKS",
-    "OMPI_COMM_WORLD_SIZE",
-    "CLOUD_TPU_TASK_ID",
-    "TPU_WORKER_HOSTNAMES",
-)
-
-
-def _in_cluster() -> bool:
-    counts = [os.environ.get(k) for k in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")]
-    if any(c is not None and c.strip() == "1" for c in counts):
-        return False
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES")
-    if hosts is not None and "," not in hosts:
-        return False
-    return any(k in os.environ for k in _CLUSTER_ENV)
-
-
 def initialize(
     coordinator: str | None = None,
     num_processes: int | None = None,
@@ -79,9 +57,9 @@ def initialize(
     With `coordinator` ("HOST:PORT", process 0's address), `num_processes` and `process_id`
     given, the processes first check that they agree (a plain TCP handshake on the
     coordinator's port, before JAX binds it): JAX aborts with a native stack trace, after its
-    timeout, when they do not. Without them, a cluster launcher's environment (TPU pod, SLURM,
-    Open MPI) lets `jax.distributed.initialize()` find everything itself; otherwise this is one
-    process and nothing starts.
+    timeout, when they do not. Without them, `jax.distributed.initialize()` finds a cluster
+    itself (TPU pod workers, SLURM `srun`, Open MPI); otherwise this is one process and nothing
+    starts.
 
     Raises:
       InputError: the flags are incomplete or out of range, the processes disagree on the
@@ -100,12 +78,25 @@ def initialize(
             jax.distributed.initialize(
                 coordinator, num_processes, process_id, initialization_timeout=timeout_s
             )
-    elif _in_cluster():
-        jax.distributed.initialize(initialization_timeout=timeout_s)
+    else:
+        _auto_initialize(timeout_s)
     got = processes()
     if num_processes is not None and got.count != num_processes:
         raise InputError(f"JAX counts {got.count} processes, --num-processes says {num_processes}")
     return got
+
+
+def _auto_initialize(timeout_s: int) -> None:
+    """`jax.distributed.initialize()` with everything found by JAX's own cluster detection
+    (Cloud TPU metadata, SLURM, Open MPI, ...); no cluster found means one process."""
+    try:
+        jax.distributed.initialize(initialization_timeout=timeout_s)
+    except RuntimeError:
+        return  # JAX already runs computations here (a notebook, a test): one process
+    except ValueError as e:
+        if "coordinator_address should be defined" in str(e):
+            return  # no cluster environment
+        raise JaxselError(f"jax.distributed.initialize: {e}") from None
 
 
 def processes() -> Processes:
@@ -211,9 +202,11 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
 
     width = int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.itemsize
     counts = multihost_utils.process_allgather(np.array([rows.shape[0]], np.int32)).reshape(-1)
+    if not counts.max():
+        return [rows[:0] for _ in counts]
     words = -(-width // 4)
     buf = np.zeros((int(counts.max()), words * 4), np.uint8)
-    buf[: rows.shape[0], :width] = rows.reshape(rows.shape[0], -1).view(np.uint8)
+    buf[: rows.shape[0], :width] = rows.view(np.uint8).reshape(rows.shape[0], width)
     gathered = multihost_utils.process_allgather(buf.view(np.uint32))
     return [
         np.ascontiguousarray(g.view(np.uint8)[:c, :width])
@@ -221,6 +214,52 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
         .reshape(c, *rows.shape[1:])
         for g, c in zip(np.asarray(gathered), counts.tolist(), strict=True)
     ]
+
+
+def distributed() -> bool:
+    """Whether this job runs several processes (without touching JAX's backend otherwise)."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes the job's outputs (process 0)."""
+    return not distributed() or jax.process_index() == 0
+
+
+def local_parts(source) -> list | None:
+    """The parts of `source` this process reads (`jaxsel.data.parts_for_process`); None = all
+    (one process)."""
+    if not distributed():
+        return None
+    from jaxsel.data.sources import parts_for_process
+
+    return parts_for_process(source.parts(), jax.process_index(), jax.process_count())
+
+
+def gathered(rows: np.ndarray) -> np.ndarray:
+    """`allgather_rows` concatenated in process order (the rows themselves on one process)."""
+    return np.concatenate(allgather_rows(rows)) if distributed() else rows
+
+
+def in_pool_order(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every process's (keys [n_p, 2], values [n_p]) as one pool: gathered and sorted by key
+    (= pool order). One process returns its arguments."""
+    if not distributed():
+        return keys, values
+    keys, values = gathered(keys.reshape(-1, 2)), gathered(values)
+    order = np.lexsort((keys[:, 1], keys[:, 0]))
+    return keys[order], values[order]
+
+
+def summed(stats: dict[str, float]) -> dict[str, float]:
+    """Additive statistics summed over the processes (the dict itself on one process)."""
+    if not distributed():
+        return stats
+    out: dict[str, float] = {}
+    for raw in allgather_rows(np.frombuffer(json.dumps(stats).encode(), np.uint8)):
+        for name, v in json.loads(raw.tobytes()).items():
+            out[name] = out.get(name, 0) + v
+    return out
 
 
 def barrier(name: str) -> None:
