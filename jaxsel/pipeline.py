@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -31,6 +32,8 @@ from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run
 from jaxsel.scores import Scores, _check_k
 from jaxsel.shards import ShardStore, fingerprint_texts
+
+log = logging.getLogger(__name__)
 
 READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
 
@@ -169,6 +172,7 @@ def _fill_on_ray(method: Method, source, target, state, config, run: Run, store,
         part, row = int(batch.keys[0, 0]), int(batch.keys[0, 1])
         if store.load(_shard_name(part, row), fingerprint_texts(batch.texts)) is None:
             jobs.setdefault(part, []).append(row)
+    done = 0
     with tqdm(unit="batch", desc=f"{method.name} (ray)", disable=not run.progress) as bar:
         for r in ray_engine.score_batches(
             run.engine, method, source, target, config, state, jobs, config.shard_size, run
@@ -176,7 +180,9 @@ def _fill_on_ray(method: Method, source, target, state, config, run: Run, store,
             if r.values.shape[0] and np.isnan(r.values).any():
                 raise InputError(f"{method.name}: {int(np.isnan(r.values).sum())} NaN scores")
             store.save(_shard_name(r.part, r.first_row), r.values, r.stats, r.fingerprint)
+            done += 1
             bar.update(1)
+    log.info("%s: %d batches scored on Ray", method.name, done)
 
 
 def _vector_scores(method: Method, config) -> bool:
