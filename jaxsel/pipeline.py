@@ -3,7 +3,8 @@
 Memory stays flat in the pool size: the pool is read batch by batch; a method prepares its
 target state once and scores batch after batch; scores go to resumable shards (with a workdir,
 `jaxsel.shards.ShardStore`); `select` keeps a bounded top-K (or the items above a threshold),
-then a second pass over the pool picks the chosen records, which are written best first. Ties
+then a second pass over the pool picks the chosen records, which are written best first (a
+top-K of at most `RECORDS_KEPT` keeps its records while scoring and needs no second pass). Ties
 are broken by pool order everywhere (`Batch.keys`: lexicographic order = pool order).
 
 Methods that need one float per document (a whole-pool `rescore`, GIP, random) hold that vector
@@ -26,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsel import parallel
-from jaxsel.data.corpus import Corpus, read_corpus, write_parquet
+from jaxsel.data.corpus import Corpus, read_corpus, write_records
 from jaxsel.data.sources import Batch, open_source
 from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run
@@ -36,6 +37,7 @@ from jaxsel.shards import ShardStore, fingerprint_texts
 log = logging.getLogger(__name__)
 
 READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
+RECORDS_KEPT = 16384  # a top-K up to this K keeps its records while scoring (no output pass)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -266,26 +268,43 @@ def _best_first(scores: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 class TopK:
-    """The K best (score, key) pairs seen so far, best first; memory O(K + batch)."""
+    """The K best (score, key) pairs seen so far, best first; memory O(K + batch).
 
-    def __init__(self, k: int):
+    With `records`, the records of the K best are kept too (so a small top-K needs no second
+    pass over the pool).
+    """
+
+    def __init__(self, k: int, records: bool = False):
         self.k = k
         self.scores = np.zeros(0)
         self.keys = np.zeros((0, 2), np.int64)
+        self.records: list | None = [] if records else None
 
-    def add(self, scores: np.ndarray, keys: np.ndarray) -> None:
+    def add(self, scores: np.ndarray, keys: np.ndarray, records: list | None = None) -> None:
+        if len(self.scores) == self.k:  # only items not below the K-th can enter
+            can = np.flatnonzero(scores >= self.scores[-1])
+            scores, keys = scores[can], keys[can]
+            if self.records is not None:
+                records = [records[i] for i in can.tolist()]
+        if not len(scores):
+            return
         s = np.concatenate([self.scores, scores])
         k = np.concatenate([self.keys, keys])
         best = _best_first(s, k)[: self.k]
         self.scores, self.keys = s[best], k[best]
+        if self.records is not None:
+            both = self.records + records
+            self.records = [both[i] for i in best.tolist()]
 
 
 class Selected(NamedTuple):
-    """A selection: keys (int64 [s, 2]) and scores (float64 [s]), best first."""
+    """A selection: keys (int64 [s, 2]) and scores (float64 [s]), best first, and the records
+    when they were kept on the way (small top-K), else None (a second pass picks them)."""
 
     keys: np.ndarray
     scores: np.ndarray
     pool_size: int
+    records: list | None = None
 
 
 def _check_rule(k, threshold, budget_bytes) -> None:
@@ -315,13 +334,15 @@ def select(
     _check_rule(k, threshold, budget_bytes)
     if k is not None and method.k_field is not None and getattr(config, method.k_field) is None:
         config = dataclasses.replace(config, **{method.k_field: k})
-    top = TopK(k) if k is not None else None
+    # several processes keep only keys: process 0 reads the winners' records afterwards
+    keep_records = k is not None and k <= RECORDS_KEPT and not parallel.distributed()
+    top = TopK(k, records=keep_records) if k is not None else None
     kept_s, kept_k, kept_b = [np.zeros(0)], [np.zeros((0, 2), np.int64)], [np.zeros(0, np.int64)]
     n = 0
     for batch, values in _with_scores(method, source, target, config, run):
         n += len(values)
         if top is not None:
-            top.add(values, batch.keys)
+            top.add(values, batch.keys, batch.records)
         elif threshold is not None:
             above = values > threshold
             kept_s.append(values[above])
@@ -348,7 +369,7 @@ def select(
                 f"{method.name} ranked only {int(np.isfinite(top.scores).sum())} items "
                 f"greedily; k={k} needs a rerun with a larger k"
             )
-        return Selected(top.keys, top.scores, n)
+        return Selected(top.keys, top.scores, n, top.records)
     s = np.concatenate(kept_s)
     keys = np.concatenate(kept_k).reshape(-1, 2)
     order = _best_first(s, keys)
@@ -377,6 +398,8 @@ def _picked(source, sel: Selected) -> Iterator[tuple[int, dict]]:
 
 def selected_records(source, sel: Selected) -> list[dict]:
     """The selected records (every input field + "score"), best first, in memory."""
+    if sel.records is not None:
+        return [{**r, "score": float(s)} for r, s in zip(sel.records, sel.scores, strict=True)]
     out: list[Any] = [None] * len(sel.keys)
     for r, rec in _picked(source, sel):
         out[r] = rec
@@ -390,8 +413,8 @@ def write_selection(path: str | os.PathLike, source, sel: Selected) -> None:
     at all. On several processes only process 0 writes."""
     if not parallel.is_writer():
         return
-    if str(path).endswith(".parquet"):
-        write_parquet(path, selected_records(source, sel))
+    if str(path).endswith(".parquet") or sel.records is not None:
+        write_records(path, selected_records(source, sel))
         return
     offsets = np.zeros(len(sel.keys) + 1, np.int64)
     with tempfile.TemporaryFile() as spill:

@@ -44,11 +44,13 @@ def test_bounded_top_k_equals_a_full_sort(values, k, batch, parts):
     part = np.minimum(np.arange(n) * parts // n, parts - 1)
     row = np.arange(n) - np.searchsorted(part, part)
     keys = np.stack([part, row], axis=1).astype(np.int64)
-    top = pipeline.TopK(k)
+    top = pipeline.TopK(k, records=True)
+    recs = [{"key": tuple(kk)} for kk in keys.tolist()]
     for s in range(0, n, batch):
-        top.add(scores[s : s + batch], keys[s : s + batch])
+        top.add(scores[s : s + batch], keys[s : s + batch], recs[s : s + batch])
     got = list(zip(top.scores.tolist(), map(tuple, top.keys.tolist()), strict=True))
     assert got == _full_sort(scores, keys, k)
+    assert [r["key"] for r in top.records] == [g[1] for g in got]
     # ...and equals the library's in-memory rule (ties by pool order)
     if k <= n:
         idx = select_top_k(Scores(scores, "x"), k)
@@ -188,7 +190,12 @@ def files(tmp_path):
 )
 @pytest.mark.parametrize("method, options", [("zipfit", []), ("dsir", ["--shard-size", "6"])])
 @pytest.mark.parametrize("ext", ["jsonl", "parquet"])
-def test_cli_select_bytes_equal_the_full_sort_written_whole(files, rule, method, options, ext):
+@pytest.mark.parametrize("kept", [16384, 2])
+def test_cli_select_bytes_equal_the_full_sort_written_whole(
+    files, rule, method, options, ext, kept, monkeypatch
+):
+    """kept=2: a top-K above RECORDS_KEPT picks its records in a second pass."""
+    monkeypatch.setattr(pipeline, "RECORDS_KEPT", kept)
     tmp, pool, target = files
     m = methods.get(method)
     scores = m.score(pool, target)

@@ -23,12 +23,13 @@ the CLI default; a small N lets the whole job, both passes, finish within the ca
 whether the run finished, wall seconds, documents scored (rows of finished shards in W at the
 end), docs/s = documents scored / wall seconds (startup, the DSIR counting pass and the output
 pass included), peak RSS of the jaxsel process (VmHWM: exact, including a killed run up to its
-kill) and of its process tree (sampled every 0.25 s). The baseline of the same run: the
-in-memory path of today's API (`jaxsel.methods.get(M).score` on the first 20,000 documents
-read whole with `read_corpus`), whose docs/s the streamed docs/s are divided by.
+kill) and of its process tree (sampled every 0.25 s). Baseline (--baseline DIR): the same
+command, same pool, run by the pre-streaming code (commit 85c55d9, which reads the whole pool
+into memory), right after the streamed run: its wall time and peak RSS, the ratio of wall
+times, and whether both wrote the same bytes.
 
-Expected: peak RSS of zipfit under 1 GB at 1M and flat (within ~0.1 GB) from 0.25M to 2M; docs/s
-of the streamed runs within noise of the in-memory baseline (ratio ~1).
+Expected: peak RSS of zipfit under 1 GB at 1M and flat from 0.25M to 2M; wall time within
+noise of the baseline's (ratio ~1); the same output bytes.
 """
 
 from __future__ import annotations
@@ -153,10 +154,11 @@ def _scored(workdir: Path) -> int:
     return rows
 
 
-def measure(argv: list[str], cap: float, workdir: Path | None = None) -> dict:
-    """Runs argv (a python command) in its own process, at most `cap` seconds."""
+def measure(argv: list[str], cap: float, workdir: Path | None = None, cwd: Path = ROOT) -> dict:
+    """Runs argv (`python -m jaxsel.cli ...`, importing jaxsel from `cwd`) in its own process,
+    at most `cap` seconds."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak_tree = hwm = 0
     finished = True
     while proc.poll() is None:
@@ -187,64 +189,48 @@ def measure(argv: list[str], cap: float, workdir: Path | None = None) -> dict:
     return res
 
 
-BASELINE = """
-import json, sys, time
-from jaxsel import methods
-from jaxsel.data import read_corpus
-pool, target = read_corpus(sys.argv[1]), read_corpus(sys.argv[2])
-pool = pool.subset(range(int(sys.argv[4])))
-m = methods.get(sys.argv[3])
-t0 = time.perf_counter()
-m.score(pool, target)
-print(json.dumps({"docs": len(pool), "seconds": time.perf_counter() - t0}))
-"""
+def _select_argv(d: Path, method: str, size: int, target: Path, tag: str, workdir: bool):
+    out = d / f"{tag}-{method}-{size}-{target.stem}"
+    argv = [sys.executable, "-m", "jaxsel.cli", "select", "--method", method, "--pool",
+            str(d / f"pool-{size}.jsonl"), "--target", str(target), "-k", "1000", "--no-progress",
+            "--out", str(out) + ".jsonl"]  # fmt: skip
+    return argv + (["--workdir", str(out)] if workdir else []), out
 
 
 def run(args) -> dict:
     d = Path(args.dir)
-    py = sys.executable
-    results = {"machine": machine(), "cap_s": args.cap, "runs": [], "baseline": []}
+    results = {"machine": machine(), "cap_s": args.cap, "runs": []}
     for n_target in args.targets:
         target = _target(d, n_target)
         for method in args.methods:
-            head = d / f"pool-{min(args.sizes)}.jsonl"
-            b = measure([py, "-c", BASELINE, str(head), str(target), method, "20000"], args.cap)
-            timing = json.loads(b["stdout"].strip().splitlines()[-1])
-            base = {"method": method, "targets": n_target, **timing, **b}
-            base["docs_per_s"] = round(timing["docs"] / timing["seconds"], 1)
-            del base["stdout"]
-            results["baseline"].append(base)
-            print(json.dumps(base), flush=True)
             for size in args.sizes:
-                wd = d / f"work-{method}-{size}-{n_target}"
+                argv, wd = _select_argv(d, method, size, target, "stream", True)
                 subprocess.run(["rm", "-rf", str(wd)], check=True)
-                argv = [
-                    py,
-                    "-m",
-                    "jaxsel.cli",
-                    "select",
-                    "--method",
-                    method,
-                    "--pool",
-                    str(d / f"pool-{size}.jsonl"),
-                    "--target",
-                    str(target),
-                    "-k",
-                    "1000",
-                    "--workdir",
-                    str(wd),
-                    "--no-progress",
-                    "--out",
-                    str(wd) + ".out.jsonl",
-                ]
-                r = measure(argv, args.cap, wd)
+                r = measure(argv, args.cap, wd, cwd=Path(args.code))
+                r = {"method": method, "docs": size, "targets": n_target, "code": "stream", **r}
+                if args.baseline and size in args.baseline_sizes:
+                    argv, out = _select_argv(d, method, size, target, "base", False)
+                    b = measure(argv, args.cap, cwd=Path(args.baseline))
+                    same = (
+                        r["finished"]
+                        and b["finished"]
+                        and Path(str(out) + ".jsonl").read_bytes()
+                        == Path(str(wd) + ".jsonl").read_bytes()
+                    )
+                    r["baseline"] = {
+                        "finished": b["finished"],
+                        "wall_s": b["wall_s"],
+                        "peak_rss_mb": b["peak_rss_mb"],
+                        "same_output_bytes": same,
+                    }
+                    if r["finished"] and b["finished"]:
+                        r["speed_vs_baseline"] = round(b["wall_s"] / r["wall_s"], 2)
+                    Path(str(out) + ".jsonl").unlink(missing_ok=True)
                 del r["stdout"]
-                r = {"method": method, "docs": size, "targets": n_target, **r}
-                r["vs_in_memory"] = round(r["docs_per_s"] / base["docs_per_s"], 2)
                 r["load_after"] = round(os.getloadavg()[0], 1)
                 results["runs"].append(r)
                 print(json.dumps(r), flush=True)
-                subprocess.run(["rm", "-rf", str(wd)], check=True)
+                subprocess.run(["rm", "-rf", str(wd), str(wd) + ".jsonl"], check=True)
                 if args.out:
                     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                     Path(args.out).write_text(json.dumps(results, indent=2))
@@ -264,6 +250,15 @@ def main() -> None:
     r.add_argument("--targets", type=int, nargs="+", default=[164])
     r.add_argument("--cap", type=float, default=240.0, help="wall seconds per run")
     r.add_argument("--out", help="write the results as JSON here")
+    r.add_argument(
+        "--code", default=str(ROOT), help="source tree of the code to measure (default: this one)"
+    )
+    r.add_argument(
+        "--baseline",
+        help="source tree of the pre-streaming code, run on the same pools for comparison "
+        "(e.g. `git archive 85c55d9 | tar -x -C DIR` plus its built _lz4pair extension)",
+    )
+    r.add_argument("--baseline-sizes", type=int, nargs="+", default=[250_000, 1_000_000])
     args = p.parse_args()
     if args.cmd == "build":
         build(Path(args.dir), sorted(args.sizes))

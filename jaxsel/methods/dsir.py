@@ -66,8 +66,12 @@ class Config:
             )
 
 
+CACHE_GRAMS = 1 << 19  # n-grams whose bucket is cached (~60 MB); cleared when full
+
+
 class Hasher:
-    """n-gram -> bucket, with the sha256 of each distinct n-gram computed once."""
+    """n-gram -> bucket, with the sha256 of a distinct n-gram computed once while it is cached
+    (the cache is bounded, so memory does not grow with a streamed pool's vocabulary)."""
 
     def __init__(self, buckets: int, ngrams: int):
         self.buckets, self.ngrams = buckets, ngrams
@@ -85,6 +89,8 @@ class Hasher:
         cache = self._cache
         ids = list(map(cache.get, grams))  # the common case: every n-gram seen before
         if None in ids:
+            if len(cache) > CACHE_GRAMS:
+                cache.clear()
             for g in grams:
                 if g not in cache:
                     cache[g] = self.bucket(g)
