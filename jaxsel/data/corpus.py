@@ -86,6 +86,21 @@ class Corpus:
             records.append(rec)
         return _validated(ids, list(texts), records, name, [f"item {n}" for n in range(len(ids))])
 
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[dict[str, Any]],
+        text_field: str = "text",
+        id_field: str | None = "id",
+        name: str = "corpus",
+    ) -> Corpus:
+        """Builds a corpus from records holding `text_field` and `id_field` (ids keep their
+        type; None numbers them "0", "1", ...); every field is kept."""
+        ids = [str(n) if id_field is None else r[id_field] for n, r in enumerate(records)]
+        texts = [r[text_field] for r in records]
+        where = [f"{name} item {n}" for n in range(len(records))]
+        return _validated(ids, texts, list(records), name, where)
+
     def subset(self, indices: Iterable[int]) -> Corpus:
         idx = list(indices)
         return Corpus(
