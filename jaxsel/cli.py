@@ -377,7 +377,7 @@ def cmd_compress(argv):
 
     if args.info:
         data = _read_bytes(args.input)
-        print(finezip.describe(finezip.read_header(data)[0], len(data)))
+        print(finezip.describe(finezip.parse(data).header, len(data)))
         return
     if args.output is None:
         p.error("OUTPUT is required (or use --info)")
@@ -433,16 +433,17 @@ def cmd_decompress(argv):
     from jaxsel.models.loaders import load_lm
 
     archive = _read_bytes(args.input)
-    header = finezip.read_header(archive)[0]
-    model = load_lm(args.model, header["dtype"]) if header["mode"] == "model" else None
     t0 = time.perf_counter()
-    data = finezip.decompress(archive, model, progress=args.progress)
+    # the model loads only after the whole archive has been validated (`finezip.parse`)
+    data = finezip.decompress(
+        archive, functools.partial(load_lm, args.model), progress=args.progress
+    )
     _write_bytes(args.output, data)
     log.info(
         "decompress: %d -> %d bytes (%s) in %.1f s",
         len(archive),
         len(data),
-        header["mode"],
+        finezip.read_header(archive)[0].mode,
         time.perf_counter() - t0,
     )
 

@@ -3,6 +3,7 @@ the CLI end to end (real SmolLM2 in subprocesses on one device; a tiny random Ll
 the 8 fake devices)."""
 
 import bz2
+import dataclasses
 import os
 import subprocess
 import sys
@@ -100,8 +101,8 @@ def roundtrip(data: bytes, model, **kw) -> finezip.Compressed:
 def test_model_roundtrip(tiny, case, coder):
     res = roundtrip(CASES[case], tiny, coder=coder, fallback=False, **FAST)
     assert res.mode == "model" and res.n_tokens > 0
-    header = finezip.read_header(res.archive)[0]
-    assert header["coder"] == coder and header["n_tokens"] == res.n_tokens
+    m = finezip.read_header(res.archive)[0].model
+    assert m.coder == coder and m.n_tokens == res.n_tokens
 
 
 @pytest.mark.parametrize("coder", engine.CODERS)
@@ -136,8 +137,8 @@ def test_text_with_stray_bytes_stays_model_coded(tiny, coder):
     text = CASES["english_3kb"]
     data = b"\x80" + text[:1000] + b"\xff\xfe" + text[1000:2000] + b"\x04\x1d" + text[2000:]
     res = roundtrip(data, tiny, coder=coder, fallback=False, **FAST)
-    header = finezip.read_header(res.archive)[0]
-    assert res.mode == "model" and header["escape"]["runs"] == 7  # 0, then esc/text x3
+    m = finezip.read_header(res.archive)[0].model
+    assert res.mode == "model" and m.escape.runs == 7  # 0, then esc/text x3
     plain = finezip.compress_detailed(
         text, tiny, finezip.FineZipConfig(coder, fallback=False, **FAST)
     )
@@ -147,6 +148,16 @@ def test_text_with_stray_bytes_stays_model_coded(tiny, coder):
 def test_auto_mode_keeps_the_smallest(tiny):
     res = roundtrip(CASES["english_3kb"], tiny, **FAST)  # a random model loses to bz2
     assert len(res.archive) == min(res.sizes.values()) and res.mode != "model"
+
+
+def test_sample_estimate_skips_a_hopeless_model(tiny):
+    """A random model on repeated English: coding its first chunk (teacher-forced) predicts an
+    archive far larger than bz2's, so the coding loop never runs (issue 11, defect 11)."""
+    data = (ENGLISH * 60)[:20_000].encode()
+    res = finezip.compress_detailed(data, tiny, finezip.FineZipConfig(chunk_len=64))
+    assert res.mode in ("bz2", "lzma") and "sample predicts" in res.reason, res.reason
+    assert "code" not in res.seconds and "model" not in res.sizes
+    assert finezip.decompress(res.archive, tiny) == data
 
 
 def test_multiple_batches_and_lanes(tiny):
@@ -172,10 +183,10 @@ def test_lora_memorises_and_roundtrips(tiny):
     mem = MemorizeConfig(steps=12, rank=4, layers=0, lr=5e-2, batch_size=8)
     data = b"the cat sat on the mat; " * 40
     res = roundtrip(data, tiny, fallback=False, lora=mem, **FAST)
-    header = finezip.read_header(res.archive)[0]
+    lora = finezip.read_header(res.archive)[0].model.lora
     out_dims = tiny.params["layers"]["wq"].shape[2] + tiny.params["layers"]["wv"].shape[2]
-    assert res.lora_bytes == header["lora"]["len"] == 2 * 2 * 4 * out_dims  # float16 b only
-    assert len(res.lora_losses) == 12 and header["lora"]["steps"] == 12
+    assert res.lora_bytes == lora.len == 2 * 2 * 4 * out_dims  # float16 b only
+    assert len(res.lora_losses) == 12 and lora.steps == 12
     assert res.lora_losses[-1] < 0.8 * res.lora_losses[0]
 
 
@@ -218,35 +229,32 @@ def test_wrong_model_refused(smollm2, model_archive):
         finezip.decompress(model_archive, tiny_lm(smollm2.tokenizer, 1))
 
 
-def test_older_format_version_refused(tiny, model_archive):
-    """Version 1 archives were coded by a step with other float rounding: refused by version,
-    before any decoding."""
-    old = model_archive[:4] + bytes([1]) + model_archive[5:]
-    with pytest.raises(ArchiveError, match=f"format version 1; this jaxsel reads {arc.VERSION}"):
+@pytest.mark.parametrize("version", [1, 2, 7])
+def test_older_format_version_refused(tiny, model_archive, version):
+    """Version 1 and 2 archives were coded by steps with other float rounding: refused by
+    version, before any decoding, naming the release that reads them."""
+    old = model_archive[:4] + bytes([version]) + model_archive[5:]
+    reader = {1: "jaxsel 0.1.0 up to", 2: "jaxsel 0.1.0 from", 7: "no jaxsel release"}[version]
+    with pytest.raises(ArchiveError, match=f"version {version}; this jaxsel reads 3 .*{reader}"):
         finezip.decompress(old, tiny)
 
 
 def test_payload_forgery_caught_by_original_checksum(tiny, model_archive):
     """A payload that passes the body checksum but decodes to other text (here: a re-packed,
     altered range-coded stream) still fails the original's sha256."""
-    header, body = arc.unpack(model_archive)
-    words = coders.unpack_streams(
-        body, engine.Plan(header["n_tokens"], header["chunk_len"], header["batch_size"]).n_batches
-    )
+    parsed = finezip.parse(model_archive)
+    h, words = parsed.header, parsed.payload
     words[0] = words[0].copy()
     words[0][len(words[0]) // 2] ^= 0x01000000
-    forged = arc.pack(
-        {k: v for k, v in header.items() if not k.startswith("body")}, coders.pack_streams(words)
-    )
+    forged = arc.pack(h.size, h.sha256, "model", coders.pack_streams(words), h.model)
     with pytest.raises(ArchiveError, match="checksum of the original|range decoder"):
         finezip.decompress(forged, tiny)
 
 
 def test_other_environment_warns(tiny, model_archive):
-    header, body = arc.unpack(model_archive)
-    moved = arc.pack(
-        {**{k: v for k, v in header.items() if not k.startswith("body")}, "jaxlib": "0.0.1"}, body
-    )
+    h, body = arc.unpack(model_archive)
+    env = dataclasses.replace(h.model.environment, jaxlib="0.0.1")
+    moved = arc.pack(h.size, h.sha256, "model", body, dataclasses.replace(h.model, environment=env))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         assert finezip.decompress(moved, tiny) == CASES["code"]
@@ -290,8 +298,7 @@ def test_rank_payload_vs_numpy_on_tiny_model(tiny):
     res = finezip.compress_detailed(
         data, tiny, finezip.FineZipConfig(coder="rank", fallback=False, chunk_len=64, batch_size=8)
     )
-    header, body = arc.unpack(res.archive)
-    ranks = coders.decode_ranks(body, header["n_tokens"])
+    ranks = finezip.parse(res.archive).payload
     ids = np.asarray(tiny.tokenizer.encode(data.decode()), np.int32)
     assert len(ranks) == len(ids) > 64
     eps, exact, width = 1e-4, 0, []
@@ -325,7 +332,9 @@ def test_varints_and_streams():
     back = coders.unpack_streams(coders.pack_streams(streams), 3)
     assert all(np.array_equal(a, b) for a, b in zip(streams, back, strict=True))
     ranks = np.array([0, 5, 49151, 3], np.int32)
-    assert np.array_equal(coders.decode_ranks(coders.encode_ranks(ranks), 4), ranks)
+    assert np.array_equal(coders.decode_ranks(coders.encode_ranks(ranks), 4, 49152), ranks)
+    with pytest.raises(ArchiveError, match="outside the vocabulary"):
+        coders.decode_ranks(coders.encode_ranks(ranks), 4, 49151)
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 200, 257])
@@ -370,7 +379,7 @@ def test_cli_end_to_end_smollm2(tmp_path):
     assert 'coder: "ac"' in info.stdout.decode()
     r = run_cli("decompress", str(arch), "-")
     assert r.returncode == 0 and r.stdout == text, r.stderr.decode()
-    body = finezip.read_header(arch.read_bytes())[0]["body_len"]
+    body = finezip.read_header(arch.read_bytes())[0].body_len
     assert body < 0.5 * len(bz2.compress(text, 9))  # the payload: SmolLM2 beats bzip2 already
 
 

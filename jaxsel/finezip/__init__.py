@@ -17,21 +17,24 @@ from jaxsel.finezip.api import (
     compress_detailed,
     decompress,
     join_text,
+    parse,
     request_deterministic_xla,
     split_text,
 )
-from jaxsel.finezip.archive import describe, read_header
+from jaxsel.finezip.archive import Header, describe, read_header
 from jaxsel.finezip.memorize import MemorizeConfig
 
 __all__ = [
     "Compressed",
     "FineZipConfig",
+    "Header",
     "MemorizeConfig",
     "compress",
     "compress_detailed",
     "decompress",
     "describe",
     "join_text",
+    "parse",
     "read_header",
     "request_deterministic_xla",
     "split_text",

@@ -14,11 +14,47 @@
 from __future__ import annotations
 
 import bz2
+import lzma
 
 import constriction
 import numpy as np
 
 from jaxsel.errors import ArchiveError
+
+NAMES = ("ac", "rank")
+# xz's decoder allocates its dictionary as the stream header says: bound it (preset 9 needs 65 MiB).
+_LZMA_MEMLIMIT = 128 << 20
+
+
+def bounded_decompress(codec: str, data: bytes, limit: int, exact: bool = True) -> bytes:
+    """One complete bz2 or xz stream that decodes to exactly `limit` bytes (at most, unless
+    `exact`), decoded incrementally so that at most `limit + 1` bytes are ever produced (a
+    decompression bomb is refused, not allocated). ArchiveError when it is corrupted, truncated,
+    followed by other bytes, or longer (shorter) than `limit`."""
+    if codec == "bz2":
+        dec = bz2.BZ2Decompressor()
+    else:
+        dec = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT)
+    out, pending, idle = bytearray(), bytes(data), 0
+    try:
+        while not dec.eof and idle < 2:
+            piece = dec.decompress(pending, max_length=limit + 1 - len(out))
+            pending = b""
+            out += piece
+            if len(out) > limit:
+                raise ArchiveError(
+                    f"corrupted {codec} payload: decodes to more than the declared {limit} bytes"
+                )
+            idle = 0 if piece else idle + 1
+    except (OSError, lzma.LZMAError, EOFError, ValueError) as e:
+        raise ArchiveError(f"corrupted {codec} payload: {e}") from None
+    if not dec.eof:
+        raise ArchiveError(f"truncated {codec} payload")
+    if dec.unused_data or (exact and len(out) != limit):
+        what = "trailing bytes after" if dec.unused_data else f"{len(out)} bytes from"
+        raise ArchiveError(f"corrupted {codec} payload: {what} the stream (expected {limit})")
+    return bytes(out)
+
 
 # ------------------------------------------------------------------------------- varints
 
@@ -64,12 +100,13 @@ def encode_ranks(ranks: np.ndarray) -> bytes:
     return bz2.compress(varint_encode(ranks), 9)
 
 
-def decode_ranks(payload: bytes, count: int) -> np.ndarray:
-    try:
-        raw = bz2.decompress(payload)
-    except (OSError, ValueError, EOFError) as e:
-        raise ArchiveError(f"corrupted rank payload: {e}") from None
-    return varint_decode(raw, count).astype(np.int32)
+def decode_ranks(payload: bytes, count: int, vocab: int) -> np.ndarray:
+    """Inverse of `encode_ranks`; the varints take at most 5 bytes per rank < 2**32, so a bzip2
+    bomb stops there. ArchiveError unless exactly `count` ranks in [0, vocab) come out."""
+    ranks = varint_decode(bounded_decompress("bz2", payload, 5 * count, exact=False), count)
+    if np.any(ranks >= vocab):
+        raise ArchiveError("corrupted rank payload: rank outside the vocabulary")
+    return ranks.astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- range coding
@@ -129,3 +166,11 @@ def unpack_streams(payload: bytes, n_streams: int) -> list[np.ndarray]:
         raise ArchiveError("corrupted range-coded payload: stream lengths do not add up")
     words = np.frombuffer(payload, "<u4", offset=head).astype(np.uint32)
     return np.split(words, np.cumsum(lens)[:-1]) if n_streams else []
+
+
+def parse_payload(coder: str, payload: bytes, n_batches: int, n_tokens: int, vocab: int):
+    """The coded payload's structure, checked without the model: `ac` -> one word stream per
+    batch; `rank` -> the ranks [n_tokens] int32 (each < vocab)."""
+    if coder == "ac":
+        return unpack_streams(payload, n_batches)
+    return decode_ranks(payload, n_tokens, vocab)

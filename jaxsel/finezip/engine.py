@@ -49,6 +49,7 @@ from jaxsel.models.llama import (
     Lora,
     decode_step,
     init_cache,
+    token_logprobs,
     unstack_layers,
 )
 
@@ -210,6 +211,19 @@ def new_cache(cfg: LlamaConfig, plan: Plan) -> KVCache:
     return jax.tree.map(
         lambda s, d: jnp.zeros(s.shape, s.dtype, device=d), shapes, _cache_shardings(cfg)
     )
+
+
+def sample_bits(params: dict, cfg: LlamaConfig, ids: np.ndarray, bos: int) -> float:
+    """Bits the model gives the tokens `ids` from bos on (one teacher-forced row, float64 sum):
+    the compressor's cheap estimate of coding them, never part of an archive."""
+    tokens = np.concatenate([[bos], ids]).astype(np.int32)[None]
+    lp, _ = _compiled_logprobs(cfg)(params, tokens, np.ones(tokens.shape, bool))
+    return float(-np.sum(np.asarray(lp, np.float64)) / np.log(2))
+
+
+@functools.cache
+def _compiled_logprobs(cfg: LlamaConfig) -> Callable:
+    return jax.jit(functools.partial(token_logprobs, cfg=cfg))
 
 
 # ----------------------------------------------------------------------------------- loop
