@@ -331,7 +331,7 @@ def cmd_compress(argv):
     from jaxsel.finezip import FineZipConfig, MemorizeConfig, request_deterministic_xla
 
     request_deterministic_xla()  # before JAX starts a backend
-    from jaxsel.finezip.engine import CODERS
+    from jaxsel.finezip.coders import CODERS
 
     mem = MemorizeConfig()
     p = argparse.ArgumentParser(
@@ -346,12 +346,20 @@ def cmd_compress(argv):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument(
         "--coder",
-        choices=CODERS,
+        choices=tuple(CODERS),
         default="ac",
         help="ac: range coding under the full distribution; rank: ranks + bzip2",
     )
-    p.add_argument("--chunk-len", type=int, default=512, help="tokens per chunk (context)")
-    p.add_argument("--batch-size", type=int, default=16, help="chunks per device batch")
+    p.add_argument(
+        "--context", type=int, default=2048, help="most previous tokens a prediction sees"
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        help="tokens per sliding window, each pre-filling context - stride + 1 known tokens "
+        "(default context / 2)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="segments per device batch")
     p.add_argument(
         "--no-fallback",
         action="store_true",
@@ -395,7 +403,8 @@ def cmd_compress(argv):
     )
     config = FineZipConfig(
         coder=args.coder,
-        chunk_len=args.chunk_len,
+        context=args.context,
+        stride=args.stride,
         batch_size=args.batch_size,
         fallback=not args.no_fallback,
         lora=lora,

@@ -56,8 +56,10 @@ def model_archive(coder="ac", n_tokens=40, **kw) -> tuple[bytes, dict]:
         dtype="float32",
         vocab_size=49152,
         n_tokens=n_tokens,
-        chunk_len=n_tokens,
+        context=n_tokens,
+        stride=n_tokens,
         batch_size=1,
+        n_batches=1,
         pad=0,
         lora=None,
         escape=None,
@@ -162,13 +164,17 @@ def _mutations():
         "unknown_field": set_(["extra"], 1),
         "string_body_len": set_(["body_len"], "12"),
         "bool_size": set_(["size"], True),
-        "chunk_len_0": set_(["model", "chunk_len"], 0),
+        "context_0": set_(["model", "context"], 0),
+        "stride_0": set_(["model", "stride"], 0),
+        "stride_beyond_context": set_(["model", "stride"], 41),
+        "n_batches_0": set_(["model", "n_batches"], 0),
+        "segments_beyond_tokens": set_(["model", "n_batches"], 41),
         "batch_size_0": set_(["model", "batch_size"], 0),
         "n_tokens_negative": set_(["model", "n_tokens"], -5),
         "n_tokens_float": set_(["model", "n_tokens"], 40.5),
         "n_tokens_huge": set_(["model", "n_tokens"], 10**12),
         "n_tokens_1e12_float": set_(["model", "n_tokens"], 1e12),
-        "chunk_len_1e9": set_(["model", "chunk_len"], 10**9),
+        "context_1e9": set_(["model", "context"], 10**9),
         "batch_size_huge": set_(["model", "batch_size"], 4096),
         "lora_len_0": set_(["model", "lora"], {**lora, "len": 0}),
         "lora_len_odd": set_(["model", "lora"], {**lora, "len": 3}),
@@ -210,7 +216,7 @@ def test_forged_header_refused_in_one_line(case, tmp_path, capsys):
 
 
 def test_valid_headers_pass_and_describe(tmp_path, capsys):
-    for coder in coders.NAMES:
+    for coder in coders.CODERS:
         a, _ = model_archive(coder)
         parsed = finezip.parse(a)
         assert parsed.header.model.coder == coder
@@ -227,7 +233,8 @@ def test_payload_padding_bounds_tokens_by_body():
     a, h = model_archive(n_tokens=100)
     payload = a[-h["body_len"] :]
     h = json.loads(json.dumps(h))
-    h["size"] = h["model"]["n_tokens"] = h["model"]["chunk_len"] = 1024 * len(payload) + 1
+    n = 1024 * len(payload) + 1
+    h["size"] = h["model"]["n_tokens"] = h["model"]["context"] = h["model"]["stride"] = n
     msg = refused(forge(h, payload), "cannot be coded in")
     assert "payload bytes" in msg
     h["model"]["pad"] = 1

@@ -38,26 +38,35 @@ log = logging.getLogger(__name__)
 class FineZipConfig:
     """How to compress (decompression reads everything it needs from the archive header).
 
-    coder: "ac" (range coding under the full distribution) or "rank" (the paper: ranks + bzip2).
-    chunk_len: tokens per chunk, i.e. the longest context (FineZip's dynamic context, 512).
-    batch_size: chunks coded side by side (the KV-cache batch; rounded to the `data` axis).
-    lanes: batches in flight at once (overlaps host coding with device steps; schedule only).
+    coder: a registered coder (`coders.CODERS`): "ac" (range coding under the full
+      distribution) or "rank" (the paper: ranks + bzip2).
+    context: C, the most tokens a prediction sees (KV-cache length; SmolLM2 was trained on 2048).
+    stride: S, tokens coded per window after a segment's first C; each window pre-fills the
+      C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more prefill.
+      None = C // 2.
+    batch_size: segments coded side by side (the KV-cache batch; rounded to the `data` axis).
+    lanes: batches in flight at once (overlaps host coding with device steps).
     fallback: also consider the model-free modes and keep whichever archive is smallest.
     lora: online memorisation (LoRA trained on the input, stored in the archive).
     """
 
     coder: str = "ac"
-    chunk_len: int = 512
+    context: int = 2048
+    stride: int | None = None
     batch_size: int = 16
     lanes: int = 2
     fallback: bool = True
     lora: MemorizeConfig = MemorizeConfig()
 
     def __post_init__(self):
-        if self.coder not in engine.CODERS:
-            raise InputError(f"coder must be one of {engine.CODERS}, got {self.coder!r}")
-        if self.chunk_len < 1 or self.batch_size < 1 or self.lanes < 1:
-            raise InputError("chunk_len, batch_size and lanes must be >= 1")
+        if self.coder not in coders.CODERS:
+            raise InputError(f"coder must be one of {tuple(coders.CODERS)}, got {self.coder!r}")
+        if self.stride is None:
+            object.__setattr__(self, "stride", max(1, self.context // 2))
+        if min(self.context, self.stride, self.batch_size, self.lanes) < 1:
+            raise InputError("context, stride, batch_size and lanes must be >= 1")
+        if self.stride > self.context:
+            raise InputError(f"stride {self.stride} exceeds context {self.context}")
 
 
 class Compressed(NamedTuple):
@@ -184,7 +193,22 @@ def _min_model_archive(data_len: int, digest: str, n_tokens: int, extra: int) ->
     (every string at its shortest), `extra` body bytes (adapters, escapes) and the payload floor
     of `arc.TOKENS_PER_BYTE` tokens per byte. Exact, so skipping on it never costs ratio."""
     env = arc.Environment("", "", 1, "", "", "", "", "")
-    info = arc.ModelInfo("ac", "x", "x", "float32", 2, 1, 1, 1, 0, None, None, env)
+    info = arc.ModelInfo(
+        coder="ac",
+        model="x",
+        tokenizer="x",
+        dtype="float32",
+        vocab_size=2,
+        n_tokens=1,
+        context=1,
+        stride=1,
+        batch_size=1,
+        n_batches=1,
+        pad=0,
+        lora=None,
+        escape=None,
+        environment=env,
+    )
     head = len(arc.pack(max(data_len, 1), digest, "model", b"\0", info)) - 1
     return head + extra + -(-n_tokens // arc.TOKENS_PER_BYTE)
 
@@ -258,7 +282,7 @@ def _model_cannot_win(ids, split: Split, model, config, size: int, digest: str, 
     floor = _min_model_archive(size, digest, len(ids), extra)
     if floor >= best:
         return _Skip(f"a model archive needs at least {floor} bytes, model-free {best}")
-    n = min(len(ids), config.chunk_len)
+    n = min(len(ids), config.context, 512)
     if len(ids) < 4 * n:  # coding the sample would cost a large share of coding everything
         return None
     bits = engine.sample_bits(model.params, model.cfg, ids[:n], model.tokenizer.bos_id)
@@ -275,21 +299,21 @@ def _model_archive(
     ids, split: Split, model, config: FineZipConfig, size: int, digest: str, seconds, progress
 ):
     cfg, params, tok = model.cfg, model.params, model.tokenizer
-    plan = engine.make_plan(len(ids), config.chunk_len, config.batch_size, parallel.data_size())
-    batches = engine.to_batches(ids, plan, tok.bos_id)
+    if config.context > cfg.max_position:
+        raise InputError(f"context {config.context} exceeds the model's {cfg.max_position}")
+    plan = engine.make_plan(
+        len(ids),
+        config.context,
+        config.stride,
+        config.batch_size,
+        config.lanes,
+        parallel.data_size(),
+    )
     lora_ab, scale, blob, losses, lora_info = None, 0.0, b"", [], None
     if config.lora.steps > 0:
         t0 = time.perf_counter()
-        lengths = plan.lengths().reshape(-1)
-        real = lengths > 0
-        b, losses = train(
-            params,
-            cfg,
-            batches.reshape(-1, plan.chunk_len)[real],
-            lengths[real],
-            tok.bos_id,
-            config.lora,
-        )
+        chunks, lengths = engine.training_chunks(ids, min(512, plan.context), tok.bos_id)
+        b, losses = train(params, cfg, chunks, lengths, tok.bos_id, config.lora)
         blob = to_blob(b)
         meta = config.lora.meta(cfg.num_layers)
         lora_info = arc.LoraInfo(
@@ -298,8 +322,12 @@ def _model_archive(
         lora_ab, scale = lora_from_blob(blob, lora_info.meta(), params)  # code with what is stored
         seconds["lora"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run = _runner(params, lora_ab, scale, cfg, config, plan, tok.bos_id, progress)
-    payload = _encode(config, plan, batches, run)
+    coder = coders.CODERS[config.coder]
+    batches = plan.to_batches(ids, tok.bos_id)
+    lengths = plan.lengths()
+    parts = [coder.encoder(batches[b], lengths[b]) for b in range(plan.n_batches)]
+    engine.run(params, lora_ab, cfg, coder, scale, plan, tok.bos_id, parts, progress=progress)
+    payload = coder.pack(parts, plan)
     seconds["code"] = time.perf_counter() - t0
     escape, escape_info = b"", None
     if split.escaped:
@@ -314,8 +342,10 @@ def _model_archive(
         dtype=cfg.dtype,
         vocab_size=cfg.vocab_size,
         n_tokens=plan.n_tokens,
-        chunk_len=plan.chunk_len,
+        context=plan.context,
+        stride=plan.stride,
         batch_size=plan.batch_size,
+        n_batches=plan.n_batches,
         pad=pad,
         lora=lora_info,
         escape=escape_info,
@@ -347,7 +377,7 @@ class Parsed(NamedTuple):
     blob: bytes  # LoRA factors (float16), b"" without LoRA
     runs: list  # escape run lengths (`split_text`), [] without escapes
     escaped: bytes
-    payload: object  # the coder's parsed payload (`coders.parse_payload`)
+    payload: object  # the original bytes (fallback modes), or `Coder.parse` of the payload
 
 
 def parse(archive: bytes) -> Parsed:
@@ -374,9 +404,12 @@ def parse(archive: bytes) -> Parsed:
             or sum(runs[::2]) < m.n_tokens
         ):
             raise ArchiveError("corrupted archive: escape table does not match its bytes")
-    plan = engine.Plan(m.n_tokens, m.chunk_len, m.batch_size)
-    parsed = coders.parse_payload(m.coder, payload, plan.n_batches, m.n_tokens, m.vocab_size)
+    parsed = coders.CODERS[m.coder].parse(payload, _plan(m), m.vocab_size)
     return Parsed(header, blob, runs, escaped, parsed)
+
+
+def _plan(m: arc.ModelInfo) -> engine.Plan:
+    return engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches)
 
 
 def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
@@ -399,14 +432,16 @@ def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     _check_model(m, model)
     hint = _check_environment(m)
     cfg, params, tok = model.cfg, model.params, model.tokenizer
-    plan = engine.Plan(m.n_tokens, m.chunk_len, m.batch_size)
+    plan, coder = _plan(m), coders.CODERS[m.coder]
     if m.lora:
         lora_ab, scale = lora_from_blob(parsed.blob, m.lora.meta(), params)
     else:
         lora_ab, scale = None, 0.0
-    config = FineZipConfig(coder=m.coder)
-    run = _runner(params, lora_ab, scale, cfg, config, plan, tok.bos_id, progress)
-    ids = _decode(config, plan, parsed.payload, tok.bos_id, run)
+    out = np.full((plan.n_batches, plan.batch_size, plan.seg_len), tok.bos_id, np.int32)
+    lengths = plan.lengths()
+    parts = [coder.decoder(parsed.payload[b], out[b], lengths[b]) for b in range(plan.n_batches)]
+    engine.run(params, lora_ab, cfg, coder, scale, plan, tok.bos_id, parts, progress=progress)
+    ids = plan.from_batches(out)
     out = tok.decode(ids.tolist()).encode("utf-8")
     if m.escape:
         out = join_text(out, parsed.runs, parsed.escaped)
@@ -421,6 +456,10 @@ def _check_model(m: arc.ModelInfo, model) -> None:
         )
     if model.tokenizer.id != m.tokenizer or model.cfg.vocab_size != m.vocab_size:
         raise ArchiveError("archive was made with another tokenizer")
+    if m.context > model.cfg.max_position:
+        raise ArchiveError(
+            f"archive context {m.context} exceeds the model's {model.cfg.max_position}"
+        )
     if model.cfg.dtype != m.dtype:
         raise ArchiveError(
             f"archive was coded in {m.dtype}; load the model with "
@@ -447,108 +486,3 @@ def _check_environment(m: arc.ModelInfo) -> str:
         stacklevel=3,
     )
     return f" (archive made in another environment: {what})"
-
-
-# -------------------------------------------------------------------------- batch coders
-
-
-class _AcEncode(engine.BatchCoder):
-    def __init__(self, chunks, lens):
-        self.chunks, self.lens, self.coder = chunks, lens, coders.RangeEncoder()
-        self.zeros = np.zeros(len(lens), np.int32)
-
-    def inputs(self, t):
-        return self.zeros, self.zeros
-
-    def feed(self, t, probs):
-        valid = self.lens > t
-        self.coder.step(self.chunks[valid, t], probs[valid])
-        return self.chunks[:, t]  # pad beyond a chunk's end, as in _AcDecode
-
-
-class _AcDecode(engine.BatchCoder):
-    def __init__(self, out, lens, words):
-        self.out, self.lens, self.coder = out, lens, coders.RangeDecoder(words)
-        self.zeros = np.zeros(len(lens), np.int32)
-
-    def inputs(self, t):
-        return self.zeros, self.zeros
-
-    def feed(self, t, probs):
-        valid = self.lens > t
-        self.out[valid, t] = self.coder.step(probs[valid])
-        return self.out[:, t]
-
-
-class _RankEncode(engine.BatchCoder):
-    def __init__(self, chunks, ranks):
-        self.chunks, self.ranks = chunks, ranks
-        self.zeros = np.zeros(len(chunks), np.int32)
-
-    def inputs(self, t):
-        return self.chunks[:, t], self.zeros
-
-    def feed(self, t, out):
-        self.ranks[:, t] = out[0]
-        return self.chunks[:, t]
-
-
-class _RankDecode(engine.BatchCoder):
-    def __init__(self, out, lens, ranks):
-        self.out, self.lens, self.ranks = out, lens, ranks
-        self.zeros = np.zeros(len(lens), np.int32)
-
-    def inputs(self, t):
-        return self.zeros, self.ranks[:, t]
-
-    def feed(self, t, out):
-        valid = self.lens > t
-        self.out[valid, t] = out[1][valid]
-        return self.out[:, t]
-
-
-def _runner(params, lora_ab, scale, cfg, config, plan: engine.Plan, bos: int, progress: bool):
-    """parts -> None: `engine.run` over one batch coder per batch. Compression and
-    decompression both code through it, so they share the one device loop."""
-
-    def run(parts: list) -> None:
-        engine.run(
-            params,
-            lora_ab,
-            cfg,
-            config.coder,
-            scale,
-            plan,
-            bos,
-            parts.__getitem__,
-            lanes=config.lanes,
-            progress=progress,
-        )
-
-    return run
-
-
-def _encode(config: FineZipConfig, plan: engine.Plan, batches: np.ndarray, run) -> bytes:
-    lengths = plan.lengths()
-    if config.coder == "ac":
-        parts = [_AcEncode(batches[b], lengths[b]) for b in range(plan.n_batches)]
-    else:
-        ranks = np.zeros_like(batches)
-        parts = [_RankEncode(batches[b], ranks[b]) for b in range(plan.n_batches)]
-    run(parts)
-    if config.coder == "ac":
-        return coders.pack_streams([p.coder.words() for p in parts])
-    return coders.encode_ranks(engine.from_batches(ranks, plan))
-
-
-def _decode(config: FineZipConfig, plan: engine.Plan, payload, bos: int, run) -> np.ndarray:
-    """payload: what `coders.parse_payload` made of the coded bytes."""
-    lengths = plan.lengths()
-    out = np.full((plan.n_batches, plan.batch_size, plan.chunk_len), bos, np.int32)
-    if config.coder == "ac":
-        parts = [_AcDecode(out[b], lengths[b], payload[b]) for b in range(plan.n_batches)]
-    else:
-        ranks = engine.to_batches(payload, plan, 0)
-        parts = [_RankDecode(out[b], lengths[b], ranks[b]) for b in range(plan.n_batches)]
-    run(parts)
-    return engine.from_batches(out, plan)

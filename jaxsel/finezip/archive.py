@@ -41,7 +41,8 @@ from jaxsel.models.llama import LORA_TARGETS
 
 MAGIC = b"FZIP"
 # 3: typed header (nested model/lora/escape/environment records, vocab size, padding), sliding
-# context; 2: per-layer KV cache in the coding step (other float rounding than 1).
+# context (segments, context, stride), attention length buckets; 2: per-layer KV cache in the
+# coding step (other float rounding than 1).
 VERSION = 3
 READERS = {  # older versions and the release that reads them
     1: "jaxsel 0.1.0 up to commit 8d13574 (2026-11-22)",
@@ -227,29 +228,36 @@ class ModelInfo(_Record):
     """How the text was model-coded; the decompressor rebuilds the identical plan from it."""
 
     _where: ClassVar[str] = "model."
-    coder: str = _f(choices=coders.NAMES)
+    coder: str = _f(choices=tuple(coders.CODERS))
     model: str = _f(pattern=r"[\x21-\x7e]{1,256}")  # the LoadedLM fingerprint
     tokenizer: str = _f(pattern=r"[\x21-\x7e]{1,256}")
     dtype: str = _f(choices=DTYPES)
     vocab_size: int = _f(2, 1 << 24)
     n_tokens: int = _f(1, MAX_INT)
-    chunk_len: int = _f(1, 1 << 20)
+    context: int = _f(1, 1 << 20)
+    stride: int = _f(1, 1 << 20)
     batch_size: int = _f(1, 1 << 20)
+    n_batches: int = _f(1, 1 << 10)
     pad: int = _f(0, MAX_INT)
     lora: LoraInfo | None = _f()
     escape: EscapeInfo | None = _f()
     environment: Environment = _f()
 
     def _consistent(self):
-        if self.chunk_len > self.n_tokens:
-            _fail("model.chunk_len", f"{self.chunk_len} exceeds n_tokens {self.n_tokens}")
-        n_chunks = -(-self.n_tokens // self.chunk_len)
-        devices = self.environment.devices
-        if self.batch_size % devices or self.batch_size > n_chunks + devices - 1:
+        # as `engine.make_plan` makes them: rows a multiple of the devices, no more segments
+        # than tokens (up to that rounding), context within a segment, stride within the context
+        devices, n_seg = self.environment.devices, self.batch_size * self.n_batches
+        if self.batch_size % devices or n_seg > self.n_tokens + self.n_batches * (devices - 1):
             _fail(
                 "model.batch_size",
-                f"{self.batch_size} does not fit {n_chunks} chunks on {devices} devices",
+                f"{self.batch_size} x {self.n_batches} segments do not fit {self.n_tokens} "
+                f"tokens on {devices} devices",
             )
+        seg_len = -(-self.n_tokens // n_seg)
+        if self.context > seg_len:
+            _fail("model.context", f"{self.context} exceeds the segment length {seg_len}")
+        if self.stride > self.context:
+            _fail("model.stride", f"{self.stride} exceeds the context {self.context}")
 
     def sections(self, body_len: int) -> tuple[int, int, int]:
         """Byte lengths of (LoRA blob, escape section, payload) in a body of `body_len`."""
