@@ -356,7 +356,7 @@ def cmd_compress(argv):
     from jaxsel.finezip import FineZipConfig, MemorizeConfig, request_deterministic_xla
 
     request_deterministic_xla()  # before JAX starts a backend
-    from jaxsel.finezip.engine import CODERS
+    from jaxsel.finezip.coders import CODERS
 
     mem = MemorizeConfig()
     p = argparse.ArgumentParser(
@@ -371,12 +371,20 @@ def cmd_compress(argv):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument(
         "--coder",
-        choices=CODERS,
+        choices=tuple(CODERS),
         default="ac",
         help="ac: range coding under the full distribution; rank: ranks + bzip2",
     )
-    p.add_argument("--chunk-len", type=int, default=512, help="tokens per chunk (context)")
-    p.add_argument("--batch-size", type=int, default=16, help="chunks per device batch")
+    p.add_argument(
+        "--context", type=int, default=2048, help="most previous tokens a prediction sees"
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        help="tokens per sliding window, each pre-filling context - stride + 1 known tokens "
+        "(default context / 2)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="segments per device batch")
     p.add_argument(
         "--no-fallback",
         action="store_true",
@@ -403,7 +411,7 @@ def cmd_compress(argv):
 
     if args.info:
         data = _read_bytes(args.input)
-        print(finezip.describe(finezip.read_header(data)[0], len(data)))
+        print(finezip.describe(finezip.parse(data).header, len(data)))
         return
     if args.output is None:
         p.error("OUTPUT is required (or use --info)")
@@ -421,7 +429,8 @@ def cmd_compress(argv):
     )
     config = FineZipConfig(
         coder=args.coder,
-        chunk_len=args.chunk_len,
+        context=args.context,
+        stride=args.stride,
         batch_size=args.batch_size,
         fallback=not args.no_fallback,
         lora=lora,
@@ -460,16 +469,17 @@ def cmd_decompress(argv):
     from jaxsel.models.loaders import load_lm
 
     archive = _read_bytes(args.input)
-    header = finezip.read_header(archive)[0]
-    model = load_lm(args.model, header["dtype"]) if header["mode"] == "model" else None
     t0 = time.perf_counter()
-    data = finezip.decompress(archive, model, progress=args.progress)
+    # the model loads only after the whole archive has been validated (`finezip.parse`)
+    data = finezip.decompress(
+        archive, functools.partial(load_lm, args.model), progress=args.progress
+    )
     _write_bytes(args.output, data)
     log.info(
         "decompress: %d -> %d bytes (%s) in %.1f s",
         len(archive),
         len(data),
-        header["mode"],
+        finezip.read_header(archive)[0].mode,
         time.perf_counter() - t0,
     )
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.data.corpus import Corpus, json_line, read_corpus, write_records
 from jaxsel.data.outputs import atomic_open
-from jaxsel.data.sources import Batch, open_source
+from jaxsel.data.sources import Batch, IdDigests, open_source
 from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run
 from jaxsel.scores import Scores, _check_k, check_threshold, json_score
@@ -141,8 +141,14 @@ def _scored(method: Method, source, target, state, config, run: Run, stats: dict
             tmp = run.enter(tempfile.TemporaryDirectory(prefix="jaxsel-ray-"))
             store = BatchShards(tmp, state.key, config.shard_size)
         _fill_on_ray(method, source, target, state, config, run, store, parts)
+    if parts is None:
+        ids, batches = None, source.batches(config.shard_size)
+    else:  # several processes: duplicate ids are looked for across all of them, after the loop
+        ids, batches = IdDigests(), source.batches(config.shard_size, parts, check_ids=False)
     with tqdm(unit="doc", desc=method.name, disable=not run.progress) as bar:
-        for batch in source.batches(config.shard_size, parts):
+        for batch in batches:
+            if ids is not None:
+                ids.add(batch)
             fp = fingerprint_texts(batch.texts)
             name = _shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
             done = None if store is None else store.load(name, fp)
@@ -162,6 +168,8 @@ def _scored(method: Method, source, target, state, config, run: Run, stats: dict
                 stats[name] = stats.get(name, 0) + v
             bar.update(len(batch.texts))
             yield batch, done[0]
+    if ids is not None:
+        IdDigests.check(*(parallel.gathered(a) for a in ids.arrays()), source.locate)
 
 
 def _fill_on_ray(method: Method, source, target, state, config, run: Run, store, parts) -> None:

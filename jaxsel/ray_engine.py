@@ -47,6 +47,8 @@ class RayEngine:
     def __post_init__(self):
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--ray-workers must be positive, got {self.workers}")
+        if self.address is not None:
+            _host_port(self.address)
 
 
 class Scored(NamedTuple):
@@ -66,16 +68,23 @@ def check(method_name: str) -> None:
         )
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address; None for "auto" (Ray finds it)."""
+    if address == "auto":
+        return None
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--ray-address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def _reachable(address: str) -> None:
     """Refuses an address nobody listens on in one line (ray.init would retry for minutes)."""
-    if address == "auto":
+    hp = _host_port(address)
+    if hp is None:
         return
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise InputError(f"--ray-address {address!r}: expected HOST:PORT or ray://HOST:PORT")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        socket.create_connection(hp, timeout=5).close()
     except OSError as e:
         raise InputError(f"Ray address {address} unreachable ({e.strerror or e})") from None
 

@@ -221,3 +221,40 @@ def test_resume_after_a_killed_process_redoes_its_shards_alone(two_process_job):
     assert again.read_bytes() == out.read_bytes()
     assert all(p.exists() for p in gone)  # redone ...
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # ... and nothing else
+
+
+def test_duplicate_id_across_processes_is_the_same_one_line(tmp_path):
+    import json
+
+    (tmp_path / "pool").mkdir()
+    for f, ids in enumerate([["a", "dup", "b"], ["c", "dup"]]):
+        with open(tmp_path / "pool" / f"p{f}.jsonl", "w") as out:
+            for i in ids:
+                out.write(json.dumps({"id": i, "text": f"text of {i} in file {f}"}) + "\n")
+    target = tmp_path / "t.jsonl"
+    target.write_text(json.dumps({"id": 0, "text": "def f(): pass"}) + "\n")
+    args = ["-m", "jaxsel.cli", "select", "--pool", str(tmp_path / "pool" / "*.jsonl"),
+            "--target", str(target), "-k", "2", "--no-progress", "--workers", "1"]  # fmt: skip
+    port = str(free_port())
+    res = launch(
+        [[*args, "--out", str(tmp_path / "one.jsonl")]]
+        + [
+            [
+                *args,
+                "--out",
+                str(tmp_path / "two.jsonl"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ]
+            for i in range(2)
+        ]  # fmt: skip
+    )
+    want = (f"error: {tmp_path}/pool/p1.jsonl:2: duplicate id 'dup' "
+            f"(first seen at {tmp_path}/pool/p0.jsonl:2)")  # fmt: skip
+    for r in res:
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
+    assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()

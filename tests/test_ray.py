@@ -96,3 +96,19 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
         .startswith(f"error: Ray address 127.0.0.1:{port} unreachable")
     ), r.stderr[-2000:]
     assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--method", "gip", "--engine", "ray"], "--engine ray runs the host-pool methods"),
+        (["--ray-workers", "2"], "--ray-address and --ray-workers go with --engine ray"),
+        (["--engine", "ray", "--ray-workers", "0"], "--ray-workers must be positive"),
+        (["--engine", "ray", "--ray-address", "nohost"], "expected HOST:PORT or ray://HOST:PORT"),
+    ],
+)
+def test_engine_flags_refused_in_one_line(tmp_path, capsys, args, msg):
+    pool, target = _data(tmp_path)
+    argv = ["select", "--pool", pool, "--target", target, "--out", str(tmp_path / "o"), *args]
+    assert main(argv) == 2
+    assert msg in capsys.readouterr().err.strip().splitlines()[-1]
