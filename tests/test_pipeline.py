@@ -105,6 +105,11 @@ def test_generated_flags_cover_every_config_field(name):
     p = argparse.ArgumentParser()
     methods.add_config_args(p, m.config_cls)
     assert methods.config_from_args(p.parse_args([]), m.config_cls) == m.config_cls()
+    from jaxsel.cli import _method_parser
+
+    for cmd in ("score", "select"):  # the flags fit beside the command's own (no clash)
+        full, _ = _method_parser(cmd, ["--method", name])
+        assert full.parse_known_args(["--method", name])[0].method == name
     helptext = p.format_help()
     for f in dataclasses.fields(m.config_cls):
         assert f.metadata["help"] and methods.flag_name(f) in helptext
