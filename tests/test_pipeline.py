@@ -345,3 +345,26 @@ def test_streamed_files_of_many_parts_select_as_in_memory(tmp_path, form):
     idx = select_top_k(want, 9)
     got = pipeline.selected_records(source, sel)
     assert got == [{**pool.records[i], "score": float(want.values[i])} for i in idx]
+
+
+def test_run_loads_each_model_once(monkeypatch):
+    """`compare` runs every method in one Run: ppl and lamdas share one loaded LM."""
+    import tokenizers
+    from llama_ref import random_params, tiny_tokenizer_json
+    from test_llama import TINY
+
+    from jaxsel.methods import lamdas, ppl
+    from jaxsel.models import loaders
+    from jaxsel.models.tokenizer import Tokenizer
+
+    tok = Tokenizer(tokenizers.Tokenizer.from_str(tiny_tokenizer_json(TINY.vocab_size)), 0, 0)
+    lm = loaders.LoadedLM(TINY, random_params(TINY, seed=1), tok, "tiny")
+    loads = []
+    monkeypatch.setattr(loaders, "load_lm", lambda model, dtype: loads.append(model) or lm)
+    ref = Corpus.from_texts(["def f(x): return x", "print(1)"])
+    with methods.Run() as run:
+        a = ppl.PPL.prepare(None, ppl.Config(), run)
+        b = lamdas.LAMDAS.prepare(
+            ref, lamdas.Config(epochs=0, prefix_len=2, init="random", max_tokens=16), run
+        )
+    assert a.lm is b.lm is lm and loads == [None]
