@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.batching import bucket_for, bucket_lengths, map_token_rows, pad_rows
 from jaxsel.data import Corpus
-from jaxsel.data.outputs import write_text
+from jaxsel.data.outputs import check_workdir, write_text
 from jaxsel.errors import AssetError, InputError
 from jaxsel.kernels import lamdas as K
 from jaxsel.kernels import loglik
@@ -232,6 +232,7 @@ class _Store:
         import orbax.checkpoint as ocp
 
         self.path = Path(path)
+        check_workdir(self.path, "prefix directory")
         meta_path = self.path / META_FILE
         if meta_path.exists():
             try:
