@@ -96,6 +96,15 @@ def test_dsir_streamed_equals_the_whole_pool_formula():
     np.testing.assert_array_equal(got, want)
 
 
+def test_dsir_bounded_ngram_cache_gives_the_same_scores(monkeypatch):
+    from jaxsel.methods import dsir
+
+    pool, target = make_pool(17, seed=3, long_doc=False), make_target(2)
+    want = dsir.score(pool, target).values
+    monkeypatch.setattr(dsir, "CACHE_GRAMS", 50)  # full after the first few documents
+    np.testing.assert_array_equal(dsir.score(pool, target).values, want)
+
+
 # ------------------------------------------------------------------- generated CLI flags
 
 
