@@ -24,11 +24,8 @@ error and leaves the last good epoch's checkpoint in place.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -37,15 +34,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from tqdm.auto import tqdm
 
 from jaxsel import parallel
-from jaxsel.batching import bucket_for, bucket_lengths, map_token_rows, pad_rows
 from jaxsel.data import Corpus
-from jaxsel.errors import AssetError, InputError
+from jaxsel.errors import InputError
 from jaxsel.kernels import lamdas as K
-from jaxsel.kernels import loglik
+from jaxsel.lm import train as lm_train
+from jaxsel.lm.score import reducer_fn, score_texts
+from jaxsel.lm.store import AdapterStore
+from jaxsel.lm.train import TrainConfig, check_context, train_tokens
 from jaxsel.methods import register
 from jaxsel.models.llama import LlamaConfig, PrefixKV
 from jaxsel.models.loaders import DTYPES, LoadedLM
@@ -56,9 +53,7 @@ log = logging.getLogger(__name__)
 
 INITS = ("tokens", "random")
 RATIOS = ("mean", "sum")
-MIN_BUCKET = 32
 META_FILE = "lamdas.json"
-FORMAT = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,50 +173,31 @@ def config_from_args(args, name) -> Config:
     )
 
 
-# ----------------------------------------------------------------------- tokens and batches
-
-
-def _check_fits(cfg: LlamaConfig, max_tokens: int) -> None:
-    if max_tokens + 1 > cfg.max_position:
-        raise InputError(
-            f"lamdas: max_tokens={max_tokens} (+1 separator) exceeds the model's context "
-            f"({cfg.max_position})"
-        )
-
-
 # ------------------------------------------------------------------------ jitted functions
 
 
-@functools.cache
+def _train_config(config: Config) -> TrainConfig:
+    """The runtime's training settings for prefix tuning (eq. 1)."""
+    return TrainConfig(
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        max_tokens=config.reference_max_tokens,
+    )
+
+
 def _train_step_fn(cfg: LlamaConfig, mesh, lr: float, weight_decay: float):
-    """`train_step` jitted once per model/mesh/optimiser: state and params replicated, the batch
-    sharded over `data`, the old state donated."""
-    tx = optax.adamw(lr, weight_decay=weight_decay)
-    rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
-    step = jax.jit(
-        functools.partial(K.train_step, cfg=cfg, tx=tx),
-        in_shardings=(rep, rep, rows, rows),
-        out_shardings=(rep, rep),
-        donate_argnums=0,
+    """(tx, the runtime's jitted train step) for this model/mesh/optimiser."""
+    return lm_train.step_fn(
+        cfg, mesh, TrainConfig(lr=lr, weight_decay=weight_decay).optimizer_key()
     )
-    return tx, step
 
 
-@functools.cache
 def _terms_fn(cfg: LlamaConfig, mesh):
-    """Per-candidate sums [B, 3] = (sum log-ratio, sum log p(.|C), sum log p(.)) in one call."""
-
-    def terms(params, prefix, tokens, mask):
-        cond, plain = K.paired_logprobs(params, prefix, tokens, mask, cfg)
-        sums = [loglik.sequence_loglik(x, mask[:, 1:])[0] for x in (cond - plain, cond, plain)]
-        return jnp.stack(sums, axis=-1)
-
-    rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
-    return jax.jit(
-        terms,
-        in_shardings=(rep, rep, rows, rows),
-        out_shardings=parallel.sharding("batch", None, mesh=mesh),
-    )
+    """The runtime's jitted `K.paired_sums` for this model and mesh (what scoring runs)."""
+    return reducer_fn(K.paired_sums, cfg, mesh)
 
 
 @functools.cache
@@ -230,13 +206,6 @@ def _init_fn(cfg: LlamaConfig):
 
 
 # --------------------------------------------------------------------------------- training
-
-
-def _prefix_hash(prefix: PrefixKV) -> str:
-    h = hashlib.sha256()
-    for a in prefix:
-        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
-    return h.hexdigest()[:32]
 
 
 def _identity(lm: LoadedLM, config: Config, reference: Sequence[str]) -> dict:
@@ -257,103 +226,8 @@ def _identity(lm: LoadedLM, config: Config, reference: Sequence[str]) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _quiet_orbax():
-    """orbax logs every save/restore step at INFO through absl; keep it for warnings."""
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        absl.setLevel(level)
-
-
-class _Store:
-    """A prefix checkpoint directory: `lamdas.json` (model fingerprint + training identity,
-    written once) and `ckpt/<epoch>/` orbax checkpoints of the TrainState with the per-epoch
-    losses."""
-
-    def __init__(self, path: str | os.PathLike, fingerprint: str, identity: dict | None):
-        import orbax.checkpoint as ocp
-
-        self.path = Path(path)
-        meta_path = self.path / META_FILE
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as e:
-                raise InputError(f"{meta_path}: malformed ({e}); delete the directory") from e
-            if meta.get("model") != fingerprint:
-                raise AssetError(
-                    f"{self.path}: prefix was trained for another model (fingerprint "
-                    f"{str(meta.get('model'))[:12]}..., this model {fingerprint[:12]}...)"
-                )
-            if identity is not None and meta.get("train") != identity:
-                diff = sorted(
-                    k
-                    for k in identity.keys() | meta.get("train", {}).keys()
-                    if identity.get(k) != meta.get("train", {}).get(k)
-                )
-                raise InputError(
-                    f"{self.path}: holds a prefix trained with other settings or another "
-                    f"reference set (differs in: {', '.join(diff)}); use another --prefix "
-                    "directory or delete it"
-                )
-            self.identity = meta["train"]
-        elif identity is None:
-            raise InputError(f"{self.path}: no LAMDAS prefix here ({META_FILE} missing)")
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            tmp = meta_path.with_name(META_FILE + ".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {"format": FORMAT, "model": fingerprint, "train": identity},
-                    indent=1,
-                    sort_keys=True,
-                )
-            )
-            os.replace(tmp, meta_path)
-            self.identity = identity
-        self._ocp = ocp
-        with _quiet_orbax():
-            self.mgr = ocp.CheckpointManager(
-                (self.path / "ckpt").absolute(),
-                item_names=("state", "meta"),
-                options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False),
-            )
-
-    def epochs(self) -> list[int]:
-        return sorted(self.mgr.all_steps())
-
-    def save(self, epoch: int, state: K.TrainState, losses: list[float]) -> None:
-        a = self._ocp.args
-        with _quiet_orbax():
-            self.mgr.save(
-                epoch,
-                args=a.Composite(state=a.StandardSave(state), meta=a.JsonSave({"losses": losses})),
-            )
-            self.mgr.wait_until_finished()
-
-    def restore(self, epoch: int, abstract: K.TrainState) -> tuple[K.TrainState, list[float]]:
-        a = self._ocp.args
-        with _quiet_orbax():
-            r = self.mgr.restore(
-                epoch, args=a.Composite(state=a.StandardRestore(abstract), meta=a.JsonRestore())
-            )
-        return r["state"], list(r["meta"]["losses"])
-
-    def close(self) -> None:
-        with _quiet_orbax():
-            self.mgr.close()
-
-
-def _abstract_state(cfg: LlamaConfig, prefix_len: int, tx, mesh) -> K.TrainState:
-    rep = parallel.replicated(mesh)
-    shapes = jax.eval_shape(
-        lambda: K.init_train_state(K.random_prefix(jax.random.key(0), cfg, prefix_len), tx)
-    )
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+def _store(path, lm: LoadedLM, identity: dict | None) -> AdapterStore:
+    return AdapterStore(path, lm.fingerprint, identity, META_FILE, "prefix")
 
 
 def init_prefix(lm: LoadedLM, seqs: Sequence[Sequence[int]], config: Config) -> PrefixKV:
@@ -375,87 +249,37 @@ def train_prefix(
     mesh=None,
     progress: bool = False,
 ) -> tuple[PrefixKV, list[float]]:
-    """Prefix tuning on the reference set (eq. 1). Returns the prefix and the mean token NLL of
-    every epoch (the loss before each update, averaged over the epoch's tokens)."""
+    """Prefix tuning on the reference set (eq. 1) with the LM runtime's training loop. Returns
+    the prefix and the mean token NLL of every epoch (the loss before each update, averaged over
+    the epoch's tokens)."""
     texts = reference.texts if isinstance(reference, Corpus) else tuple(reference)
     if not texts:
         raise InputError("lamdas: the reference (target) set is empty")
-    _check_fits(lm.cfg, config.reference_max_tokens)
-    mesh = mesh or parallel.data_mesh()
+    check_context(lm.cfg, config.reference_max_tokens, "lamdas")
     seqs = lm.tokenizer.encode_docs(texts, config.reference_max_tokens)[0]
     seqs = [s for s in seqs if len(s) >= 2]
     if not seqs:
         raise InputError(
             "lamdas: no reference text has a token to predict after tokenisation and truncation"
         )
-    tx, step = _train_step_fn(lm.cfg, mesh, config.lr, config.weight_decay)
-    rep = parallel.replicated(mesh)
     store = None
     if config.prefix_dir is not None:
-        store = _Store(config.prefix_dir, lm.fingerprint, _identity(lm, config, texts))
+        store = _store(config.prefix_dir, lm, _identity(lm, config, texts))
     try:
-        # Every epoch is kept, so a run asked for fewer epochs than stored gets exactly those.
-        done = [e for e in (store.epochs() if store else []) if e <= config.epochs]
-        if done:
-            abstract = _abstract_state(lm.cfg, config.prefix_len, tx, mesh)
-            state, losses = store.restore(done[-1], abstract)
-            start = done[-1]
-            log.info("lamdas: prefix at epoch %d restored from %s", start, store.path)
-        else:
-            start, losses = 0, []
-            state = jax.device_put(K.init_train_state(init_prefix(lm, seqs, config), tx), rep)
-        state = _train_epochs(lm, seqs, config, state, losses, start, step, mesh, store, progress)
+        return train_tokens(
+            lm.params,
+            lm.cfg,
+            init_prefix(lm, seqs, config),
+            seqs,
+            _train_config(config),
+            store,
+            name="lamdas: prefix",
+            mesh=mesh,
+            progress=progress,
+        )
     finally:
         if store:
             store.close()
-    return jax.device_get(state.prefix), losses
-
-
-def _train_epochs(lm, seqs, config, state, losses, start, step, mesh, store, progress):
-    params = jax.device_put(lm.params, parallel.replicated(mesh))
-    rows = parallel.round_up(config.batch_size, parallel.data_size(mesh))
-    buckets = bucket_lengths(config.reference_max_tokens + 1, MIN_BUCKET)
-    key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    n = len(seqs)
-    for epoch in range(start, config.epochs):
-        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-        total, count = 0.0, 0
-        bar = tqdm(
-            range(0, n, config.batch_size),
-            desc=f"prefix epoch {epoch + 1}",
-            unit="batch",
-            disable=not progress,
-        )
-        for i, b0 in enumerate(bar):
-            batch = [seqs[j] for j in perm[b0 : b0 + config.batch_size]]
-            tokens, mask = pad_rows(batch, rows, bucket_for(max(map(len, batch)), buckets))
-            state, loss = step(state, params, tokens, mask)
-            loss = float(loss)
-            if not np.isfinite(loss):
-                _diverged(f"non-finite loss at epoch {epoch + 1}, batch {i + 1}", store)
-            ntok = int(mask[:, 1:].sum())
-            total, count = total + loss * ntok, count + ntok
-            bar.set_postfix(nll=f"{loss:.4f}")
-        bar.close()
-        if not all(bool(jnp.isfinite(a).all()) for a in state.prefix):
-            _diverged(f"non-finite prefix after epoch {epoch + 1}", store)
-        losses.append(total / count)
-        log.info(
-            "lamdas: epoch %d/%d reference NLL %.4f nats/token",
-            epoch + 1,
-            config.epochs,
-            losses[-1],
-        )
-        if store:
-            store.save(epoch + 1, state, losses)
-    return state
-
-
-def _diverged(what: str, store: _Store | None) -> None:
-    kept = ""
-    if store and store.epochs():
-        kept = f"; the last good checkpoint (epoch {store.epochs()[-1]}) is kept in {store.path}"
-    raise InputError(f"lamdas: prefix training diverged ({what}); lower --lr{kept}")
 
 
 def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None) -> PrefixKV:
@@ -463,17 +287,28 @@ def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None)
     for another model raises AssetError."""
     if not (Path(path) / META_FILE).exists():
         raise InputError(f"{path}: no LAMDAS prefix here ({META_FILE} missing)")
-    store = _Store(path, lm.fingerprint, None)
+    store = _store(path, lm, None)
     try:
         done = store.epochs()
         if not done or (epoch is not None and epoch not in done):
             raise InputError(f"{path}: no checkpoint for epoch {epoch if epoch else 'any'}")
-        tx = optax.adamw(store.identity["lr"], weight_decay=store.identity["weight_decay"])
-        abstract = _abstract_state(lm.cfg, store.identity["prefix_len"], tx, parallel.data_mesh())
+        ident = store.identity
+        tx = lm_train.make_optimizer(
+            TrainConfig(lr=ident["lr"], weight_decay=ident["weight_decay"]).optimizer_key()
+        )
+        rep = parallel.replicated()
+        shapes = jax.eval_shape(
+            lambda: lm_train.init_train_state(
+                K.random_prefix(jax.random.key(0), lm.cfg, ident["prefix_len"]), tx
+            )
+        )
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes
+        )
         state, _ = store.restore(epoch or done[-1], abstract)
     finally:
         store.close()
-    return jax.device_get(state.prefix)
+    return jax.device_get(state.adapter)
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -492,35 +327,24 @@ def likelihood_terms(
     """Per-text sums over its (first max_tokens) tokens, [N, 5] float64: sum log-ratio,
     sum log p(y_t|y_<t,C), sum log p(y_t|y_<t), number of tokens scored, 1 if truncated.
 
-    Texts are scored shortest first in batches of `score_batch_size` (padded to a multiple of
-    the device count and to a bucket length), sharded over `data`; resumable with a workdir.
+    The LM runtime's `score_texts` with the `K.paired_sums` reducer: texts shortest first in
+    batches of `score_batch_size` (padded to a multiple of the device count and to a bucket
+    length), sharded over `data`; resumable with a workdir.
     """
-    _check_fits(lm.cfg, config.max_tokens)
-    mesh = mesh or parallel.data_mesh()
-    fn = _terms_fn(lm.cfg, mesh)
-    params = jax.device_put(lm.params, parallel.replicated(mesh))
-    dev_prefix = jax.device_put(prefix, parallel.replicated(mesh))
-    rows = parallel.round_up(config.score_batch_size, parallel.data_size(mesh))
-    return map_token_rows(
-        lm.tokenizer,
+    res = score_texts(
+        lm,
+        prefix,
         texts,
-        config.max_tokens,
-        rows,
-        lambda tokens, mask: fn(params, dev_prefix, tokens, mask),
-        key={
-            "what": "lamdas",
-            "model": lm.fingerprint,
-            "dtype": lm.cfg.dtype,
-            "prefix": _prefix_hash(prefix),
-            "max_tokens": config.max_tokens,
-        },
+        K.paired_sums,
+        max_tokens=config.max_tokens,
         batch_size=config.score_batch_size,
-        min_bucket=MIN_BUCKET,
+        name="lamdas",
         workdir=workdir,
         shard_size=config.shard_size,
         progress=progress,
-        desc="lamdas score",
+        mesh=mesh,
     )
+    return np.column_stack([res.values, res.n_tokens, res.truncated]).astype(np.float64)
 
 
 def ratio_scores(terms: np.ndarray, ratio: str = "mean") -> np.ndarray:
