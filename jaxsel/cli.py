@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from jaxsel import methods
+from jaxsel.data import outputs
 from jaxsel.errors import InputError, JaxselError
 
 log = logging.getLogger("jaxsel")
@@ -60,6 +61,19 @@ def _load_target(args):
     return _read(args.target, args) if getattr(args, "target", None) else humaneval_target()
 
 
+# Flags naming files or directories a command reads (those a parser lacks are skipped).
+INPUT_FLAGS = ("pool", "target", "embeddings", "scores", "embed", "model", "input", "selection")
+
+
+def _check_outputs(args, *outs: tuple[str, str | None]) -> None:
+    """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
+    an output that is one of the inputs, a directory, or not creatable/writable."""
+    inputs = [getattr(args, f, None) for f in INPUT_FLAGS]
+    for flag, path in outs:
+        outputs.check_output(path, inputs, flag)
+    outputs.check_workdir(getattr(args, "workdir", None))
+
+
 # ------------------------------------------------------------------------- score and select
 
 
@@ -98,12 +112,14 @@ def cmd_score(argv):
     p, method = _method_parser("score", argv)
     p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
     args = p.parse_args(argv)
+    _check_outputs(args, ("--out", args.out))
     pool, scores = _score(args, method)
     from jaxsel.data import write_jsonl
+    from jaxsel.scores import json_score
 
     write_jsonl(
         args.out,
-        ({"id": i, "score": float(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
+        ({"id": i, "score": json_score(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
     )
 
 
@@ -116,7 +132,17 @@ def cmd_select(argv):
     g.add_argument("--budget-bytes", type=int, help="keep the best items up to this many bytes")
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
-    from jaxsel.scores import select_budget, select_threshold, select_top_k
+    _check_outputs(args, ("--out", args.out))
+    from jaxsel.scores import (
+        check_threshold,
+        json_score,
+        select_budget,
+        select_threshold,
+        select_top_k,
+    )
+
+    if args.threshold is not None:
+        check_threshold(args.threshold)
 
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
@@ -131,7 +157,9 @@ def cmd_select(argv):
         idx = select_budget(scores, pool.nbytes(), args.budget_bytes)
     from jaxsel.data import write_records
 
-    write_records(args.out, [{**pool.records[i], "score": float(scores.values[i])} for i in idx])
+    write_records(
+        args.out, [{**pool.records[i], "score": json_score(scores.values[i])} for i in idx]
+    )
     log.info("%s: selected %d of %d items -> %s", method.name, len(idx), len(pool), args.out)
 
 
@@ -155,28 +183,40 @@ def cmd_eval(argv):
     args = p.parse_args(argv)
     import numpy as np
 
-    from jaxsel.data import read_jsonl
+    from jaxsel.data.corpus import check_id, iter_jsonl
     from jaxsel.evaluate import domain_mix, precision_at_k, precision_by_bucket
-    from jaxsel.scores import Scores
+    from jaxsel.scores import Scores, score_from_json
 
     pool = _load_pool(args)
-    sel = read_jsonl(args.selection, text_field="id", id_field="id")
+    rows = [(loc, rec) for _, loc, rec in iter_jsonl(args.selection)]
+    if not rows:
+        raise JaxselError(f"{args.selection}: empty selection")
     pos = {i: n for n, i in enumerate(pool.ids)}
-    missing = [i for i in sel.ids if i not in pos]
-    if missing:
-        raise JaxselError(
-            f"{args.selection}: {len(missing)} ids not in the pool, e.g. {missing[0]!r}"
-        )
+    sel, seen = [], set()
+    for loc, rec in rows:
+        if "id" not in rec:
+            raise JaxselError(f"{loc}: missing field 'id'")
+        i = check_id(rec["id"], loc)
+        if i not in pos:
+            raise JaxselError(f"{loc}: id {i!r} is not in the pool")
+        if i in seen:
+            raise JaxselError(f"{loc}: duplicate id {i!r}")
+        seen.add(i)
+        sel.append(pos[i])
     domains = [str(d) for d in pool.field(args.field)]
     if all(d == "None" for d in domains):
         raise JaxselError(f"pool has no {args.field!r} field")
-    is_scores = "score" in sel.records[0] and len(sel) == len(pool) and "text" not in sel.records[0]
+    first = rows[0][1]
+    is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
     if is_scores:
-        vals = np.array([float(r["score"]) for r in sel.records])
-        ranking = Scores(vals[np.argsort([pos[i] for i in sel.ids])], "file").ranking()
+        vals = np.empty(len(pool))
+        for (loc, rec), n in zip(rows, sel, strict=True):
+            vals[n] = score_from_json(rec.get("score"), loc)
+        ranking = Scores(vals, "file").ranking()
     else:
-        ranking = np.array([pos[i] for i in sel.ids])
-    k = args.k or (len(pool) // 10 if is_scores else len(ranking))
+        ranking = np.array(sel)
+    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
+    k = args.k or (max(1, len(pool) // 10) if is_scores else len(ranking))
     ranked = [domains[i] for i in ranking]
     report = {
         "k": k,
@@ -218,6 +258,7 @@ def cmd_compare(argv):
     p.add_argument("-k", type=int, nargs="+", default=[100], help="precision@K cut-offs")
     p.add_argument("--out", help="also write the report as JSON here")
     args = p.parse_args(argv)
+    _check_outputs(args, ("--out", args.out))
     from jaxsel.evaluate import precision_at_k, precision_by_bucket, spearman
 
     pool, target = _load_pool(args), _load_target(args)
@@ -251,8 +292,7 @@ def cmd_compare(argv):
         buckets = " / ".join(f"{b['precision']:.2f}" for b in r["by_length_bucket"])
         print("| " + " | ".join(cells) + f" | {buckets} |")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"base_rate": base, "rows": rows}, indent=2))
+        outputs.write_text(args.out, json.dumps({"base_rate": base, "rows": rows}, indent=2))
 
 
 # ----------------------------------------------------------------------------------- embed
@@ -286,8 +326,7 @@ def cmd_embed(argv):
     p.add_argument("--workdir", help="directory for resumable shards")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    import numpy as np
-
+    _check_outputs(args, ("--out", args.out))
     from jaxsel.models.bert import load_bert
     from jaxsel.models.embed import embed_corpus
 
@@ -302,8 +341,7 @@ def cmd_embed(argv):
         progress=not args.no_progress,
     )
     log.info("embed: %d texts in %.2f s", len(pool), time.perf_counter() - t0)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, emb)
+    outputs.save_npy(args.out, emb)
 
 
 # --------------------------------------------------------------------------------- finezip
@@ -323,7 +361,7 @@ def _write_bytes(path: str, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        Path(path).write_bytes(data)
+        outputs.write_bytes(path, data)
 
 
 def cmd_compress(argv):
@@ -373,6 +411,7 @@ def cmd_compress(argv):
     g.add_argument("--lora-lr", type=float, default=mem.lr)
     g.add_argument("--lora-batch", type=int, default=mem.batch_size, help="chunks per step")
     args = p.parse_args(argv)
+    _check_outputs(args, ("OUTPUT", args.output))
     from jaxsel import finezip
 
     if args.info:
@@ -427,6 +466,7 @@ def cmd_decompress(argv):
     p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
     args = p.parse_args(argv)
+    _check_outputs(args, ("OUTPUT", args.output))
     from jaxsel import finezip
 
     finezip.request_deterministic_xla()  # before JAX starts a backend

@@ -8,6 +8,7 @@ top-K then takes that sequence's prefix.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,25 @@ class Scores:
         return np.concatenate([self.order, rest])
 
 
+def json_score(value: float) -> float | None:
+    """A score as JSON can hold it: -inf (not ranked) is null, +inf (an overflowed ratio) the
+    largest finite float; NaN never reaches here (`Scores` refuses it)."""
+    v = float(value)
+    if v == -np.inf:
+        return None
+    return min(v, sys.float_info.max)
+
+
+def score_from_json(value: Any, loc: str) -> float:
+    """The inverse of `json_score` for a score read at `loc` ("file:line"): a number, or null
+    for -inf; anything else is an InputError."""
+    if value is None:
+        return -np.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or np.isnan(value):
+        raise InputError(f"{loc}: score {value!r} is not a number (or null)")
+    return float(value)
+
+
 def _check_k(k: int, n: int) -> None:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
         raise InputError(f"k must be an integer, got {k!r}")
@@ -80,8 +100,16 @@ def select_top_k(scores: Scores, k: int) -> np.ndarray:
     return scores.ranking()[:k]
 
 
+def check_threshold(threshold: float) -> None:
+    """A selection threshold must be a finite number."""
+    if not np.isfinite(threshold):
+        raise InputError(f"threshold must be a finite number, got {threshold}")
+
+
 def select_threshold(scores: Scores, threshold: float) -> np.ndarray:
-    """Indices of items with score > threshold, best first (may be empty)."""
+    """Indices of items with score > threshold, best first (may be empty). The threshold must be
+    finite (nan would select nothing, inf nothing or everything, silently)."""
+    check_threshold(threshold)
     r = scores.ranking()
     return r[scores.values[r] > threshold]
 

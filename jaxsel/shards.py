@@ -1,21 +1,38 @@
 """Resumable scoring in shards: long jobs write one `.npy` per finished shard plus a manifest
-and, after a crash, redo only the shards that are missing.
+and, after a crash, redo only the shards that are missing or do not verify.
 
-The manifest records a key (method, config, pool fingerprint) so that stale shards from another
-job are never mixed in: a directory with a different key is an error, not a silent restart.
+Integrity and identity travel with every shard: shard i of a job is the file
+`shard-<i:06d>-<tag>.npy` with `tag = sha256(job hash ‖ the file's bytes)[:32]`, where the job
+hash covers the job's key, its size and its shard size. A shard is used only if its bytes hash to
+its tag under *this* job's hash, so a damaged, empty or truncated shard, or one left by another
+job (even with `manifest.json` deleted), is never read back: it is redone with a warning naming
+the file, and replaced. Every file is written atomically (`jaxsel.data.outputs`).
+
+`manifest.json` records the key for people and for a clear refusal: a directory whose manifest
+holds another job's key is an error (use another workdir or delete it), as is a manifest that
+is not readable JSON; a missing manifest is written anew (the shards verify on their own).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from jaxsel.data.outputs import atomic_open, check_workdir, write_text
 from jaxsel.errors import InputError
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2  # manifest/shard layout version; other versions are another job's shards
+MANIFEST = "manifest.json"
 
 
 def fingerprint_texts(texts: Sequence[str]) -> str:
@@ -28,10 +45,86 @@ def fingerprint_texts(texts: Sequence[str]) -> str:
     return h.hexdigest()[:32]
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+def _tag(job: str, data: bytes) -> str:
+    return hashlib.sha256(job.encode() + b"\0" + data).hexdigest()[:32]
+
+
+class ShardStore:
+    """The verified shard files of one job in one directory.
+
+    Args:
+      workdir: the directory (created if missing).
+      key: JSON-serialisable identity of the job.
+      n: number of items; shard_size: items per shard (both part of the identity).
+    """
+
+    def __init__(self, workdir: str | os.PathLike, key: dict, n: int, shard_size: int):
+        self.dir = Path(workdir)
+        check_workdir(self.dir)
+        full = {"format": FORMAT, "key": key, "n": n, "shard_size": shard_size}
+        try:
+            text = json.dumps(full, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"shard key is not JSON-serialisable ({e})") from None
+        self.job = hashlib.sha256(text.encode()).hexdigest()
+        manifest = self.dir / MANIFEST
+        if manifest.is_file():
+            try:
+                old = json.loads(manifest.read_bytes())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise InputError(
+                    f"{manifest}: not a readable manifest ({e}); delete it (shards are verified "
+                    "against the job on their own) or use another --workdir"
+                ) from None
+            if old != json.loads(text):
+                raise InputError(
+                    f"{self.dir}: holds shards of another job (its manifest differs); use "
+                    "another --workdir or delete it"
+                )
+        elif manifest.exists() or manifest.is_symlink():
+            raise InputError(f"{manifest}: not a regular file")
+        else:
+            write_text(manifest, text)
+
+    def _files(self, i: int) -> list[Path]:
+        pat = re.compile(rf"shard-{i:06d}-[0-9a-f]{{32}}\.npy")
+        return sorted(p for p in self.dir.glob(f"shard-{i:06d}-*.npy") if pat.fullmatch(p.name))
+
+    def load(self, i: int, rows: int) -> np.ndarray | None:
+        """Shard i if a file verifies against this job and has `rows` rows, else None (each
+        file that does not verify is logged and removed)."""
+        found = None
+        for p in self._files(i):
+            try:
+                data = p.read_bytes()
+            except OSError as e:
+                log.warning("%s: unreadable (%s); redoing shard %d", p, e.strerror, i)
+                continue
+            if found is None and p.name.endswith(f"-{_tag(self.job, data)}.npy"):
+                try:
+                    arr = np.load(io.BytesIO(data), allow_pickle=False)
+                except ValueError as e:  # the tag matched, so this is a bug, not damage
+                    raise InputError(f"{p}: verified but not loadable ({e})") from None
+                if arr.ndim >= 1 and arr.shape[0] == rows:
+                    found = arr
+                    continue
+            log.warning(
+                "%s: damaged, truncated or from another job (does not verify); redoing shard %d",
+                p,
+                i,
+            )
+            p.unlink(missing_ok=True)
+        return found
+
+    def save(self, i: int, arr: np.ndarray) -> Path:
+        """Commits shard i atomically under its verifying name."""
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(arr), allow_pickle=False)
+        data = buf.getvalue()
+        path = self.dir / f"shard-{i:06d}-{_tag(self.job, data)}.npy"
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+        return path
 
 
 def run_sharded(
@@ -55,38 +148,16 @@ def run_sharded(
     if shard_size <= 0:
         raise InputError(f"shard size must be positive, got {shard_size}")
     bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-    if workdir is None:
-        parts = []
-        for s, e in bounds:
-            parts.append(np.asarray(fn(s, e)))
-            if progress:
-                progress(e - s)
-        return np.concatenate(parts) if parts else np.zeros((0,))
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    manifest = wd / "manifest.json"
-    full_key = {"key": key, "n": n, "shard_size": shard_size}
-    if manifest.exists():
-        old = json.loads(manifest.read_text())
-        if old != full_key:
-            raise InputError(
-                f"{wd}: holds shards of another job (its manifest differs); use another "
-                "--workdir or delete it"
-            )
-    else:
-        tmp = wd / "manifest.json.tmp"
-        tmp.write_text(json.dumps(full_key, sort_keys=True))
-        os.replace(tmp, manifest)
+    store = None if workdir is None else ShardStore(workdir, key, n, shard_size)
     parts = []
     for i, (s, e) in enumerate(bounds):
-        path = wd / f"shard-{i:06d}.npy"
-        if path.exists():
-            arr = np.load(path)
-            if arr.shape[0] != e - s:
-                raise InputError(f"{path}: has {arr.shape[0]} rows, expected {e - s}")
-        else:
+        arr = None if store is None else store.load(i, e - s)
+        if arr is None:
             arr = np.asarray(fn(s, e))
-            _atomic_save(path, arr)
+            if arr.ndim < 1 or arr.shape[0] != e - s:
+                raise ValueError(f"shard {i}: fn returned shape {arr.shape}, expected {e - s} rows")
+            if store is not None:
+                store.save(i, arr)
         parts.append(arr)
         if progress:
             progress(e - s)

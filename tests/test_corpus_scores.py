@@ -63,7 +63,7 @@ def test_bad_jsonl(tmp_path, lines, msg):
 
 def test_skip_empty_is_explicit(tmp_path):
     p = _write(tmp_path / "p.jsonl", [b'{"id": 1, "text": ""}\n', b'{"id": 2, "text": "a"}\n'])
-    assert read_jsonl(p, on_empty="skip").ids == ("2",)
+    assert read_jsonl(p, on_empty="skip").ids == (2,)  # ids keep their JSON type
 
 
 def test_non_utf8_file_in_dir(tmp_path):

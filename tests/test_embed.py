@@ -104,10 +104,7 @@ def test_resume_reuses_finished_shards(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(embed_mod, "_embed_fn", counting(limit=5))
     with pytest.raises(KeyboardInterrupt):
         embed_corpus(texts, tiny, batch_size=4, max_tokens=MAX, workdir=wd, shard_size=8)
-    assert sorted(p.name for p in wd.glob("shard-*.npy")) == [
-        "shard-000000.npy",
-        "shard-000001.npy",
-    ]
+    assert sorted(p.name[:12] for p in wd.glob("shard-*.npy")) == ["shard-000000", "shard-000001"]
     calls.clear()
     monkeypatch.setattr(embed_mod, "_embed_fn", counting(limit=100))
     got = embed_corpus(texts, tiny, batch_size=4, max_tokens=MAX, workdir=wd, shard_size=8)

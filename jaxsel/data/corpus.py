@@ -1,5 +1,15 @@
 """`Corpus`: ids + texts + the full input records, read from and written to JSONL, text
-directories and Parquet. Every error names the file (and line) it comes from."""
+directories and Parquet. Every error names the file (and line) it comes from.
+
+Input policy (the same for every reader, and for `Corpus(...)` built directly):
+- texts are non-empty strings of valid Unicode: a lone surrogate (JSON `"\\ud800"`) anywhere in a
+  record is refused, since it cannot be written back as UTF-8;
+- ids keep their input type: a string or a number (an integer or a finite float); booleans,
+  null, arrays and objects are refused; ids are unique (numbers compare by value, so 1 and 1.0
+  are the same id, "1" is another);
+- JSON Lines are strict JSON (NaN/Infinity literals are refused), UTF-8 with an optional BOM on
+  line 1 (as Python's `utf-8-sig`); a damaged .gz stream is an error naming the file.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +17,25 @@ import dataclasses
 import gzip
 import json
 import logging
+import math
 import os
-from collections.abc import Iterable, Sequence
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from jaxsel.data.outputs import STDOUT, atomic_open
 from jaxsel.errors import InputError
 
 log = logging.getLogger(__name__)
 
 OnBad = Literal["error", "skip"]
+Id = str | int | float
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,21 +43,31 @@ class Corpus:
     """An ordered collection of documents.
 
     Attributes:
-      ids: unique document ids, in input order.
+      ids: unique document ids (strings or numbers, as in the input), in input order.
       texts: the document texts (non-empty, valid Unicode).
       records: the full input record of each document (all fields, ids and texts included), so
         writers can round-trip every input field.
       name: where it came from (for messages).
+
+    Built directly, a Corpus is validated (see the module docstring); the readers validate each
+    item with its file and line first.
     """
 
-    ids: tuple[str, ...]
+    ids: tuple[Id, ...]
     texts: tuple[str, ...]
     records: tuple[dict[str, Any], ...]
     name: str = "corpus"
+    _checked: dataclasses.InitVar[bool] = False
 
-    def __post_init__(self):
+    def __post_init__(self, _checked: bool):
         if not (len(self.ids) == len(self.texts) == len(self.records)):
             raise InputError(f"{self.name}: ids, texts and records differ in length")
+        if not _checked:
+            where = [f"{self.name}: item {n}" for n in range(len(self.ids))]
+            for n, r in enumerate(self.records):
+                if not isinstance(r, dict):
+                    raise InputError(f"{where[n]}: record is {type(r).__name__}, not a dict")
+            _check_items(self.ids, self.texts, where)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -47,7 +76,8 @@ class Corpus:
     def from_texts(
         cls, texts: Sequence[str], ids: Sequence[str] | None = None, name: str = "corpus", **fields
     ) -> Corpus:
-        """Builds a corpus from in-memory texts; extra `fields` are per-document sequences."""
+        """Builds a corpus from in-memory texts; extra `fields` are per-document sequences.
+        Ids are stringified (default: "0", "1", ...)."""
         ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
         records = []
         for n, (i, t) in enumerate(zip(ids, texts, strict=True)):
@@ -63,6 +93,7 @@ class Corpus:
             tuple(self.texts[i] for i in idx),
             tuple(self.records[i] for i in idx),
             self.name,
+            _checked=len(set(idx)) == len(idx),  # a repeat is a duplicate id: check it
         )
 
     def field(self, name: str) -> list[Any]:
@@ -73,35 +104,149 @@ class Corpus:
         return [len(t.encode("utf-8")) for t in self.texts]
 
 
+def check_id(value: Any, loc: str) -> Id:
+    """An id as the input gave it: a string or a finite number, else InputError at `loc`."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise InputError(f"{loc}: id contains a lone surrogate (not valid Unicode)")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise InputError(
+        f"{loc}: id {value!r} is {type(value).__name__}; ids must be strings or finite numbers"
+    )
+
+
+def check_text(value: Any, loc: str) -> str:
+    """A text as given, if it is a string of valid Unicode, else InputError at `loc` (emptiness
+    is the caller's policy)."""
+    if not isinstance(value, str):
+        raise InputError(f"{loc}: text is {type(value).__name__}, not a string")
+    if _SURROGATE.search(value):
+        raise InputError(f"{loc}: text contains a lone surrogate (not valid Unicode)")
+    return value
+
+
+def _check_items(ids: Sequence[Any], texts: Sequence[Any], where: Sequence[str]) -> None:
+    seen: dict[Id, int] = {}
+    for n, (i, t) in enumerate(zip(ids, texts, strict=True)):
+        check_id(i, where[n])
+        if not check_text(t, where[n]).strip():
+            raise InputError(f"{where[n]}: empty text")
+        if i in seen:
+            raise InputError(f"{where[n]}: duplicate id {i!r} (first seen at {where[seen[i]]})")
+        seen[i] = n
+
+
 def _validated(ids, texts, records, name, where, on_empty: OnBad = "error") -> Corpus:
-    """Checks empty texts and duplicate ids; `where[i]` locates item i for messages."""
+    """Checks ids, texts (empty ones skipped or refused) and duplicates; `where[i]` locates
+    item i for messages."""
     keep = []
     for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise InputError(f"{where[i]}: text is {type(t).__name__}, not a string")
-        if not t.strip():
+        if not check_text(t, where[i]).strip():
             if on_empty == "error":
                 raise InputError(f"{where[i]}: empty text (pass on_empty='skip' / --skip-empty)")
             log.warning("%s: skipping empty text", where[i])
             continue
         keep.append(i)
-    seen: dict[str, int] = {}
-    for i in keep:
-        if ids[i] in seen:
-            raise InputError(
-                f"{where[i]}: duplicate id {ids[i]!r} (first seen at {where[seen[ids[i]]]})"
-            )
-        seen[ids[i]] = i
+    _check_items([ids[i] for i in keep], [texts[i] for i in keep], [where[i] for i in keep])
     return Corpus(
         tuple(ids[i] for i in keep),
         tuple(texts[i] for i in keep),
         tuple(records[i] for i in keep),
         name,
+        _checked=True,
     )
 
 
-def _open_bytes(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return v
+
+
+def _walk_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _walk_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk_strings(v)
+
+
+def parse_jsonl_line(raw: bytes, loc: str, first: bool = False) -> dict[str, Any] | None:
+    """One JSON Lines line -> its record (None for a blank line). The per-record validation every
+    JSONL reader shares: UTF-8 (a BOM allowed on the first line), strict JSON (no NaN/Infinity),
+    a JSON object, no lone surrogate in any key or string. Errors are one line at `loc`."""
+    if first and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{loc}: not valid UTF-8 (byte {e.start})") from None
+    if not line.strip():
+        return None
+    try:
+        rec = json.loads(line, parse_constant=_no_constants, parse_float=_finite_float)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{loc}: malformed JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # NaN / Infinity / 1e999
+        raise InputError(f"{loc}: malformed JSON ({e})") from None
+    except RecursionError:
+        raise InputError(f"{loc}: malformed JSON (nested too deeply)") from None
+    if not isinstance(rec, dict):
+        raise InputError(f"{loc}: expected a JSON object, got {type(rec).__name__}")
+    if "\\u" in line and any(_SURROGATE.search(x) for x in _walk_strings(rec)):
+        raise InputError(f"{loc}: a lone surrogate escape (not valid Unicode) in the record")
+    return rec
+
+
+def record_fields(
+    rec: dict[str, Any], loc: str, text_field: str, id_field: str | None, default_id: Id
+) -> tuple[Id, Any]:
+    """(id, text) of one record: the fields must be present, the id valid (`check_id`); the text
+    is checked by `_validated`. With `id_field` None the id is `default_id`."""
+    if text_field not in rec:
+        raise InputError(f"{loc}: missing field {text_field!r} (fields: {sorted(rec)})")
+    if id_field is None:
+        return default_id, rec[text_field]
+    if id_field not in rec:
+        raise InputError(f"{loc}: missing field {id_field!r} (use --id-field to change it)")
+    return check_id(rec[id_field], loc), rec[text_field]
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Streams a JSON Lines file (optionally .gz) as (line number, "file:line", record), blank
+    lines skipped, each record checked by `parse_jsonl_line`; a damaged gzip stream is one
+    error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    with f:
+        lineno = 0
+        while True:
+            try:
+                raw = f.readline()
+            except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+                raise InputError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+            if not raw:
+                return
+            lineno += 1
+            loc = f"{path}:{lineno}"
+            rec = parse_jsonl_line(raw, loc, first=lineno == 1)
+            if rec is not None:
+                yield lineno, loc, rec
 
 
 def read_jsonl(
@@ -114,42 +259,15 @@ def read_jsonl(
 
     Args:
       text_field: the field holding the text.
-      id_field: the field holding the id (stringified); None numbers documents by line.
+      id_field: the field holding the id (kept as given: a string or a number); None numbers
+        documents by line (as strings).
       on_empty: "error" (default) or "skip" (logged) for empty/whitespace-only texts.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
     ids, texts, records, where = [], [], [], []
-    with _open_bytes(path) as f:
-        try:
-            lines = list(f)
-        except (OSError, EOFError) as e:
-            raise InputError(f"{path}: unreadable ({e})") from None
-    for lineno, raw in enumerate(lines, 1):
-        loc = f"{path}:{lineno}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{loc}: not valid UTF-8 (byte {e.start})") from None
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{loc}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise InputError(f"{loc}: expected a JSON object, got {type(rec).__name__}")
-        if text_field not in rec:
-            raise InputError(f"{loc}: missing field {text_field!r} (fields: {sorted(rec)})")
-        if id_field is None:
-            ident = str(lineno)
-        elif id_field not in rec:
-            raise InputError(f"{loc}: missing field {id_field!r} (use --id-field to change it)")
-        else:
-            ident = str(rec[id_field])
+    for lineno, loc, rec in iter_jsonl(path):
+        ident, text = record_fields(rec, loc, text_field, id_field, str(lineno))
         ids.append(ident)
-        texts.append(rec[text_field])
+        texts.append(text)
         records.append(rec)
         where.append(loc)
     corpus = _validated(ids, texts, records, str(path), where, on_empty)
@@ -209,7 +327,9 @@ def read_parquet(
     if rows and id_field is not None and id_field not in rows[0]:
         raise InputError(f"{path}: missing column {id_field!r} (use --id-field to change it)")
     where = [f"{path}: row {i}" for i in range(len(rows))]
-    ids = [str(i) if id_field is None else str(r[id_field]) for i, r in enumerate(rows)]
+    ids = [
+        str(i) if id_field is None else check_id(r[id_field], where[i]) for i, r in enumerate(rows)
+    ]
     texts = [r[text_field] for r in rows]
     corpus = _validated(ids, texts, rows, str(path), where, on_empty)
     if not len(corpus):
@@ -232,38 +352,65 @@ def read_corpus(
     return read_jsonl(p, text_field, id_field, on_empty)
 
 
+def _json_line(r: dict[str, Any], path, n: int) -> str:
+    try:
+        return json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as e:  # NaN/Infinity are not JSON
+        raise InputError(f"{path}: record {n} cannot be written as JSON ({e})") from None
+    except TypeError as e:
+        raise InputError(f"{path}: record {n} has a value JSON cannot hold ({e})") from None
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Writes records atomically (temp file + rename), one JSON object per line, UTF-8."""
-    path = Path(path)
-    if str(path) == "-":
+    """Writes records atomically (`jaxsel.data.outputs`), one strict JSON object per line
+    (no NaN/Infinity), UTF-8."""
+    if str(path) == STDOUT:
         import sys
 
-        for r in records:
-            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
+        for n, r in enumerate(records):
+            sys.stdout.write(_json_line(r, "<stdout>", n))
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as f:
+        for n, r in enumerate(records):
+            f.write(_json_line(r, path, n))
+
+
+def _same_typed(a: Any, b: Any) -> bool:
+    """Equal values of the same types, recursively (1 and 1.0 differ); a missing dict key
+    matches None (Parquet has no "absent"); numpy scalars count as their Python values."""
+    a, b = (x.item() if isinstance(x, np.generic) else x for x in (a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same_typed(a.get(k), b.get(k)) for k in a.keys() | b.keys())
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_typed(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return type(a) is type(b) and a == b
 
 
 def write_parquet(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
+    """Writes records as one Parquet table, atomically. Records whose values Parquet would
+    change (an integer id column promoted to float by a float in another row, ...) are refused
+    rather than rewritten."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    records = list(records)
     try:
-        table = pa.Table.from_pylist(list(records))
+        table = pa.Table.from_pylist(records)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(
             f"{path}: records do not fit one Parquet schema ({e}); write .jsonl"
         ) from None
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    for n, (a, b) in enumerate(zip(records, table.to_pylist(), strict=True)):
+        if not _same_typed(a, b):
+            diff = sorted(k for k in a.keys() | b.keys() if not _same_typed(a.get(k), b.get(k)))
+            raise InputError(
+                f"{path}: record {n} would change in Parquet (fields {diff} of mixed types "
+                "across records); write .jsonl"
+            )
+    with atomic_open(path, "wb") as f:
+        pq.write_table(table, f)
 
 
 def write_records(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:

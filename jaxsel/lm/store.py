@@ -10,12 +10,16 @@ job is ever resumed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
+from jaxsel.data.outputs import write_text
 from jaxsel.errors import AssetError, InputError
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2
 
@@ -58,9 +62,11 @@ class AdapterStore:
         meta_path = self.path / meta_file
         if meta_path.exists():
             try:
-                meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as e:
-                raise InputError(f"{meta_path}: malformed ({e}); delete the directory") from e
+                meta = json.loads(meta_path.read_bytes())
+            except ValueError as e:  # JSON or UTF-8
+                raise InputError(f"{meta_path}: malformed ({e}); delete the directory") from None
+            if not isinstance(meta, dict) or not isinstance(meta.get("train"), dict):
+                raise InputError(f"{meta_path}: not a {what} record; delete the directory")
             if meta.get("model") != fingerprint:
                 raise AssetError(
                     f"{self.path}: {what} was trained for another model (fingerprint "
@@ -81,16 +87,16 @@ class AdapterStore:
             raise InputError(f"{self.path}: no {what} here ({meta_file} missing)")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            tmp = meta_path.with_name(meta_file + ".tmp")
-            tmp.write_text(
+            write_text(
+                meta_path,
                 json.dumps(
                     {"format": FORMAT, "model": fingerprint, "train": identity},
                     indent=1,
                     sort_keys=True,
-                )
+                ),
             )
-            os.replace(tmp, meta_path)
             self.identity = identity
+        self.model, self.what = fingerprint, what
         self._ocp = ocp
         with _quiet_orbax():
             self.mgr = ocp.CheckpointManager(
@@ -102,7 +108,47 @@ class AdapterStore:
     def epochs(self) -> list[int]:
         return sorted(self.mgr.all_steps())
 
+    def _sum_file(self, epoch: int) -> Path:
+        return self.path / f"ckpt-{epoch}.sha256"
+
+    def _digest(self, epoch: int) -> str:
+        """sha256 over every file of the epoch's checkpoint (names and bytes), bound to the
+        model and the training identity."""
+        root = self.path / "ckpt" / str(epoch)
+        bind = json.dumps([self.model, self.identity], sort_keys=True)
+        h = hashlib.sha256(bind.encode())
+        for p in sorted(q for q in root.rglob("*") if q.is_file()):
+            for part in (p.relative_to(root).as_posix().encode(), p.read_bytes()):
+                h.update(len(part).to_bytes(8, "little"))
+                h.update(part)
+        return h.hexdigest()
+
+    def bad_reason(self, epoch: int) -> str | None:
+        """None if the epoch's checkpoint verifies, else why not (naming the file)."""
+        sums = self._sum_file(epoch)
+        try:
+            want = sums.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            return f"{sums}: missing or unreadable (the checkpoint was not committed)"
+        if want != self._digest(epoch):
+            return f"{self.path / 'ckpt' / str(epoch)}: does not match {sums.name} (damaged)"
+        return None
+
+    def verified(self, upto: int) -> int | None:
+        """The latest epoch <= upto whose checkpoint verifies; later ones that do not are
+        deleted with a warning so they are retrained."""
+        for epoch in reversed([e for e in self.epochs() if e <= upto]):
+            why = self.bad_reason(epoch)
+            if why is None:
+                return epoch
+            log.warning("%s: %s; retraining epoch %d", self.what, why, epoch)
+            with _quiet_orbax():
+                self.mgr.delete(epoch)
+            self._sum_file(epoch).unlink(missing_ok=True)
+        return None
+
     def save(self, epoch: int, state, losses: list[float]) -> None:
+        """Checkpoints the state, then (atomically) its checksum: only then is it committed."""
         a = self._ocp.args
         with _quiet_orbax():
             self.mgr.save(
@@ -110,14 +156,22 @@ class AdapterStore:
                 args=a.Composite(state=a.StandardSave(state), meta=a.JsonSave({"losses": losses})),
             )
             self.mgr.wait_until_finished()
+        write_text(self._sum_file(epoch), self._digest(epoch))
 
     def restore(self, epoch: int, abstract):
         """(state, losses) of a stored epoch; `abstract`: the state's ShapeDtypeStructs."""
         a = self._ocp.args
         with _quiet_orbax():
-            r = self.mgr.restore(
-                epoch, args=a.Composite(state=a.StandardRestore(abstract), meta=a.JsonRestore())
-            )
+            try:
+                r = self.mgr.restore(
+                    epoch,
+                    args=a.Composite(state=a.StandardRestore(abstract), meta=a.JsonRestore()),
+                )
+            except Exception as e:  # orbax/tensorstore raise many types for a bad checkpoint
+                raise InputError(
+                    f"{self.path / 'ckpt' / str(epoch)}: unreadable checkpoint "
+                    f"({type(e).__name__}); delete it"
+                ) from None
         return r["state"], list(r["meta"]["losses"])
 
     def close(self) -> None:

@@ -205,14 +205,14 @@ def train_tokens(
     mesh = mesh or parallel.data_mesh()
     tx, step = step_fn(cfg, mesh, config.optimizer_key())
     rep = parallel.replicated(mesh)
-    done = [e for e in (store.epochs() if store else []) if e <= config.epochs]
-    if done:
+    # Every epoch is kept, so a run asked for fewer epochs than stored gets exactly those.
+    start = store.verified(config.epochs) if store else None
+    if start is not None:
         shapes = jax.eval_shape(lambda: init_train_state(adapter, tx))
         abstract = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes
         )
-        state, losses = store.restore(done[-1], abstract)
-        start = done[-1]
+        state, losses = store.restore(start, abstract)
         log.info("%s: state at epoch %d restored from %s", name, start, store.path)
     else:
         start, losses = 0, []

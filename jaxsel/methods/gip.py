@@ -113,11 +113,14 @@ def check_embeddings(embeddings, dtype: str = "float64", name: str = "embeddings
         bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
         if bad.size:
             raise InputError(f"{name} row {start + bad[0]} is not finite")
-        norms = np.linalg.norm(rows, axis=1)
-        if not norms.all():
-            zero = start + np.flatnonzero(norms == 0)[0]
+        # Scaled by each row's max |x| first: the squares of entries near 1e308 (or 1e-170)
+        # overflow (underflow) float64, the scaled row's norm lies in [1, sqrt(d)].
+        peak = np.abs(rows).max(axis=1)
+        if not peak.all():
+            zero = start + np.flatnonzero(peak == 0)[0]
             raise InputError(f"{name} row {zero} is zero and cannot be L2-normalised")
-        f[:, start : start + _ROWS] = (rows / norms[:, None]).T
+        rows = rows / peak[:, None]
+        f[:, start : start + _ROWS] = (rows / np.linalg.norm(rows, axis=1)[:, None]).T
     return f
 
 

@@ -19,7 +19,11 @@ With `prefix_dir` the training state is checkpointed after every epoch (orbax) n
 `lamdas.json` that records the model fingerprint and the training settings: a rerun resumes from
 the last finished epoch, or reuses the finished prefix; another model is refused (AssetError),
 other settings or another reference set too (InputError). A NaN loss stops training with an
-error and leaves the last good epoch's checkpoint in place.
+error and leaves the last good epoch's checkpoint in place. Each epoch's checkpoint is
+verified: `ckpt-<epoch>.sha256` holds a sha256 over its files bound to the model and settings,
+written (atomically) once orbax has committed it; a checkpoint that does not verify (damaged,
+or cut short by a crash) is retrained with a warning naming it, or refused by `load_prefix`
+(all of this is the LM runtime's `AdapterStore`).
 """
 
 from __future__ import annotations
@@ -292,6 +296,9 @@ def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None)
         done = store.epochs()
         if not done or (epoch is not None and epoch not in done):
             raise InputError(f"{path}: no checkpoint for epoch {epoch if epoch else 'any'}")
+        why = store.bad_reason(epoch or done[-1])
+        if why is not None:
+            raise InputError(f"{why}; retrain (train_prefix / --prefix) or delete it")
         ident = store.identity
         tx = lm_train.make_optimizer(
             TrainConfig(lr=ident["lr"], weight_decay=ident["weight_decay"]).optimizer_key()
