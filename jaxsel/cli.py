@@ -88,7 +88,8 @@ def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
 
 
 def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, methods.Method]:
-    """Two-phase parsing: --method picks the method, whose own flags are then added."""
+    """Two-phase parsing: --method picks the method, whose flags (generated from its Config)
+    are then added."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", default="zipfit")
     known, _ = pre.parse_known_args(argv)
@@ -98,23 +99,20 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
     _add_data_args(p)
     p.add_argument("--workdir", help="directory for resumable shards of long scoring jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if hasattr(method.module, "add_args"):
-        method.module.add_args(p.add_argument_group(f"{method.name} options"), method.name)
+    methods.add_config_args(p.add_argument_group(f"{method.name} options"), method.config_cls)
     return p, method
 
 
-def _score(args, method):
-    pool = _load_pool(args)
-    target = _load_target(args)
-    cfg = (
-        method.module.config_from_args(args, method.name)
-        if hasattr(method.module, "config_from_args")
-        else method.config_cls()
-    )
-    t0 = time.perf_counter()
-    scores = method.score(pool, target, cfg, workdir=args.workdir, progress=not args.no_progress)
-    log.info("%s: scored %d items in %.2f s", method.name, len(pool), time.perf_counter() - t0)
-    return pool, scores
+def _pool_source(args):
+    """The pool as a stream (`jaxsel.data.sources`); the embedded default is in memory."""
+    from jaxsel.data.defaults import default_pool
+    from jaxsel.data.sources import open_source
+    from jaxsel.pipeline import CorpusSource
+
+    if not args.pool:
+        return CorpusSource(default_pool())
+    on_empty = "skip" if args.skip_empty else "error"
+    return open_source(args.pool, args.text_field, args.id_field or None, on_empty=on_empty)
 
 
 def cmd_score(argv):
@@ -123,14 +121,17 @@ def cmd_score(argv):
     p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    pool, scores = _score(args, method)
+    from jaxsel import pipeline
     from jaxsel.data import write_jsonl
     from jaxsel.scores import json_score
 
-    write_jsonl(
-        args.out,
-        ({"id": i, "score": json_score(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
-    )
+    cfg = methods.config_from_args(args, method.config_cls)
+    source, target = _pool_source(args), _load_target(args)
+    t0 = time.perf_counter()
+    with methods.Run(args.workdir, not args.no_progress) as run:
+        rows = pipeline.score_rows(method, source, target, cfg, run)
+        write_jsonl(args.out, ({"id": i, "score": json_score(s)} for i, s in rows))
+    log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
 
 
 def cmd_select(argv):
@@ -143,34 +144,36 @@ def cmd_select(argv):
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel.scores import (
-        check_threshold,
-        json_score,
-        select_budget,
-        select_threshold,
-        select_top_k,
-    )
+    from jaxsel import pipeline
+    from jaxsel.scores import check_threshold
 
     if args.threshold is not None:
-        check_threshold(args.threshold)
-
+        check_threshold(args.threshold)  # before any input is read
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
-    if args.top_k is not None and hasattr(method.module, "wants_k"):
-        method.module.wants_k(args, args.top_k)
-    pool, scores = _score(args, method)
-    if args.top_k is not None:
-        idx = select_top_k(scores, args.top_k)
-    elif args.threshold is not None:
-        idx = select_threshold(scores, args.threshold)
-    else:
-        idx = select_budget(scores, pool.nbytes(), args.budget_bytes)
-    from jaxsel.data import write_records
-
-    write_records(
-        args.out, [{**pool.records[i], "score": json_score(scores.values[i])} for i in idx]
+    cfg = methods.config_from_args(args, method.config_cls)
+    source, target = _pool_source(args), _load_target(args)
+    t0 = time.perf_counter()
+    with methods.Run(args.workdir, not args.no_progress) as run:
+        sel = pipeline.select(
+            method,
+            source,
+            target,
+            cfg,
+            run,
+            k=args.top_k,
+            threshold=args.threshold,
+            budget_bytes=args.budget_bytes,
+        )
+    pipeline.write_selection(args.out, source, sel)
+    log.info(
+        "%s: selected %d of %d items in %.2f s -> %s",
+        method.name,
+        len(sel.keys),
+        sel.pool_size,
+        time.perf_counter() - t0,
+        args.out,
     )
-    log.info("%s: selected %d of %d items -> %s", method.name, len(idx), len(pool), args.out)
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -191,63 +194,13 @@ def cmd_eval(argv):
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
     args = p.parse_args(argv)
-    import numpy as np
-
-    from jaxsel.data.corpus import check_id, iter_jsonl
-    from jaxsel.evaluate import domain_mix, precision_at_k, precision_by_bucket
-    from jaxsel.scores import Scores, score_from_json
+    from jaxsel.data.corpus import iter_jsonl
+    from jaxsel.evaluate import selection_report
 
     pool = _load_pool(args)
     rows = [(loc, rec) for _, loc, rec in iter_jsonl(args.selection)]
-    if not rows:
-        raise JaxselError(f"{args.selection}: empty selection")
-    pos = {i: n for n, i in enumerate(pool.ids)}
-    sel, seen = [], set()
-    for loc, rec in rows:
-        if "id" not in rec:
-            raise JaxselError(f"{loc}: missing field 'id'")
-        i = check_id(rec["id"], loc)
-        if i not in pos:
-            raise JaxselError(f"{loc}: id {i!r} is not in the pool")
-        if i in seen:
-            raise JaxselError(f"{loc}: duplicate id {i!r}")
-        seen.add(i)
-        sel.append(pos[i])
-    domains = [str(d) for d in pool.field(args.field)]
-    if all(d == "None" for d in domains):
-        raise JaxselError(f"pool has no {args.field!r} field")
-    first = rows[0][1]
-    is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
-    if is_scores:
-        vals = np.empty(len(pool))
-        for (loc, rec), n in zip(rows, sel, strict=True):
-            vals[n] = score_from_json(rec.get("score"), loc)
-        ranking = Scores(vals, "file").ranking()
-    else:
-        ranking = np.array(sel)
-    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
-    k = args.k or (max(1, len(pool) // 10) if is_scores else len(ranking))
-    ranked = [domains[i] for i in ranking]
-    report = {
-        "k": k,
-        "precision_at_k": precision_at_k(ranked, args.domain, k),
-        "base_rate": domains.count(args.domain) / len(domains),
-        "domain_mix": domain_mix(ranked[:k]),
-    }
-    if is_scores:
-        report["by_length_bucket"] = precision_by_bucket(
-            ranking, domains, pool.nbytes(), args.domain, k
-        )
+    report = selection_report(pool, rows, args.domain, args.field, args.k, args.selection)
     print(json.dumps(report, indent=2))
-
-
-def _default_config(method: methods.Method):
-    """A method's config with every CLI flag at its default."""
-    if not hasattr(method.module, "config_from_args"):
-        return method.config_cls()
-    p = argparse.ArgumentParser()
-    method.module.add_args(p, method.name)
-    return method.module.config_from_args(p.parse_args([]), method.name)
 
 
 def cmd_compare(argv):
@@ -269,29 +222,18 @@ def cmd_compare(argv):
     p.add_argument("--out", help="also write the report as JSON here")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel.evaluate import precision_at_k, precision_by_bucket, spearman
+    from jaxsel.evaluate import compare_row, domains_of
 
     pool, target = _load_pool(args), _load_target(args)
-    domains = [str(d) for d in pool.field(args.field)]
-    lengths = pool.nbytes()
+    domains = domains_of(pool, args.field)
     rows = []
-    for name in args.methods.split(","):
-        method = methods.get(name.strip())
-        t0 = time.perf_counter()
-        scores = method.score(pool, target, _default_config(method), progress=False)
-        secs = time.perf_counter() - t0
-        ranked = [domains[i] for i in scores.ranking()]
-        rows.append(
-            {
-                "method": method.name,
-                "seconds": round(secs, 3),
-                **{f"P@{k}": precision_at_k(ranked, args.domain, k) for k in args.k},
-                "spearman_score_vs_bytes": spearman(scores.values, lengths),
-                "by_length_bucket": precision_by_bucket(
-                    scores.ranking(), domains, lengths, args.domain, args.k[0]
-                ),
-            }
-        )
+    with methods.Run() as run:  # one Run: methods share loaded models (one LM for ppl, lamdas)
+        for name in args.methods.split(","):
+            method = methods.get(name.strip())
+            t0 = time.perf_counter()
+            scores = method.score(pool, target, run=run)
+            secs = time.perf_counter() - t0
+            rows.append(compare_row(scores, domains, pool.nbytes(), args.domain, args.k, secs))
     base = domains.count(args.domain) / len(domains)
     print(f"pool {len(pool)} items, target {len(target)}, base rate of {args.domain!r}: {base:.3f}")
     head = ["method", "seconds", *[f"P@{k}" for k in args.k], "spearman_score_vs_bytes"]

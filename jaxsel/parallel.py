@@ -1,17 +1,30 @@
-"""Devices, meshes and shardings: the only module that knows how many devices there are.
+"""Devices, processes, meshes and shardings: the only module that knows how many devices and
+processes there are.
 
 Code elsewhere names *logical* axes ("pool", "batch", ...); `RULES` maps them to mesh axes
 (MaxText's logical_axis_rules, big_vision's sharding_rules). The default mesh has one `data` axis
-over every device; on several hosts call `initialize()` first.
+over this process's devices.
+
+Many hosts run JAX's multi-controller runtime: `initialize()` starts it (explicit coordinator,
+process count and id, or found by `jax.distributed.initialize()` on TPU pods and SLURM); every
+process then reads its own parts of the pool (`jaxsel.data.parts_for_process`), scores them on its
+local devices, and the per-process results meet in `allgather_rows` (rows of any dtype, carried
+bit for bit, so a float64 score gathers exactly).
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import socket
+import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from jaxsel.errors import InputError, JaxselError
 
 DATA = "data"
 
@@ -26,24 +39,196 @@ RULES: dict[str, str | None] = {
 }
 
 
-def initialize() -> None:
-    """Multi-host start-up (no-op on one process): `jax.distributed.initialize()` reads the
-    cluster from the environment (TPU pods, SLURM, ...)."""
-    if jax.process_count() == 1 and _env_multi_host():
-        jax.distributed.initialize()
+class Processes(NamedTuple):
+    """This process's place among the processes of a job."""
+
+    index: int
+    count: int
 
 
-def _env_multi_host() -> bool:
-    import os
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout_s: int = 300,
+) -> Processes:
+    """Starts JAX's multi-controller runtime when the job has several processes.
 
-    return any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS"))
+    With `coordinator` ("HOST:PORT", process 0's address), `num_processes` and `process_id`
+    given, the processes first check that they agree (a plain TCP handshake on the
+    coordinator's port, before JAX binds it): JAX aborts with a native stack trace, after its
+    timeout, when they do not. Without them, `jax.distributed.initialize()` finds a cluster
+    itself (TPU pod workers, SLURM `srun`, Open MPI); otherwise this is one process and nothing
+    starts.
+
+    Raises:
+      InputError: the flags are incomplete or out of range, the processes disagree on the
+        count, or the coordinator is unreachable within `timeout_s`.
+    """
+    given = [coordinator is not None, num_processes is not None, process_id is not None]
+    if any(given) and not all(given):
+        raise InputError("give --coordinator, --num-processes and --process-id together")
+    if jax.distributed.is_initialized():
+        return processes()
+    if all(given):
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise InputError(f"--process-id {process_id} is not in [0, {num_processes})")
+        if num_processes > 1:
+            _handshake(coordinator, num_processes, process_id, timeout_s)
+            jax.distributed.initialize(
+                coordinator, num_processes, process_id, initialization_timeout=timeout_s
+            )
+    else:
+        _auto_initialize(timeout_s)
+    got = processes()
+    if num_processes is not None and got.count != num_processes:
+        raise InputError(f"JAX counts {got.count} processes, --num-processes says {num_processes}")
+    return got
+
+
+def _auto_initialize(timeout_s: int) -> None:
+    """`jax.distributed.initialize()` with everything found by JAX's own cluster detection
+    (Cloud TPU metadata, SLURM, Open MPI, ...); no cluster found means one process."""
+    try:
+        jax.distributed.initialize(initialization_timeout=timeout_s)
+    except RuntimeError:
+        return  # JAX already runs computations here (a notebook, a test): one process
+    except ValueError as e:
+        if "coordinator_address should be defined" in str(e):
+            return  # no cluster environment
+        raise JaxselError(f"jax.distributed.initialize: {e}") from None
+
+
+def processes() -> Processes:
+    return Processes(jax.process_index(), jax.process_count())
+
+
+def _address(coordinator: str) -> tuple[str, int]:
+    host, sep, port = coordinator.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--coordinator {coordinator!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _send(conn: socket.socket, msg: dict) -> None:
+    conn.sendall((json.dumps(msg) + "\n").encode())
+
+
+def _recv(conn: socket.socket) -> dict:
+    with conn.makefile("r", encoding="utf-8") as f:
+        line = f.readline()
+    if not line:
+        raise ConnectionError("closed")
+    return json.loads(line)
+
+
+def _handshake(coordinator: str, n: int, pid: int, timeout_s: float) -> None:
+    """Every process tells process 0 its (count, id); process 0 answers all of them "ok" once
+    n-1 distinct peers with its count have arrived, or the first disagreement to everyone."""
+    host, port = _address(coordinator)
+    deadline = time.monotonic() + timeout_s
+    if pid != 0:
+        while True:
+            try:
+                conn = socket.create_connection((host, port), timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise InputError(
+                        f"coordinator {coordinator} unreachable for {timeout_s:g} s (is process 0 "
+                        "running there?)"
+                    ) from None
+                time.sleep(0.2)
+        with conn:
+            conn.settimeout(max(deadline - time.monotonic(), 1))
+            _send(conn, {"count": n, "id": pid})
+            try:
+                reply = _recv(conn)
+            except (OSError, ValueError):
+                raise InputError(
+                    f"coordinator {coordinator} did not confirm the {n} processes within "
+                    f"{timeout_s:g} s"
+                ) from None
+        if "error" in reply:
+            raise InputError(reply["error"])
+        return
+    peers: dict[int, socket.socket] = {}
+    with socket.create_server(("", port)) as server:
+        try:
+            while len(peers) < n - 1:
+                server.settimeout(max(deadline - time.monotonic(), 0.01))
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    raise InputError(
+                        f"only {len(peers)} of the {n - 1} other processes reached the coordinator "
+                        f"{coordinator} within {timeout_s:g} s (is --num-processes {n} right?)"
+                    ) from None
+                conn.settimeout(10)
+                try:
+                    msg = _recv(conn)
+                    count, other = int(msg["count"]), int(msg["id"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    conn.close()
+                    continue  # not one of ours
+                error = None
+                if count != n:
+                    error = (
+                        f"process {other} was started with --num-processes {count}, the "
+                        f"coordinator (process 0) with {n}"
+                    )
+                elif other in peers or not 0 < other < n:
+                    error = f"two processes have --process-id {other}"
+                if error:
+                    for c in [*peers.values(), conn]:
+                        _send(c, {"error": error})
+                    raise InputError(error)
+                peers[other] = conn
+            for c in peers.values():
+                _send(c, {"ok": True})
+        finally:
+            for c in peers.values():
+                c.close()
+
+
+def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
+    """Every process's `rows` ([n_p, ...], any fixed-width dtype, the same trailing shape and
+    dtype on all processes), in process order. The bytes travel as uint32 words, so float64
+    and int64 arrive exactly whatever `jax_enable_x64` says."""
+    rows = np.ascontiguousarray(rows)
+    if jax.process_count() == 1:
+        return [rows]
+    from jax.experimental import multihost_utils
+
+    width = int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.itemsize
+    counts = multihost_utils.process_allgather(np.array([rows.shape[0]], np.int32)).reshape(-1)
+    words = -(-width // 4)
+    buf = np.zeros((int(counts.max()), words * 4), np.uint8)
+    buf[: rows.shape[0], :width] = rows.reshape(rows.shape[0], -1).view(np.uint8)
+    gathered = multihost_utils.process_allgather(buf.view(np.uint32))
+    return [
+        np.ascontiguousarray(g.view(np.uint8)[:c, :width])
+        .view(rows.dtype)
+        .reshape(c, *rows.shape[1:])
+        for g, c in zip(np.asarray(gathered), counts.tolist(), strict=True)
+    ]
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches `name` (no-op on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 @functools.cache
 def data_mesh() -> Mesh:
-    """A 1-D mesh named `data` over all devices, with Auto axis types so that contractions over
-    a sharded axis insert their all-reduce instead of raising (DESIGN §5)."""
-    return jax.make_mesh((jax.device_count(),), (DATA,), axis_types=(AxisType.Auto,))
+    """A 1-D mesh named `data` over this process's devices, with Auto axis types so that
+    contractions over a sharded axis insert their all-reduce instead of raising (DESIGN §5).
+    Local, not global: each process of a multi-host job scores its own parts of the pool, with
+    its own batch counts, so no computation spans processes."""
+    return Mesh(np.asarray(jax.local_devices()), (DATA,), axis_types=(AxisType.Auto,))
 
 
 def spec(*logical: str | None) -> PartitionSpec:

@@ -55,7 +55,8 @@ def test_embed_sim_blocks_and_resume(tiny_bert_dir, tmp_path, monkeypatch):
     pool, target = make_pool(n=11, long_doc=False), make_target(n=5)
     cfg = embed_sim.Config(model=str(tiny_bert_dir), reduce="max", max_tokens=MAX, shard_size=4)
     first = embed_sim.score(pool, target, cfg, workdir=tmp_path)
-    assert (tmp_path / "pool-embed" / "manifest.json").exists()
+    assert (tmp_path / "manifest.json").exists()  # the pipeline's shards of pool batches
+    assert len(list(tmp_path.glob("shard-*.json"))) == 3  # 11 documents in batches of 4
     assert (tmp_path / "target-embed" / "manifest.json").exists()
 
     def never(*args):
@@ -65,9 +66,10 @@ def test_embed_sim_blocks_and_resume(tiny_bert_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("jaxsel.models.embed._embed_fn", lambda cfg, mesh: never)
     again = embed_sim.score(pool, target, cfg, workdir=tmp_path)
     assert again.values.tobytes() == first.values.tobytes()
-    # Scored in blocks of 8 pool rows (one per fake device) instead of one block.
+    monkeypatch.undo()
+    # Scored in blocks of 8 pool rows (one per fake device) instead of one block per batch.
     monkeypatch.setattr(embed_sim, "_SIM_CELLS", 8 * len(target))
-    blocks = embed_sim.score(pool, target, cfg, workdir=tmp_path)
+    blocks = embed_sim.score(pool, target, cfg)
     np.testing.assert_allclose(blocks.values, first.values, atol=1e-6, rtol=0)
 
 
@@ -127,12 +129,12 @@ def test_zscore_by_hand():
 @pytest.mark.parametrize("fusion", ["rrf", "zscore"])
 def test_hybrid_equals_fusing_members(fusion, tmp_path):
     pool, target = make_pool(long_doc=False), make_target()
-    cfg = hybrid.Config(of=("dsir", "zipfit", "random"), weights=(1.0, 2.0, 0.5), fusion=fusion)
+    cfg = hybrid.Config(of="dsir,zipfit,random", weights="1,2,0.5", fusion=fusion)
     got = methods.get("hybrid").score(pool, target, cfg, workdir=tmp_path)
-    members = [methods.get(m) for m in cfg.of]
+    members = [methods.get(m) for m in cfg.members]
     singles = [m.score(pool, target, m.config_cls()) for m in members]
     np.testing.assert_array_equal(got.values, hybrid.fuse(singles, cfg))
-    assert set(got.meta["members"]) == set(cfg.of)
+    assert set(got.meta["members"]) == set(cfg.members)
     # members kept their shards in <workdir>/<member>; a rerun reuses them: same bytes
     assert (tmp_path / "zipfit" / "manifest.json").exists()
     again = hybrid.score(pool, target, cfg, workdir=tmp_path)
@@ -142,15 +144,17 @@ def test_hybrid_equals_fusing_members(fusion, tmp_path):
 def test_hybrid_bad_input():
     pool, target = make_pool(n=4, long_doc=False), make_target(n=2)
     with pytest.raises(JaxselError, match="member 'gip' failed: gip needs --embeddings"):
-        hybrid.score(pool, target, hybrid.Config(of=("dsir", "gip")))
+        hybrid.score(pool, target, hybrid.Config(of="dsir,gip"))
     with pytest.raises(InputError, match="unknown member 'nope'"):
-        hybrid.Config(of=("dsir", "nope"))
+        hybrid.Config(of="dsir,nope")
     with pytest.raises(InputError, match="listed twice"):
-        hybrid.Config(of=("dsir", "dsir"))
+        hybrid.Config(of="dsir,dsir")
     with pytest.raises(InputError, match="2 weights for 3 members"):
-        hybrid.Config(of=("dsir", "zipfit", "random"), weights=(1.0, 2.0))
+        hybrid.Config(of="dsir,zipfit,random", weights="1,2")
     with pytest.raises(InputError, match="weights must be"):
-        hybrid.Config(of=("dsir", "zipfit"), weights=(1.0, -1.0))
+        hybrid.Config(of="dsir,zipfit", weights="1,-1")
+    with pytest.raises(InputError, match="weights must be numbers"):
+        hybrid.Config(of="dsir,zipfit", weights="1,x")
 
 
 def test_cli_select_hybrid(tmp_path, capsys):
@@ -164,7 +168,7 @@ def test_cli_select_hybrid(tmp_path, capsys):
     argv += ["--pool", str(tmp_path / "pool.jsonl"), "--target", str(tmp_path / "target.jsonl")]
     assert cli.main([*argv, "-k", "3", "--out", str(out), "--no-progress"]) == 0
     sel = [json.loads(x) for x in out.read_text().splitlines()]
-    cfg = hybrid.Config(of=("dsir", "zipfit"), fusion="zscore")
+    cfg = hybrid.Config(of="dsir,zipfit", fusion="zscore")
     want = hybrid.score(pool, target, cfg).ranking()[:3]
     assert [r["id"] for r in sel] == [pool.ids[i] for i in want]
     assert cli.main([*argv, "--weights", "1,x", "--out", str(out)]) == 2

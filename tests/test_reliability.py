@@ -146,7 +146,7 @@ def test_cli_bit_flip_in_workdir_gives_the_clean_scores(files):
     wd, out = files / "w", files / "s.jsonl"
     assert _score_cli(files, "--out", str(files / "clean.jsonl")) == 0
     assert _score_cli(files, "--workdir", str(wd), "--shard-size", "4", "--out", str(out)) == 0
-    p = _shard(wd, 1)
+    p = sorted(wd.glob("shard-*.npy"))[1]  # streamed shards: shard-<part>-<first row>-<tag>
     data = bytearray(p.read_bytes())
     data[-8] ^= 0x01
     p.write_bytes(bytes(data))

@@ -10,9 +10,15 @@ from jaxsel.data.corpus import (
     write_parquet,
     write_records,
 )
+from jaxsel.data.sources import Batch, Part, Source, open_source, parts_for_process
 
 __all__ = [
+    "Batch",
     "Corpus",
+    "Part",
+    "Source",
+    "open_source",
+    "parts_for_process",
     "read_corpus",
     "read_jsonl",
     "read_parquet",

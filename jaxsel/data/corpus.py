@@ -86,6 +86,21 @@ class Corpus:
             records.append(rec)
         return _validated(ids, list(texts), records, name, [f"item {n}" for n in range(len(ids))])
 
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[dict[str, Any]],
+        text_field: str = "text",
+        id_field: str | None = "id",
+        name: str = "corpus",
+    ) -> Corpus:
+        """Builds a corpus from records holding `text_field` and `id_field` (ids keep their
+        type; None numbers them "0", "1", ...); every field is kept."""
+        ids = [str(n) if id_field is None else r[id_field] for n, r in enumerate(records)]
+        texts = [r[text_field] for r in records]
+        where = [f"{name} item {n}" for n in range(len(records))]
+        return _validated(ids, texts, list(records), name, where)
+
     def subset(self, indices: Iterable[int]) -> Corpus:
         idx = list(indices)
         return Corpus(
@@ -129,6 +144,18 @@ def check_text(value: Any, loc: str) -> str:
     return value
 
 
+def keep_text(value: Any, loc: str, on_empty: OnBad = "error") -> bool:
+    """`check_text` plus the empty-text policy every reader shares: False skips (and logs) an
+    empty text with `on_empty="skip"`; `loc` may be any object whose `str` names the place (a
+    stream formats line numbers only for a message)."""
+    if check_text(value, loc).strip():
+        return True
+    if on_empty == "error":
+        raise InputError(f"{loc}: empty text (pass on_empty='skip' / --skip-empty)")
+    log.warning("%s: skipping empty text", loc)
+    return False
+
+
 def _check_items(ids: Sequence[Any], texts: Sequence[Any], where: Sequence[str]) -> None:
     seen: dict[Id, int] = {}
     for n, (i, t) in enumerate(zip(ids, texts, strict=True)):
@@ -143,14 +170,7 @@ def _check_items(ids: Sequence[Any], texts: Sequence[Any], where: Sequence[str])
 def _validated(ids, texts, records, name, where, on_empty: OnBad = "error") -> Corpus:
     """Checks ids, texts (empty ones skipped or refused) and duplicates; `where[i]` locates
     item i for messages."""
-    keep = []
-    for i, t in enumerate(texts):
-        if not check_text(t, where[i]).strip():
-            if on_empty == "error":
-                raise InputError(f"{where[i]}: empty text (pass on_empty='skip' / --skip-empty)")
-            log.warning("%s: skipping empty text", where[i])
-            continue
-        keep.append(i)
+    keep = [i for i, t in enumerate(texts) if keep_text(t, where[i], on_empty)]
     _check_items([ids[i] for i in keep], [texts[i] for i in keep], [where[i] for i in keep])
     return Corpus(
         tuple(ids[i] for i in keep),
@@ -342,8 +362,15 @@ def read_corpus(
     text_field: str = "text",
     id_field: str | None = "id",
     on_empty: OnBad = "error",
+    data_dir: str | os.PathLike | None = None,
 ) -> Corpus:
-    """Reads a corpus by its form: directory, *.parquet, or JSON Lines (*.jsonl[.gz], *.json)."""
+    """Reads a corpus by its form: directory, *.parquet, JSON Lines (*.jsonl[.gz], *.json), or
+    `tfds:NAME[/CONFIG]:SPLIT` (prepared in `data_dir`) / `hf:PATH` (a saved `datasets.Dataset`),
+    which are read through their streaming readers (`jaxsel.data.sources`)."""
+    if str(path).startswith(("tfds:", "hf:")):
+        from jaxsel.data.sources import open_source
+
+        return open_source(path, text_field, id_field, data_dir, on_empty).to_corpus()
     p = Path(path)
     if p.is_dir():
         return read_text_dir(p, on_bad=on_empty)

