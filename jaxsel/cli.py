@@ -25,8 +25,9 @@ def _add_data_args(p: argparse.ArgumentParser, target: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--pool",
-        help="pool: JSONL(.gz), Parquet or a directory of text files "
-        "(default: the embedded mixed pool)",
+        help="pool: JSONL(.gz), Parquet, a directory of text files, tfds:NAME[/CONFIG]:SPLIT "
+        "(prepared in --data-dir) or hf:PATH (a saved datasets.Dataset); default: the embedded "
+        "mixed pool",
     )
     if target:
         g.add_argument("--target", help="target/reference set, same forms (default: HumanEval)")
@@ -39,14 +40,14 @@ def _add_data_args(p: argparse.ArgumentParser, target: bool = True) -> None:
     g.add_argument(
         "--skip-empty", action="store_true", help="skip (and log) empty texts instead of failing"
     )
+    g.add_argument("--data-dir", help="TFDS data directory of tfds: inputs (default: TFDS's own)")
 
 
 def _read(path, args):
     from jaxsel.data import read_corpus
 
-    return read_corpus(
-        path, args.text_field, args.id_field or None, "skip" if args.skip_empty else "error"
-    )
+    on_empty = "skip" if args.skip_empty else "error"
+    return read_corpus(path, args.text_field, args.id_field or None, on_empty, args.data_dir)
 
 
 def _load_pool(args):
@@ -99,8 +100,40 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
     _add_data_args(p)
     p.add_argument("--workdir", help="directory for resumable shards of long scoring jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group(
+        "many hosts (JAX multi-controller; automatic on TPU pods, SLURM srun and Open MPI)"
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    g.add_argument("--num-processes", type=int, help="number of processes of the job")
+    g.add_argument("--process-id", type=int, help="this process's id, 0 .. N-1")
+    g = p.add_argument_group("engine of the CPU stage (zipfit, zipfit-fast, dsir)")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: Ray Data map_batches on a Ray cluster (default: local)",
+    )
+    g.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
+    g.add_argument("--ray-workers", type=int, help="Ray actors at once (default: all CPUs)")
     methods.add_config_args(p.add_argument_group(f"{method.name} options"), method.config_cls)
     return p, method
+
+
+def _start(args, method: methods.Method):
+    """Joins the job's processes (`parallel.initialize`) and returns the CPU-stage engine."""
+    from jaxsel import parallel
+
+    parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    if args.engine == "local":
+        if args.ray_address is not None or args.ray_workers is not None:
+            raise InputError("--ray-address and --ray-workers go with --engine ray")
+        return None
+    from jaxsel import ray_engine
+
+    ray_engine.check(method.name)
+    if parallel.distributed():
+        raise InputError("--engine ray runs from one process (Ray spreads the work itself)")
+    return ray_engine.RayEngine(args.ray_address, args.ray_workers)
 
 
 def _pool_source(args):
@@ -112,25 +145,36 @@ def _pool_source(args):
     if not args.pool:
         return CorpusSource(default_pool())
     on_empty = "skip" if args.skip_empty else "error"
-    return open_source(args.pool, args.text_field, args.id_field or None, on_empty=on_empty)
+    return open_source(
+        args.pool, args.text_field, args.id_field or None, args.data_dir, on_empty=on_empty
+    )
 
 
 def cmd_score(argv):
     """write one score per pool item (JSONL, pool order)"""
     p, method = _method_parser("score", argv)
-    p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output JSONL: one {id, score} per pool item (score null: not ranked by the method)",
+    )
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel import pipeline
+    from jaxsel import parallel, pipeline
     from jaxsel.data import write_jsonl
     from jaxsel.scores import json_score
 
+    engine = _start(args, method)
     cfg = methods.config_from_args(args, method.config_cls)
     source, target = _pool_source(args), _load_target(args)
     t0 = time.perf_counter()
-    with methods.Run(args.workdir, not args.no_progress) as run:
+    with methods.Run(args.workdir, not args.no_progress, engine=engine) as run:
         rows = pipeline.score_rows(method, source, target, cfg, run)
-        write_jsonl(args.out, ({"id": i, "score": json_score(s)} for i, s in rows))
+        if parallel.is_writer():
+            write_jsonl(args.out, ({"id": i, "score": json_score(s)} for i, s in rows))
+        else:
+            for _ in rows:  # takes part in the gathering; process 0 writes
+                pass
     log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
 
 
@@ -151,10 +195,11 @@ def cmd_select(argv):
         check_threshold(args.threshold)  # before any input is read
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
+    engine = _start(args, method)
     cfg = methods.config_from_args(args, method.config_cls)
     source, target = _pool_source(args), _load_target(args)
     t0 = time.perf_counter()
-    with methods.Run(args.workdir, not args.no_progress) as run:
+    with methods.Run(args.workdir, not args.no_progress, engine=engine) as run:
         sel = pipeline.select(
             method,
             source,
@@ -321,7 +366,7 @@ def cmd_compress(argv):
     from jaxsel.finezip import FineZipConfig, MemorizeConfig, request_deterministic_xla
 
     request_deterministic_xla()  # before JAX starts a backend
-    from jaxsel.finezip.engine import CODERS
+    from jaxsel.finezip.coders import CODERS
 
     mem = MemorizeConfig()
     p = argparse.ArgumentParser(
@@ -336,12 +381,20 @@ def cmd_compress(argv):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument(
         "--coder",
-        choices=CODERS,
+        choices=tuple(CODERS),
         default="ac",
         help="ac: range coding under the full distribution; rank: ranks + bzip2",
     )
-    p.add_argument("--chunk-len", type=int, default=512, help="tokens per chunk (context)")
-    p.add_argument("--batch-size", type=int, default=16, help="chunks per device batch")
+    p.add_argument(
+        "--context", type=int, default=2048, help="most previous tokens a prediction sees"
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        help="tokens per sliding window, each pre-filling context - stride + 1 known tokens "
+        "(default context / 2)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="segments per device batch")
     p.add_argument(
         "--no-fallback",
         action="store_true",
@@ -368,7 +421,7 @@ def cmd_compress(argv):
 
     if args.info:
         data = _read_bytes(args.input)
-        print(finezip.describe(finezip.read_header(data)[0], len(data)))
+        print(finezip.describe(finezip.parse(data).header, len(data)))
         return
     if args.output is None:
         p.error("OUTPUT is required (or use --info)")
@@ -386,7 +439,8 @@ def cmd_compress(argv):
     )
     config = FineZipConfig(
         coder=args.coder,
-        chunk_len=args.chunk_len,
+        context=args.context,
+        stride=args.stride,
         batch_size=args.batch_size,
         fallback=not args.no_fallback,
         lora=lora,
@@ -425,16 +479,17 @@ def cmd_decompress(argv):
     from jaxsel.models.loaders import load_lm
 
     archive = _read_bytes(args.input)
-    header = finezip.read_header(archive)[0]
-    model = load_lm(args.model, header["dtype"]) if header["mode"] == "model" else None
     t0 = time.perf_counter()
-    data = finezip.decompress(archive, model, progress=args.progress)
+    # the model loads only after the whole archive has been validated (`finezip.parse`)
+    data = finezip.decompress(
+        archive, functools.partial(load_lm, args.model), progress=args.progress
+    )
     _write_bytes(args.output, data)
     log.info(
         "decompress: %d -> %d bytes (%s) in %.1f s",
         len(archive),
         len(data),
-        header["mode"],
+        finezip.read_header(archive)[0].mode,
         time.perf_counter() - t0,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -25,12 +26,15 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxsel import parallel
 from jaxsel.data.corpus import Corpus, read_corpus, write_records
-from jaxsel.data.sources import Batch, open_source
+from jaxsel.data.sources import Batch, IdDigests, open_source
 from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run
 from jaxsel.scores import Scores, _check_k, check_threshold, json_score
 from jaxsel.shards import BatchShards, fingerprint_texts
+
+log = logging.getLogger(__name__)
 
 READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
 RECORDS_KEPT = 16384  # a top-K up to this K keeps its records while scoring (no output pass)
@@ -121,16 +125,33 @@ def _state(method: Method, source, target: Corpus | None, config, run: Run):
     return state
 
 
-def _scored(method: Method, source, state, config, run: Run, stats: dict):
-    """(batch, scores) for every batch of the pool, finished shards read back; the batches'
-    statistics are added into `stats`."""
+def _shard_name(part: int, first_row: int) -> str:
+    return f"{part:06d}-{first_row:09d}"
+
+
+def _scored(method: Method, source, target, state, config, run: Run, stats: dict):
+    """(batch, scores) for every batch of the pool this process reads
+    (`parallel.local_parts`), finished shards read back; the batches' statistics are added
+    into `stats`. With a Ray engine (`run.engine`) the missing shards are scored on Ray first."""
     store = None
     if run.workdir is not None:
         store = BatchShards(run.workdir, state.key, config.shard_size)
+    parts = parallel.local_parts(source)
+    if run.engine is not None:
+        if store is None:  # Ray's results travel through shards: a temporary workdir
+            tmp = run.enter(tempfile.TemporaryDirectory(prefix="jaxsel-ray-"))
+            store = BatchShards(tmp, state.key, config.shard_size)
+        _fill_on_ray(method, source, target, state, config, run, store, parts)
+    if parts is None:
+        ids, batches = None, source.batches(config.shard_size)
+    else:  # several processes: duplicate ids are looked for across all of them, after the loop
+        ids, batches = IdDigests(), source.batches(config.shard_size, parts, check_ids=False)
     with tqdm(unit="doc", desc=method.name, disable=not run.progress) as bar:
-        for batch in source.batches(config.shard_size):
+        for batch in batches:
+            if ids is not None:
+                ids.add(batch)
             fp = fingerprint_texts(batch.texts)
-            name = f"{batch.keys[0, 0]:06d}-{batch.keys[0, 1]:09d}"  # part, first row
+            name = _shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
             done = None if store is None else store.load(name, fp)
             if done is None:
                 res = method.score_batch(state, batch)
@@ -148,6 +169,30 @@ def _scored(method: Method, source, state, config, run: Run, stats: dict):
                 stats[name] = stats.get(name, 0) + v
             bar.update(len(batch.texts))
             yield batch, done[0]
+    if ids is not None:
+        IdDigests.check(*(parallel.gathered(a) for a in ids.arrays()), source.locate)
+
+
+def _fill_on_ray(method: Method, source, target, state, config, run: Run, store, parts) -> None:
+    """Scores every batch without a finished shard on Ray and stores it (`jaxsel.ray_engine`)."""
+    from jaxsel import ray_engine
+
+    jobs: dict[int, list[int]] = {}
+    for batch in source.batches(config.shard_size, parts):
+        part, row = int(batch.keys[0, 0]), int(batch.keys[0, 1])
+        if store.load(_shard_name(part, row), fingerprint_texts(batch.texts)) is None:
+            jobs.setdefault(part, []).append(row)
+    done = 0
+    with tqdm(unit="batch", desc=f"{method.name} (ray)", disable=not run.progress) as bar:
+        for r in ray_engine.score_batches(
+            run.engine, method, source, target, config, state, jobs, config.shard_size, run
+        ):
+            if r.values.shape[0] and np.isnan(r.values).any():
+                raise InputError(f"{method.name}: {int(np.isnan(r.values).sum())} NaN scores")
+            store.save(_shard_name(r.part, r.first_row), r.values, r.stats, r.fingerprint)
+            done += 1
+            bar.update(1)
+    log.info("%s: %d batches scored on Ray", method.name, done)
 
 
 def _vector_scores(method: Method, config) -> bool:
@@ -164,37 +209,62 @@ def score(method: Method, source, target, config, run: Run) -> Scores:
         return method.whole_pool(source, target, config, run)
     state = _state(method, source, target, config, run)
     stats: dict = {}
-    parts = [v for _, v in _scored(method, source, state, config, run, stats)]
-    if not parts:
+    keys, values = [np.zeros((0, 2), np.int64)], [np.zeros(0)]
+    for batch, v in _scored(method, source, target, state, config, run, stats):
+        keys.append(batch.keys)
+        values.append(v)
+    # several processes: every process gets the whole vector, in pool order
+    _, values = parallel.in_pool_order(np.concatenate(keys), np.concatenate(values))
+    if not values.size:
         raise InputError(f"{method.name}: the pool is empty")
-    values = np.concatenate(parts)
     if method.rescores is not None and method.rescores(config):
         values = method.rescore(state, values, source)
-    return Scores(values, method.name, method.describe(state, stats))
+    return Scores(values, method.name, method.describe(state, parallel.summed(stats)))
 
 
 def _with_scores(method: Method, source, target, config, run: Run):
-    """(batch, scores) over the pool: streamed, or slices of the whole vector."""
+    """(batch, scores) over this process's parts of the pool: streamed, or slices of the whole
+    vector."""
     if not _vector_scores(method, config):
         target = None if target is None else as_corpus(target)
         state = _state(method, source, target, config, run)
-        yield from _scored(method, source, state, config, run, {})
+        yield from _scored(method, source, target, state, config, run, {})
         return
     scores = score(method, source, target, config, run)
+    mine = parallel.local_parts(source)
+    mine = None if mine is None else {p.index for p in mine}
     start = 0
     for batch in source.batches(READ_BATCH):
-        yield batch, scores.values[start : start + len(batch.texts)]
+        if mine is None or int(batch.keys[0, 0]) in mine:
+            yield batch, scores.values[start : start + len(batch.texts)]
         start += len(batch.texts)
 
 
 def score_rows(method: Method, source, target, config, run: Run) -> Iterator[tuple[Any, float]]:
-    """(id, score) of every pool document, pool order, streamed."""
-    empty = True
-    for batch, values in _with_scores(method, source, target, config, run):
-        empty = False
-        yield from zip(batch.ids, values.tolist(), strict=True)
-    if empty:
+    """(id, score) of every pool document, pool order, streamed. On several processes the
+    scores (24 bytes per document) are gathered and process 0 yields every row; the others
+    yield none."""
+    if not parallel.distributed():
+        empty = True
+        for batch, values in _with_scores(method, source, target, config, run):
+            empty = False
+            yield from zip(batch.ids, values.tolist(), strict=True)
+        if empty:
+            raise InputError(f"{method.name}: the pool is empty")
+        return
+    keys, values = [np.zeros((0, 2), np.int64)], [np.zeros(0)]
+    for batch, v in _with_scores(method, source, target, config, run):
+        keys.append(batch.keys)
+        values.append(v)
+    _, values = parallel.in_pool_order(np.concatenate(keys), np.concatenate(values))
+    if not values.size:
         raise InputError(f"{method.name}: the pool is empty")
+    if not parallel.is_writer():
+        return
+    start = 0
+    for batch in source.batches(READ_BATCH):
+        yield from zip(batch.ids, values[start : start + len(batch.ids)].tolist(), strict=True)
+        start += len(batch.ids)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -268,12 +338,16 @@ def select(
     budget_bytes: int | None = None,
 ) -> Selected:
     """The selection of one rule (top-K, score > threshold, or the best-first prefix within a
-    byte budget) over the pool, best first, ties by pool order; one scoring pass."""
+    byte budget) over the pool, best first, ties by pool order; one scoring pass. On several
+    processes each keeps its own candidates (its top-K, its items above the threshold), which
+    are gathered and merged by the same rule: every process returns the same selection."""
     _check_rule(k, threshold, budget_bytes)
     if k is not None and method.k_field is not None and getattr(config, method.k_field) is None:
         config = dataclasses.replace(config, **{method.k_field: k})
-    top = TopK(k, records=k <= RECORDS_KEPT) if k is not None else None
-    kept_s, kept_k, kept_b = [], [], []
+    # several processes keep only keys: process 0 reads the winners' records afterwards
+    keep_records = k is not None and k <= RECORDS_KEPT and not parallel.distributed()
+    top = TopK(k, records=keep_records) if k is not None else None
+    kept_s, kept_k, kept_b = [np.zeros(0)], [np.zeros((0, 2), np.int64)], [np.zeros(0, np.int64)]
     n = 0
     for batch, values in _with_scores(method, source, target, config, run):
         n += len(values)
@@ -287,6 +361,15 @@ def select(
             kept_s.append(values)
             kept_k.append(batch.keys)
             kept_b.append(np.array([len(t.encode("utf-8")) for t in batch.texts], np.int64))
+    if parallel.distributed():
+        n = int(parallel.gathered(np.array([n], np.int64)).sum())
+        if top is not None:
+            mine, top = top, TopK(k)
+            top.add(parallel.gathered(mine.scores), parallel.gathered(mine.keys))
+        else:
+            kept_s = [parallel.gathered(np.concatenate(kept_s))]
+            kept_k = [parallel.gathered(np.concatenate(kept_k))]
+            kept_b = [parallel.gathered(np.concatenate(kept_b))]
     if n == 0:
         raise InputError(f"{method.name}: the pool is empty")
     if top is not None:
@@ -308,10 +391,12 @@ def select(
 
 def _picked(source, sel: Selected) -> Iterator[tuple[int, dict]]:
     """(rank, record with its score) of the selected documents, in pool order (a reading
-    pass)."""
+    pass over the parts that hold them)."""
     rank = {(int(a), int(b)): r for r, (a, b) in enumerate(sel.keys.tolist())}
     left = len(rank)
-    for batch in source.batches(READ_BATCH):
+    parts = source.parts()
+    holding = [parts[p] for p in sorted({p for p, _ in rank})]
+    for batch in source.batches(READ_BATCH, holding):
         if not left:
             return
         for key, rec in zip(batch.keys.tolist(), batch.records, strict=True):
@@ -335,7 +420,9 @@ def write_selection(path: str | os.PathLike, source, sel: Selected) -> None:
     """Writes the selected records best first: Parquet for *.parquet, JSON Lines otherwise
     ("-" = stdout). JSON Lines are spilled to a temporary file in pool order and copied out in
     rank order, so memory does not grow with the selection; the output appears whole or not
-    at all."""
+    at all. On several processes only process 0 writes."""
+    if not parallel.is_writer():
+        return
     if str(path).endswith(".parquet") or sel.records is not None:
         write_records(path, selected_records(source, sel))
         return

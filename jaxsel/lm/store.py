@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from jaxsel.data.outputs import write_text
+from jaxsel.data.outputs import check_workdir, write_text
 from jaxsel.errors import AssetError, InputError
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class AdapterStore:
         import orbax.checkpoint as ocp
 
         self.path = Path(path)
+        check_workdir(self.path, f"{what} directory")
         meta_path = self.path / meta_file
         if meta_path.exists():
             try:

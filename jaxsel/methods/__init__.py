@@ -79,7 +79,8 @@ class BatchScores(NamedTuple):
 
 
 class Run:
-    """One job's shared context: workdir, progress, mesh, loaded models, open resources.
+    """One job's shared context: workdir, progress, mesh, loaded models, open resources, and
+    the engine of the CPU stage (None: this process; a `jaxsel.ray_engine.RayEngine`: Ray).
 
     Use as a context manager; resources entered with `enter` close when it exits.
     """
@@ -90,11 +91,13 @@ class Run:
         progress: bool = False,
         mesh=None,
         models: dict | None = None,
+        engine=None,
     ):
         self.workdir = None if workdir is None else str(workdir)
         self.progress = progress
         self.mesh = mesh
         self.models: dict = dict(models or {})
+        self.engine = engine
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Run:
