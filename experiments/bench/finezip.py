@@ -13,7 +13,8 @@ For each corpus, the same first `--bytes` bytes (cut at a UTF-8 boundary) of
 - manual: English prose with fewer verbatim repeats, the Vim user manual (usr_*.txt in book
   order) then its reference manual (`--corpora manual`, not in the default set);
 - code: the CPython standard library's *.py sources (path order),
-it reports compressed size, bits/byte and ratio of gzip -9, bzip2 -9, xz -9 and zstd -19, and of
+it reports compressed size, bits/byte and ratio of gzip -9, bzip2 -9, xz -9, zstd -19 and brotli
+-q 11, and of
 FineZip with each coder: `rank` (the paper: ranks + bzip2), `ac` (range coding under the full
 distribution) and `ac+lora` (online memorisation: LoRA trained on the sample; the archive counts
 the adapters, and the size without them is shown too), each round-tripped and checked byte for
@@ -89,6 +90,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+import brotli
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,21 +170,22 @@ CORPORA = {"english": english, "manual": manual, "code": code}
 # ------------------------------------------------------------------------------- measures
 
 
-def sweep_batch(model, chunk_len: int, sizes: list[int], steps: int = 4) -> dict[int, float]:
+def sweep_batch(model, context: int, sizes: list[int], steps: int = 4) -> dict[int, float]:
     """Tokens/s of the ac coding step (device step + probabilities to host) per batch size, at
-    a cache half full (the average position of a chunk)."""
+    a cache 3/4 full (the average position of a window at stride context / 2)."""
     out = {}
-    step = engine.compiled_step(model.cfg, "ac", 0.0)
     params = llama.unstack_layers(model.params)  # as engine.run passes them
+    pos = 3 * context // 4
     for b in sizes:
-        plan = engine.make_plan(b * chunk_len, chunk_len, b, parallel.data_size())
-        cache = engine.new_cache(model.cfg, plan)._replace(pos=jnp.int32(chunk_len // 2))
+        plan = engine.make_plan(b * context, context, context, b, 1, parallel.data_size())
+        step = engine.compiled_step(model.cfg, coders.CODERS["ac"], 0.0, plan.span(pos))
+        cache = engine.new_cache(model.cfg, plan)._replace(pos=jnp.int32(pos))
         tok = jnp.zeros(plan.batch_size, jnp.int32)
         cache, probs = step(params, None, cache, tok, tok, tok)  # compile
         jax.device_get(probs)
         t0 = time.perf_counter()
         for _ in range(steps):
-            cache = cache._replace(pos=jnp.int32(chunk_len // 2))
+            cache = cache._replace(pos=jnp.int32(pos))
             cache, probs = step(params, None, cache, tok, tok, tok)
             jax.device_get(probs)
         out[plan.batch_size] = plan.batch_size * steps / (time.perf_counter() - t0)
@@ -206,7 +209,7 @@ def run_finezip(name: str, data: bytes, model, config: FineZipConfig, verify: bo
     res = compress_detailed(data, model, config)
     t_comp = time.perf_counter() - t0
     kb = len(data) / 1024
-    body = read_header(res.archive)[0]["body_len"]
+    body = read_header(res.archive)[0].body_len
     extra = {
         "tokens": res.n_tokens,
         "compress_s": t_comp,
@@ -234,21 +237,20 @@ def run_finezip(name: str, data: bytes, model, config: FineZipConfig, verify: bo
 
 
 def estimate(data: bytes, model, chunk_len: int, batch: int) -> list[dict]:
-    """What ac and rank achieve on `data`, from one teacher-forced pass (`llama.token_logprobs`,
-    chunks of `chunk_len` as the coder cuts them): ac's payload is the cross-entropy
+    """What ac and rank achieve on `data` with independent chunks of `chunk_len` tokens (the
+    pre-sliding-context coder), from one teacher-forced pass (`llama.token_logprobs`): ac's
+    payload is the cross-entropy
     sum_t -log2 p(y_t) to within the range coder's quantisation (< 0.5%, checked against the real
     coder on the smaller sample), rank's is bzip2 of the ranks' varints (teacher-forced logits
     can flip a near tie, so a rank may differ by one from the coder's). Headers not counted."""
     tok = model.tokenizer
     ids = np.asarray(tok.encode(data.decode("utf-8")), np.int32)
-    plan = engine.make_plan(len(ids), chunk_len, batch, parallel.data_size())
-    chunks = engine.to_batches(ids, plan, tok.bos_id).reshape(-1, plan.chunk_len)
-    lens = plan.lengths().reshape(-1)
+    chunks, lens = engine.training_chunks(ids, chunk_len, tok.bos_id)
     fn = jax.jit(lambda p, t, m: llama.token_logprobs(p, t, m, model.cfg, with_ranks=True))
     bits, ranks = 0.0, []
     t0 = time.perf_counter()
-    for i in range(0, len(chunks), plan.batch_size):
-        c, n = chunks[i : i + plan.batch_size], lens[i : i + plan.batch_size]
+    for i in range(0, len(chunks), batch):
+        c, n = chunks[i : i + batch], lens[i : i + batch]
         toks = np.concatenate([np.full((len(c), 1), tok.bos_id, np.int32), c], axis=1)
         mask = np.arange(toks.shape[1])[None] <= n[:, None]
         lp, rk = jax.device_get(fn(model.params, toks, mask))
@@ -263,6 +265,49 @@ def estimate(data: bytes, model, chunk_len: int, batch: int) -> list[dict]:
     ]
 
 
+def estimate_sliding(data: bytes, model, context: int, stride: int, batch: int) -> dict:
+    """ac's payload under the sliding-window schedule of `engine` (segments as `make_plan` cuts
+    them for `batch` rows, one batch), from teacher-forced forwards: each window is one causal
+    forward of its C + 1 tokens (window 0: bos + the segment's first C; window w: the P = C - S + 1
+    tokens before it + its S), counting the log-probabilities of the tokens the window codes.
+    Equal to the coder's cross-entropy up to float rounding (the coder's decode steps and the
+    forward differ by ~1e-5 in the logits); header and range-coder overhead not counted."""
+    tok = model.tokenizer
+    ids = np.asarray(tok.encode(data.decode("utf-8")), np.int32)
+    plan = engine.make_plan(len(ids), context, stride, batch, 1, parallel.data_size())
+    c, s, p = plan.context, plan.stride, plan.prefill_len
+    rows, counted = [], []
+    for seg, n in zip(plan.to_batches(ids, tok.bos_id)[0], plan.lengths()[0], strict=True):
+        seg = seg[:n]
+        if n:
+            rows.append(np.concatenate([[tok.bos_id], seg[:c]]))
+            counted.append((0, min(c, n)))
+        for t0 in range(c, n, s):
+            rows.append(seg[t0 - p : t0 + s])
+            counted.append((p - 1, p - 1 + min(s, n - t0)))
+    toks = np.zeros((len(rows), c + 1), np.int32)
+    mask = np.zeros(toks.shape, bool)
+    for i, r in enumerate(rows):
+        toks[i, : len(r)], mask[i, : len(r)] = r, True
+    fn = jax.jit(lambda q, t, m: llama.token_logprobs(q, t, m, model.cfg))
+    bits, t_0 = 0.0, time.perf_counter()
+    for i in range(0, len(rows), batch):
+        lp, _ = jax.device_get(fn(model.params, toks[i : i + batch], mask[i : i + batch]))
+        for j, (a, b) in enumerate(counted[i : i + batch]):
+            bits -= float(np.sum(lp[j, a:b], dtype=np.float64)) / np.log(2)
+    extra = {
+        "tokens": len(ids),
+        "rows": plan.batch_size,
+        "context": c,
+        "stride": s,
+        "teacher_forced_s": time.perf_counter() - t_0,
+        "estimate": True,
+    }
+    return row(
+        f"finezip ac C={c} S={s} (cross-entropy)", len(data), int(np.ceil(bits / 8)), **extra
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bytes", type=int, default=1_000_000, help="sample size per corpus")
@@ -274,7 +319,15 @@ def main():
         help="coders whose archives are also decompressed and compared byte for byte "
         "(decompression throughput is measured on these)",
     )
-    ap.add_argument("--chunk-len", type=int, default=512)
+    ap.add_argument(
+        "--contexts", default="2048", help="contexts C to measure ac at (the first: all coders)"
+    )
+    ap.add_argument(
+        "--strides",
+        default="0.5",
+        help="strides as fractions of C (1.0 = a fresh window every C tokens, ~ chunking)",
+    )
+    ap.add_argument("--lanes", type=int, default=2, help="batches in flight")
     ap.add_argument(
         "--batch-sizes",
         default="8,16,32,64",
@@ -307,13 +360,14 @@ def main():
         "load_before": os.getloadavg(),
         "jax": jax.__version__,
         "bytes": args.bytes,
-        "chunk_len": args.chunk_len,
+        "contexts": args.contexts,
+        "strides": args.strides,
         "dtype": args.dtype,
     }
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     if len(sizes) > 1:
         print("batch sweep (ac coding step):", flush=True)
-        sweep = sweep_batch(model, args.chunk_len, sizes)
+        sweep = sweep_batch(model, int(args.contexts.split(",")[0]), sizes)
         batch = max(sweep, key=sweep.get)
         info["batch_sweep_tokens_per_s"] = sweep
     else:
@@ -327,13 +381,18 @@ def main():
         lr=args.lora_lr,
         batch_size=args.lora_batch,
     )
-    variants = {
-        "finezip ac": FineZipConfig("ac", args.chunk_len, batch, fallback=False),
-        "finezip rank": FineZipConfig("rank", args.chunk_len, batch, fallback=False),
-        "finezip ac+lora": FineZipConfig("ac", args.chunk_len, batch, fallback=False, lora=lora),
-    }
     wanted = {f"finezip {c}" for c in args.coders.split(",") if c}
     verify = {f"finezip {c}" for c in args.verify.split(",") if c}
+    variants, contexts = {}, [int(c) for c in args.contexts.split(",")]
+    for i, ctx in enumerate(contexts):
+        for frac in args.strides.split(","):
+            stride = max(1, round(ctx * float(frac)))
+            shape = dict(context=ctx, stride=stride, batch_size=batch, lanes=args.lanes)
+            tag = f" C={ctx} S={stride}"
+            for coder, extra in (("ac", {}), ("rank", {}), ("ac+lora", {"lora": lora})):
+                if f"finezip {coder}" in wanted and (coder == "ac" or i == 0):
+                    config = FineZipConfig(coder.split("+")[0], fallback=False, **shape, **extra)
+                    variants[f"finezip {coder}{tag}"] = (config, f"finezip {coder}" in verify)
     results = {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -345,17 +404,23 @@ def main():
         data = CORPORA[corpus](args.bytes)
         print(f"\n{corpus}: {len(data)} bytes", flush=True)
         rows = [row(k, len(data), codecs.get(*v).size(data)) for k, v in BASELINES.items()]
+        rows.append(row("brotli -q 11", len(data), len(brotli.compress(data, quality=11))))
         results[corpus] = {"bytes": len(data), "rows": rows}
-        for name, config in variants.items():
-            if name in wanted:
-                rows.append(run_finezip(name, data, model, config, name in verify))
-                print(f"  {name}: {json.dumps(rows[-1])}", flush=True)
-                save()
+        for name, (config, check) in variants.items():
+            rows.append(run_finezip(name, data, model, config, check))
+            print(f"  {name}: {json.dumps(rows[-1])}", flush=True)
+            save()
         if args.estimate_bytes:
             big = CORPORA[corpus](args.estimate_bytes)
             print(f"{corpus}: teacher-forced estimate on {len(big)} bytes", flush=True)
             est = [row(k, len(big), codecs.get(*v).size(big)) for k, v in BASELINES.items()]
-            est += estimate(big, model, args.chunk_len, batch)
+            est.append(row("brotli -q 11", len(big), len(brotli.compress(big, quality=11))))
+            est += estimate(big, model, 512, batch)
+            for ctx in contexts:
+                for frac in args.strides.split(","):
+                    stride = max(1, round(ctx * float(frac)))
+                    est.append(estimate_sliding(big, model, ctx, stride, batch))
+                    print(f"  {json.dumps(est[-1])}", flush=True)
             results[f"{corpus} (estimate)"] = {"bytes": len(big), "rows": est}
     info["load_after"] = os.getloadavg()
     save()

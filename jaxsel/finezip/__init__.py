@@ -2,12 +2,13 @@
 
 `compress(data) -> archive` and `decompress(archive) -> data` for any bytes. Text is tokenised
 (bytes it cannot tokenise, e.g. stray invalid UTF-8, travel verbatim beside it: `split_text`),
-cut into chunks of `chunk_len` tokens (dynamic context), and each token is coded under the
-model's prediction from the chunk's earlier tokens, many chunks per device batch: either its rank
-(the paper; varints + bzip2) or range coding under the full distribution (`constriction`).
-Optional LoRA memorisation of the input travels inside the archive. Modules: `archive`
-(container, checksums, fallback modes), `coders` (host entropy coding), `engine` (chunking and
-the one jitted coding step: the losslessness argument lives there), `memorize` (LoRA), `api`.
+cut into contiguous segments, one per batch row, and each token is coded under the model's
+prediction from up to `context` previous tokens of its segment (sliding windows with a jitted
+prefill): either its rank (the paper; varints + bzip2) or range coding under the full
+distribution (`constriction`). Optional LoRA memorisation of the input travels inside the
+archive. Modules: `archive` (typed header, checksums, fallback modes), `coders` (the registered
+coders), `engine` (segments, windows and the jitted programs: the losslessness argument lives
+there), `memorize` (LoRA), `api`.
 """
 
 from jaxsel.finezip.api import (
@@ -17,21 +18,24 @@ from jaxsel.finezip.api import (
     compress_detailed,
     decompress,
     join_text,
+    parse,
     request_deterministic_xla,
     split_text,
 )
-from jaxsel.finezip.archive import describe, read_header
+from jaxsel.finezip.archive import Header, describe, read_header
 from jaxsel.finezip.memorize import MemorizeConfig
 
 __all__ = [
     "Compressed",
     "FineZipConfig",
+    "Header",
     "MemorizeConfig",
     "compress",
     "compress_detailed",
     "decompress",
     "describe",
     "join_text",
+    "parse",
     "read_header",
     "request_deterministic_xla",
     "split_text",

@@ -38,26 +38,35 @@ log = logging.getLogger(__name__)
 class FineZipConfig:
     """How to compress (decompression reads everything it needs from the archive header).
 
-    coder: "ac" (range coding under the full distribution) or "rank" (the paper: ranks + bzip2).
-    chunk_len: tokens per chunk, i.e. the longest context (FineZip's dynamic context, 512).
-    batch_size: chunks coded side by side (the KV-cache batch; rounded to the `data` axis).
-    lanes: batches in flight at once (overlaps host coding with device steps; schedule only).
+    coder: a registered coder (`coders.CODERS`): "ac" (range coding under the full
+      distribution) or "rank" (the paper: ranks + bzip2).
+    context: C, the most tokens a prediction sees (KV-cache length; SmolLM2 was trained on 2048).
+    stride: S, tokens coded per window after a segment's first C; each window pre-fills the
+      C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more prefill.
+      None = C // 2.
+    batch_size: segments coded side by side (the KV-cache batch; rounded to the `data` axis).
+    lanes: batches in flight at once (overlaps host coding with device steps).
     fallback: also consider the model-free modes and keep whichever archive is smallest.
     lora: online memorisation (LoRA trained on the input, stored in the archive).
     """
 
     coder: str = "ac"
-    chunk_len: int = 512
+    context: int = 2048
+    stride: int | None = None
     batch_size: int = 16
     lanes: int = 2
     fallback: bool = True
     lora: MemorizeConfig = MemorizeConfig()
 
     def __post_init__(self):
-        if self.coder not in engine.CODERS:
-            raise InputError(f"coder must be one of {engine.CODERS}, got {self.coder!r}")
-        if self.chunk_len < 1 or self.batch_size < 1 or self.lanes < 1:
-            raise InputError("chunk_len, batch_size and lanes must be >= 1")
+        if self.coder not in coders.CODERS:
+            raise InputError(f"coder must be one of {tuple(coders.CODERS)}, got {self.coder!r}")
+        if self.stride is None:
+            object.__setattr__(self, "stride", max(1, self.context // 2))
+        if min(self.context, self.stride, self.batch_size, self.lanes) < 1:
+            raise InputError("context, stride, batch_size and lanes must be >= 1")
+        if self.stride > self.context:
+            raise InputError(f"stride {self.stride} exceeds context {self.context}")
 
 
 class Compressed(NamedTuple):
@@ -88,19 +97,19 @@ def request_deterministic_xla() -> None:
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
-def _environment() -> dict:
+def _environment() -> arc.Environment:
     """What a bit-exact replay depends on beyond the model (see `engine`)."""
     from importlib.metadata import version
 
     dev = jax.devices()[0]
-    return {
-        "platform": dev.platform,
-        "device_kind": dev.device_kind,
-        "devices": parallel.data_size(),
-        "machine": platform.machine(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    return arc.Environment(
+        platform=dev.platform,
+        device_kind=dev.device_kind,
+        devices=parallel.data_size(),
+        machine=platform.machine(),
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
         **{k: version(k) for k in ("jax", "jaxlib", "constriction")},
-    }
+    )
 
 
 def _load(model):
@@ -173,21 +182,60 @@ def _tokenize(text: str, tokenizer) -> tuple[np.ndarray | None, str]:
     return np.asarray(ids, np.int32), ""
 
 
+class _Skip(NamedTuple):
+    """Why the model mode cannot beat the best fallback (`_model_cannot_win`), or None."""
+
+    reason: str
+
+
+def _min_model_archive(data_len: int, digest: str, n_tokens: int, extra: int) -> int:
+    """A lower bound on any model archive of an input: the shortest header the archive can have
+    (every string at its shortest), `extra` body bytes (adapters, escapes) and the payload floor
+    of `arc.TOKENS_PER_BYTE` tokens per byte. Exact, so skipping on it never costs ratio."""
+    env = arc.Environment("", "", 1, "", "", "", "", "")
+    info = arc.ModelInfo(
+        coder="ac",
+        model="x",
+        tokenizer="x",
+        dtype="float32",
+        vocab_size=2,
+        n_tokens=1,
+        context=1,
+        stride=1,
+        batch_size=1,
+        n_batches=1,
+        pad=0,
+        lora=None,
+        escape=None,
+        environment=env,
+    )
+    head = len(arc.pack(max(data_len, 1), digest, "model", b"\0", info)) - 1
+    return head + extra + -(-n_tokens // arc.TOKENS_PER_BYTE)
+
+
 def compress_detailed(
     data: bytes, model=None, config: FineZipConfig = FineZipConfig(), *, progress: bool = False
 ) -> Compressed:
-    """`compress`, returning the archive together with per-mode sizes and timings."""
+    """`compress`, returning the archive together with per-mode sizes and timings.
+
+    The model-free candidates are made first (seconds); with `config.fallback` the model is not
+    even loaded when the shortest possible model archive is already larger than the best of them,
+    nor run when coding a sample (the first chunk, teacher-forced) predicts that the model
+    archive would be more than `FAR` times the best of them (e.g. one repeated character)."""
     data = bytes(data)
     seconds, archives = {}, {}
-    base = {"size": len(data), "sha256": arc.sha256(data)}
+    digest = arc.sha256(data)
     t0 = time.perf_counter()
     for mode, body in arc.fallback_candidates(data).items():
-        archives[mode] = arc.pack({**base, "mode": mode}, body)
+        archives[mode] = arc.pack(len(data), digest, mode, body)
     seconds["fallback"] = time.perf_counter() - t0
+    best = min(len(a) for a in archives.values())
     ids, reason, lora_bytes, losses, split = None, "empty input", 0, [], None
     invalid = len(_INVALID.findall(data.decode("utf-8", errors="surrogateescape")))
     if data and invalid > MAX_ESCAPED * len(data):
         reason = f"not text: {invalid} of {len(data)} bytes are not valid UTF-8"
+    elif data and config.fallback and _min_model_archive(len(data), digest, 1, 0) >= best:
+        reason = f"a model archive cannot be smaller than {best} bytes (model-free)"
     elif data:
         model = _load(model)
         t0 = time.perf_counter()
@@ -199,9 +247,14 @@ def compress_detailed(
         else:
             reason = "no text to code"
         seconds["tokenize"] = time.perf_counter() - t0
+        if ids is not None and config.fallback:
+            skip = _model_cannot_win(ids, split, model, config, len(data), digest, best)
+            seconds["estimate"] = time.perf_counter() - t0 - seconds["tokenize"]
+            if skip is not None:
+                ids, reason = None, skip.reason
     if ids is not None:
         archives["model"], lora_bytes, losses = _model_archive(
-            ids, split, model, config, base, seconds, progress
+            ids, split, model, config, len(data), digest, seconds, progress
         )
     sizes = {m: len(a) for m, a in archives.items()}
     candidates = sizes if config.fallback or "model" not in sizes else {"model": sizes["model"]}
@@ -218,57 +271,88 @@ def compress_detailed(
     )
 
 
+# The model runs only when a sample predicts its archive within this factor of the best fallback.
+FAR = 2.0
+
+
+def _model_cannot_win(ids, split: Split, model, config, size: int, digest: str, best: int):
+    """`_Skip` when the model archive cannot (exact bound) or will not by far (a sample of the
+    first chunk, teacher-forced, extrapolated to all tokens) beat `best` bytes; else None."""
+    extra = len(coders.varint_encode(split.runs)) + len(split.escaped) if split.escaped else 0
+    floor = _min_model_archive(size, digest, len(ids), extra)
+    if floor >= best:
+        return _Skip(f"a model archive needs at least {floor} bytes, model-free {best}")
+    n = min(len(ids), config.context, 512)
+    if len(ids) < 4 * n:  # coding the sample would cost a large share of coding everything
+        return None
+    bits = engine.sample_bits(model.params, model.cfg, ids[:n], model.tokenizer.bos_id)
+    estimate = floor + bits * len(ids) / n / 8
+    if estimate > FAR * best:
+        return _Skip(
+            f"a {n}-token sample predicts a model archive of ~{estimate:.0f} bytes, "
+            f"model-free {best}"
+        )
+    return None
+
+
 def _model_archive(
-    ids, split: Split, model, config: FineZipConfig, base: dict, seconds: dict, progress: bool
+    ids, split: Split, model, config: FineZipConfig, size: int, digest: str, seconds, progress
 ):
     cfg, params, tok = model.cfg, model.params, model.tokenizer
-    plan = engine.make_plan(len(ids), config.chunk_len, config.batch_size, parallel.data_size())
-    batches = engine.to_batches(ids, plan, tok.bos_id)
-    lora_ab, scale, blob, losses, lora_meta = None, 0.0, b"", [], None
+    if config.context > cfg.max_position:
+        raise InputError(f"context {config.context} exceeds the model's {cfg.max_position}")
+    plan = engine.make_plan(
+        len(ids),
+        config.context,
+        config.stride,
+        config.batch_size,
+        config.lanes,
+        parallel.data_size(),
+    )
+    lora_ab, scale, blob, losses, lora_info = None, 0.0, b"", [], None
     if config.lora.steps > 0:
         t0 = time.perf_counter()
-        lengths = plan.lengths().reshape(-1)
-        real = lengths > 0
-        b, losses = train(
-            params,
-            cfg,
-            batches.reshape(-1, plan.chunk_len)[real],
-            lengths[real],
-            tok.bos_id,
-            config.lora,
-        )
+        chunks, lengths = engine.training_chunks(ids, min(512, plan.context), tok.bos_id)
+        b, losses = train(params, cfg, chunks, lengths, tok.bos_id, config.lora)
         blob = to_blob(b)
-        lora_meta = {
-            **config.lora.meta(cfg.num_layers),
-            "steps": config.lora.steps,
-            "len": len(blob),
-        }
-        lora_ab, scale = lora_from_blob(blob, lora_meta, params)  # code with what is stored
+        meta = config.lora.meta(cfg.num_layers)
+        lora_info = arc.LoraInfo(
+            **{**meta, "targets": tuple(meta["targets"])}, steps=config.lora.steps, len=len(blob)
+        )
+        lora_ab, scale = lora_from_blob(blob, lora_info.meta(), params)  # code with what is stored
         seconds["lora"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run = _runner(params, lora_ab, scale, cfg, config, plan, tok.bos_id, progress)
-    payload = _encode(config, plan, batches, run)
+    coder = coders.CODERS[config.coder]
+    batches = plan.to_batches(ids, tok.bos_id)
+    lengths = plan.lengths()
+    parts = [coder.encoder(batches[b], lengths[b]) for b in range(plan.n_batches)]
+    engine.run(params, lora_ab, cfg, coder, scale, plan, tok.bos_id, parts, progress=progress)
+    payload = coder.pack(parts, plan)
     seconds["code"] = time.perf_counter() - t0
-    header = {
-        **base,
-        "mode": "model",
-        "coder": config.coder,
-        "model": model.fingerprint,
-        "tokenizer": tok.id,
-        "dtype": cfg.dtype,
-        "n_tokens": plan.n_tokens,
-        "chunk_len": plan.chunk_len,
-        "batch_size": plan.batch_size,
-        "lora": lora_meta,
-        "escape": None,
-        **_environment(),
-    }
-    escape = b""
+    escape, escape_info = b"", None
     if split.escaped:
         table = coders.varint_encode(split.runs)
         escape = table + split.escaped
-        header["escape"] = {"runs": len(split.runs), "table": len(table), "len": len(escape)}
-    return arc.pack(header, blob + escape + payload), len(blob), losses
+        escape_info = arc.EscapeInfo(len(split.runs), len(table), len(escape))
+    pad = max(0, -(-plan.n_tokens // arc.TOKENS_PER_BYTE) - len(payload))
+    info = arc.ModelInfo(
+        coder=config.coder,
+        model=model.fingerprint,
+        tokenizer=tok.id,
+        dtype=cfg.dtype,
+        vocab_size=cfg.vocab_size,
+        n_tokens=plan.n_tokens,
+        context=plan.context,
+        stride=plan.stride,
+        batch_size=plan.batch_size,
+        n_batches=plan.n_batches,
+        pad=pad,
+        lora=lora_info,
+        escape=escape_info,
+        environment=_environment(),
+    )
+    body = blob + escape + payload + bytes(pad)
+    return arc.pack(size, digest, "model", body, info), len(blob), losses
 
 
 def compress(
@@ -286,60 +370,112 @@ def compress(
     return compress_detailed(data, model, config, progress=progress).archive
 
 
+class Parsed(NamedTuple):
+    """A model archive taken apart and checked as far as possible without the model."""
+
+    header: arc.Header
+    blob: bytes  # LoRA factors (float16), b"" without LoRA
+    runs: list  # escape run lengths (`split_text`), [] without escapes
+    escaped: bytes
+    payload: object  # the original bytes (fallback modes), or `Coder.parse` of the payload
+
+
+def parse(archive: bytes) -> Parsed:
+    """Validates everything an archive holds that can be checked without the model: the header
+    (`arc.Header.from_bytes`: schema, consistency, body length and crc32), the body's sections,
+    the escape table, and the coded payload's structure. ArchiveError otherwise. `decompress`
+    calls it before it loads or calls the model."""
+    header, body = arc.unpack(bytes(archive))
+    if header.model is None:
+        return Parsed(header, b"", [], b"", arc.fallback_body(header, body))
+    m = header.model
+    n_blob, n_esc, n_payload = m.sections(len(body))
+    blob, esc = body[:n_blob], body[n_blob : n_blob + n_esc]
+    payload = body[n_blob + n_esc : n_blob + n_esc + n_payload]
+    if any(body[len(body) - m.pad :]):
+        raise ArchiveError("corrupted archive: padding is not zero")
+    runs, escaped = [], b""
+    if m.escape:
+        runs = coders.varint_decode(esc[: m.escape.table], m.escape.runs).tolist()
+        escaped = esc[m.escape.table :]
+        if (
+            sum(runs[1::2]) != len(escaped)
+            or sum(runs) != header.size
+            or sum(runs[::2]) < m.n_tokens
+        ):
+            raise ArchiveError("corrupted archive: escape table does not match its bytes")
+    parsed = coders.CODERS[m.coder].parse(payload, _plan(m), m.vocab_size)
+    return Parsed(header, blob, runs, escaped, parsed)
+
+
+def _plan(m: arc.ModelInfo) -> engine.Plan:
+    return engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches)
+
+
 def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     """Restores the original bytes; raises ArchiveError on a corrupted/truncated archive, a
-    different model, or output that fails the original's checksum."""
-    header, body = arc.unpack(bytes(archive))
-    if header["mode"] != "model":
-        return arc.check_restored(header, arc.fallback_decode(header["mode"], body))
+    different model, or output that fails the original's checksum.
+
+    model: a LoadedLM, a function dtype -> LoadedLM (called only for a model archive, after
+    `parse` has validated everything that can be checked without it), or None (SmolLM2)."""
+    parsed = parse(archive)
+    header = parsed.header
+    if header.model is None:
+        return arc.check_restored(header, parsed.payload)
+    m = header.model
     if model is None:
         from jaxsel.models.loaders import load_smollm2
 
-        model = load_smollm2(header["dtype"])
-    _check_model(header, model)
-    hint = _check_environment(header)
+        model = load_smollm2
+    if callable(model):
+        model = model(m.dtype)
+    _check_model(m, model)
+    hint = _check_environment(m)
     cfg, params, tok = model.cfg, model.params, model.tokenizer
-    plan = engine.Plan(header["n_tokens"], header["chunk_len"], header["batch_size"])
-    lora, escape = header["lora"], header.get("escape")
-    n_blob = lora["len"] if lora else 0
-    n_escape = escape["len"] if escape else 0
-    blob, esc = body[:n_blob], body[n_blob : n_blob + n_escape]
-    payload = body[n_blob + n_escape :]
-    lora_ab, scale = lora_from_blob(blob, lora, params) if lora else (None, 0.0)
-    config = FineZipConfig(coder=header["coder"])
-    run = _runner(params, lora_ab, scale, cfg, config, plan, tok.bos_id, progress)
-    ids = _decode(config, plan, payload, cfg.vocab_size, tok.bos_id, run)
+    plan, coder = _plan(m), coders.CODERS[m.coder]
+    if m.lora:
+        lora_ab, scale = lora_from_blob(parsed.blob, m.lora.meta(), params)
+    else:
+        lora_ab, scale = None, 0.0
+    out = np.full((plan.n_batches, plan.batch_size, plan.seg_len), tok.bos_id, np.int32)
+    lengths = plan.lengths()
+    parts = [coder.decoder(parsed.payload[b], out[b], lengths[b]) for b in range(plan.n_batches)]
+    engine.run(params, lora_ab, cfg, coder, scale, plan, tok.bos_id, parts, progress=progress)
+    ids = plan.from_batches(out)
     out = tok.decode(ids.tolist()).encode("utf-8")
-    if escape:
-        runs = coders.varint_decode(esc[: escape["table"]], escape["runs"]).tolist()
-        out = join_text(out, runs, esc[escape["table"] :])
+    if m.escape:
+        out = join_text(out, parsed.runs, parsed.escaped)
     return arc.check_restored(header, out, hint)
 
 
-def _check_model(header: dict, model) -> None:
-    if model.fingerprint != header["model"]:
+def _check_model(m: arc.ModelInfo, model) -> None:
+    if model.fingerprint != m.model:
         raise ArchiveError(
-            f"archive was made with model {header['model'][:16]}..., not the "
+            f"archive was made with model {m.model[:16]}..., not the "
             f"loaded {model.fingerprint[:16]}... (load the same weights)"
         )
-    if model.tokenizer.id != header["tokenizer"]:
+    if model.tokenizer.id != m.tokenizer or model.cfg.vocab_size != m.vocab_size:
         raise ArchiveError("archive was made with another tokenizer")
-    if model.cfg.dtype != header["dtype"]:
+    if m.context > model.cfg.max_position:
         raise ArchiveError(
-            f"archive was coded in {header['dtype']}; load the model with "
-            f"dtype={header['dtype']!r}, not {model.cfg.dtype!r}"
+            f"archive context {m.context} exceeds the model's {model.cfg.max_position}"
         )
-    if header["batch_size"] % parallel.data_size():
+    if model.cfg.dtype != m.dtype:
         raise ArchiveError(
-            f"archive batch of {header['batch_size']} rows cannot be split over "
-            f"{parallel.data_size()} devices (made on {header['devices']})"
+            f"archive was coded in {m.dtype}; load the model with "
+            f"dtype={m.dtype!r}, not {model.cfg.dtype!r}"
+        )
+    if m.batch_size % parallel.data_size():
+        raise ArchiveError(
+            f"archive batch of {m.batch_size} rows cannot be split over "
+            f"{parallel.data_size()} devices (made on {m.environment.devices})"
         )
 
 
-def _check_environment(header: dict) -> str:
+def _check_environment(m: arc.ModelInfo) -> str:
     """Warns about every recorded fact that differs here; returns a hint for the checksum error."""
-    here = _environment()
-    diff = {k: (header.get(k), v) for k, v in here.items() if header.get(k) != v}
+    here, there = _environment().to_dict(), m.environment.to_dict()
+    diff = {k: (there[k], v) for k, v in here.items() if there[k] != v}
     if not diff:
         return ""
     what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -350,112 +486,3 @@ def _check_environment(header: dict) -> str:
         stacklevel=3,
     )
     return f" (archive made in another environment: {what})"
-
-
-# -------------------------------------------------------------------------- batch coders
-
-
-class _AcEncode(engine.BatchCoder):
-    def __init__(self, chunks, lens):
-        self.chunks, self.lens, self.coder = chunks, lens, coders.RangeEncoder()
-        self.zeros = np.zeros(len(lens), np.int32)
-
-    def inputs(self, t):
-        return self.zeros, self.zeros
-
-    def feed(self, t, probs):
-        valid = self.lens > t
-        self.coder.step(self.chunks[valid, t], probs[valid])
-        return self.chunks[:, t]  # pad beyond a chunk's end, as in _AcDecode
-
-
-class _AcDecode(engine.BatchCoder):
-    def __init__(self, out, lens, words):
-        self.out, self.lens, self.coder = out, lens, coders.RangeDecoder(words)
-        self.zeros = np.zeros(len(lens), np.int32)
-
-    def inputs(self, t):
-        return self.zeros, self.zeros
-
-    def feed(self, t, probs):
-        valid = self.lens > t
-        self.out[valid, t] = self.coder.step(probs[valid])
-        return self.out[:, t]
-
-
-class _RankEncode(engine.BatchCoder):
-    def __init__(self, chunks, ranks):
-        self.chunks, self.ranks = chunks, ranks
-        self.zeros = np.zeros(len(chunks), np.int32)
-
-    def inputs(self, t):
-        return self.chunks[:, t], self.zeros
-
-    def feed(self, t, out):
-        self.ranks[:, t] = out[0]
-        return self.chunks[:, t]
-
-
-class _RankDecode(engine.BatchCoder):
-    def __init__(self, out, lens, ranks):
-        self.out, self.lens, self.ranks = out, lens, ranks
-        self.zeros = np.zeros(len(lens), np.int32)
-
-    def inputs(self, t):
-        return self.zeros, self.ranks[:, t]
-
-    def feed(self, t, out):
-        valid = self.lens > t
-        self.out[valid, t] = out[1][valid]
-        return self.out[:, t]
-
-
-def _runner(params, lora_ab, scale, cfg, config, plan: engine.Plan, bos: int, progress: bool):
-    """parts -> None: `engine.run` over one batch coder per batch. Compression and
-    decompression both code through it, so they share the one device loop."""
-
-    def run(parts: list) -> None:
-        engine.run(
-            params,
-            lora_ab,
-            cfg,
-            config.coder,
-            scale,
-            plan,
-            bos,
-            parts.__getitem__,
-            lanes=config.lanes,
-            progress=progress,
-        )
-
-    return run
-
-
-def _encode(config: FineZipConfig, plan: engine.Plan, batches: np.ndarray, run) -> bytes:
-    lengths = plan.lengths()
-    if config.coder == "ac":
-        parts = [_AcEncode(batches[b], lengths[b]) for b in range(plan.n_batches)]
-    else:
-        ranks = np.zeros_like(batches)
-        parts = [_RankEncode(batches[b], ranks[b]) for b in range(plan.n_batches)]
-    run(parts)
-    if config.coder == "ac":
-        return coders.pack_streams([p.coder.words() for p in parts])
-    return coders.encode_ranks(engine.from_batches(ranks, plan))
-
-
-def _decode(
-    config: FineZipConfig, plan: engine.Plan, payload: bytes, vocab: int, bos: int, run
-) -> np.ndarray:
-    lengths = plan.lengths()
-    out = np.full((plan.n_batches, plan.batch_size, plan.chunk_len), bos, np.int32)
-    if config.coder == "ac":
-        streams = coders.unpack_streams(payload, plan.n_batches)
-        parts = [_AcDecode(out[b], lengths[b], streams[b]) for b in range(plan.n_batches)]
-    else:
-        ranks = engine.to_batches(coders.decode_ranks(payload, plan.n_tokens), plan, 0)
-        if np.any(ranks >= vocab) or np.any(ranks < 0):
-            raise ArchiveError("corrupted rank payload: rank outside the vocabulary")
-        parts = [_RankDecode(out[b], lengths[b], ranks[b]) for b in range(plan.n_batches)]
-    run(parts)
-    return engine.from_batches(out, plan)

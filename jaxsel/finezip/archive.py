@@ -1,35 +1,63 @@
-"""FineZip archive container: header, checksums, and the model-free fallback modes.
+"""FineZip archive container: the typed header, checksums, and the model-free fallback modes.
 
 Layout (all integers little-endian)::
 
     b"FZIP" | version u8 | header_len u32 | header (UTF-8 JSON) | crc32(header) u32 | body
 
-`body` = LoRA blob (`header["lora"]["len"]` bytes, absent without LoRA) followed by the coded
-payload; `header["body_len"]` and `header["body_crc32"]` cover it (corruption and truncation are
-caught before any decoding), `header["size"]` and `header["sha256"]` describe the original bytes
+The header is a `Header` (frozen dataclasses all the way down) and `Header.from_bytes` is the one
+place an archive is parsed: the prefix, the header checksum, the JSON, then every field's type and
+range and the fields' consistency with each other and with the body (length, checksum). A header
+that passes is safe to act on: nothing downstream re-checks a field, and nothing a forged header
+says can make the decoder allocate more than the declared output needs (see `TOKENS_PER_BYTE`).
+
+`body` = LoRA blob (`model.lora.len` bytes) + escape table and escaped bytes (`model.escape.len`)
++ the coded payload + `model.pad` zero bytes; `size` and `sha256` describe the original bytes
 (the restored output is verified against them). JSON keeps the header self-describing for
-`jaxsel compress --info` and costs ~300 bytes, which only matters for inputs so small that the
+`jaxsel compress --info` and costs ~500 bytes, which only matters for inputs so small that the
 fallback modes win anyway.
 
 Modes: "model" (LLM-coded text), "raw", "bz2", "lzma" (model-free fallbacks, chosen when the
-input is not text the tokenizer round-trips, or whenever one of them is smaller).
+input is not text the tokenizer round-trips, or whenever one of them is smaller). Fallback bodies
+decode incrementally with an output bound (the declared size), so a decompression bomb is refused
+after at most `size + 1` bytes of output.
 """
 
 from __future__ import annotations
 
-import bz2
+import dataclasses
 import hashlib
 import json
-import lzma
+import math
+import re
 import struct
+import typing
 import zlib
+from typing import ClassVar
 
 from jaxsel.compress import codecs
 from jaxsel.errors import ArchiveError
+from jaxsel.finezip import coders
+from jaxsel.models.llama import LORA_TARGETS
 
 MAGIC = b"FZIP"
-VERSION = 2  # 2: per-layer KV cache in the coding step (other float rounding than 1)
+# 3: typed header (nested model/lora/escape/environment records, vocab size, padding), sliding
+# context (segments, context, stride), attention length buckets; 2: per-layer KV cache in the
+# coding step (other float rounding than 1).
+VERSION = 3
+READERS = {  # older versions and the release that reads them
+    1: "jaxsel 0.1.0 up to commit 8d13574 (2026-11-22)",
+    2: "jaxsel 0.1.0 from commit 64b961e to 85c55d9 (2026-11-23 .. 2026-11-30)",
+}
 FALLBACK_MODES = ("raw", "bz2", "lzma")
+MODES = ("model", *FALLBACK_MODES)
+DTYPES = ("float32", "bfloat16")
+# A model payload codes at most this many tokens per body byte (the writer pads the body with
+# zeros when a coder beats it, at most 1/1024 byte per token). It bounds what a forged header can
+# make the decoder allocate by the archive's own length: tokens <= 1024 * body_len.
+TOKENS_PER_BYTE = 1024
+MAX_HEADER = 1 << 16  # header JSON bytes
+MAX_INT = 2**53  # integers JSON round-trips exactly
+MAX_STR = 4096
 _PREFIX = struct.Struct("<4sBI")  # magic, version, header_len
 
 
@@ -37,54 +65,315 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pack(header: dict, body: bytes) -> bytes:
-    """Serialises `header` (completed with body_len/body_crc32) and `body` into an archive."""
-    header = {**header, "body_len": len(body), "body_crc32": zlib.crc32(body)}
-    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw + struct.pack("<I", zlib.crc32(raw)) + body
+# --------------------------------------------------------------------------------- header
 
 
-def read_header(archive: bytes) -> tuple[dict, int]:
-    """Parses and checks the header; returns it and the offset of the body. Raises ArchiveError
-    on a wrong magic/version, a truncated or corrupted header."""
-    if len(archive) < _PREFIX.size:
-        raise ArchiveError(f"not a FineZip archive: {len(archive)} bytes, too short")
-    magic, version, n = _PREFIX.unpack_from(archive)
-    if magic != MAGIC:
-        raise ArchiveError(f"not a FineZip archive (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise ArchiveError(f"archive format version {version}; this jaxsel reads {VERSION}")
-    end = _PREFIX.size + n
-    if len(archive) < end + 4:
-        raise ArchiveError(f"truncated archive: header needs {end + 4} bytes, got {len(archive)}")
-    raw = archive[_PREFIX.size : end]
-    (crc,) = struct.unpack_from("<I", archive, end)
-    if zlib.crc32(raw) != crc:
-        raise ArchiveError("corrupted archive: header checksum mismatch")
-    try:
-        header = json.loads(raw)
-    except ValueError as e:  # crc passed, so this is a writer bug or a forged file
-        raise ArchiveError(f"corrupted archive: unreadable header ({e})") from None
-    return header, end + 4
+def _f(lo=None, hi=None, choices=None, pattern=None):
+    """A record field's range (ints, floats), choices (strings, tuples of strings) or pattern."""
+    return dataclasses.field(metadata={"lo": lo, "hi": hi, "choices": choices, "pattern": pattern})
 
 
-def unpack(archive: bytes) -> tuple[dict, bytes]:
-    """Header and verified body; ArchiveError if the body is truncated, extended or corrupted."""
-    header, start = read_header(archive)
-    body = archive[start:]
-    if len(body) != header["body_len"]:
-        what = "truncated" if len(body) < header["body_len"] else "trailing data in"
-        raise ArchiveError(
-            f"{what} archive: body has {len(body)} bytes, header says {header['body_len']}"
-        )
-    if zlib.crc32(body) != header["body_crc32"]:
-        raise ArchiveError("corrupted archive: body checksum mismatch")
-    return header, body
+def _fail(where: str, what: str):
+    raise ArchiveError(f"corrupted archive: header field {where} {what}")
 
 
-def check_restored(header: dict, data: bytes, hint: str = "") -> bytes:
+def _check(where: str, value, tp, md) -> None:
+    """Type and range of one field value (JSON types: bool is not an int, int is a float)."""
+    args = typing.get_args(tp)
+    if type(None) in args:  # X | None
+        if value is None:
+            return
+        tp = next(a for a in args if a is not type(None))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, tp):
+            _fail(where, f"must be a {tp.__name__} record, got {type(value).__name__}")
+        return
+    if typing.get_origin(tp) is tuple:
+        if type(value) is not tuple or not value or any(type(v) is not str for v in value):
+            _fail(where, "must be a non-empty list of strings")
+        if len(set(value)) != len(value) or (md["choices"] and set(value) - set(md["choices"])):
+            _fail(
+                where, f"must be distinct names from {md['choices']}, got {str(list(value))[:80]!r}"
+            )
+        return
+    if tp is str:
+        if type(value) is not str or len(value) > MAX_STR:
+            _fail(where, f"must be a string (at most {MAX_STR} characters)")
+        if md["choices"] is not None and value not in md["choices"]:
+            _fail(where, f"must be one of {md['choices']}, got {value[:40]!r}")
+        if md["pattern"] is not None and not re.fullmatch(md["pattern"], value):
+            _fail(where, f"must match {md['pattern']}, got {value[:80]!r}")
+        return
+    if tp is bool:
+        if type(value) is not bool:
+            _fail(where, f"must be true or false, got {str(value)[:40]!r}")
+        return
+    if tp is int and type(value) is not int:
+        _fail(where, f"must be an integer, got {type(value).__name__} {str(value)[:40]!r}")
+    if tp is float and (type(value) not in (int, float) or not math.isfinite(value)):
+        _fail(where, f"must be a finite number, got {str(value)[:40]!r}")
+    lo, hi = md["lo"], md["hi"]
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        _fail(where, f"must be in [{lo}, {hi}], got {value if abs(value) < 1e30 else 'more'}")
+
+
+class _Record:
+    """Base of the header's frozen dataclasses: every field is type- and range-checked when a
+    record is built (by the writer or by `from_dict`), then `_consistent` checks the fields
+    against each other. Any failure is one ArchiveError line naming the field."""
+
+    _where: ClassVar[str] = ""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check(f"{self._where}{f.name}", getattr(self, f.name), hints[f.name], f.metadata)
+        self._consistent()
+
+    def _consistent(self) -> None:
+        pass
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = (
+                v.to_dict() if isinstance(v, _Record) else list(v) if type(v) is tuple else v
+            )
+        return out
+
+    @classmethod
+    def from_dict(cls, d, where: str = "header"):
+        if type(d) is not dict:
+            raise ArchiveError(
+                f"corrupted archive: {where} must be a JSON object, got {type(d).__name__}"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing, extra = [n for n in names if n not in d], sorted(set(d) - set(names))
+        if missing or extra:
+            what = ", ".join(
+                [f"missing field {cls._where}{n}" for n in missing]
+                + [f"unknown field {cls._where}{n[:40]!r}" for n in extra]
+            )
+            raise ArchiveError(f"corrupted archive: {where}: {what}")
+        hints = typing.get_type_hints(cls)
+        kw = {}
+        for name in names:
+            value, tp = d[name], hints[name]
+            sub = [a for a in (tp, *typing.get_args(tp)) if isinstance(a, type)]
+            rec = [a for a in sub if issubclass(a, _Record)]
+            if rec and value is not None:
+                value = rec[0].from_dict(value, f"{cls._where}{name}")
+            elif typing.get_origin(tp) is tuple and type(value) is list:
+                value = tuple(value)
+            kw[name] = value
+        return cls(**kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Environment(_Record):
+    """What a bit-exact replay depends on beyond the model (see `engine`); recorded, compared
+    with a warning, never refused."""
+
+    _where: ClassVar[str] = "model.environment."
+    platform: str = _f()
+    device_kind: str = _f()
+    devices: int = _f(1, 1 << 20)
+    machine: str = _f()
+    xla_flags: str = _f()
+    jax: str = _f()
+    jaxlib: str = _f()
+    constriction: str = _f()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraInfo(_Record):
+    """Online memorisation: how to rebuild the adapters from the stored blob (`memorize`)."""
+
+    _where: ClassVar[str] = "model.lora."
+    targets: tuple[str, ...] = _f(choices=LORA_TARGETS)
+    rank: int = _f(1, 1 << 12)
+    alpha: float = _f(-1e6, 1e6)
+    layers: int = _f(1, 1 << 12)
+    seed: int = _f(0, MAX_INT)
+    steps: int = _f(0, MAX_INT)
+    len: int = _f(2, MAX_INT)  # blob bytes: float16 factors
+
+    def _consistent(self):
+        if self.len % 2:
+            _fail(f"{self._where}len", f"must be even (float16 factors), got {self.len}")
+
+    def meta(self) -> dict:
+        """The dict `memorize.lora_from_blob` reads."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class EscapeInfo(_Record):
+    """Bytes the tokenizer cannot take: `runs` varint run lengths (`table` bytes), then the
+    escaped bytes; `len` covers both."""
+
+    _where: ClassVar[str] = "model.escape."
+    runs: int = _f(2, MAX_INT)
+    table: int = _f(2, MAX_INT)
+    len: int = _f(3, MAX_INT)
+
+    def _consistent(self):
+        if not self.runs <= self.table <= 10 * self.runs or self.len <= self.table:
+            _fail(self._where[:-1], f"is inconsistent ({self.runs} runs in {self.table} bytes)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo(_Record):
+    """How the text was model-coded; the decompressor rebuilds the identical plan from it."""
+
+    _where: ClassVar[str] = "model."
+    coder: str = _f(choices=tuple(coders.CODERS))
+    model: str = _f(pattern=r"[\x21-\x7e]{1,256}")  # the LoadedLM fingerprint
+    tokenizer: str = _f(pattern=r"[\x21-\x7e]{1,256}")
+    dtype: str = _f(choices=DTYPES)
+    vocab_size: int = _f(2, 1 << 24)
+    n_tokens: int = _f(1, MAX_INT)
+    context: int = _f(1, 1 << 20)
+    stride: int = _f(1, 1 << 20)
+    batch_size: int = _f(1, 1 << 20)
+    n_batches: int = _f(1, 1 << 10)
+    pad: int = _f(0, MAX_INT)
+    lora: LoraInfo | None = _f()
+    escape: EscapeInfo | None = _f()
+    environment: Environment = _f()
+
+    def _consistent(self):
+        # as `engine.make_plan` makes them: rows a multiple of the devices, no more segments
+        # than tokens (up to that rounding), context within a segment, stride within the context
+        devices, n_seg = self.environment.devices, self.batch_size * self.n_batches
+        if self.batch_size % devices or n_seg > self.n_tokens + self.n_batches * (devices - 1):
+            _fail(
+                "model.batch_size",
+                f"{self.batch_size} x {self.n_batches} segments do not fit {self.n_tokens} "
+                f"tokens on {devices} devices",
+            )
+        seg_len = -(-self.n_tokens // n_seg)
+        if self.context > seg_len:
+            _fail("model.context", f"{self.context} exceeds the segment length {seg_len}")
+        if self.stride > self.context:
+            _fail("model.stride", f"{self.stride} exceeds the context {self.context}")
+
+    def sections(self, body_len: int) -> tuple[int, int, int]:
+        """Byte lengths of (LoRA blob, escape section, payload) in a body of `body_len`."""
+        blob = self.lora.len if self.lora else 0
+        esc = self.escape.len if self.escape else 0
+        return blob, esc, body_len - blob - esc - self.pad
+
+
+@dataclasses.dataclass(frozen=True)
+class Header(_Record):
+    """The archive header. `to_bytes(body)` and `from_bytes(archive)` are the only (de)serialisers;
+    `from_bytes` returns a header that is consistent with the body it returns."""
+
+    size: int = _f(0, MAX_INT)
+    sha256: str = _f(pattern=r"[0-9a-f]{64}")
+    mode: str = _f(choices=MODES)
+    body_len: int = _f(0, MAX_INT)
+    body_crc32: int = _f(0, 2**32 - 1)
+    model: ModelInfo | None = _f()
+
+    def _consistent(self):
+        if (self.mode == "model") != (self.model is not None):
+            _fail("model", f"must be present exactly in mode 'model' (mode {self.mode!r})")
+        if self.mode == "raw" and self.body_len != self.size:
+            _fail("body_len", f"{self.body_len} differs from size {self.size} in mode 'raw'")
+        if self.model is None:
+            return
+        m = self.model
+        blob, esc, payload = m.sections(self.body_len)
+        if payload < 0:
+            _fail(
+                "body_len", f"{self.body_len} is shorter than its sections ({blob}+{esc}+{m.pad})"
+            )
+        escaped = m.escape.len - m.escape.table if m.escape else 0
+        if m.n_tokens + escaped > self.size:  # every token decodes to at least one byte
+            _fail("model.n_tokens", f"{m.n_tokens} (+{escaped} escaped) exceed size {self.size}")
+        if m.n_tokens > TOKENS_PER_BYTE * (payload + m.pad):
+            _fail(
+                "model.n_tokens",
+                f"{m.n_tokens} cannot be coded in {payload + m.pad} payload bytes",
+            )
+
+    def to_bytes(self, body: bytes) -> bytes:
+        """The archive: prefix, this header as JSON, its crc32, `body` (must match body_len/crc)."""
+        if len(body) != self.body_len or zlib.crc32(body) != self.body_crc32:
+            raise ArchiveError("archive writer: body does not match body_len/body_crc32")
+        raw = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        crc = struct.pack("<I", zlib.crc32(raw))
+        return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw + crc + body
+
+    @classmethod
+    def parse(cls, archive: bytes) -> tuple[Header, int]:
+        """The header alone (body not checked) and the body's offset."""
+        if len(archive) < _PREFIX.size:
+            raise ArchiveError(f"not a FineZip archive: {len(archive)} bytes, too short")
+        magic, version, n = _PREFIX.unpack_from(archive)
+        if magic != MAGIC:
+            raise ArchiveError(f"not a FineZip archive (magic {magic!r}, expected {MAGIC!r})")
+        if version != VERSION:
+            reader = READERS.get(version, "no jaxsel release (unknown version)")
+            raise ArchiveError(
+                f"archive format version {version}; this jaxsel reads {VERSION} "
+                f"(version {version} is read by {reader})"
+            )
+        if n > MAX_HEADER:
+            raise ArchiveError(f"corrupted archive: header of {n} bytes (limit {MAX_HEADER})")
+        end = _PREFIX.size + n
+        if len(archive) < end + 4:
+            raise ArchiveError(
+                f"truncated archive: header needs {end + 4} bytes, got {len(archive)}"
+            )
+        raw = bytes(archive[_PREFIX.size : end])
+        (crc,) = struct.unpack_from("<I", archive, end)
+        if zlib.crc32(raw) != crc:
+            raise ArchiveError("corrupted archive: header checksum mismatch")
+        try:
+            d = json.loads(raw)
+        except (ValueError, RecursionError) as e:  # crc passed: a writer bug or a forged file
+            raise ArchiveError(f"corrupted archive: unreadable header ({str(e)[:80]})") from None
+        return cls.from_dict(d), end + 4
+
+    @classmethod
+    def from_bytes(cls, archive: bytes) -> tuple[Header, bytes]:
+        """Header and verified body; ArchiveError if anything is malformed, inconsistent,
+        truncated, extended or corrupted."""
+        header, start = cls.parse(archive)
+        body = bytes(archive[start:])
+        if len(body) != header.body_len:
+            what = "truncated" if len(body) < header.body_len else "trailing data in"
+            raise ArchiveError(
+                f"{what} archive: body has {len(body)} bytes, header says {header.body_len}"
+            )
+        if zlib.crc32(body) != header.body_crc32:
+            raise ArchiveError("corrupted archive: body checksum mismatch")
+        return header, body
+
+
+def pack(size: int, digest: str, mode: str, body: bytes, model: ModelInfo | None = None) -> bytes:
+    """An archive of `body` (body length and checksum filled in)."""
+    header = Header(size, digest, mode, len(body), zlib.crc32(body), model)
+    return header.to_bytes(body)
+
+
+def read_header(archive: bytes) -> tuple[Header, int]:
+    """The validated header and the offset of the body (the body is not read)."""
+    return Header.parse(archive)
+
+
+def unpack(archive: bytes) -> tuple[Header, bytes]:
+    """The validated header and its verified body (`Header.from_bytes`)."""
+    return Header.from_bytes(archive)
+
+
+def check_restored(header: Header, data: bytes, hint: str = "") -> bytes:
     """Verifies restored bytes against the original's length and sha256 from the header."""
-    if len(data) != header["size"] or sha256(data) != header["sha256"]:
+    if len(data) != header.size or sha256(data) != header.sha256:
         raise ArchiveError("decoded data fails the archive's checksum of the original" + hint)
     return data
 
@@ -97,22 +386,17 @@ def fallback_candidates(data: bytes) -> dict[str, bytes]:
     return {"raw": data, **{m: codecs.get(m, 9).compress(data) for m in ("bz2", "lzma")}}
 
 
-def fallback_decode(mode: str, body: bytes) -> bytes:
-    try:
-        if mode == "raw":
-            return body
-        if mode == "bz2":
-            return bz2.decompress(body)
-        if mode == "lzma":
-            return lzma.decompress(body)
-    except (OSError, lzma.LZMAError, EOFError, ValueError) as e:
-        raise ArchiveError(f"corrupted {mode} payload: {e}") from None
-    raise ArchiveError(f"unknown archive mode {mode!r}")
+def fallback_body(header: Header, body: bytes) -> bytes:
+    """The original bytes of a fallback archive, decoded with the declared size as the output
+    bound (`coders.bounded_decompress`): a bomb stops at size + 1 bytes."""
+    if header.mode == "raw":
+        return body
+    return coders.bounded_decompress(header.mode, body, header.size)
 
 
-def describe(header: dict, archive_len: int) -> str:
+def describe(header: Header, archive_len: int) -> str:
     """Human-readable header for `jaxsel compress --info`."""
-    size = header["size"]
+    size = header.size
     lines = [
         f"FineZip archive v{VERSION}: {archive_len} bytes for {size} original bytes"
         + (
@@ -121,5 +405,14 @@ def describe(header: dict, archive_len: int) -> str:
             else ""
         )
     ]
-    lines += [f"  {k}: {json.dumps(header[k])}" for k in sorted(header)]
+
+    def walk(d: dict, indent: str):
+        for k in sorted(d):
+            if type(d[k]) is dict:
+                lines.append(f"{indent}{k}:")
+                walk(d[k], indent + "  ")
+            else:
+                lines.append(f"{indent}{k}: {json.dumps(d[k])}")
+
+    walk(header.to_dict(), "  ")
     return "\n".join(lines)

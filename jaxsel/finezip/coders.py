@@ -1,24 +1,69 @@
-"""Host-side entropy coders for FineZip's two payloads (no JAX here).
+"""FineZip's coders, as registered types: what each one computes on device from the logits and
+how it turns those outputs into a payload and back on the host.
 
-* `rank`: the paper's payload. Ranks (ints computed on device) in text order, LEB128 varints,
-  then bzip2 (`encode_ranks` / `decode_ranks`).
-* `ac`: range coding of each true token under the model's full next-token distribution with
-  `constriction` (a queue coder, so symbols decode in the order they were encoded, which is the
-  order the autoregressive decoder produces distributions in). One `RangeEncoder` per device
-  batch; each step encodes that batch's B symbols with one [B, V] probability array
-  (`Categorical(perfect=False)` model family). constriction turns each float row into integer
-  frequencies (24-bit precision, every symbol at least the smallest nonzero frequency)
-  deterministically, so an identical float array on both sides gives identical models.
+* `rank` (`RankCoder`): the paper's payload. The rank of each true token (computed on device),
+  in text order, LEB128 varints, then bzip2.
+* `ac` (`AcCoder`): range coding of each true token under the model's full next-token
+  distribution with `constriction` (a queue coder, so symbols decode in the order they were
+  encoded, which is the order the autoregressive decoder produces distributions in). One
+  `RangeEncoder` per device batch; each step encodes that batch's symbols with one [B, V]
+  probability array (`Categorical(perfect=False)` model family). constriction turns each float
+  row into integer frequencies (24-bit precision, every symbol at least the smallest nonzero
+  frequency) deterministically, so an identical float array on both sides gives identical models.
+
+A coder is one `Coder` subclass registered with `@register`: `outputs` (inside the jitted step),
+`encoder` / `decoder` (one host `BatchCoder` per device batch), `pack` and `parse` (the payload).
+`CODERS` maps names to instances; nothing else in FineZip branches on a coder's name.
 """
 
 from __future__ import annotations
 
 import bz2
+import lzma
+from typing import ClassVar
 
 import constriction
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxsel import parallel
 from jaxsel.errors import ArchiveError
+from jaxsel.kernels.loglik import token_logprobs_and_ranks
+
+# xz's decoder allocates its dictionary as the stream header says: bound it (preset 9 needs 65 MiB).
+_LZMA_MEMLIMIT = 128 << 20
+
+
+def bounded_decompress(codec: str, data: bytes, limit: int, exact: bool = True) -> bytes:
+    """One complete bz2 or xz stream that decodes to exactly `limit` bytes (at most, unless
+    `exact`), decoded incrementally so that at most `limit + 1` bytes are ever produced (a
+    decompression bomb is refused, not allocated). ArchiveError when it is corrupted, truncated,
+    followed by other bytes, or longer (shorter) than `limit`."""
+    if codec == "bz2":
+        dec = bz2.BZ2Decompressor()
+    else:
+        dec = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT)
+    out, pending, idle = bytearray(), bytes(data), 0
+    try:
+        while not dec.eof and idle < 2:
+            piece = dec.decompress(pending, max_length=limit + 1 - len(out))
+            pending = b""
+            out += piece
+            if len(out) > limit:
+                raise ArchiveError(
+                    f"corrupted {codec} payload: decodes to more than the declared {limit} bytes"
+                )
+            idle = 0 if piece else idle + 1
+    except (OSError, lzma.LZMAError, EOFError, ValueError) as e:
+        raise ArchiveError(f"corrupted {codec} payload: {e}") from None
+    if not dec.eof:
+        raise ArchiveError(f"truncated {codec} payload")
+    if dec.unused_data or (exact and len(out) != limit):
+        what = "trailing bytes after" if dec.unused_data else f"{len(out)} bytes from"
+        raise ArchiveError(f"corrupted {codec} payload: {what} the stream (expected {limit})")
+    return bytes(out)
+
 
 # ------------------------------------------------------------------------------- varints
 
@@ -64,12 +109,13 @@ def encode_ranks(ranks: np.ndarray) -> bytes:
     return bz2.compress(varint_encode(ranks), 9)
 
 
-def decode_ranks(payload: bytes, count: int) -> np.ndarray:
-    try:
-        raw = bz2.decompress(payload)
-    except (OSError, ValueError, EOFError) as e:
-        raise ArchiveError(f"corrupted rank payload: {e}") from None
-    return varint_decode(raw, count).astype(np.int32)
+def decode_ranks(payload: bytes, count: int, vocab: int) -> np.ndarray:
+    """Inverse of `encode_ranks`; the varints take at most 5 bytes per rank < 2**32, so a bzip2
+    bomb stops there. ArchiveError unless exactly `count` ranks in [0, vocab) come out."""
+    ranks = varint_decode(bounded_decompress("bz2", payload, 5 * count, exact=False), count)
+    if np.any(ranks >= vocab):
+        raise ArchiveError("corrupted rank payload: rank outside the vocabulary")
+    return ranks.astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- range coding
@@ -123,9 +169,228 @@ def unpack_streams(payload: bytes, n_streams: int) -> list[np.ndarray]:
     ends = np.flatnonzero(b < 0x80)
     if len(ends) < n_streams:
         raise ArchiveError("corrupted range-coded payload: stream table truncated")
-    head = ends[n_streams - 1] + 1 if n_streams else 0
-    lens = varint_decode(payload[:head], n_streams).astype(np.int64)
-    if head + 4 * int(lens.sum()) != len(payload):
+    head = int(ends[n_streams - 1]) + 1 if n_streams else 0
+    lens = varint_decode(payload[:head], n_streams)
+    if np.any(lens > len(payload) // 4) or head + 4 * sum(lens.tolist()) != len(payload):
         raise ArchiveError("corrupted range-coded payload: stream lengths do not add up")
     words = np.frombuffer(payload, "<u4", offset=head).astype(np.uint32)
-    return np.split(words, np.cumsum(lens)[:-1]) if n_streams else []
+    return np.split(words, np.cumsum(lens.astype(np.int64))[:-1]) if n_streams else []
+
+
+# ------------------------------------------------------------------------------ rank rule
+
+
+def order_keys(logits: jax.Array) -> jax.Array:
+    """uint32 keys whose ascending order is the logits' descending order.
+
+    The float32 bits are mapped to an order-preserving unsigned integer (flip all bits of
+    negatives, set the sign bit of non-negatives) after -0.0 -> +0.0, so equal floats get equal
+    keys; then complemented for "descending". Logits are never NaN.
+    """
+    x = jnp.where(logits == 0, jnp.zeros_like(logits), logits)
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    up = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
+    return ~up
+
+
+def rank_of(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Rank of each target under its row's logits (FineZip's payload): the project's rank rule
+    (`kernels.loglik`), rank(t) = #{j : l_j > l_t} + #{j < t : l_j == l_t}, i.e. t's position
+    when tokens are sorted by logit descending, ties by index. logits: [B, V] float32,
+    targets: [B] int32 -> [B] int32."""
+    ones = jnp.ones((logits.shape[0], 1), bool)
+    _, ranks = token_logprobs_and_ranks(lambda x: x, logits[:, None], targets[:, None], ones)
+    return ranks[:, 0]
+
+
+def token_at_rank(logits: jax.Array, ranks: jax.Array) -> jax.Array:
+    """Inverse of `rank_of` for each row: the token whose rank is `ranks`.
+
+    logits: [B, V], ranks: [B] int32 in [0, V) -> [B] int32. `order_keys` orders tokens exactly
+    as `rank_of`'s float comparisons do (-0.0 == +0.0, no NaNs). A radix select instead of a sort
+    (a [B, V] sort costs ~25x a model step on XLA:CPU): 32 rounds, one per key bit from the top,
+    each keeping the half of the candidates that holds the wanted rank (counting, exact integer
+    logic); the survivors share one key and the tie goes to the (rank)-th lowest index.
+    """
+    keys = order_keys(logits)
+
+    def round_(i, carry):
+        cand, r = carry
+        bit = ((keys >> (31 - i).astype(jnp.uint32)) & 1) == 1
+        zeros = cand & ~bit
+        n0 = jnp.sum(zeros, axis=1).astype(jnp.int32)
+        low = r < n0
+        return jnp.where(low[:, None], zeros, cand & bit), jnp.where(low, r, r - n0)
+
+    cand = jnp.ones(keys.shape, bool)
+    cand, r = jax.lax.fori_loop(0, 32, round_, (cand, ranks.astype(jnp.int32)))
+    # the r-th (0-based) surviving index: the first position where the running count reaches r+1
+    hit = jnp.cumsum(cand, axis=1, dtype=jnp.int32) == (r + 1)[:, None]
+    return jnp.argmax(hit & cand, axis=1).astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------------- coders
+
+
+class BatchCoder:
+    """The host side of one device batch, for one direction.
+
+    `tokens` [B, T] int32: the batch's segments, true tokens when compressing, filled in as they
+    are decoded when decompressing (pad elsewhere; both sides hold the same values wherever the
+    device reads them). `inputs(t)` gives the (targets, ranks) rows of step t; `feed(t, out)`
+    consumes the step's host outputs (and, decoding, writes `tokens[:, t]`).
+    """
+
+    tokens: np.ndarray
+
+    def inputs(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def feed(self, t: int, out) -> None:
+        raise NotImplementedError
+
+
+class Coder:
+    """A registered coder (see the module docstring). Instances are hashable singletons, so a
+    coder is a static argument of the jitted step."""
+
+    name: ClassVar[str]
+
+    def outputs(self, logits: jax.Array, targets: jax.Array, ranks: jax.Array):
+        """Inside the jitted step: what leaves the device for logits [B, V] (float32)."""
+        raise NotImplementedError
+
+    def out_sharding(self):
+        raise NotImplementedError
+
+    def encoder(self, tokens: np.ndarray, lens: np.ndarray) -> BatchCoder:
+        raise NotImplementedError
+
+    def decoder(self, part, tokens: np.ndarray, lens: np.ndarray) -> BatchCoder:
+        """part: this batch's share of `parse`'s result."""
+        raise NotImplementedError
+
+    def pack(self, encoders: list, plan) -> bytes:
+        """The payload of the finished encoders (one per batch of `plan`, an `engine.Plan`)."""
+        raise NotImplementedError
+
+    def parse(self, payload: bytes, plan, vocab: int) -> list:
+        """The payload's structure, checked without the model: one part per batch of `plan`."""
+        raise NotImplementedError
+
+
+CODERS: dict[str, Coder] = {}
+
+
+def register(cls: type[Coder]) -> type[Coder]:
+    CODERS[cls.name] = cls()
+    return cls
+
+
+def get(name: str) -> Coder:
+    if name not in CODERS:
+        raise ArchiveError(f"unknown coder {name!r}; this jaxsel has {tuple(CODERS)}")
+    return CODERS[name]
+
+
+class _AcEncode(BatchCoder):
+    def __init__(self, tokens, lens):
+        self.tokens, self.lens, self.coder = tokens, lens, RangeEncoder()
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.zeros, self.zeros
+
+    def feed(self, t, probs):
+        valid = self.lens > t
+        self.coder.step(self.tokens[valid, t], probs[valid])
+
+
+class _AcDecode(BatchCoder):
+    def __init__(self, words, tokens, lens):
+        self.tokens, self.lens, self.coder = tokens, lens, RangeDecoder(words)
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.zeros, self.zeros
+
+    def feed(self, t, probs):
+        valid = self.lens > t
+        self.tokens[valid, t] = self.coder.step(probs[valid])
+
+
+@register
+class AcCoder(Coder):
+    """Range coding under the full distribution (softmax on device: no host float math)."""
+
+    name = "ac"
+
+    def outputs(self, logits, targets, ranks):
+        return jax.nn.softmax(logits, axis=-1)
+
+    def out_sharding(self):
+        return parallel.sharding("batch", "vocab")
+
+    def encoder(self, tokens, lens):
+        return _AcEncode(tokens, lens)
+
+    def decoder(self, part, tokens, lens):
+        return _AcDecode(part, tokens, lens)
+
+    def pack(self, encoders, plan):
+        return pack_streams([e.coder.words() for e in encoders])
+
+    def parse(self, payload, plan, vocab):
+        return unpack_streams(payload, plan.n_batches)
+
+
+class _RankEncode(BatchCoder):
+    def __init__(self, tokens, lens):
+        self.tokens, self.lens = tokens, lens
+        self.ranks = np.zeros_like(tokens)
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.tokens[:, t], self.zeros
+
+    def feed(self, t, out):
+        self.ranks[:, t] = out[0]
+
+
+class _RankDecode(BatchCoder):
+    def __init__(self, ranks, tokens, lens):
+        self.tokens, self.lens, self.ranks = tokens, lens, ranks
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.zeros, self.ranks[:, t]
+
+    def feed(self, t, out):
+        valid = self.lens > t
+        self.tokens[valid, t] = out[1][valid]
+
+
+@register
+class RankCoder(Coder):
+    """The paper: rank of the true token and token at a rank, both from the same logits."""
+
+    name = "rank"
+
+    def outputs(self, logits, targets, ranks):
+        return rank_of(logits, targets), token_at_rank(logits, ranks)
+
+    def out_sharding(self):
+        rows = parallel.sharding("batch")
+        return (rows, rows)
+
+    def encoder(self, tokens, lens):
+        return _RankEncode(tokens, lens)
+
+    def decoder(self, part, tokens, lens):
+        return _RankDecode(part, tokens, lens)
+
+    def pack(self, encoders, plan):
+        return encode_ranks(plan.from_batches(np.stack([e.ranks for e in encoders])))
+
+    def parse(self, payload, plan, vocab):
+        return list(plan.to_batches(decode_ranks(payload, plan.n_tokens, vocab), 0))

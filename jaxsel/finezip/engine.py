@@ -1,15 +1,25 @@
-"""FineZip's device side: chunking, the one jitted coding step, and the batch loop.
+"""FineZip's device side: segments, sliding windows, the jitted coding programs, the batch loop.
 
-Dynamic context (FineZip §3): the token stream is cut into chunks of `chunk_len` tokens; token i
-of a chunk is predicted from the chunk's tokens before it, with the tokenizer's bos fed first so
-the chunk's first token is predicted too. `batch_size` chunks decode side by side as the rows of
-one KV cache, sharded over the `data` mesh axis.
+Sliding context (issue 12). The token stream is cut into `n_batches x B` contiguous segments,
+one per batch row (so the device stays full); within a segment every token is coded with up to
+`context` (C) previous tokens. A segment starts with the tokenizer's bos fed at position 0, and
+its first C tokens are coded by incremental decode steps into an empty KV cache of C positions
+(window 0). After that the segment advances in windows of `stride` (S) tokens: each window
+pre-fills the cache with the P = C - S + 1 tokens just before it (`prefill`, one causal forward)
+— the logits after them code the window's first token — and decode steps code the other S - 1,
+the last of them reading all C positions. So every token past the first C sees between
+C - S + 1 and C previous tokens; the first C see all of theirs.
 
-How losslessness is guaranteed. Compression and decompression call the *same* jitted function
-(`coding_step`, compiled once per (model config, coder, LoRA scale) by `compiled_step`) on arrays
-of the same shapes, dtypes and shardings, step by step through the same KV-cache recurrence: the
-compressor feeds the true tokens, the decompressor the tokens it has just decoded, which are the
-same by induction. Same program + same inputs => bit-identical logits, so
+How losslessness is guaranteed. Compression and decompression run the *same* jitted programs
+(`compiled_step`, `compiled_prefill`: one executable per model config, coder, LoRA scale and
+attention span) on arrays of the same shapes, dtypes and shardings, in the same order: the
+compressor feeds the true tokens, the decompressor the tokens it has already decoded, which are
+the same by induction. A prefill reads only tokens from earlier windows of its segment — all
+decoded before it runs — so its inputs are the same on both sides too; that it agrees with the
+decode steps only up to float rounding does not matter, because both sides use the prefill at
+the same places (the schedule is a function of the plan alone). Which attention span a step
+reads (`Plan.span`) is also a function of the position alone. Same programs + same inputs =>
+bit-identical logits, so
 
 * `ac`: both sides hand bit-identical float32 probability rows to constriction, whose
   float -> integer-frequency quantisation is deterministic, so the range decoder inverts the
@@ -42,118 +52,106 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsel import parallel
-from jaxsel.kernels.loglik import token_logprobs_and_ranks
+from jaxsel.finezip.coders import BatchCoder, Coder
 from jaxsel.models.llama import (
     KVCache,
     LlamaConfig,
     Lora,
     decode_step,
     init_cache,
+    prefill,
+    token_logprobs,
     unstack_layers,
 )
 
-CODERS = ("ac", "rank")
-
 
 class Plan(NamedTuple):
-    """Static shapes of a coding run; recorded in the archive header, so the decompressor
-    rebuilds the identical batches from it alone."""
+    """Static shapes and the window schedule of a coding run; recorded in the archive header, so
+    the decompressor rebuilds the identical batches and schedule from it alone."""
 
     n_tokens: int
-    chunk_len: int  # L: tokens per chunk (and KV-cache length)
-    batch_size: int  # B: chunks per device batch (a multiple of the `data` axis size)
+    context: int  # C: KV-cache positions, the most tokens a prediction sees (bos included)
+    stride: int  # S: tokens per window after the first (1 <= S <= C)
+    batch_size: int  # B: segments per device batch (a multiple of the `data` axis size)
+    n_batches: int  # batches coded side by side (host coding overlaps device steps)
 
     @property
-    def n_chunks(self) -> int:
-        return -(-self.n_tokens // self.chunk_len)
+    def seg_len(self) -> int:
+        return -(-self.n_tokens // (self.batch_size * self.n_batches))
 
     @property
-    def n_batches(self) -> int:
-        return -(-self.n_chunks // self.batch_size)
+    def prefill_len(self) -> int:
+        return self.context - self.stride + 1
 
     def lengths(self) -> np.ndarray:
-        """[n_batches, B] tokens per chunk (0 for padding rows): every chunk is full except the
-        last one."""
-        lens = np.zeros(self.n_batches * self.batch_size, np.int64)
-        lens[: self.n_chunks] = self.chunk_len
-        if self.n_tokens % self.chunk_len:
-            lens[self.n_chunks - 1] = self.n_tokens % self.chunk_len
-        return lens.reshape(self.n_batches, self.batch_size)
+        """[n_batches, B] tokens per segment: every segment is full except the last non-empty
+        one (and empty padding rows after it)."""
+        n_seg = self.batch_size * self.n_batches
+        ends = np.minimum((np.arange(n_seg) + 1) * self.seg_len, self.n_tokens)
+        starts = np.minimum(np.arange(n_seg) * self.seg_len, self.n_tokens)
+        return (ends - starts).reshape(self.n_batches, self.batch_size)
+
+    def to_batches(self, tokens: np.ndarray, pad: int) -> np.ndarray:
+        """[n_tokens] -> [n_batches, B, seg_len] int32, segments in text order, padded."""
+        flat = np.full(self.n_batches * self.batch_size * self.seg_len, pad, np.int32)
+        flat[: self.n_tokens] = tokens
+        return flat.reshape(self.n_batches, self.batch_size, self.seg_len)
+
+    def from_batches(self, batches: np.ndarray) -> np.ndarray:
+        """Inverse of `to_batches`: the first n_tokens of the row-major layout."""
+        return np.asarray(batches).reshape(-1)[: self.n_tokens]
+
+    def window(self, t: int) -> int:
+        """What codes segment position t: -1 = a decode step, else the position the prefill of
+        `prefill_len` tokens ends at (a window start past the first window)."""
+        c, s = self.context, self.stride
+        return t if t >= c and (t - c) % s == 0 else -1
+
+    @property
+    def n_spans(self) -> int:
+        """Attention length buckets: one per `SPAN_MIN` positions, at most `SPANS` (each is one
+        more compiled step, which a short cache does not repay)."""
+        return max(1, min(SPANS, self.context // SPAN_MIN))
+
+    def span(self, pos: int) -> int:
+        """The attention span (static) of a decode step writing cache position `pos`: the
+        smallest of the `n_spans` equal length buckets that covers pos."""
+        n = self.n_spans
+        for k in range(1, n + 1):
+            span = -(-self.context * k // n)
+            if pos < span:
+                return span
+        raise AssertionError("position beyond the cache")
 
 
-def make_plan(n_tokens: int, chunk_len: int, batch_size: int, multiple: int) -> Plan:
-    """Shrinks the configured shapes to the input (a short text gets one short chunk) and spreads
-    the chunks evenly over the fewest batches of at most `batch_size` rows, in multiples of
-    `multiple` (the `data` axis size)."""
-    chunk_len = max(1, min(chunk_len, n_tokens))
-    n_chunks = -(-n_tokens // chunk_len)
-    n_batches = -(-n_chunks // batch_size)
-    rows = parallel.round_up(-(-n_chunks // n_batches), multiple)
-    return Plan(n_tokens, chunk_len, rows)
+SPANS = 4  # at most 4 attention length buckets per cache (1/4, 2/4, 3/4, all of it)
+SPAN_MIN = 256
 
 
-def to_batches(tokens: np.ndarray, plan: Plan, pad: int) -> np.ndarray:
-    """[n_tokens] -> [n_batches, B, L] int32, chunks in text order, padded with `pad`."""
-    flat = np.full(plan.n_batches * plan.batch_size * plan.chunk_len, pad, np.int32)
-    flat[: plan.n_tokens] = tokens
-    return flat.reshape(plan.n_batches, plan.batch_size, plan.chunk_len)
+def make_plan(
+    n_tokens: int, context: int, stride: int, batch_size: int, lanes: int, multiple: int
+) -> Plan:
+    """Segments of at least `context` tokens where the input allows (so the context is used),
+    at most `batch_size` rows (a multiple of `multiple`, the `data` axis size) in each of at most
+    `lanes` batches; the context shrinks to the segment and the stride to the context."""
+    long_segments = max(1, n_tokens // context)
+    n_batches = max(1, min(lanes, long_segments))
+    rows = parallel.round_up(max(1, min(batch_size, long_segments // n_batches)), multiple)
+    seg_len = -(-n_tokens // (rows * n_batches))
+    context = max(1, min(context, seg_len))
+    return Plan(n_tokens, context, max(1, min(stride, context)), rows, n_batches)
 
 
-def from_batches(batches: np.ndarray, plan: Plan) -> np.ndarray:
-    """Inverse of `to_batches`: the first n_tokens of the row-major layout."""
-    return batches.reshape(-1)[: plan.n_tokens]
+def training_chunks(tokens: np.ndarray, chunk_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """[n] -> chunks [n_chunks, L] int32 (padded with `pad`) and their lengths (LoRA training)."""
+    n_chunks = -(-len(tokens) // chunk_len)
+    flat = np.full(n_chunks * chunk_len, pad, np.int32)
+    flat[: len(tokens)] = tokens
+    lens = np.minimum(chunk_len, len(tokens) - chunk_len * np.arange(n_chunks))
+    return flat.reshape(n_chunks, chunk_len), lens
 
 
 # --------------------------------------------------------------------------------- kernel
-
-
-def order_keys(logits: jax.Array) -> jax.Array:
-    """uint32 keys whose ascending order is the logits' descending order.
-
-    The float32 bits are mapped to an order-preserving unsigned integer (flip all bits of
-    negatives, set the sign bit of non-negatives) after -0.0 -> +0.0, so equal floats get equal
-    keys; then complemented for "descending". Logits are never NaN.
-    """
-    x = jnp.where(logits == 0, jnp.zeros_like(logits), logits)
-    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    up = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
-    return ~up
-
-
-def rank_of(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Rank of each target under its row's logits (FineZip's payload): the project's rank rule
-    (`kernels.loglik`), rank(t) = #{j : l_j > l_t} + #{j < t : l_j == l_t}, i.e. t's position
-    when tokens are sorted by logit descending, ties by index. logits: [B, V] float32,
-    targets: [B] int32 -> [B] int32."""
-    ones = jnp.ones((logits.shape[0], 1), bool)
-    _, ranks = token_logprobs_and_ranks(lambda x: x, logits[:, None], targets[:, None], ones)
-    return ranks[:, 0]
-
-
-def token_at_rank(logits: jax.Array, ranks: jax.Array) -> jax.Array:
-    """Inverse of `rank_of` for each row: the token whose rank is `ranks`.
-
-    logits: [B, V], ranks: [B] int32 in [0, V) -> [B] int32. `order_keys` orders tokens exactly
-    as `rank_of`'s float comparisons do (-0.0 == +0.0, no NaNs). A radix select instead of a sort
-    (a [B, V] sort costs ~25x a model step on XLA:CPU): 32 rounds, one per key bit from the top,
-    each keeping the half of the candidates that holds the wanted rank (counting, exact integer
-    logic); the survivors share one key and the tie goes to the (rank)-th lowest index.
-    """
-    keys = order_keys(logits)
-
-    def round_(i, carry):
-        cand, r = carry
-        bit = ((keys >> (31 - i).astype(jnp.uint32)) & 1) == 1
-        zeros = cand & ~bit
-        n0 = jnp.sum(zeros, axis=1).astype(jnp.int32)
-        low = r < n0
-        return jnp.where(low[:, None], zeros, cand & bit), jnp.where(low, r, r - n0)
-
-    cand = jnp.ones(keys.shape, bool)
-    cand, r = jax.lax.fori_loop(0, 32, round_, (cand, ranks.astype(jnp.int32)))
-    # the r-th (0-based) surviving index: the first position where the running count reaches r+1
-    hit = jnp.cumsum(cand, axis=1, dtype=jnp.int32) == (r + 1)[:, None]
-    return jnp.argmax(hit & cand, axis=1).astype(jnp.int32)
 
 
 def coding_step(
@@ -165,38 +163,64 @@ def coding_step(
     ranks: jax.Array,
     *,
     cfg: LlamaConfig,
-    coder: str,
+    coder: Coder,
     lora_scale: float,
+    span: int,
 ):
-    """One decoding step of a batch of chunks, shared verbatim by compressor and decompressor.
+    """One decoding step of a batch of segments, shared verbatim by compressor and decompressor.
 
     tokens: [B] the tokens at position cache.pos (bos at 0); targets: [B] the true next tokens
     (compressor; anything for the decompressor); ranks: [B] the coded ranks (decompressor;
-    anything for the compressor); lora_ab: (a, b) dicts or None.
+    anything for the compressor); lora_ab: (a, b) dicts or None; span: attention length bucket.
 
-    Returns the updated cache and, for `ac`, probabilities [B, V] float32 (softmax on device, so
-    no host-side float math enters the model); for `rank`, (rank_of(targets) [B],
-    token_at_rank(ranks) [B]). Both directions get both outputs from one program: the logits
-    cannot differ between compression and decompression because they come from the same
-    executable on the same inputs.
+    Returns the updated cache and `coder.outputs` of the logits (for `ac` probabilities [B, V]
+    float32, softmax on device, so no host-side float math enters the model; for `rank`,
+    (rank_of(targets), token_at_rank(ranks))). Both directions get all outputs from one program:
+    the logits cannot differ between compression and decompression because they come from the
+    same executable on the same inputs.
     """
     lora = None if lora_ab is None else Lora(*lora_ab, lora_scale)
-    logits, cache = decode_step(params, cache, tokens, cfg, lora=lora)
-    if coder == "ac":
-        return cache, jax.nn.softmax(logits, axis=-1)
-    return cache, (rank_of(logits, targets), token_at_rank(logits, ranks))
+    logits, cache = decode_step(params, cache, tokens, cfg, lora=lora, span=span)
+    return cache, coder.outputs(logits, targets, ranks)
+
+
+def prefill_step(
+    params: dict,
+    lora_ab,
+    cache: KVCache,
+    tokens: jax.Array,
+    targets: jax.Array,
+    ranks: jax.Array,
+    *,
+    cfg: LlamaConfig,
+    coder: Coder,
+    lora_scale: float,
+):
+    """A window start: `prefill` with tokens [B, P] (known on both sides), then the coder's
+    outputs for the token after them, as `coding_step`."""
+    lora = None if lora_ab is None else Lora(*lora_ab, lora_scale)
+    logits, cache = prefill(params, cache, tokens, cfg, lora=lora)
+    return cache, coder.outputs(logits, targets, ranks)
 
 
 @functools.cache
-def compiled_step(cfg: LlamaConfig, coder: str, lora_scale: float) -> Callable:
+def compiled_step(cfg: LlamaConfig, coder: Coder, lora_scale: float, span: int) -> Callable:
     """The jit boundary: `coding_step` with the cache and every per-row array sharded over the
     `data` axis, the cache donated (updated in place). Cached, so compressor and decompressor
     in one process share one executable and the loop never re-traces."""
-    rows = parallel.sharding("batch")
-    cache = _cache_shardings(cfg)
-    out = parallel.sharding("batch", "vocab") if coder == "ac" else (rows, rows)
-    step = functools.partial(coding_step, cfg=cfg, coder=coder, lora_scale=lora_scale)
-    return jax.jit(step, out_shardings=(cache, out), donate_argnums=(2,))
+    step = functools.partial(coding_step, cfg=cfg, coder=coder, lora_scale=lora_scale, span=span)
+    return jax.jit(
+        step, out_shardings=(_cache_shardings(cfg), coder.out_sharding()), donate_argnums=(2,)
+    )
+
+
+@functools.cache
+def compiled_prefill(cfg: LlamaConfig, coder: Coder, lora_scale: float) -> Callable:
+    """`prefill_step` at the jit boundary (as `compiled_step`)."""
+    step = functools.partial(prefill_step, cfg=cfg, coder=coder, lora_scale=lora_scale)
+    return jax.jit(
+        step, out_shardings=(_cache_shardings(cfg), coder.out_sharding()), donate_argnums=(2,)
+    )
 
 
 def _cache_shardings(cfg: LlamaConfig) -> KVCache:
@@ -206,75 +230,74 @@ def _cache_shardings(cfg: LlamaConfig) -> KVCache:
 
 def new_cache(cfg: LlamaConfig, plan: Plan) -> KVCache:
     """An empty, sharded cache; every layer's k and v get their own buffer (all donated)."""
-    shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.chunk_len))
+    shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.context))
     return jax.tree.map(
         lambda s, d: jnp.zeros(s.shape, s.dtype, device=d), shapes, _cache_shardings(cfg)
     )
 
 
+def sample_bits(params: dict, cfg: LlamaConfig, ids: np.ndarray, bos: int) -> float:
+    """Bits the model gives the tokens `ids` from bos on (one teacher-forced row, float64 sum):
+    the compressor's cheap estimate of coding them, never part of an archive."""
+    tokens = np.concatenate([[bos], ids]).astype(np.int32)[None]
+    lp, _ = _compiled_logprobs(cfg)(params, tokens, np.ones(tokens.shape, bool))
+    return float(-np.sum(np.asarray(lp, np.float64)) / np.log(2))
+
+
+@functools.cache
+def _compiled_logprobs(cfg: LlamaConfig) -> Callable:
+    return jax.jit(functools.partial(token_logprobs, cfg=cfg))
+
+
 # ----------------------------------------------------------------------------------- loop
-
-
-class BatchCoder:
-    """What differs between compressing and decompressing one batch; the device calls do not.
-
-    `inputs(t)` gives the (targets, ranks) rows of step t, `feed(t, out)` consumes the step's
-    host outputs and returns the next input tokens [B] (true or decoded tokens, pad elsewhere).
-    """
-
-    def inputs(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def feed(self, t: int, out) -> np.ndarray:
-        raise NotImplementedError
 
 
 def run(
     params: dict,
     lora_ab,
     cfg: LlamaConfig,
-    coder: str,
+    coder: Coder,
     lora_scale: float,
     plan: Plan,
     bos: int,
-    make: Callable[[int], BatchCoder],
+    parts: list[BatchCoder],
     *,
-    lanes: int = 2,
     progress: bool = False,
 ) -> None:
-    """Steps every batch through its chunk length with `compiled_step`.
+    """Codes every batch through its segments with the window schedule of `plan`.
 
-    `lanes` batches are in flight at once, round robin: while the device runs one batch's step,
-    the host codes another's (JAX dispatch is asynchronous). Lanes change the schedule only, never
-    what a batch computes, so the compressor and decompressor may use different values.
+    The batches are in flight at once, round robin: while the device runs one batch's step, the
+    host codes another's (JAX dispatch is asynchronous). That changes the schedule only, never
+    what a batch computes.
     """
-    step = compiled_step(cfg, coder, lora_scale)
-    rows = parallel.sharding("batch")
+    prefill_fn = compiled_prefill(cfg, coder, lora_scale)
+    rows, table = parallel.sharding("batch"), parallel.sharding("batch", "seq")
     params = jax.device_put(unstack_layers(params), parallel.replicated())
     if lora_ab is not None:
         lora_ab = jax.device_put(lora_ab, parallel.replicated())
     lengths = plan.lengths()
+    steps = lengths.max(axis=1)
+    caches = [new_cache(cfg, plan) for _ in parts]
+    bos_row = np.full(plan.batch_size, bos, np.int32)
+    p_len, pos = plan.prefill_len, 0
     bar = tqdm(total=plan.n_tokens, unit="tok", disable=not progress, smoothing=0.1)
-    for g0 in range(0, plan.n_batches, lanes):
-        group = list(range(g0, min(g0 + lanes, plan.n_batches)))
-        coders = [make(b) for b in group]
-        caches = [new_cache(cfg, plan) for _ in group]
-        toks = [np.full(plan.batch_size, bos, np.int32) for _ in group]
-        steps = [int(lengths[b].max()) for b in group]
-        for t in range(max(steps)):
-            live = [i for i in range(len(group)) if t < steps[i]]
-            outs = {}
-            for i in live:
-                tgt, rk = coders[i].inputs(t)
-                caches[i], outs[i] = step(
-                    params,
-                    lora_ab,
-                    caches[i],
-                    jax.device_put(toks[i], rows),
-                    jax.device_put(tgt, rows),
-                    jax.device_put(rk, rows),
-                )
-            for i in live:
-                toks[i] = coders[i].feed(t, jax.device_get(outs[i]))
-                bar.update(int(np.sum(lengths[group[i]] > t)))
+    for t in range(int(steps.max(initial=0))):
+        live = [i for i in range(len(parts)) if t < steps[i]]
+        start = plan.window(t)
+        if start < 0:
+            fn = compiled_step(cfg, coder, lora_scale, plan.span(pos))
+        outs = {}
+        for i in live:
+            tgt, rk = (jax.device_put(a, rows) for a in parts[i].inputs(t))
+            tokens = parts[i].tokens
+            if start >= 0:
+                x = jax.device_put(tokens[:, t - p_len : t], table)
+                caches[i], outs[i] = prefill_fn(params, lora_ab, caches[i], x, tgt, rk)
+            else:
+                x = jax.device_put(bos_row if t == 0 else tokens[:, t - 1], rows)
+                caches[i], outs[i] = fn(params, lora_ab, caches[i], x, tgt, rk)
+        pos = p_len if start >= 0 else pos + 1
+        for i in live:
+            parts[i].feed(t, jax.device_get(outs[i]))
+            bar.update(int(np.sum(lengths[i] > t)))
     bar.close()

@@ -77,15 +77,25 @@ class PrefixKV(NamedTuple):
     v: jax.Array
 
 
-class Lora(NamedTuple):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Lora:
     """Low-rank deltas: W_eff = W + scale * a @ b for each named weight.
 
     a[name]: [L, in, r], b[name]: [L, r, out]; names from `LORA_TARGETS`; scale = alpha / r.
+    Only `a` and `b` are pytree leaves; the hyper-parameters are static (part of the treedef, so
+    a jitted function sees them as constants and retraces when they change):
+      scale: alpha / r.
+      train_a: whether training updates `a` (False: LoRA-FA, `a` is a frozen projection).
+      train_layers: training updates `b` of the last `train_layers` layers only (0 = all).
+    The forward pass reads only a, b and scale; `jaxsel.lm` reads the training flags.
     """
 
     a: dict
     b: dict
-    scale: float
+    scale: float = dataclasses.field(metadata={"static": True})
+    train_a: bool = dataclasses.field(default=True, metadata={"static": True})
+    train_layers: int = dataclasses.field(default=0, metadata={"static": True})
 
 
 class KVCache(NamedTuple):
@@ -317,13 +327,16 @@ def unstack_layers(params: dict) -> dict:
     return {**params, "layers": tuple(jax.tree.map(itemgetter(i), layers) for i in range(n))}
 
 
-def _decode_attention(q: jax.Array, ck: jax.Array, cv: jax.Array, pos) -> jax.Array:
+def _decode_attention(q: jax.Array, ck: jax.Array, cv: jax.Array, pos, span: int) -> jax.Array:
     """One query per row over the cached positions ≤ pos. q: [B, KV, G, hd] (G = H / KV query
-    heads per kv head), ck: [B, KV, hd, S], cv: [B, KV, S, hd] → [B, KV, G, hd]. Multiply-and-sum
+    heads per kv head), ck: [B, KV, hd, S], cv: [B, KV, S, hd] → [B, KV, G, hd]. Only the first
+    `span` (static, > pos) positions are read: the caller picks the smallest of a few length
+    buckets, so attention costs what the filled cache holds, not its capacity. Multiply-and-sum
     rather than batched matmuls: with G = 3 rows per (row, head) pair XLA:CPU's batched dot ran
     ~2x slower than these two fused loops, each one pass over the cache."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     f32 = jnp.float32
+    ck, cv = ck[..., :span], cv[:, :, :span]
     s = jnp.sum(q[..., None].astype(f32) * ck[:, :, None], axis=-2) * scale  # [B, KV, G, S]
     s = jnp.where(jnp.arange(ck.shape[-1]) <= pos, s, -jnp.inf)
     p = jax.nn.softmax(s, axis=-1)
@@ -331,14 +344,21 @@ def _decode_attention(q: jax.Array, ck: jax.Array, cv: jax.Array, pos) -> jax.Ar
 
 
 def decode_step(
-    params: dict, cache: KVCache, tokens: jax.Array, cfg: LlamaConfig, *, lora: Lora | None = None
+    params: dict,
+    cache: KVCache,
+    tokens: jax.Array,
+    cfg: LlamaConfig,
+    *,
+    lora: Lora | None = None,
+    span: int | None = None,
 ) -> tuple[jax.Array, KVCache]:
     """One incremental step: tokens [B] int32 at position `cache.pos` (the same for every row).
 
     Returns logits [B, V] float32 for the next token and the cache with this token appended.
     Equal (to float rounding) to `lm_logits(forward(...))` at the same position. `params` may
     hold stacked layers; pass `unstack_layers(params)` in a decode loop (see there). Donate the
-    cache to update it in place.
+    cache to update it in place. `span` (static): attention reads only the first `span` cache
+    positions (must exceed `cache.pos`; default all).
     """
     b = tokens.shape[0]
     kv, g = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads
@@ -360,12 +380,42 @@ def decode_step(
         cv = jax.lax.dynamic_update_slice_in_dim(
             cache.v[i], jnp.transpose(v, (0, 2, 1, 3)).astype(cache.v[i].dtype), pos, axis=2
         )
-        attn = _decode_attention(q[:, 0].reshape(b, kv, g, -1), ck, cv, pos)
+        attn = _decode_attention(q[:, 0].reshape(b, kv, g, -1), ck, cv, pos, span or ck.shape[-1])
         x = _finish(x, attn.reshape(b, 1, cfg.num_heads, -1), lp, cfg, lora_l)
         new_k.append(ck)
         new_v.append(cv)
     h = rms_norm(x[:, 0], params["final_norm"], cfg.rms_eps)
     return lm_logits(params, h, cfg), KVCache(tuple(new_k), tuple(new_v), pos + 1)
+
+
+def prefill(
+    params: dict, cache: KVCache, tokens: jax.Array, cfg: LlamaConfig, *, lora: Lora | None = None
+) -> tuple[jax.Array, KVCache]:
+    """Fills cache positions [0, P) with tokens [B, P] int32 (causal, teacher-forced) and returns
+    the logits [B, V] float32 after the last one and the cache at pos = P, ready for
+    `decode_step`. Stale entries beyond P stay but are never attended (decode reads ≤ pos).
+    Equal to P decode steps only up to float rounding: code with one or the other on both sides.
+    """
+    b, p = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+    cos, sin = rope_cos_sin(positions, cfg)
+    allowed = jnp.broadcast_to(jnp.tril(jnp.ones((p, p), bool)), (b, p, p))
+    layers = unstack_layers(params)["layers"]
+    x = params["embed"][tokens].astype(cfg.compute_dtype)
+    new_k, new_v = [], []
+    for i, lp in enumerate(layers):
+        lora_l = (
+            None if lora is None else (*jax.tree.map(itemgetter(i), (lora.a, lora.b)), lora.scale)
+        )
+        q, k, v = _qkv(x, lp, cos, sin, cfg, lora_l)  # [B, P, H | KV, hd]
+        kt = jnp.transpose(k, (0, 2, 3, 1)).astype(cache.k[i].dtype)
+        vt = jnp.transpose(v, (0, 2, 1, 3)).astype(cache.v[i].dtype)
+        new_k.append(jax.lax.dynamic_update_slice_in_dim(cache.k[i], kt, 0, axis=3))
+        new_v.append(jax.lax.dynamic_update_slice_in_dim(cache.v[i], vt, 0, axis=2))
+        x = _finish(x, attention(q, k, v, allowed), lp, cfg, lora_l)
+    h = rms_norm(x[:, -1], params["final_norm"], cfg.rms_eps)
+    logits = lm_logits(params, h, cfg)
+    return logits, KVCache(tuple(new_k), tuple(new_v), jnp.asarray(p, jnp.int32))
 
 
 def init_lora(

@@ -1,0 +1,150 @@
+"""Coverage-guided fuzzing (atheris/libFuzzer) of FineZip's archive parser (issue 11).
+
+Every input goes through `finezip.read_header` and `finezip.decompress` with a model loader that
+refuses to load: the parser must validate everything (header schema and consistency, body length
+and crc32, sections, escape table, coded payload, bounded fallback decoding) before any model is
+loaded, and answer every input with an `ArchiveError` (or, for a valid fallback archive, the
+verified original; for a valid model archive, the request for the model). Anything else -- another
+exception, a hang, a blown memory limit -- is a crash that libFuzzer reports and saves.
+
+    make fuzz                                   # the fixed budget (1,000,000 runs)
+    python tests/fuzz/fuzz_archive.py -runs=100000 -max_len=4096 -dict=tests/fuzz/archive.dict \
+        NEW_DIR tests/fuzz/corpus_archive
+    python tests/fuzz/fuzz_archive.py --seeds tests/fuzz/corpus_archive  # (re)write the seeds
+
+The kept corpus (tests/fuzz/corpus_archive) is the seeds plus what the fuzzer found, minimised
+with `-merge=1`.
+"""
+
+import contextlib
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+try:  # the test suite replays the kept corpus without atheris (tests/test_finezip_archive.py)
+    import atheris
+except ImportError:
+    atheris = None
+
+with (
+    atheris.instrument_imports(include=["jaxsel.finezip", "jaxsel.errors"])
+    if atheris
+    else contextlib.nullcontext()
+):
+    from jaxsel import finezip
+    from jaxsel.errors import ArchiveError
+    from jaxsel.finezip import archive as arc
+    from jaxsel.finezip import coders
+
+
+class ModelWanted(Exception):
+    """Raised by the loader: the archive validated completely and decoding needs the model."""
+
+
+def no_model(dtype):
+    raise ModelWanted(dtype)
+
+
+def repair(data: bytes) -> bytes:
+    """The archive a fuzz input stands for. Its first byte picks a mode: 0 = the rest as is; 1 =
+    with the header checksum recomputed; 2 = also with body_len/body_crc32 set to the body's, so
+    that mutations reach the schema, the consistency checks and the body parsers instead of
+    dying at a crc32 (which a mutation almost never keeps valid)."""
+    if not data:
+        return data
+    mode, a = data[0] % 3, data[1:]
+    if mode == 0 or len(a) < 9 or a[:4] != arc.MAGIC:
+        return a
+    n = struct.unpack_from("<I", a, 5)[0]
+    raw, body = a[9 : 9 + n], a[9 + n + 4 :]
+    if mode == 2:
+        try:
+            h = json.loads(raw)
+        except (ValueError, RecursionError):
+            h = None
+        if type(h) is dict:
+            h["body_len"], h["body_crc32"] = len(body), zlib.crc32(body)
+            raw = json.dumps(h, sort_keys=True, separators=(",", ":")).encode()
+    return a[:5] + struct.pack("<I", len(raw)) + raw + struct.pack("<I", zlib.crc32(raw)) + body
+
+
+def test_one_input(data: bytes) -> None:
+    data = repair(data)
+    try:
+        finezip.read_header(data)
+    except ArchiveError:
+        pass
+    try:
+        out = finezip.decompress(data, no_model)
+    except (ArchiveError, ModelWanted):
+        return
+    header = finezip.read_header(data)[0]  # only a valid fallback archive gets here
+    if header.mode == "model" or len(out) != header.size or arc.sha256(out) != header.sha256:
+        raise RuntimeError("decompress returned bytes that do not match the header")
+
+
+def seeds() -> dict[str, bytes]:
+    """Valid archives of every kind (model payloads are well-formed but never decoded here)."""
+    text = b"FineZip seed text, seed text, seed text.\r\n" * 3
+    digest = arc.sha256(text)
+    out = {
+        f"{m}.fz": arc.pack(len(text), digest, m, body)
+        for m, body in arc.fallback_candidates(text).items()
+    }
+    out["empty.fz"] = arc.pack(0, arc.sha256(b""), "raw", b"")
+    env = arc.Environment("cpu", "cpu", 1, "x86_64", "", "0.10.2", "0.10.2", "0.5.0")
+    runs = [10, 2, 40, 1, len(text) - 53]
+    table = coders.varint_encode(runs)
+    escape = arc.EscapeInfo(len(runs), len(table), len(table) + 3)
+    lora = arc.LoraInfo(("wq", "wv"), 2, 4.0, 1, 0, 3, 8)
+    n = 30
+    for coder, payload in (
+        ("ac", coders.pack_streams([np.array([1, 2, 3], np.uint32)])),
+        ("rank", coders.encode_ranks(list(range(n)))),
+    ):
+        for name, extra, kw in (
+            ("plain", b"", {}),
+            ("escape", table + b"\xff\x04\x80", {"escape": escape}),
+            ("lora", bytes(8), {"lora": lora}),
+        ):
+            fields = dict(
+                coder=coder,
+                model="f" * 64,
+                tokenizer="t" * 64,
+                dtype="float32",
+                vocab_size=49152,
+                n_tokens=n,
+                context=15,
+                stride=5,
+                batch_size=2,
+                n_batches=1,
+                pad=0,
+                lora=None,
+                escape=None,
+                environment=env,
+            )
+            info = arc.ModelInfo(**{**fields, **kw})
+            out[f"model-{coder}-{name}.fz"] = arc.pack(
+                len(text), digest, "model", extra + payload, info
+            )
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
+        d = Path(sys.argv[2])
+        d.mkdir(parents=True, exist_ok=True)
+        for name, data in seeds().items():
+            (d / name).write_bytes(b"\0" + data)
+            (d / f"repair-{name}").write_bytes(b"\2" + data)
+        return
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
