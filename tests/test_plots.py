@@ -240,3 +240,19 @@ def test_pca_matches_covariance_eigenvectors():
     for j in range(2):  # same axis up to sign
         assert abs(abs(np.dot(coords[:, j], xc @ top[:, j])) - np.sum((xc @ top[:, j]) ** 2)) < 1e-8
     np.testing.assert_allclose(explained, w[::-1][:2] / w.sum(), rtol=1e-10)
+
+
+def test_downstream_figure_draws_the_report():
+    report = {
+        "curves": {
+            "a": {"tokens": [0, 64], "ce": [3.0, 2.5]},
+            "b": {"tokens": [0, 64], "ce": [3.0, 2.8]},
+        },
+        "untrained_ce": 3.0,
+    }
+    ax = plots.downstream_figure(report).axes[0]
+    lines = _lines(ax)
+    np.testing.assert_array_equal(lines["a"][0], [0, 64])
+    np.testing.assert_array_equal(lines["b"][1], [3.0, 2.8])
+    np.testing.assert_array_equal(lines["untrained"][1], [3.0, 3.0])
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
