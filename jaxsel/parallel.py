@@ -202,9 +202,11 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
 
     width = int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.itemsize
     counts = multihost_utils.process_allgather(np.array([rows.shape[0]], np.int32)).reshape(-1)
+    if not counts.max():
+        return [rows[:0] for _ in counts]
     words = -(-width // 4)
     buf = np.zeros((int(counts.max()), words * 4), np.uint8)
-    buf[: rows.shape[0], :width] = rows.reshape(rows.shape[0], -1).view(np.uint8)
+    buf[: rows.shape[0], :width] = rows.view(np.uint8).reshape(rows.shape[0], width)
     gathered = multihost_utils.process_allgather(buf.view(np.uint32))
     return [
         np.ascontiguousarray(g.view(np.uint8)[:c, :width])
@@ -212,6 +214,52 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
         .reshape(c, *rows.shape[1:])
         for g, c in zip(np.asarray(gathered), counts.tolist(), strict=True)
     ]
+
+
+def distributed() -> bool:
+    """Whether this job runs several processes (without touching JAX's backend otherwise)."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes the job's outputs (process 0)."""
+    return not distributed() or jax.process_index() == 0
+
+
+def local_parts(source) -> list | None:
+    """The parts of `source` this process reads (`jaxsel.data.parts_for_process`); None = all
+    (one process)."""
+    if not distributed():
+        return None
+    from jaxsel.data.sources import parts_for_process
+
+    return parts_for_process(source.parts(), jax.process_index(), jax.process_count())
+
+
+def gathered(rows: np.ndarray) -> np.ndarray:
+    """`allgather_rows` concatenated in process order (the rows themselves on one process)."""
+    return np.concatenate(allgather_rows(rows)) if distributed() else rows
+
+
+def in_pool_order(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every process's (keys [n_p, 2], values [n_p]) as one pool: gathered and sorted by key
+    (= pool order). One process returns its arguments."""
+    if not distributed():
+        return keys, values
+    keys, values = gathered(keys.reshape(-1, 2)), gathered(values)
+    order = np.lexsort((keys[:, 1], keys[:, 0]))
+    return keys[order], values[order]
+
+
+def summed(stats: dict[str, float]) -> dict[str, float]:
+    """Additive statistics summed over the processes (the dict itself on one process)."""
+    if not distributed():
+        return stats
+    out: dict[str, float] = {}
+    for raw in allgather_rows(np.frombuffer(json.dumps(stats).encode(), np.uint8)):
+        for name, v in json.loads(raw.tobytes()).items():
+            out[name] = out.get(name, 0) + v
+    return out
 
 
 def barrier(name: str) -> None:

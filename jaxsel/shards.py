@@ -162,3 +162,53 @@ def run_sharded(
         if progress:
             progress(e - s)
     return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+class BatchShards:
+    """Resumable shards of a streamed job (`jaxsel.pipeline`), one per pool batch, named by the
+    batch (its first key) rather than by a position in a job of known size, so any process or
+    engine resumes any other's shards.
+
+    A shard is `shard-NAME-TAG.npy` (the batch's scores) beside `shard-NAME-TAG.json` (its
+    additive statistics), committed json first, each atomically; TAG = sha256(job hash ‖ the
+    batch's text fingerprint ‖ the statistics ‖ the .npy bytes)[:32], so a shard verifies only
+    for this job (`ShardStore`'s manifest and job hash, with n = 0: streamed) and these very
+    documents. Anything that does not verify is logged, removed and redone.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, key: dict, batch_size: int):
+        self.store = ShardStore(workdir, {"stream": key}, 0, batch_size)
+
+    def _tag(self, fingerprint: str, stats_text: str, data: bytes) -> str:
+        return _tag(f"{self.store.job}\0{fingerprint}\0{stats_text}", data)
+
+    def load(self, name: str, fingerprint: str) -> tuple[np.ndarray, dict] | None:
+        """The shard's (values, stats) if one verifies for these documents, else None."""
+        pat = re.compile(rf"shard-{re.escape(name)}-([0-9a-f]{{32}})\.npy")
+        found = None
+        for p in sorted(self.store.dir.glob(f"shard-{name}-*.npy")):
+            m = pat.fullmatch(p.name)
+            if m is None:
+                continue
+            side = p.with_suffix(".json")
+            try:
+                data, stats_text = p.read_bytes(), side.read_text()
+            except (OSError, UnicodeDecodeError):
+                data, stats_text = b"", ""
+            if found is None and m.group(1) == self._tag(fingerprint, stats_text, data):
+                found = np.load(io.BytesIO(data), allow_pickle=False), json.loads(stats_text)
+                continue
+            log.warning("%s: damaged, from another job or other documents; redoing it", p)
+            p.unlink(missing_ok=True)
+            side.unlink(missing_ok=True)
+        return found
+
+    def save(self, name: str, values: np.ndarray, stats: dict, fingerprint: str) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(values), allow_pickle=False)
+        data = buf.getvalue()
+        stats_text = json.dumps(stats, sort_keys=True)
+        stem = f"shard-{name}-{self._tag(fingerprint, stats_text, data)}"
+        write_text(self.store.dir / f"{stem}.json", stats_text)
+        with atomic_open(self.store.dir / f"{stem}.npy", "wb") as f:
+            f.write(data)

@@ -116,3 +116,145 @@ def test_unreachable_coordinator():
 
     with pytest.raises(InputError, match=r"coordinator 127.0.0.1:\d+ unreachable for 1 s"):
         parallel.initialize(f"127.0.0.1:{free_port()}", 2, 1, timeout_s=1)
+
+
+# ------------------------------------------------------ jaxsel score|select on 2 processes
+
+
+def _pool_files(root: Path) -> str:
+    """Five JSONL files (five parts) of CPython module heads; some texts repeat across files, so
+    equal scores tie across processes and must break by pool order."""
+    import json
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    heads = [p.read_text(errors="replace")[: 300 + 37 * i] for i, p in
+             enumerate(sorted(stdlib.glob("*.py"))[:40])]  # fmt: skip
+    root.mkdir()
+    n = 0
+    for f, size in enumerate([9, 3, 12, 7, 9]):
+        with open(root / f"pool-{f}.jsonl", "w") as out:
+            for _ in range(size):
+                text = heads[(n * 7) % 40] if n % 5 else heads[3]  # heads[3] in every file
+                out.write(json.dumps({"id": f"d{n}", "text": text, "n": n}) + "\n")
+                n += 1
+    return str(root / "*.jsonl")
+
+
+def _cli(args: list[str], n: int, port: int) -> list[subprocess.CompletedProcess]:
+    argvs = [["-m", "jaxsel.cli", *args] for _ in range(n)]
+    if n > 1:
+        argvs = [
+            [*a, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
+             "--process-id", str(i)]
+            for i, a in enumerate(argvs)
+        ]  # fmt: skip
+    res = launch(argvs)
+    for r in res:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return res
+
+
+@pytest.fixture(scope="module")
+def two_process_job(tmp_path_factory):
+    """One pool and target; `select -k` and `score` by 1 process and by 2 processes."""
+    import json
+
+    root = tmp_path_factory.mktemp("mh")
+    pool = _pool_files(root / "pool")
+    target = root / "target.jsonl"
+    with open(target, "w") as f:
+        for i, p in enumerate(["def f(x):\n    return x + 1\n", "import os\nprint(os.getcwd())\n"]):
+            f.write(json.dumps({"id": i, "text": p}) + "\n")
+    common = ["--pool", pool, "--target", str(target), "--no-progress", "--workers", "1"]
+    runs = {}
+    for n in (1, 2):
+        out = root / f"sel{n}.jsonl"
+        wd = root / f"wd{n}"
+        _cli(["select", "--method", "zipfit", "-k", "11", "--out", str(out),
+              "--workdir", str(wd), *common], n, free_port())  # fmt: skip
+        runs[n] = out, wd
+    return root, pool, target, common, runs
+
+
+def test_two_processes_select_byte_identical_to_one(two_process_job):
+    root, pool, target, common, runs = two_process_job
+    one, two = runs[1][0].read_bytes(), runs[2][0].read_bytes()
+    assert one == two and one.count(b"\n") == 11
+    # the same shard set, written by 1 process or by 2
+    names = {n: sorted(p.name for p in runs[n][1].glob("shard-*")) for n in (1, 2)}
+    assert names[1] == names[2] and names[1]
+
+
+def test_two_processes_score_and_threshold_byte_identical(two_process_job, tmp_path):
+    root, pool, target, common, runs = two_process_job
+    for args in (
+        ["score", "--method", "dsir", "--buckets", "512", "--resample", "gumbel"],
+        ["select", "--method", "zipfit", "--threshold", "0.05"],
+    ):
+        outs = []
+        for n in (1, 2):
+            out = tmp_path / f"{args[0]}-{n}.jsonl"
+            _cli([*args, "--out", str(out), *common[:4], "--no-progress"], n, free_port())
+            outs.append(out.read_bytes())
+        assert outs[0] == outs[1] and outs[0].count(b"\n") > 3
+
+
+def test_resume_after_a_killed_process_redoes_its_shards_alone(two_process_job):
+    """A killed process leaves its finished shards whole (atomic commits) and the rest absent:
+    delete half of process 1's shards, as a kill would, and rerun both processes."""
+    from jaxsel.data.sources import open_source, parts_for_process
+
+    root, pool, target, common, runs = two_process_job
+    out, wd = runs[2]
+    mine = {p.index for p in parts_for_process(open_source(pool).parts(), 1, 2)}
+    shards = sorted(wd.glob("shard-*"))
+    names = sorted({p.name.split(".")[0] for p in shards if int(p.name.split("-")[1]) in mine})
+    gone = [p for p in shards if p.name.split(".")[0] in names[: len(names) // 2 + 1]]
+    assert gone and len(gone) < len(shards)
+    for p in gone:
+        p.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in shards if p not in gone}
+    again = root / "again.jsonl"
+    _cli(["select", "--method", "zipfit", "-k", "11", "--out", str(again),
+          "--workdir", str(wd), *common], 2, free_port())  # fmt: skip
+    assert again.read_bytes() == out.read_bytes()
+    assert all(p.exists() for p in gone)  # redone ...
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # ... and nothing else
+
+
+def test_duplicate_id_across_processes_is_the_same_one_line(tmp_path):
+    import json
+
+    (tmp_path / "pool").mkdir()
+    for f, ids in enumerate([["a", "dup", "b"], ["c", "dup"]]):
+        with open(tmp_path / "pool" / f"p{f}.jsonl", "w") as out:
+            for i in ids:
+                out.write(json.dumps({"id": i, "text": f"text of {i} in file {f}"}) + "\n")
+    target = tmp_path / "t.jsonl"
+    target.write_text(json.dumps({"id": 0, "text": "def f(): pass"}) + "\n")
+    args = ["-m", "jaxsel.cli", "select", "--pool", str(tmp_path / "pool" / "*.jsonl"),
+            "--target", str(target), "-k", "2", "--no-progress", "--workers", "1"]  # fmt: skip
+    port = str(free_port())
+    res = launch(
+        [[*args, "--out", str(tmp_path / "one.jsonl")]]
+        + [
+            [
+                *args,
+                "--out",
+                str(tmp_path / "two.jsonl"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ]
+            for i in range(2)
+        ]  # fmt: skip
+    )
+    want = (f"error: {tmp_path}/pool/p1.jsonl:2: duplicate id 'dup' "
+            f"(first seen at {tmp_path}/pool/p0.jsonl:2)")  # fmt: skip
+    for r in res:
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
+    assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()

@@ -9,6 +9,8 @@ import tempfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_zipfit import make_pool, make_target
 
 from jaxsel.cli import main
@@ -146,7 +148,7 @@ def test_cli_bit_flip_in_workdir_gives_the_clean_scores(files):
     wd, out = files / "w", files / "s.jsonl"
     assert _score_cli(files, "--out", str(files / "clean.jsonl")) == 0
     assert _score_cli(files, "--workdir", str(wd), "--shard-size", "4", "--out", str(out)) == 0
-    p = _shard(wd, 1)
+    p = sorted(wd.glob("shard-*.npy"))[1]  # streamed shards: shard-<part>-<first row>-<tag>
     data = bytearray(p.read_bytes())
     data[-8] ^= 0x01
     p.write_bytes(bytes(data))
@@ -536,7 +538,8 @@ def test_ids_keep_their_json_type_in_score_select_and_parquet(tmp_path):
 @pytest.mark.parametrize("bad_id", ["true", "null", "[1]", '{"a": 1}', "1e999"])
 def test_ids_that_are_not_strings_or_finite_numbers_are_refused(tmp_path, bad_id):
     p = _jsonl(tmp_path / "p.jsonl", b'{"id": %s, "text": "a"}\n' % bad_id.encode())
-    with pytest.raises(InputError, match=r"p\.jsonl:1: id .* ids must be strings or finite"):
+    msg = r"p\.jsonl:1: (id .* ids must be strings or finite|malformed JSON \(number 1e999)"
+    with pytest.raises(InputError, match=msg):
         read_jsonl(p)
 
 
@@ -566,3 +569,76 @@ def test_corpus_built_directly_is_validated():
     with pytest.raises(InputError, match="duplicate id"):
         ok.subset([0, 0])
     assert len(Corpus((), (), ())) == 0  # the methods refuse an empty target themselves
+
+
+def test_lamdas_prefix_dir_that_is_a_file_is_one_line_error(tiny_lm, tmp_path):
+    import dataclasses
+
+    from test_lamdas import REF, SMALL
+
+    from jaxsel.methods import lamdas as M
+
+    (tmp_path / "p").write_text("x")
+    with pytest.raises(InputError, match="prefix directory .* not a directory"):
+        M.train_prefix(tiny_lm, REF, dataclasses.replace(SMALL, prefix_dir=str(tmp_path / "p")))
+
+
+def test_out_inside_a_text_directory_pool_is_refused(tmp_path, capsys):
+    d = tmp_path / "docs"
+    d.mkdir()
+    for i in range(3):
+        (d / f"{i}.txt").write_text(f"document {i} text")
+    (tmp_path / "t.jsonl").write_text('{"id": 1, "text": "document"}\n')
+    argv = ["select", "--pool", str(d), "--target", str(tmp_path / "t.jsonl"), "-k", "1"]
+    assert main([*argv, "--out", str(d / "sel.jsonl")]) == 2
+    assert "inside the input directory" in capsys.readouterr().err
+    assert sorted(p.name for p in d.iterdir()) == ["0.txt", "1.txt", "2.txt"]
+    assert main([*argv, "--no-progress", "--out", str(tmp_path / "sel.jsonl")]) == 0
+
+
+def test_fuzz_corpus_replays_cleanly(tmp_path, monkeypatch):
+    """Every input the JSONL fuzzer kept (tests/fuzz/corpus_jsonl) meets the reader's contract."""
+    from pathlib import Path
+
+    fuzz = Path(__file__).parent / "fuzz"
+    monkeypatch.syspath_prepend(str(fuzz))
+    from jsonl_contract import check_file
+
+    files = sorted((fuzz / "corpus_jsonl").iterdir())
+    assert len(files) >= 4
+    accepted = 0
+    for f in files:
+        data = f.read_bytes()
+        path = tmp_path / ("f.jsonl.gz" if data[:2] == b"\x1f\x8b" else "f.jsonl")
+        path.write_bytes(data)
+        accepted += check_file(path)
+    assert 0 < accepted < len(files)  # both outcomes are exercised
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shard=st.integers(0, 3),
+    pos=st.integers(0, 10**6),
+    flip=st.integers(1, 255),
+    how=st.sampled_from(["flip", "truncate", "append", "swap"]),
+)
+def test_any_damage_to_any_shard_never_changes_the_result(tmp_path_factory, shard, pos, flip, how):
+    wd = tmp_path_factory.mktemp("w")
+    fn = lambda s, e: np.sqrt(np.arange(s, e, dtype=np.float64)) + 0.5  # noqa: E731
+    clean = run_sharded(10, fn, wd, {"job": "p"}, 3)
+    p = _shard(wd, shard)
+    data = bytearray(p.read_bytes())
+    pos %= len(data)
+    if how == "flip":
+        data[pos] ^= flip
+    elif how == "truncate":
+        del data[pos:]
+    elif how == "append":
+        data += bytes([flip])
+    else:  # another shard's bytes under this shard's name
+        data = bytearray(_shard(wd, (shard + 1) % 4).read_bytes())
+    p.write_bytes(bytes(data))
+    calls = []
+    out = run_sharded(10, lambda s, e: calls.append(s) or fn(s, e), wd, {"job": "p"}, 3)
+    np.testing.assert_array_equal(out, clean)
+    assert calls == [3 * shard]  # exactly the damaged shard is redone

@@ -126,7 +126,7 @@ def test_list_and_glob_read_in_order(tmp_path):
 
 
 def test_hf_saved_dataset_equals_load_from_disk(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets", reason="datasets (the [dev] extra) is not installed")
     recs = _records(40)
     ds = datasets.Dataset.from_list(recs)
     ds.save_to_disk(str(tmp_path / "hf"), num_shards=3)
@@ -140,7 +140,7 @@ def test_hf_saved_dataset_equals_load_from_disk(tmp_path):
 
 
 def _tiny_tfds_builder():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    tfds = pytest.importorskip("tensorflow_datasets", reason="the [tfds] extra is not installed")
 
     class JaxselStdlibHeads(tfds.core.GeneratorBasedBuilder):
         """Heads of CPython modules as a TFDS text dataset (built by the test, no network)."""
@@ -208,7 +208,7 @@ def test_tfds_not_prepared_names_the_directory(tmp_path, tfds_dir):
 
 
 def test_hf_path_that_is_not_a_saved_dataset(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets", reason="datasets (the [dev] extra) is not installed")
     with pytest.raises(InputError, match=r"not a dataset saved with Dataset.save_to_disk"):
         open_source(f"hf:{tmp_path}").parts()
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(_records(3))})

@@ -86,6 +86,21 @@ class Corpus:
             records.append(rec)
         return _validated(ids, list(texts), records, name, [f"item {n}" for n in range(len(ids))])
 
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[dict[str, Any]],
+        text_field: str = "text",
+        id_field: str | None = "id",
+        name: str = "corpus",
+    ) -> Corpus:
+        """Builds a corpus from records holding `text_field` and `id_field` (ids keep their
+        type; None numbers them "0", "1", ...); every field is kept."""
+        ids = [str(n) if id_field is None else r[id_field] for n, r in enumerate(records)]
+        texts = [r[text_field] for r in records]
+        where = [f"{name} item {n}" for n in range(len(records))]
+        return _validated(ids, texts, list(records), name, where)
+
     def subset(self, indices: Iterable[int]) -> Corpus:
         idx = list(indices)
         return Corpus(
@@ -364,7 +379,8 @@ def read_corpus(
     return read_jsonl(p, text_field, id_field, on_empty)
 
 
-def _json_line(r: dict[str, Any], path, n: int) -> str:
+def json_line(r: dict[str, Any], path, n: int) -> str:
+    """Record `n` as one strict JSON line (no NaN/Infinity) for the file `path` (messages)."""
     try:
         return json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n"
     except ValueError as e:  # NaN/Infinity are not JSON
@@ -380,11 +396,11 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> N
         import sys
 
         for n, r in enumerate(records):
-            sys.stdout.write(_json_line(r, "<stdout>", n))
+            sys.stdout.write(json_line(r, "<stdout>", n))
         return
     with atomic_open(path, "w") as f:
         for n, r in enumerate(records):
-            f.write(_json_line(r, path, n))
+            f.write(json_line(r, path, n))
 
 
 def _same_typed(a: Any, b: Any) -> bool:

@@ -1,8 +1,8 @@
 """Every file jaxsel writes goes through here: checked before any work, written atomically.
 
 - `check_output` / `check_workdir` run before models load or scoring starts: an output that is
-  (or resolves to, through symlinks or hard links) one of the inputs, a directory, below a file,
-  or not writable is refused with one line naming it.
+  (or resolves to, through symlinks or hard links) one of the inputs or lies inside an input
+  directory, a directory, below a file, or not writable is refused with one line naming it.
 - `atomic_open` writes a fresh temporary file in the destination's directory
   (`tempfile.mkstemp`: an unpredictable name opened with O_EXCL, so a symlink planted there is
   never followed) and moves it over the destination with `os.replace` only once it is complete.
@@ -72,11 +72,15 @@ def check_output(
     if path is None or str(path) == STDOUT:
         return
     out = Path(path)
+    real_parents = Path(os.path.realpath(out)).parents
     for src in inputs:
         if src is None or str(src) == STDOUT:
             continue
         if _same_file(out, Path(src)):
             raise InputError(f"{what} {out}: is the input {src}; refusing to overwrite it")
+        if Path(src).is_dir() and Path(os.path.realpath(src)) in real_parents:
+            # a text-directory pool would read the output back as a document next time
+            raise InputError(f"{what} {out}: is inside the input directory {src}")
     if out.is_dir():
         raise InputError(f"{what} {out}: is a directory")
     _writable_dir(out.parent, what)

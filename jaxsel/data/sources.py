@@ -124,16 +124,19 @@ class Source:
         """Every part of the pool, in pool order (computed once; reads no document)."""
         return list(self._parts)
 
-    def batches(self, batch_size: int, parts: Sequence[Part] | None = None) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, parts: Sequence[Part] | None = None, check_ids: bool = True
+    ) -> Iterator[Batch]:
         """Batches of at most `batch_size` documents of `parts` (default: all), in pool order.
 
         Duplicate ids among the documents read raise after the last batch (a stream cannot know
-        earlier); so does an empty pool when all parts are read.
+        earlier; `check_ids=False` leaves that to a caller that sees more, e.g. every process's
+        `IdDigests`); so does an empty pool when all parts are read.
         """
         if batch_size <= 0:
             raise InputError(f"batch size must be positive, got {batch_size}")
         whole = parts is None
-        seen = _IdDigests()
+        seen = IdDigests()
         for part in self._parts if whole else parts:
             ids, texts, recs, rows = [], [], [], []
             for row, (ident, text, rec) in enumerate(self._documents(part)):
@@ -142,16 +145,14 @@ class Source:
                 recs.append(rec)
                 rows.append(row)
                 if len(texts) == batch_size:
-                    yield seen.add(_batch(part, ids, texts, recs, rows))
+                    yield seen.add(_batch(part, ids, texts, recs, rows), check_ids)
                     ids, texts, recs, rows = [], [], [], []
             if texts:
-                yield seen.add(_batch(part, ids, texts, recs, rows))
+                yield seen.add(_batch(part, ids, texts, recs, rows), check_ids)
         if whole and not seen.count:
             raise InputError(f"{self.name}: no documents")
-        dup = seen.first_duplicate(self._id_at)
-        if dup is not None:
-            (ident, where), (_, first) = dup
-            raise InputError(f"{where}: duplicate id {ident!r} (first seen at {first})")
+        if check_ids:
+            seen.check(*seen.arrays(), self.locate)
 
     def to_corpus(self) -> Corpus:
         """The whole pool in memory."""
@@ -170,7 +171,7 @@ class Source:
             if keep_text(text, where, self.on_empty):
                 yield ident, text, rec
 
-    def _id_at(self, key: tuple[int, int]) -> tuple[Any, str]:
+    def locate(self, key: tuple[int, int]) -> tuple[Any, str]:
         """(id, location) of the document with this key: re-reads its part (error path only)."""
         part = self._parts[key[0]]
         row = 0
@@ -599,46 +600,46 @@ def _id_bytes(ident: Any) -> bytes:
     return b"n" + repr(ident).encode()
 
 
-class _IdDigests:
-    """64-bit digests of every id read (8 bytes + a 16-byte key per document), checked for
-    duplicates at the end of the stream; a digest collision is confirmed against the ids."""
+class IdDigests:
+    """64-bit digests of the ids read (8 bytes + a 16-byte key per document), checked for
+    duplicates at the end of a stream; a digest collision is confirmed against the ids."""
 
     def __init__(self):
-        self.digests: list[np.ndarray] = []
-        self.keys: list[np.ndarray] = []
+        self.digests: list[np.ndarray] = [np.zeros(0, np.uint64)]
+        self.keys: list[np.ndarray] = [np.zeros((0, 2), np.int64)]
         self.count = 0
 
-    def add(self, batch: Batch) -> Batch:
-        d = [hashlib.blake2b(_id_bytes(i), digest_size=8).digest() for i in batch.ids]
-        self.digests.append(np.frombuffer(b"".join(d), np.uint64))
-        self.keys.append(batch.keys)
+    def add(self, batch: Batch, digest: bool = True) -> Batch:
+        if digest:
+            d = [hashlib.blake2b(_id_bytes(i), digest_size=8).digest() for i in batch.ids]
+            self.digests.append(np.frombuffer(b"".join(d), np.uint64))
+            self.keys.append(batch.keys)
         self.count += len(batch)
         return batch
 
-    def first_duplicate(self, id_at):
-        """((id, where), (id, first_where)) of the earliest document whose id was seen before,
-        or None. `id_at(key)` re-reads a document."""
-        if not self.count:
-            return None
-        d = np.concatenate(self.digests)
-        keys = np.concatenate(self.keys)
-        order = np.lexsort((keys[:, 1], keys[:, 0], d))  # by digest, then pool order
-        ds = d[order]
-        same = np.flatnonzero(ds[1:] == ds[:-1]) + 1
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(digests uint64 [n], keys int64 [n, 2]) of the ids added."""
+        return np.concatenate(self.digests), np.concatenate(self.keys)
+
+    @staticmethod
+    def check(digests: np.ndarray, keys: np.ndarray, locate) -> None:
+        """Raises for the earliest document (pool order) whose id an earlier one has;
+        `locate(key) -> (id, where)` re-reads a document."""
+        order = np.lexsort((keys[:, 1], keys[:, 0], digests))  # by digest, then pool order
+        ds = digests[order]
         best = None
-        for j in same:
-            later = tuple(keys[order[j]])
+        for j in np.flatnonzero(ds[1:] == ds[:-1]) + 1:
+            later = tuple(keys[order[j]].tolist())
             if best is not None and later >= best[0]:
                 continue
-            # earliest key with this digest and the same id
-            group = order[np.flatnonzero(ds == ds[j])]
-            ident, where = id_at(later)
-            for g in group:
-                k = tuple(keys[g])
+            ident, where = locate(later)
+            for g in order[np.flatnonzero(ds == ds[j])]:  # same digest, in pool order
+                k = tuple(keys[g].tolist())
                 if k >= later:
                     break
-                other, first = id_at(k)
+                other, first = locate(k)
                 if other == ident:
-                    best = (later, (ident, where), (other, first))
+                    best = (later, f"{where}: duplicate id {ident!r} (first seen at {first})")
                     break
-        return None if best is None else best[1:]
+        if best is not None:
+            raise InputError(best[1])

@@ -20,40 +20,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
-from jaxsel.methods import register, require_pool_and_target
-from jaxsel.scores import Scores
-from jaxsel.shards import fingerprint_texts, run_sharded
+from jaxsel.methods import BatchScores, Method, Run, register, require_pool_and_target
+from jaxsel.shards import fingerprint_texts
 
 TOKEN = re.compile(r"\w+|[^\w\s]+")
 RESAMPLE = ("topk", "gumbel")
 
 
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """DSIR.
+    """DSIR (field help: the CLI flags)."""
 
-    Attributes:
-      buckets: hash buckets of the n-gram features.
-      ngrams: longest n-gram (2 = unigrams and bigrams).
-      smoothing: ε added to both bucket probabilities before the log.
-      resample: "topk" (importance weights) or "gumbel" (Gumbel top-K sampling keys).
-      seed: seed of the Gumbel noise.
-      shard_size: pool items per resumable shard (with a workdir).
-    """
-
-    buckets: int = 10_000
-    ngrams: int = 2
-    smoothing: float = 1e-8
-    resample: str = "topk"
-    seed: int = 0
-    shard_size: int = 8192
+    buckets: int = _opt(10_000, "hash buckets of the n-gram features")
+    ngrams: int = _opt(2, "longest n-gram (2 = unigrams and bigrams)")
+    smoothing: float = _opt(1e-8, "ε in log(p + ε), added to both bucket probabilities")
+    resample: str = _opt(
+        "topk",
+        "topk: rank by importance weight; gumbel: Gumbel top-K sampling keys",
+        choices=RESAMPLE,
+    )
+    seed: int = _opt(0, "seed of the Gumbel noise")
+    shard_size: int = _opt(8192, "pool items per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         if self.buckets < 1:
@@ -68,8 +66,13 @@ class Config:
             )
 
 
+CACHE_GRAMS = 1 << 20  # n-grams whose bucket is cached (~130 MB)
+
+
 class Hasher:
-    """n-gram -> bucket, with the sha256 of each distinct n-gram computed once."""
+    """n-gram -> bucket, with the sha256 of each cached n-gram computed once. The cache is
+    bounded, so memory does not grow with a streamed pool's vocabulary: once full it keeps the
+    n-grams seen first (under Zipf's law mostly the frequent ones) and hashes the others again."""
 
     def __init__(self, buckets: int, ngrams: int):
         self.buckets, self.ngrams = buckets, ngrams
@@ -87,10 +90,11 @@ class Hasher:
         cache = self._cache
         ids = list(map(cache.get, grams))  # the common case: every n-gram seen before
         if None in ids:
-            for g in grams:
-                if g not in cache:
-                    cache[g] = self.bucket(g)
-            ids = list(map(cache.__getitem__, grams))
+            if len(cache) < CACHE_GRAMS:
+                for g in grams:
+                    if g not in cache:
+                        cache[g] = self.bucket(g)
+            ids = [cache[g] if g in cache else self.bucket(g) for g in grams]
         return np.array(ids, np.int64)
 
     def counts(self, texts: Iterable[str]) -> np.ndarray:
@@ -113,60 +117,72 @@ def log_weights(hasher: Hasher, texts: Sequence[str], ratio: np.ndarray) -> np.n
     return np.array([ratio[hasher.ids(t)].sum() for t in texts], np.float64)
 
 
-@register("dsir", Config)
-def score(
-    pool: Corpus,
-    target: Corpus | None,
-    config: Config = Config(),
-    *,
-    workdir=None,
-    progress: bool = False,
-) -> Scores:
-    """DSIR log importance weights (or Gumbel sampling keys) of every pool item."""
-    require_pool_and_target(pool, target, "dsir")
+class State(NamedTuple):
+    key: dict  # scoring identity (shard manifest); the pool's counts are added by fit_pool
+    hasher: Hasher
+    target_counts: np.ndarray  # int64 [buckets]
+    ratio: np.ndarray | None  # float64 [buckets] log p_target - log p_raw, after fit_pool
+    config: Config
+
+
+def prepare(target: Corpus | None, config: Config, run: Run) -> State:
+    """Target bucket counts, once."""
+    require_pool_and_target(None, target, "dsir")
     hasher = Hasher(config.buckets, config.ngrams)
-    ratio = log_ratio(hasher.counts(target.texts), hasher.counts(pool.texts), config.smoothing)
     key = {
         "method": "dsir",
         "buckets": config.buckets,
         "ngrams": config.ngrams,
         "smoothing": config.smoothing,
-        "pool": fingerprint_texts(pool.texts),
         "target": fingerprint_texts(target.texts),
     }
-    with tqdm(total=len(pool), unit="doc", desc="dsir", disable=not progress) as bar:
-        values = run_sharded(
-            len(pool),
-            lambda s, e: log_weights(hasher, pool.texts[s:e], ratio),
-            workdir,
-            key,
-            config.shard_size,
-            bar.update,
-        )
-    meta = {"buckets": config.buckets, "ngrams": config.ngrams, "resample": config.resample}
-    if config.resample == "gumbel":
-        values = values + np.random.default_rng(config.seed).gumbel(size=values.size)
-        meta["seed"] = config.seed
-    return Scores(values, "dsir", meta)
+    return State(key, hasher, hasher.counts(target.texts), None, config)
 
 
-def add_args(p, name: str) -> None:
-    p.add_argument("--buckets", type=int, default=10_000, help="hash buckets (default 10000)")
-    p.add_argument("--ngrams", type=int, default=2, help="longest n-gram (default 2)")
-    p.add_argument(
-        "--smoothing",
-        type=float,
-        default=1e-8,
-        help="ε in log(p + ε) (default 1e-8, as the reference)",
+def fit_pool(state: State, batches: Iterator) -> State:
+    """p_raw: bucket counts over the whole pool (a first pass); fixes the log ratio."""
+    raw = np.zeros(state.config.buckets, np.int64)
+    h = hashlib.sha256()
+    for b in batches:
+        raw += state.hasher.counts(b.texts)
+        h.update(fingerprint_texts(b.texts).encode())
+    ratio = log_ratio(state.target_counts, raw, state.config.smoothing)
+    key = {**state.key, "pool": h.hexdigest()[:32]}
+    return state._replace(key=key, ratio=ratio)
+
+
+def score_batch(state: State, batch) -> BatchScores:
+    """DSIR log importance weights of the batch's documents."""
+    return BatchScores(log_weights(state.hasher, batch.texts, state.ratio))
+
+
+def describe(state: State, stats: dict) -> dict:
+    c = state.config
+    meta = {"buckets": c.buckets, "ngrams": c.ngrams, "resample": c.resample}
+    if c.resample == "gumbel":
+        meta["seed"] = c.seed
+    return meta
+
+
+def _gumbel(config: Config) -> bool:
+    return config.resample == "gumbel"
+
+
+def rescore(state: State, values: np.ndarray, pool) -> np.ndarray:
+    """Gumbel top-K keys: log w + seeded Gumbel noise, one draw per document in pool order."""
+    return values + np.random.default_rng(state.config.seed).gumbel(size=values.size)
+
+
+DSIR = register(
+    Method(
+        "dsir",
+        Config,
+        prepare=prepare,
+        score_batch=score_batch,
+        describe=describe,
+        fit_pool=fit_pool,
+        rescores=_gumbel,
+        rescore=rescore,
     )
-    p.add_argument(
-        "--resample",
-        default="topk",
-        choices=RESAMPLE,
-        help="topk: rank by importance weight; gumbel: Gumbel top-K sampling",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the Gumbel noise")
-
-
-def config_from_args(args, name: str) -> Config:
-    return Config(args.buckets, args.ngrams, args.smoothing, args.resample, args.seed)
+)
+score = DSIR.score

@@ -14,7 +14,7 @@ O(m²) memory, small pools).
 Embeddings come as an [m, d] array (one row per pool item, pool order; `jaxsel embed` writes
 one); rows are L2-normalised here, so F = normalised rows transposed. The target set is not used:
 GIP's quality signal is the scores. Selection is greedy, so k is needed up front: `jaxsel select
--k K` passes it (`wants_k`); `Scores.order` is the selection order and `meta["gains"]` the
+-k K` passes it (`Method.k_field`); `Scores.order` is the selection order and `meta["gains"]` the
 per-step gains.
 
 Precision. MP's residual scores W shrink fast (MP+SC, 7.5k synthetic rows, d = 384: the best
@@ -44,10 +44,9 @@ import jax
 import numpy as np
 
 from jaxsel import parallel
-from jaxsel.data import Corpus
 from jaxsel.errors import InputError
 from jaxsel.kernels import gip as K
-from jaxsel.methods import register
+from jaxsel.methods import Method, Run, register
 from jaxsel.scores import Scores
 from jaxsel.scores import _check_k as check_k
 
@@ -60,32 +59,51 @@ DTYPES = ("float32", "float64")
 _ROWS = 16384  # embedding rows converted at a time
 
 
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """GIP settings.
+    """GIP settings (field help: the CLI flags)."""
 
-    Attributes:
-      embeddings: .npy file, [m, d], one row per pool item in pool order.
-      embed: instead of `embeddings`, embed the pool first with this BERT-family HF directory
-        ("minilm" = all-MiniLM-L6-v2 from its wheel; texts truncated to 256 tokens).
-      scores: .npy file, [n, m] (or [m]) external scores: MP+MA.
-      mode: "sc", "ma" or "diversity"; None = "ma" when `scores` is given, else "sc".
-      algorithm: "mp" (Algorithm 1) or "lr" (Algorithm 2); None = "mp". Not used by diversity.
-      form: "matrix-free" (Φ rows from F each step) or "gram" (Φ precomputed, O(m²) memory).
-      k: number of greedy steps (items selected, in order).
-      eps: ε of F_SᵀF_S + εI (greedy LR, diversity).
-      dtype: compute dtype, "float32" or "float64" (see the module docstring on precision).
-    """
-
-    embeddings: str | None = None
-    embed: str | None = None
-    scores: str | None = None
-    mode: str | None = None
-    algorithm: str | None = None
-    form: str = "matrix-free"
-    k: int | None = None
-    eps: float = 1e-6
-    dtype: str = "float32"
+    embeddings: str | None = _opt(
+        None, "[N, d] .npy, one row per pool item in pool order (read memory-mapped)"
+    )
+    embed: str | None = _opt(
+        None,
+        "embed the pool here instead of --embeddings: all-MiniLM-L6-v2 ('minilm'), or a "
+        "BERT-family HF dir (texts truncated to 256 tokens; `jaxsel embed` keeps the .npy)",
+        const="minilm",
+        metavar="MODEL_DIR",
+    )
+    scores: str | None = _opt(None, "[n, N] .npy of external scores (MP+MA)")
+    mode: str | None = _opt(
+        None,
+        "sc: self-compression scores (None: sc, or ma with --scores); ma: --scores; "
+        "diversity: greedy log det, no scores",
+        choices=MODES,
+    )
+    algorithm: str | None = _opt(
+        None,
+        "mp: matching pursuit, Algorithm 1 (None: mp); lr: greedy LR, Algorithm 2",
+        choices=ALGORITHMS,
+    )
+    form: str = _opt(
+        "matrix-free",
+        "matrix-free: Φ rows from F each step, O(Nd) memory; gram: precompute Φ = FᵀF, "
+        "O(N²) memory",
+        choices=FORMS,
+    )
+    k: int | None = _opt(
+        None,
+        "greedy steps, items selected in order (None: the -k of `jaxsel select`)",
+        flag="--greedy-k",
+    )
+    eps: float = _opt(1e-6, "ε of F_SᵀF_S + εI (greedy LR, diversity)")
+    dtype: str = _opt(
+        "float32", "compute dtype (see the module docstring on precision)", choices=DTYPES
+    )
 
 
 class Selection(NamedTuple):
@@ -248,19 +266,19 @@ def select(
 # ------------------------------------------------------------------------- registry method
 
 
-def _load_npy(path: str, what: str) -> np.ndarray:
+def _load_npy(path: str, what: str, mmap: bool = False) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read {what} as .npy ({e})") from None
 
 
-@register("gip", Config)
-def score(
-    pool: Corpus, target: Corpus | None, config: Config = Config(), *, workdir=None, progress=False
-) -> Scores:
+def whole_pool(pool, target, config: Config, run: Run) -> Scores:
     """GIP greedy selection over the pool: `order` = the k items in selection order, values
-    k, k−1, ..., 1 for them and -inf (not ranked) for the rest. The target set is not used."""
+    k, k−1, ..., 1 for them and -inf (not ranked) for the rest. The target set is not used;
+    the embeddings are read memory-mapped."""
+    from jaxsel.pipeline import READ_BATCH, count
+
     if (config.embeddings is None) == (config.embed is None):
         raise InputError(
             "gip needs --embeddings E.npy: one row per pool item, in pool order "
@@ -274,14 +292,16 @@ def score(
         from jaxsel.models.embed import embed_corpus
 
         model = None if config.embed == "minilm" else config.embed
-        wd = None if workdir is None else f"{workdir}/embed"
-        emb = embed_corpus(pool, model, workdir=wd, progress=progress)
+        texts = [t for b in pool.batches(READ_BATCH) for t in b.texts]
+        emb = embed_corpus(texts, model, workdir=run.subdir("embed"), progress=run.progress)
+        n = len(texts)
     else:
-        emb = _load_npy(config.embeddings, "embeddings")
-    if emb.ndim != 2 or emb.shape[0] != len(pool):
+        emb = _load_npy(config.embeddings, "embeddings", mmap=True)
+        n = count(pool)
+    if emb.ndim != 2 or emb.shape[0] != n:
         raise InputError(
-            f"{config.embeddings}: embeddings of shape {emb.shape} for a pool of {len(pool)} "
-            f"items; expected [{len(pool)}, d], one row per pool item in pool order"
+            f"{config.embeddings}: embeddings of shape {emb.shape} for a pool of {n} "
+            f"items; expected [{n}, d], one row per pool item in pool order"
         )
     g = None if config.scores is None else _load_npy(config.scores, "scores")
     t0 = time.perf_counter()
@@ -295,11 +315,12 @@ def score(
             form=config.form,
             eps=config.eps,
             dtype=config.dtype,
+            mesh=run.mesh,
         )
     except InputError as e:
         raise InputError(f"gip: {e}") from None
     seconds = time.perf_counter() - t0
-    values = np.full(len(pool), -np.inf)
+    values = np.full(n, -np.inf)
     values[sel.order] = np.arange(config.k, 0, -1, dtype=np.float64)
     meta = {
         "mode": sel.mode,
@@ -318,61 +339,11 @@ def score(
         sel.algorithm,
         config.form,
         config.k,
-        len(pool),
+        n,
         seconds,
     )
     return Scores(values, "gip", meta, order=sel.order)
 
 
-def add_args(p, name: str) -> None:
-    p.add_argument("--embeddings", help="[N, d] .npy, one row per pool item (pool order)")
-    p.add_argument(
-        "--embed",
-        nargs="?",
-        const="minilm",
-        metavar="MODEL_DIR",
-        help="embed the pool here instead of --embeddings: all-MiniLM-L6-v2, or a BERT-family "
-        "HF dir (texts truncated to 256 tokens; `jaxsel embed` to keep the .npy)",
-    )
-    p.add_argument("--scores", help="[n, N] .npy of external scores (MP+MA)")
-    p.add_argument(
-        "--mode",
-        choices=MODES,
-        help="sc: self-compression scores (default); ma: --scores; diversity: "
-        "greedy log det, no scores",
-    )
-    p.add_argument(
-        "--algorithm",
-        choices=ALGORITHMS,
-        help="mp: matching pursuit, Algorithm 1 (default); lr: greedy LR, Algorithm 2",
-    )
-    p.add_argument(
-        "--form",
-        choices=FORMS,
-        default="matrix-free",
-        help="matrix-free: Φ rows from F each step, O(Nd) memory (default); gram: "
-        "precompute Φ = FᵀF, O(N²) memory",
-    )
-    p.add_argument("--eps", type=float, default=1e-6, help="ε of F_SᵀF_S + εI (default 1e-6)")
-    p.add_argument("--greedy-k", type=int, help="greedy steps (default: the -k of `jaxsel select`)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype")
-
-
-def wants_k(args, k: int) -> None:
-    """`jaxsel select -k K`: the greedy runs K steps unless --greedy-k says otherwise."""
-    if args.greedy_k is None:
-        args.greedy_k = k
-
-
-def config_from_args(args, name: str) -> Config:
-    return Config(
-        embeddings=args.embeddings,
-        embed=args.embed,
-        scores=args.scores,
-        mode=args.mode,
-        algorithm=args.algorithm,
-        form=args.form,
-        k=args.greedy_k,
-        eps=args.eps,
-        dtype=args.dtype,
-    )
+GIP = register(Method("gip", Config, whole_pool=whole_pool, k_field="k"))
+score = GIP.score

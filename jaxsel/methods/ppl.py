@@ -6,51 +6,43 @@ document separator (SmolLM2: <|endoftext|>) so its first token is predicted too,
 to its first `max_tokens` tokens**: the rest of a longer text is not scored
 (`meta["truncated"]` counts such texts). A text with no token left after tokenisation gets -inf.
 
-Texts go shortest first into batches of `batch_size` rows (padded to a multiple of the `data`
-axis and to one of a few bucket lengths, so jit compiles one shape per bucket), sharded over
-`data`; with a workdir the scoring runs in resumable shards.
+The pool streams in batches of `shard_size` texts (one resumable shard each, with a workdir);
+inside a batch texts go shortest first into device batches of `batch_size` rows (padded to a
+multiple of the `data` axis and to one of a few bucket lengths, so jit compiles one shape per
+bucket), sharded over `data`: the LM runtime's `score_texts` (`jaxsel.lm`); this module adds the
+mean and the perplexity.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from jaxsel import parallel
-from jaxsel.batching import map_token_rows
-from jaxsel.data import Corpus
 from jaxsel.errors import InputError
-from jaxsel.kernels.loglik import sequence_loglik
-from jaxsel.methods import register
+from jaxsel.lm import score as lm_score
+from jaxsel.methods import BatchScores, Method, Run, register
 from jaxsel.models import llama
 from jaxsel.models.loaders import DTYPES, LoadedLM
-from jaxsel.scores import Scores
 
-MIN_BUCKET = 32
+
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Perplexity scoring settings.
+    """Perplexity scoring settings (field help: the CLI flags)."""
 
-    Attributes:
-      model: "smollm2" / None (the embedded SmolLM2-135M), a *.gguf file or an HF directory.
-      dtype: compute dtype, "float32" or "bfloat16".
-      max_tokens: texts are truncated to their first max_tokens tokens.
-      batch_size: texts per device call (rounded up to a multiple of the device count).
-      shard_size: texts per resumable shard (with a workdir).
-    """
-
-    model: str | None = None
-    dtype: str = "float32"
-    max_tokens: int = 512
-    batch_size: int = 8
-    shard_size: int = 512
+    model: str | None = _opt(None, "*.gguf file or HF directory (None: the embedded SmolLM2-135M)")
+    dtype: str = _opt("float32", "compute dtype", choices=DTYPES)
+    max_tokens: int = _opt(512, "texts are truncated to their first N tokens")
+    batch_size: int = _opt(8, "texts per device call (rounded up to a multiple of the devices)")
+    shard_size: int = _opt(512, "texts per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         for name in ("max_tokens", "batch_size", "shard_size"):
@@ -61,36 +53,9 @@ class Config:
             raise InputError(f"ppl: dtype must be one of {DTYPES}, got {self.dtype!r}")
 
 
-def add_args(p, name):
-    d = Config()
-    p.add_argument("--model", help="*.gguf file or HF directory (default: SmolLM2-135M, embedded)")
-    p.add_argument("--dtype", default=d.dtype, choices=DTYPES)
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=d.max_tokens,
-        help="texts are truncated to their first N tokens",
-    )
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="texts per device call")
-
-
-def config_from_args(args, name) -> Config:
-    return Config(
-        model=args.model, dtype=args.dtype, max_tokens=args.max_tokens, batch_size=args.batch_size
-    )
-
-
-@functools.cache
 def _loglik_fn(cfg: llama.LlamaConfig, mesh):
-    """tokens, mask [B, T] -> sum of log p over each row's predicted tokens [B], jitted once per
-    model and mesh: params replicated, rows sharded over `data`."""
-
-    def loglik(params, tokens, mask):
-        lp, _ = llama.token_logprobs(params, tokens, mask, cfg)
-        return sequence_loglik(lp, mask[:, 1:])[0]
-
-    rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
-    return jax.jit(loglik, in_shardings=(rep, rows, rows), out_shardings=parallel.sharding("batch"))
+    """The runtime's jitted `sum_logprob` for this model and mesh (what scoring runs)."""
+    return lm_score.reducer_fn(lm_score.sum_logprob, cfg, mesh)
 
 
 def text_logliks(
@@ -101,66 +66,69 @@ def text_logliks(
     workdir: str | os.PathLike | None = None,
     progress: bool = False,
     mesh=None,
-) -> np.ndarray:
-    """[N, 3] float64 per text: sum of token log-probs, number of tokens scored, 1 if truncated."""
-    if config.max_tokens + 1 > lm.cfg.max_position:
-        raise InputError(
-            f"ppl: max_tokens={config.max_tokens} (+1 separator) exceeds the model's context "
-            f"({lm.cfg.max_position})"
-        )
-    mesh = mesh or parallel.data_mesh()
-    fn = _loglik_fn(lm.cfg, mesh)
-    params = jax.device_put(lm.params, parallel.replicated(mesh))
-    rows = parallel.round_up(config.batch_size, parallel.data_size(mesh))
-    return map_token_rows(
-        lm.tokenizer,
+) -> lm_score.TokenScores:
+    """Sum of token log-probs per text (values [N, 1]), tokens scored, truncated flags."""
+    return lm_score.score_texts(
+        lm,
+        None,
         texts,
-        config.max_tokens,
-        rows,
-        lambda tokens, mask: fn(params, tokens, mask),
-        key={
-            "what": "ppl",
-            "model": lm.fingerprint,
-            "dtype": lm.cfg.dtype,
-            "max_tokens": config.max_tokens,
-        },
+        lm_score.sum_logprob,
+        max_tokens=config.max_tokens,
         batch_size=config.batch_size,
-        min_bucket=MIN_BUCKET,
+        name="ppl",
         workdir=workdir,
         shard_size=config.shard_size,
         progress=progress,
-        desc="ppl score",
+        mesh=mesh,
     )
 
 
-@register("ppl", Config)
-def score(
-    pool: Corpus,
-    target: Corpus | None,
-    config: Config,
-    *,
-    workdir=None,
-    progress: bool = True,
-    lm: LoadedLM | None = None,
-    mesh=None,
-    **_,
-) -> Scores:
-    """Scores every pool item by -mean token NLL (nats); `target` is ignored."""
-    if lm is None:
-        from jaxsel.models.loaders import load_lm
+class State(NamedTuple):
+    key: dict  # scoring identity (shard manifest)
+    lm: LoadedLM
+    config: Config
+    mesh: jax.sharding.Mesh
 
-        lm = load_lm(config.model, config.dtype)
-    res = text_logliks(lm, pool.texts, config, workdir=workdir, progress=progress, mesh=mesh)
-    total, tokens = res[:, 0], res[:, 1]
-    values = np.where(tokens > 0, total / np.maximum(tokens, 1), -np.inf)
-    nll = float(-total.sum() / max(tokens.sum(), 1))
-    meta = {
-        "config": dataclasses.asdict(config),
+
+def prepare(target, config: Config, run: Run) -> State:
+    """Loads the model (once per run); `target` is not used."""
+    lm = run.lm(config.model, config.dtype)
+    key = {
+        "method": "ppl",
         "model": lm.fingerprint,
+        "dtype": lm.cfg.dtype,
+        "max_tokens": config.max_tokens,
+    }
+    return State(key, lm, config, run.mesh)
+
+
+def score_batch(state: State, batch) -> BatchScores:
+    """-mean token NLL of each text (its first max_tokens tokens); -inf without a token."""
+    res = text_logliks(state.lm, batch.texts, state.config, mesh=state.mesh)
+    total, tokens = res.values[:, 0], res.n_tokens
+    values = np.where(tokens > 0, total / np.maximum(tokens, 1), -np.inf)
+    stats = {
+        "loglik": float(total.sum()),
         "tokens_scored": int(tokens.sum()),
-        "truncated": int(res[:, 2].sum()),
+        "truncated": int(res.truncated.sum()),
         "unscored": int((tokens == 0).sum()),
+    }
+    return BatchScores(values, stats)
+
+
+def describe(state: State, stats: dict) -> dict:
+    tokens = stats.get("tokens_scored", 0)
+    nll = float(-stats.get("loglik", 0.0) / max(tokens, 1))
+    return {
+        "config": dataclasses.asdict(state.config),
+        "model": state.lm.fingerprint,
+        "tokens_scored": int(tokens),
+        "truncated": int(stats.get("truncated", 0)),
+        "unscored": int(stats.get("unscored", 0)),
         "nll": nll,
         "perplexity": float(np.exp(nll)),
     }
-    return Scores(values, "ppl", meta)
+
+
+PPL = register(Method("ppl", Config, prepare=prepare, score_batch=score_batch, describe=describe))
+score = PPL.score

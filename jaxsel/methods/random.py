@@ -1,4 +1,5 @@
-"""Random selection baseline: i.i.d. uniform scores from a seeded generator."""
+"""Random selection baseline: i.i.d. uniform scores from a seeded generator, one per document in
+pool order (a whole-pool method: it needs only the pool size)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,22 @@ import dataclasses
 
 import numpy as np
 
-from jaxsel.data import Corpus
-from jaxsel.methods import register
+from jaxsel.methods import Method, Run, register
 from jaxsel.scores import Scores
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    seed: int = 0
+    seed: int = dataclasses.field(default=0, metadata={"help": "random seed"})
 
 
-def add_args(p, name):
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-
-
-def config_from_args(args, name) -> Config:
-    return Config(seed=args.seed)
-
-
-@register("random", Config)
-def score(pool: Corpus, target: Corpus | None, config: Config, **_) -> Scores:
+def whole_pool(pool, target, config: Config, run: Run) -> Scores:
     """Uniform [0, 1) scores; the same seed and pool size give the same selection."""
-    values = np.random.default_rng(config.seed).random(len(pool))
+    from jaxsel.pipeline import count
+
+    values = np.random.default_rng(config.seed).random(count(pool))
     return Scores(values, "random", {"seed": config.seed})
+
+
+RANDOM = register(Method("random", Config, whole_pool=whole_pool))
+score = RANDOM.score

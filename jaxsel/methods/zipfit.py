@@ -28,55 +28,58 @@ precision@100 there (experiments/zipfit_default.py). The paper's score is the de
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxsel.compress import CompressorPool, codecs
-from jaxsel.compress.pool import EXECUTORS
+from jaxsel.compress.pool import EXECUTORS, chunks, default_workers
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
 from jaxsel.evaluate import length_buckets
-from jaxsel.methods import register, require_pool_and_target
-from jaxsel.scores import Scores
-from jaxsel.shards import fingerprint_texts, run_sharded
+from jaxsel.methods import BatchScores, Method, Run, register, require_pool_and_target
+from jaxsel.pipeline import READ_BATCH
+from jaxsel.shards import fingerprint_texts
 
 DEBIAS = ("none", "length")
 DICT_BYTES = 1 << 20  # zipfit-fast: target bytes per zstd dictionary (well inside its window)
 _PAIR_BLOCK = 1 << 22  # pair sizes held at once (int64): 32 MiB, whatever the pool size
 
 
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Exact ZIP-FIT.
+    """Exact ZIP-FIT (field help: the CLI flags)."""
 
-    Attributes:
-      compressor: codec name (`jaxsel.compress.NAMES`).
-      level: codec level; None = the codec's default (lz4 0, gzip 9, ...).
-      debias: "none" (the paper's score) or "length" (standardised within length bins).
-      workers: compressor threads/processes; 0 = all cores.
-      executor: "auto" (the measured faster one per codec), "threads", "processes" or
-        "batch" (zstd's multi_compress_to_buffer).
-      shard_size: pool items per resumable shard (with a workdir).
-    """
-
-    compressor: str = "lz4"
-    level: int | None = None
-    debias: str = "none"
-    workers: int = 0
-    executor: str = "auto"
-    shard_size: int = 1024
+    compressor: str = _opt("lz4", "codec for C(.) (lz4 is the paper's best)", choices=codecs.NAMES)
+    level: int | None = _opt(None, "codec level; None = the codec's own (lz4 0, gzip 9)")
+    debias: str = _opt(
+        "none", "'length': standardise scores within length bins (not the paper's)", choices=DEBIAS
+    )
+    workers: int = _opt(0, "compressor threads/processes (0 = all cores)")
+    executor: str = _opt(
+        "auto",
+        "compressor pool: threads, processes or batch (zstd); auto: measured per codec",
+        choices=EXECUTORS,
+    )
+    shard_size: int = _opt(1024, "pool items per batch and per resumable shard (with --workdir)")
 
 
 @dataclasses.dataclass(frozen=True)
 class FastConfig:
     """zipfit-fast: zstd conditional compression given the whole target set."""
 
-    level: int = 9
-    debias: str = "none"
-    workers: int = 0
-    shard_size: int = 4096
+    level: int = _opt(9, "zstd level")
+    debias: str = _opt(
+        "none", "'length': standardise scores within length bins (not the paper's)", choices=DEBIAS
+    )
+    workers: int = _opt(0, "compressor threads (0 = all cores)")
+    shard_size: int = _opt(4096, "pool items per batch and per resumable shard (with --workdir)")
 
 
 # ------------------------------------------------------------------------------ pure math
@@ -111,62 +114,78 @@ def length_debiased(values: np.ndarray, lengths, n_bins: int | None = None) -> n
 # ------------------------------------------------------------------------------ methods
 
 
-def _check(pool: Corpus, target: Corpus | None, debias: str, name: str) -> None:
-    require_pool_and_target(pool, target, name)
+def _check(target: Corpus | None, debias: str, name: str) -> None:
+    require_pool_and_target(None, target, name)
     if debias not in DEBIAS:
         raise InputError(f"debias must be one of {', '.join(DEBIAS)}, got {debias!r}")
 
 
-def _finish(values, pool, debias, name, meta) -> Scores:
-    meta["debias"] = debias
-    if debias == "length":
-        values = length_debiased(values, pool.nbytes())
-    return Scores(values, name, meta)
+def _rescore(state, values: np.ndarray, pool) -> np.ndarray:
+    """debias="length": standardised within length bins of the whole pool."""
+    lengths = [len(t.encode("utf-8")) for b in pool.batches(READ_BATCH) for t in b.texts]
+    return length_debiased(values, lengths)
 
 
-@register("zipfit", Config)
-def score(
-    pool: Corpus,
-    target: Corpus | None,
-    config: Config = Config(),
-    *,
-    workdir=None,
-    progress: bool = False,
-) -> Scores:
-    """Exact ZIP-FIT alignment of every pool item (higher = closer to the target set)."""
-    _check(pool, target, config.debias, "zipfit")
+def _debiased(config) -> bool:
+    return config.debias == "length"
+
+
+class State(NamedTuple):
+    key: dict  # scoring identity (shard manifest)
+    pool: CompressorPool  # holds the targets and their compressed sizes
+    block: int  # pool items per pair-size block
+    meta: dict
+
+
+def prepare(target: Corpus | None, config: Config, run: Run) -> State:
+    """C(y_j) of every target, once, in a compressor pool that lives as long as the run."""
+    _check(target, config.debias, "zipfit")
     codec = codecs.get(config.compressor, config.level)
-    xs = [t.encode("utf-8") for t in pool.texts]
     ys = [t.encode("utf-8") for t in target.texts]
+    cp = run.enter(CompressorPool(codec, ys, config.workers, config.executor))
     key = {
         "method": "zipfit",
         "codec": codec.name,
         "level": codec.level,
-        "pool": fingerprint_texts(pool.texts),
         "target": fingerprint_texts(target.texts),
     }
-    block = max(1, _PAIR_BLOCK // len(ys))
-    with (
-        CompressorPool(codec, ys, config.workers, config.executor) as cp,
-        tqdm(total=len(pool), unit="doc", desc="zipfit", disable=not progress) as bar,
-    ):
+    meta = {
+        "compressor": codec.name,
+        "level": codec.level,
+        "executor": cp.executor,
+        "workers": cp.workers,
+        "debias": config.debias,
+    }
+    return State(key, cp, max(1, _PAIR_BLOCK // len(ys)), meta)
 
-        def shard(start: int, stop: int) -> np.ndarray:
-            out = []
-            for s in range(start, stop, block):
-                chunk = xs[s : min(s + block, stop)]
-                out.append(alignment(cp.sizes(chunk), cp.target_sizes, cp.pair_sizes(chunk)))
-            return np.concatenate(out)
 
-        values = run_sharded(len(pool), shard, workdir, key, config.shard_size, bar.update)
-        meta = {
-            "compressor": codec.name,
-            "level": codec.level,
-            "executor": cp.executor,
-            "workers": cp.workers,
-            "pairs": len(xs) * len(ys),
-        }
-    return _finish(values, pool, config.debias, "zipfit", meta)
+def score_batch(state: State, batch) -> BatchScores:
+    """Exact ZIP-FIT alignment of each document of the batch (higher = closer to the targets)."""
+    xs = [t.encode("utf-8") for t in batch.texts]
+    cp = state.pool
+    out = []
+    for s in range(0, len(xs), state.block):
+        chunk = xs[s : s + state.block]
+        out.append(alignment(cp.sizes(chunk), cp.target_sizes, cp.pair_sizes(chunk)))
+    return BatchScores(np.concatenate(out), {"pairs": len(xs) * len(cp.targets)})
+
+
+def describe(state: State, stats: dict) -> dict:
+    return {**state.meta, "pairs": int(stats.get("pairs", 0))}
+
+
+ZIPFIT = register(
+    Method(
+        "zipfit",
+        Config,
+        prepare=prepare,
+        score_batch=score_batch,
+        describe=describe,
+        rescores=_debiased,
+        rescore=_rescore,
+    )
+)
+score = ZIPFIT.score
 
 
 def _dict_groups(ys: list[bytes]) -> list[bytes]:
@@ -194,25 +213,21 @@ def _fast_sizes(xs: list[bytes], dicts, level: int) -> np.ndarray:
     )
 
 
-@register("zipfit-fast", FastConfig)
-def score_fast(
-    pool: Corpus,
-    target: Corpus | None,
-    config: FastConfig = FastConfig(),
-    *,
-    workdir=None,
-    progress: bool = False,
-) -> Scores:
-    """Conditional-compression alignment 1 − C(x | T)/C(x) (not the paper's NCD score)."""
-    import concurrent.futures as cf
+class FastState(NamedTuple):
+    key: dict
+    dicts: list  # zstd raw-content dictionaries of the target groups
+    level: int
+    workers: int
+    executor: cf.ThreadPoolExecutor
+    meta: dict
 
+
+def prepare_fast(target: Corpus | None, config: FastConfig, run: Run) -> FastState:
+    """The target set as zstd dictionaries (precomputed for the level), once."""
     import zstandard
 
-    from jaxsel.compress.pool import chunks, default_workers
-
-    _check(pool, target, config.debias, "zipfit-fast")
+    _check(target, config.debias, "zipfit-fast")
     codecs.get("zstd", config.level)  # validates the level
-    xs = [t.encode("utf-8") for t in pool.texts]
     groups = _dict_groups([t.encode("utf-8") for t in target.texts])
     dicts = []
     for g in groups:
@@ -223,77 +238,43 @@ def score_fast(
         "method": "zipfit-fast",
         "level": config.level,
         "dict_bytes": DICT_BYTES,
-        "pool": fingerprint_texts(pool.texts),
         "target": fingerprint_texts(target.texts),
     }
     workers = config.workers or default_workers()
-    with (
-        cf.ThreadPoolExecutor(workers) as ex,
-        tqdm(total=len(pool), unit="doc", desc="zipfit-fast", disable=not progress) as bar,
-    ):
-
-        def shard(start: int, stop: int) -> np.ndarray:
-            parts = ex.map(
-                lambda c: _fast_sizes(c, dicts, config.level), chunks(xs[start:stop], workers)
-            )
-            sizes = np.concatenate(list(parts))
-            return 1.0 - (sizes[:, 1:] / sizes[:, :1]).mean(axis=1)
-
-        values = run_sharded(len(pool), shard, workdir, key, config.shard_size, bar.update)
     meta = {
         "compressor": "zstd",
         "level": config.level,
         "dictionaries": len(dicts),
         "definition": "1 - C(x|T)/C(x)",
+        "debias": config.debias,
     }
-    return _finish(values, pool, config.debias, "zipfit-fast", meta)
+    ex = run.enter(cf.ThreadPoolExecutor(workers))
+    return FastState(key, dicts, config.level, workers, ex, meta)
 
 
-# ------------------------------------------------------------------------------ CLI
-
-
-def add_args(p, name: str) -> None:
-    if name == "zipfit":
-        p.add_argument(
-            "--compressor",
-            default="lz4",
-            choices=codecs.NAMES,
-            help="codec for C(.) (default: lz4, the paper's best)",
-        )
-        p.add_argument(
-            "--level",
-            type=int,
-            default=None,
-            help="codec level (default: the codec's own; lz4 0, gzip 9)",
-        )
-        p.add_argument(
-            "--executor",
-            default="auto",
-            choices=EXECUTORS,
-            help="compressor pool: threads, processes or batch (zstd); auto: measured per codec",
-        )
-    else:
-        p.add_argument("--level", type=int, default=9, help="zstd level (default: 9)")
-    p.add_argument(
-        "--debias",
-        default="none",
-        choices=DEBIAS,
-        help="'length': standardise scores within length bins (not the paper's)",
+def score_batch_fast(state: FastState, batch) -> BatchScores:
+    """Conditional-compression alignment 1 − C(x | T)/C(x) (not the paper's NCD score)."""
+    xs = [t.encode("utf-8") for t in batch.texts]
+    parts = state.executor.map(
+        lambda c: _fast_sizes(c, state.dicts, state.level), chunks(xs, state.workers)
     )
-    p.add_argument("--workers", type=int, default=0, help="compressor workers (0 = all cores)")
-    p.add_argument(
-        "--shard-size",
-        type=int,
-        default=None,
-        help="pool items per resumable shard (with --workdir)",
+    sizes = np.concatenate(list(parts))
+    return BatchScores(1.0 - (sizes[:, 1:] / sizes[:, :1]).mean(axis=1))
+
+
+def describe_fast(state: FastState, stats: dict) -> dict:
+    return dict(state.meta)
+
+
+ZIPFIT_FAST = register(
+    Method(
+        "zipfit-fast",
+        FastConfig,
+        prepare=prepare_fast,
+        score_batch=score_batch_fast,
+        describe=describe_fast,
+        rescores=_debiased,
+        rescore=_rescore,
     )
-
-
-def config_from_args(args, name: str):
-    if name == "zipfit":
-        cfg = Config(args.compressor, args.level, args.debias, args.workers, args.executor)
-    else:
-        cfg = FastConfig(args.level, args.debias, args.workers)
-    if args.shard_size is not None:
-        cfg = dataclasses.replace(cfg, shard_size=args.shard_size)
-    return cfg
+)
+score_fast = ZIPFIT_FAST.score

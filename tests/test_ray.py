@@ -1,0 +1,114 @@
+"""`--engine ray`: Ray Data map_batches over the pool's parts writes the local engine's shards and
+output byte for byte, resumes only missing shards, and refuses an unreachable cluster in one
+line. One local Ray cluster (2 CPUs) for the module: Ray's start-up is the slow part."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_multihost import ROOT, free_port
+
+from jaxsel.cli import main
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _data(root: Path) -> tuple[str, str]:
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(stdlib.glob("*.py"))[:36]
+    (root / "pool").mkdir()
+    for f in range(3):
+        with open(root / "pool" / f"p{f}.jsonl", "w") as out:
+            for i, p in enumerate(files[f::3]):
+                text = p.read_text(errors="replace")[: 200 + 50 * i]
+                out.write(json.dumps({"id": f"{f}-{i}", "text": text}) + "\n")
+    with open(root / "target.jsonl", "w") as out:
+        for i, t in enumerate(["def add(a, b):\n    return a + b\n", "class A:\n    pass\n"]):
+            out.write(json.dumps({"id": i, "text": t}) + "\n")
+    return str(root / "pool" / "*.jsonl"), str(root / "target.jsonl")
+
+
+def _run(*args: str) -> None:
+    assert main(list(args)) == 0
+
+
+def _on_ray(caplog) -> list[int]:
+    """Batches scored on Ray per run, from the pipeline's log."""
+    msgs = [r.getMessage() for r in caplog.records if "batches scored on Ray" in r.getMessage()]
+    caplog.clear()
+    return [int(m.split(": ")[1].split()[0]) for m in msgs]
+
+
+def test_ray_engine_equals_local_and_resumes(cluster, tmp_path, caplog):
+    caplog.set_level("INFO", logger="jaxsel.pipeline")
+    pool, target = _data(tmp_path)
+    for method, extra in (("zipfit", ["--workers", "1", "--shard-size", "5"]),
+                          ("dsir", ["--buckets", "256", "--shard-size", "4"])):  # fmt: skip
+        common = ["select", "--method", method, "--pool", pool, "--target", target, "-k", "8",
+                  "--no-progress", *extra]  # fmt: skip
+        local, on_ray = tmp_path / f"{method}-local.jsonl", tmp_path / f"{method}-ray.jsonl"
+        wl, wr = tmp_path / f"{method}-wl", tmp_path / f"{method}-wr"
+        _run(*common, "--out", str(local), "--workdir", str(wl))
+        _run(*common, "--out", str(on_ray), "--workdir", str(wr), "--engine", "ray")
+        assert _on_ray(caplog) == [len(list(wr.glob("shard-*.npy")))]
+        assert local.read_bytes() == on_ray.read_bytes() and local.read_bytes().count(b"\n") == 8
+        shards = {p.name: p.read_bytes() for p in wl.glob("shard-*")}
+        assert shards and shards == {p.name: p.read_bytes() for p in wr.glob("shard-*")}
+
+    # resume: a killed task or driver leaves some shards missing; only those go to Ray again
+    names = sorted({p.name.split(".")[0] for p in wr.glob("shard-*")})
+    gone = [p for p in wr.glob("shard-*") if p.name.split(".")[0] in names[::2]]
+    for p in gone:
+        p.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in wr.glob("shard-*")}
+    again = tmp_path / "again.jsonl"
+    _run(*common, "--out", str(again), "--workdir", str(wr), "--engine", "ray")
+    assert _on_ray(caplog) == [len(names[::2])]
+    assert again.read_bytes() == local.read_bytes()
+    assert all(p.exists() for p in gone)
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path):
+    pool, target = _data(tmp_path)
+    port = free_port()
+    r = subprocess.run(
+        [sys.executable, "-m", "jaxsel.cli", "select", "--pool", pool, "--target", target,
+         "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: Ray address 127.0.0.1:{port} unreachable")
+    ), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--method", "gip", "--engine", "ray"], "--engine ray runs the host-pool methods"),
+        (["--ray-workers", "2"], "--ray-address and --ray-workers go with --engine ray"),
+        (["--engine", "ray", "--ray-workers", "0"], "--ray-workers must be positive"),
+        (["--engine", "ray", "--ray-address", "nohost"], "expected HOST:PORT or ray://HOST:PORT"),
+    ],
+)
+def test_engine_flags_refused_in_one_line(tmp_path, capsys, args, msg):
+    pool, target = _data(tmp_path)
+    argv = ["select", "--pool", pool, "--target", target, "--out", str(tmp_path / "o"), *args]
+    assert main(argv) == 2
+    assert msg in capsys.readouterr().err.strip().splitlines()[-1]
