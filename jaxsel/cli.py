@@ -63,13 +63,23 @@ def _load_target(args):
 
 
 # Flags naming files or directories a command reads (those a parser lacks are skipped).
-INPUT_FLAGS = ("pool", "target", "embeddings", "scores", "embed", "model", "input", "selection")
+INPUT_FLAGS = (
+    "pool",
+    "target",
+    "embeddings",
+    "scores",
+    "embed",
+    "model",
+    "input",
+    "selection",
+    "heldout",
+)
 
 
-def _check_outputs(args, *outs: tuple[str, str | None]) -> None:
+def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
     """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
     an output that is one of the inputs, a directory, or not creatable/writable."""
-    inputs = [getattr(args, f, None) for f in INPUT_FLAGS]
+    inputs = [getattr(args, f, None) for f in INPUT_FLAGS] + list(more_inputs)
     for flag, path in outs:
         outputs.check_output(path, inputs, flag)
     outputs.check_workdir(getattr(args, "workdir", None))
@@ -484,6 +494,113 @@ def cmd_decompress(argv):
     )
 
 
+# ------------------------------------------------------------------------------ downstream
+
+
+def cmd_downstream(argv):
+    """fine-tune the LM on each selection's first N tokens: held-out target CE curves"""
+    from jaxsel.downstream import DownstreamConfig
+
+    d = DownstreamConfig()
+    p = argparse.ArgumentParser(
+        prog="jaxsel downstream",
+        description="LoRA-fine-tune the LM on the first --tokens tokens of each selection (same "
+        "tokens, steps, LR schedule and seed for all) and report held-out target cross-entropy "
+        "(nats/token) every --eval-every tokens, plus the untrained model's",
+    )
+    _add_data_args(p)
+    p.add_argument(
+        "--selections", nargs="*", default=[], help="`jaxsel select` outputs (ids, best first)"
+    )
+    p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods to run on pool/target (default settings) as selections",
+    )
+    p.add_argument(
+        "--heldout",
+        help="held-out target split (same forms as --target); default: hold out "
+        "--heldout-fraction of the target (methods then see only the rest)",
+    )
+    p.add_argument("--heldout-fraction", type=float, default=0.2)
+    p.add_argument("--out", required=True, help="output JSON of the curves")
+    p.add_argument("--markdown", help="also write the Markdown table here")
+    p.add_argument("--plot", help="also write the curves as a PNG (matplotlib)")
+    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--tokens", type=int, default=d.tokens, help="training tokens per selection")
+    g.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per training row")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak LR (warm-up, cosine decay)")
+    g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
+    g.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (scale alpha/rank)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="tokens between evals")
+    g.add_argument(
+        "--eval-max-tokens", type=int, default=d.eval_max_tokens, help="held-out truncation"
+    )
+    g.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    _check_outputs(
+        args,
+        ("--out", args.out),
+        ("--markdown", args.markdown),
+        ("--plot", args.plot),
+        more_inputs=args.selections,
+    )
+    from jaxsel import downstream
+    from jaxsel.models.loaders import load_lm
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.selections and not names:
+        raise JaxselError("downstream: give --selections files and/or --methods names")
+    config = DownstreamConfig(
+        tokens=args.tokens,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        alpha=args.alpha,
+        eval_every=args.eval_every,
+        eval_max_tokens=args.eval_max_tokens,
+        seed=args.seed,
+    )
+    pool, target = _load_pool(args), _load_target(args)
+    if args.heldout:
+        heldout = _read(args.heldout, args)
+    else:
+        target, heldout = downstream.split_heldout(target, args.heldout_fraction, args.seed)
+    selections = {}
+    for path in args.selections:
+        idx = downstream.read_selection(path, pool)
+        selections[Path(path).stem] = [pool.texts[i] for i in idx]
+    for name in names:
+        method = methods.get(name)
+        scores = method.score(pool, target, method.config_cls(), progress=not args.no_progress)
+        selections[name] = [pool.texts[i] for i in scores.ranking()]
+    lm = load_lm(args.model, args.dtype)
+    report = downstream.evaluate_selections(
+        lm,
+        selections,
+        heldout.texts,
+        config,
+        target=target.texts,
+        progress=not args.no_progress,
+    )
+    from jaxsel.data.outputs import write_text
+
+    write_text(args.out, json.dumps(report, indent=1))
+    table = downstream.markdown_table(report)
+    print(table)
+    if args.markdown:
+        write_text(args.markdown, table + "\n")
+    if args.plot:
+        from jaxsel.plots import downstream_curves
+
+        downstream_curves(report, args.plot)
+
+
 # ------------------------------------------------------------------------------------ main
 
 COMMANDS = {
@@ -494,6 +611,7 @@ COMMANDS = {
     "embed": cmd_embed,
     "compress": cmd_compress,
     "decompress": cmd_decompress,
+    "downstream": cmd_downstream,
 }
 
 

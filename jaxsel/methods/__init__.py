@@ -62,6 +62,8 @@ _MODULES = {
     "gip": "jaxsel.methods.gip",
     "lamdas": "jaxsel.methods.lamdas",
     "ppl": "jaxsel.methods.ppl",
+    "embed-sim": "jaxsel.methods.embed_sim",
+    "hybrid": "jaxsel.methods.hybrid",
 }
 
 
