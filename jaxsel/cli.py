@@ -175,6 +175,7 @@ def cmd_score(argv):
         else:
             for _ in rows:  # takes part in the gathering; process 0 writes
                 pass
+    parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
     log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
 
 
@@ -188,7 +189,7 @@ def cmd_select(argv):
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel import pipeline
+    from jaxsel import parallel, pipeline
     from jaxsel.scores import check_threshold
 
     if args.threshold is not None:
@@ -211,6 +212,7 @@ def cmd_select(argv):
             budget_bytes=args.budget_bytes,
         )
     pipeline.write_selection(args.out, source, sel)
+    parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
     log.info(
         "%s: selected %d of %d items in %.2f s -> %s",
         method.name,

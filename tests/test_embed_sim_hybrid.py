@@ -145,16 +145,18 @@ def test_hybrid_bad_input():
     pool, target = make_pool(n=4, long_doc=False), make_target(n=2)
     with pytest.raises(JaxselError, match="member 'gip' failed: gip needs --embeddings"):
         hybrid.score(pool, target, hybrid.Config(of="dsir,gip"))
-    with pytest.raises(InputError, match="unknown member 'nope'"):
-        hybrid.Config(of="dsir,nope")
-    with pytest.raises(InputError, match="listed twice"):
-        hybrid.Config(of="dsir,dsir")
-    with pytest.raises(InputError, match="2 weights for 3 members"):
-        hybrid.Config(of="dsir,zipfit,random", weights="1,2")
-    with pytest.raises(InputError, match="weights must be"):
-        hybrid.Config(of="dsir,zipfit", weights="1,-1")
-    with pytest.raises(InputError, match="weights must be numbers"):
-        hybrid.Config(of="dsir,zipfit", weights="1,x")
+    for of, weights, msg in [
+        ("dsir,nope", None, "unknown member 'nope'"),
+        ("dsir,dsir", None, "listed twice"),
+        ("dsir,hybrid", None, "its own member"),
+        ("dsir,zipfit,random", "1,2", "2 weights for 3 members"),
+        ("dsir,zipfit", "1,-1", "weights must be"),
+        ("dsir,zipfit", "1,x", "weights must be numbers"),
+    ]:
+        with pytest.raises(InputError, match=msg):
+            hybrid.score(pool, target, hybrid.Config(of=of, weights=weights))
+    with pytest.raises(InputError, match="fusion must be"):
+        hybrid.Config(fusion="max")
 
 
 def test_cli_select_hybrid(tmp_path, capsys):

@@ -63,6 +63,14 @@ class Config:
             raise InputError(f"hybrid: --weights must be numbers, got {self.weights!r}") from None
 
     def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise InputError(f"hybrid: fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if not self.rrf_k >= 0:
+            raise InputError(f"hybrid: rrf_k must be >= 0, got {self.rrf_k}")
+
+    def check(self) -> None:
+        """Members and weights, checked before any member runs (not at construction, so a
+        Config can be built from any flag values and refused with one line when used)."""
         of = self.members
         if not of:
             raise InputError("hybrid: --of needs at least one member method")
@@ -80,10 +88,6 @@ class Config:
             raise InputError(f"hybrid: {w.size} weights for {len(of)} members ({self.of})")
         if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
             raise InputError(f"hybrid: weights must be finite, >= 0, not all 0: {self.weights}")
-        if self.fusion not in FUSIONS:
-            raise InputError(f"hybrid: fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if not self.rrf_k >= 0:
-            raise InputError(f"hybrid: rrf_k must be >= 0, got {self.rrf_k}")
 
 
 def ranks(scores: Scores) -> np.ndarray:
@@ -123,6 +127,7 @@ def fuse(members: Sequence[Scores], config: Config) -> np.ndarray:
 
 def whole_pool(pool, target, config: Config, run: Run) -> Scores:
     """Runs every member once on (pool, target) and fuses their rankings."""
+    config.check()
     require_pool_and_target(None, target, "hybrid")
     members = []
     for name in config.members:
