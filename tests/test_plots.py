@@ -157,7 +157,8 @@ def test_compress_info_plot(tmp_path, figures, monkeypatch, model):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # the CLI appends flags
     spec = _tiny_hf_dir(tmp_path / "lm") if model == "tiny" else "smollm2"
     src, arch, png = tmp_path / "t.txt", tmp_path / "t.fz", tmp_path / "windows.png"
-    src.write_bytes(LICENSE)
+    text = LICENSE * 3  # segments long enough for windows past the first
+    src.write_bytes(text)
     argv = ["compress", str(src), str(arch), "--context", "16", "--stride", "6", "--model", spec]
     assert main([*argv, "--batch-size", "8", "--no-fallback"]) == 0
     assert main(["compress", "--info", str(arch), "--plot", str(png), "--model", spec]) == 0
@@ -167,7 +168,7 @@ def test_compress_info_plot(tmp_path, figures, monkeypatch, model):
     heights = np.array([p.get_height() for p in ax.containers[0].patches])
     lm = load_lm(spec)
     m = finezip.read_header(arch.read_bytes())[0].model
-    ids = lm.tokenizer.encode(LICENSE.decode())
+    ids = lm.tokenizer.encode(text.decode())
     assert m.n_tokens == len(ids)  # the coder may shrink C and S to short segments (make_plan)
     c, st = m.context, m.stride
 
@@ -188,15 +189,15 @@ def test_compress_info_plot(tmp_path, figures, monkeypatch, model):
         for context, targets in wins:
             bits.append(cost(context, targets))
             nbytes.append(len(lm.tokenizer.decode(targets).encode()))
-    assert sum(nbytes) == len(LICENSE) and len(heights) == len(bits) > 2
+    assert sum(nbytes) == len(text) and len(heights) == len(bits) > 2
     if model == "tiny":  # sliding windows after the first, not only one window per segment
         assert (c, st) == (16, 6) and len(bits) > m.batch_size * m.n_batches
     np.testing.assert_allclose(heights, np.array(bits) / nbytes, rtol=1e-3)
     payload = 8 * finezip.read_header(arch.read_bytes())[0].body_len
     assert sum(bits) <= payload <= sum(bits) + 64 * m.n_batches * m.batch_size + 0.02 * sum(bits)
     whole = [v for k, v in _lines(ax).items() if k.startswith("payload, whole file")][0]
-    np.testing.assert_allclose(whole[1], payload / len(LICENSE))
-    assert f"{8 * arch.stat().st_size / len(LICENSE):.3f} bits/byte" in ax.get_title()
+    np.testing.assert_allclose(whole[1], payload / len(text))
+    assert f"{8 * arch.stat().st_size / len(text):.3f} bits/byte" in ax.get_title()
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
 
 
