@@ -63,13 +63,23 @@ def _load_target(args):
 
 
 # Flags naming files or directories a command reads (those a parser lacks are skipped).
-INPUT_FLAGS = ("pool", "target", "embeddings", "scores", "embed", "model", "input", "selection")
+INPUT_FLAGS = (
+    "pool",
+    "target",
+    "embeddings",
+    "scores",
+    "embed",
+    "model",
+    "input",
+    "selection",
+    "heldout",
+)
 
 
-def _check_outputs(args, *outs: tuple[str, str | None]) -> None:
+def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
     """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
     an output that is one of the inputs, a directory, or not creatable/writable."""
-    inputs = [getattr(args, f, None) for f in INPUT_FLAGS]
+    inputs = [getattr(args, f, None) for f in INPUT_FLAGS] + list(more_inputs)
     for flag, path in outs:
         outputs.check_output(path, inputs, flag)
     outputs.check_workdir(getattr(args, "workdir", None))
@@ -223,21 +233,46 @@ def cmd_eval(argv):
     )
     p.add_argument(
         "selection",
+        nargs="+",
         help="output of `jaxsel select` (records, best first) or "
-        "`jaxsel score` ({id, score} per pool item)",
+        "`jaxsel score` ({id, score} per pool item); several: one report each",
     )
     _add_data_args(p, target=False)
     p.add_argument("--domain", default="python", help="domain counted as relevant")
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
+    p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K and the domain mix")
     args = p.parse_args(argv)
+    outputs.check_output(args.plot, [*args.selection, args.pool], "--plot")
     from jaxsel.data.corpus import iter_jsonl
     from jaxsel.evaluate import selection_report
 
     pool = _load_pool(args)
-    rows = [(loc, rec) for _, loc, rec in iter_jsonl(args.selection)]
-    report = selection_report(pool, rows, args.domain, args.field, args.k, args.selection)
-    print(json.dumps(report, indent=2))
+    files = {path: [(loc, rec) for _, loc, rec in iter_jsonl(path)] for path in args.selection}
+    reports = {
+        path: selection_report(pool, rows, args.domain, args.field, args.k, path)
+        for path, rows in files.items()
+    }
+    print(json.dumps(reports[args.selection[0]] if len(files) == 1 else reports, indent=2))
+    if args.plot:
+        _plot_selections(pool, files, reports, args)
+
+
+def _plot_selections(pool, files: dict, reports: dict, args) -> None:
+    from jaxsel import plots
+    from jaxsel.evaluate import domain_mix, domains_of, precision_curve, selection_ranking
+
+    domains = domains_of(pool, args.field)
+    stems = [Path(path).stem for path in files]
+    names = dict(zip(files, stems if len(set(stems)) == len(files) else files, strict=True))
+    curves, mixes = {}, {}
+    for path, rows in files.items():
+        ranked = [domains[i] for i in selection_ranking(pool, rows, path)[0]]
+        curves[names[path]] = precision_curve(ranked, args.domain)
+        mixes[names[path]] = domain_mix(ranked[: reports[path]["k"]])
+    base = reports[args.selection[0]]["base_rate"]
+    fig = plots.selection_figure(curves, mixes, base, args.domain)
+    log.info("eval: plot -> %s", plots.save(fig, args.plot))
 
 
 def cmd_compare(argv):
@@ -257,13 +292,14 @@ def cmd_compare(argv):
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, nargs="+", default=[100], help="precision@K cut-offs")
     p.add_argument("--out", help="also write the report as JSON here")
+    p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K, one curve per method")
     args = p.parse_args(argv)
-    _check_outputs(args, ("--out", args.out))
-    from jaxsel.evaluate import compare_row, domains_of
+    _check_outputs(args, ("--out", args.out), ("--plot", args.plot))
+    from jaxsel.evaluate import compare_row, domains_of, precision_curve
 
     pool, target = _load_pool(args), _load_target(args)
     domains = domains_of(pool, args.field)
-    rows = []
+    rows, curves = [], {}
     with methods.Run() as run:  # one Run: methods share loaded models (one LM for ppl, lamdas)
         for name in args.methods.split(","):
             method = methods.get(name.strip())
@@ -271,6 +307,9 @@ def cmd_compare(argv):
             scores = method.score(pool, target, run=run)
             secs = time.perf_counter() - t0
             rows.append(compare_row(scores, domains, pool.nbytes(), args.domain, args.k, secs))
+            curves[scores.method] = precision_curve(
+                [domains[i] for i in scores.ranking()], args.domain
+            )
     base = domains.count(args.domain) / len(domains)
     print(f"pool {len(pool)} items, target {len(target)}, base rate of {args.domain!r}: {base:.3f}")
     head = ["method", "seconds", *[f"P@{k}" for k in args.k], "spearman_score_vs_bytes"]
@@ -282,6 +321,11 @@ def cmd_compare(argv):
         print("| " + " | ".join(cells) + f" | {buckets} |")
     if args.out:
         outputs.write_text(args.out, json.dumps({"base_rate": base, "rows": rows}, indent=2))
+    if args.plot:
+        from jaxsel import plots
+
+        fig = plots.precision_curves(curves, base, args.domain)
+        log.info("compare: plot -> %s", plots.save(fig, args.plot))
 
 
 # ----------------------------------------------------------------------------------- embed
@@ -369,6 +413,12 @@ def cmd_compress(argv):
     p.add_argument("input", help="file to compress, or the archive to describe with --info")
     p.add_argument("output", nargs="?", help="archive to write")
     p.add_argument("--info", action="store_true", help="print the header of the archive INPUT")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="with --info: plot the bits/byte of every coding window (decompresses: needs "
+        "the model)",
+    )
     p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument(
@@ -412,9 +462,14 @@ def cmd_compress(argv):
     from jaxsel import finezip
 
     if args.info:
+        outputs.check_output(args.plot, [args.input], "--plot")
         data = _read_bytes(args.input)
         print(finezip.describe(finezip.parse(data).header, len(data)))
+        if args.plot:
+            _plot_chunk_costs(data, args.model, args.plot)
         return
+    if args.plot:
+        p.error("--plot needs --info")
     if args.output is None:
         p.error("OUTPUT is required (or use --info)")
     from jaxsel.models.loaders import load_lm
@@ -452,6 +507,19 @@ def cmd_compress(argv):
     )
 
 
+def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
+    from jaxsel import finezip, plots
+    from jaxsel.finezip.costs import archive_costs
+    from jaxsel.models.loaders import load_lm
+
+    c = archive_costs(archive, functools.partial(load_lm, model))
+    header = finezip.read_header(archive)[0]
+    bpb = [8 * n / header.size for n in (header.body_len, len(archive))]
+    what = f"context {c.plan.context}, stride {c.plan.stride}, {c.plan.seg_len}-token segments"
+    fig = plots.window_costs(c.window_bits / c.window_bytes, *bpb, what=what)
+    log.info("compress: costs of %d windows -> %s", len(c.window_bits), plots.save(fig, path))
+
+
 def cmd_decompress(argv):
     """FineZip: restore a file from its archive (verifies the original's checksum)"""
     p = argparse.ArgumentParser(
@@ -486,6 +554,113 @@ def cmd_decompress(argv):
     )
 
 
+# ------------------------------------------------------------------------------ downstream
+
+
+def cmd_downstream(argv):
+    """fine-tune the LM on each selection's first N tokens: held-out target CE curves"""
+    from jaxsel.downstream import DownstreamConfig
+
+    d = DownstreamConfig()
+    p = argparse.ArgumentParser(
+        prog="jaxsel downstream",
+        description="LoRA-fine-tune the LM on the first --tokens tokens of each selection (same "
+        "tokens, steps, LR schedule and seed for all) and report held-out target cross-entropy "
+        "(nats/token) every --eval-every tokens, plus the untrained model's",
+    )
+    _add_data_args(p)
+    p.add_argument(
+        "--selections", nargs="*", default=[], help="`jaxsel select` outputs (ids, best first)"
+    )
+    p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods to run on pool/target (default settings) as selections",
+    )
+    p.add_argument(
+        "--heldout",
+        help="held-out target split (same forms as --target); default: hold out "
+        "--heldout-fraction of the target (methods then see only the rest)",
+    )
+    p.add_argument("--heldout-fraction", type=float, default=0.2)
+    p.add_argument("--out", required=True, help="output JSON of the curves")
+    p.add_argument("--markdown", help="also write the Markdown table here")
+    p.add_argument("--plot", help="also write the curves as a PNG (matplotlib)")
+    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--tokens", type=int, default=d.tokens, help="training tokens per selection")
+    g.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per training row")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak LR (warm-up, cosine decay)")
+    g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
+    g.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (scale alpha/rank)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="tokens between evals")
+    g.add_argument(
+        "--eval-max-tokens", type=int, default=d.eval_max_tokens, help="held-out truncation"
+    )
+    g.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    _check_outputs(
+        args,
+        ("--out", args.out),
+        ("--markdown", args.markdown),
+        ("--plot", args.plot),
+        more_inputs=args.selections,
+    )
+    from jaxsel import downstream
+    from jaxsel.models.loaders import load_lm
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.selections and not names:
+        raise JaxselError("downstream: give --selections files and/or --methods names")
+    config = DownstreamConfig(
+        tokens=args.tokens,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        alpha=args.alpha,
+        eval_every=args.eval_every,
+        eval_max_tokens=args.eval_max_tokens,
+        seed=args.seed,
+    )
+    pool, target = _load_pool(args), _load_target(args)
+    if args.heldout:
+        heldout = _read(args.heldout, args)
+    else:
+        target, heldout = downstream.split_heldout(target, args.heldout_fraction, args.seed)
+    selections = {}
+    for path in args.selections:
+        idx = downstream.read_selection(path, pool)
+        selections[Path(path).stem] = [pool.texts[i] for i in idx]
+    for name in names:
+        method = methods.get(name)
+        scores = method.score(pool, target, method.config_cls(), progress=not args.no_progress)
+        selections[name] = [pool.texts[i] for i in scores.ranking()]
+    lm = load_lm(args.model, args.dtype)
+    report = downstream.evaluate_selections(
+        lm,
+        selections,
+        heldout.texts,
+        config,
+        target=target.texts,
+        progress=not args.no_progress,
+    )
+    from jaxsel.data.outputs import write_text
+
+    write_text(args.out, json.dumps(report, indent=1))
+    table = downstream.markdown_table(report)
+    print(table)
+    if args.markdown:
+        write_text(args.markdown, table + "\n")
+    if args.plot:
+        from jaxsel.plots import downstream_curves
+
+        downstream_curves(report, args.plot)
+
+
 # ------------------------------------------------------------------------------------ main
 
 COMMANDS = {
@@ -496,6 +671,7 @@ COMMANDS = {
     "embed": cmd_embed,
     "compress": cmd_compress,
     "decompress": cmd_decompress,
+    "downstream": cmd_downstream,
 }
 
 

@@ -8,26 +8,27 @@ top-K of at most `RECORDS_KEPT` keeps its records while scoring and needs no sec
 are broken by pool order everywhere (`Batch.keys`: lexicographic order = pool order).
 
 Methods that need one float per document (a whole-pool `rescore`, GIP, random) hold that vector
-(8 bytes per document); nothing holds texts or records of the whole pool.
+(8 bytes per document), a `--budget-bytes` selection holds (score, key, size) per document
+(32 bytes) and a threshold selection the same for the items above it; nothing holds texts or
+records of the whole pool.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsel import parallel
-from jaxsel.data.corpus import Corpus, read_corpus, write_records
+from jaxsel.data.corpus import Corpus, json_line, read_corpus, write_records
+from jaxsel.data.outputs import atomic_open
 from jaxsel.data.sources import Batch, IdDigests, open_source
 from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run
@@ -429,7 +430,7 @@ def write_selection(path: str | os.PathLike, source, sel: Selected) -> None:
     offsets = np.zeros(len(sel.keys) + 1, np.int64)
     with tempfile.TemporaryFile() as spill:
         for r, rec in _picked(source, sel):
-            line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+            line = json_line(rec, path, r).encode("utf-8")
             offsets[r] = spill.tell()
             offsets[-1] = max(offsets[-1], spill.tell() + len(line))
             spill.write(line)
@@ -446,10 +447,6 @@ def write_selection(path: str | os.PathLike, source, sel: Selected) -> None:
                 sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
             return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             for line in lines():
                 f.write(line)
-        os.replace(tmp, path)

@@ -96,6 +96,15 @@ def test_dsir_streamed_equals_the_whole_pool_formula():
     np.testing.assert_array_equal(got, want)
 
 
+def test_dsir_bounded_ngram_cache_gives_the_same_scores(monkeypatch):
+    from jaxsel.methods import dsir
+
+    pool, target = make_pool(17, seed=3, long_doc=False), make_target(2)
+    want = dsir.score(pool, target).values
+    monkeypatch.setattr(dsir, "CACHE_GRAMS", 50)  # full after the first few documents
+    np.testing.assert_array_equal(dsir.score(pool, target).values, want)
+
+
 # ------------------------------------------------------------------- generated CLI flags
 
 
@@ -105,6 +114,11 @@ def test_generated_flags_cover_every_config_field(name):
     p = argparse.ArgumentParser()
     methods.add_config_args(p, m.config_cls)
     assert methods.config_from_args(p.parse_args([]), m.config_cls) == m.config_cls()
+    from jaxsel.cli import _method_parser
+
+    for cmd in ("score", "select"):  # the flags fit beside the command's own (no clash)
+        full, _ = _method_parser(cmd, ["--method", name])
+        assert full.parse_known_args(["--method", name])[0].method == name
     helptext = p.format_help()
     for f in dataclasses.fields(m.config_cls):
         assert f.metadata["help"] and methods.flag_name(f) in helptext
@@ -114,7 +128,11 @@ def test_generated_flags_cover_every_config_field(name):
         if value is None:
             continue
         args = p.parse_args([methods.flag_name(f), str(value)])
-        cfg = methods.config_from_args(args, m.config_cls)
+        assert getattr(args, f.name) == value  # the flag reaches its field...
+        try:
+            cfg = methods.config_from_args(args, m.config_cls)
+        except InputError:  # ...whose Config may refuse this made-up value (hybrid's --of x)
+            continue
         assert getattr(cfg, f.name) == value
         assert cfg == dataclasses.replace(m.config_cls(), **{f.name: value})
 
@@ -340,3 +358,26 @@ def test_streamed_files_of_many_parts_select_as_in_memory(tmp_path, form):
     idx = select_top_k(want, 9)
     got = pipeline.selected_records(source, sel)
     assert got == [{**pool.records[i], "score": float(want.values[i])} for i in idx]
+
+
+def test_run_loads_each_model_once(monkeypatch):
+    """`compare` runs every method in one Run: ppl and lamdas share one loaded LM."""
+    import tokenizers
+    from llama_ref import random_params, tiny_tokenizer_json
+    from test_llama import TINY
+
+    from jaxsel.methods import lamdas, ppl
+    from jaxsel.models import loaders
+    from jaxsel.models.tokenizer import Tokenizer
+
+    tok = Tokenizer(tokenizers.Tokenizer.from_str(tiny_tokenizer_json(TINY.vocab_size)), 0, 0)
+    lm = loaders.LoadedLM(TINY, random_params(TINY, seed=1), tok, "tiny")
+    loads = []
+    monkeypatch.setattr(loaders, "load_lm", lambda model, dtype: loads.append(model) or lm)
+    ref = Corpus.from_texts(["def f(x): return x", "print(1)"])
+    with methods.Run() as run:
+        a = ppl.PPL.prepare(None, ppl.Config(), run)
+        b = lamdas.LAMDAS.prepare(
+            ref, lamdas.Config(epochs=0, prefix_len=2, init="random", max_tokens=16), run
+        )
+    assert a.lm is b.lm is lm and loads == [None]

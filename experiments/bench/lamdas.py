@@ -24,11 +24,24 @@ alike):
 - end to end `likelihood_terms` on `--docs` pool documents at max_tokens 256 (tokenising, length
   buckets, padding; every bucket compiled in a warm-up run);
 - a prefix-training step (B = 4, T = 128): reference tokens/s.
+
+`--mfu` instead runs LAMDAS end to end (`train_prefix` + `likelihood_terms`, the public API, so
+the same script measures any version of jaxsel put first on PYTHONPATH: before/after) and reports
+model FLOP utilisation against the f32 matmul peak measured in the same run (best of 5 square
+matmuls of --peak-n): FLOPs are counted on the real, unpadded tokens only (padding is waste and
+shows as lower MFU), per token 2 x (layer matmul weights + vocabulary head) + causal attention
+(2 x 2 x L x H x hd x (position + P)); prefix training counts 2 x forward (forward + activation
+gradients: the model weights are frozen, so no weight-gradient matmuls), scoring 2 x forward
+(conditioned + plain pass). Each phase runs once to compile its buckets, then is timed.
+
+    .venv/bin/python experiments/bench/lamdas.py --mfu [--refs 16] [--ref-tokens 128]
+        [--epochs 2] [--cands 16] [--cand-tokens 256] [--out out/bench-lamdas-mfu.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import subprocess
@@ -76,6 +89,80 @@ def timed(fns: dict, reps: int) -> dict[str, dict[str, float]]:
     return {k: {"wall": float(np.median(wall[k])), "cpu": float(np.median(cpu[k]))} for k in fns}
 
 
+def forward_flops(cfg, lengths, prefix_len: int) -> float:
+    """Model FLOPs of one forward pass over texts of these real token counts (see --mfu)."""
+    d, layers = cfg.hidden_size, cfg.num_layers
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    per_layer = d * q + 2 * d * kv + q * d + 3 * d * cfg.intermediate_size
+    dense = 2 * (layers * per_layer + d * cfg.vocab_size)
+    total = 0.0
+    for n in lengths:
+        ctx = np.arange(1, n + 1) + prefix_len  # keys each query attends to
+        total += n * dense + float(4 * layers * q * ctx.sum())
+    return total
+
+
+def matmul_peak(n: int) -> float:
+    """Best of 5 f32 [n, n] @ [n, n] matmuls, FLOP/s."""
+    a = jax.random.normal(jax.random.key(0), (n, n), np.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    best = np.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def mfu(args) -> None:
+    from jaxsel.data.defaults import humaneval_target
+
+    report = {"device": str(jax.devices()[0]), "settings": vars(args), "uptime_start": uptime()}
+    lm = load_smollm2(args.dtype)
+    peak = matmul_peak(args.peak_n)
+    refs = humaneval_target().texts[: args.refs]
+    cands = default_pool().texts[: args.cands]
+    cfg = lamdas.Config(
+        prefix_len=30,
+        epochs=args.epochs,
+        max_tokens=args.cand_tokens,
+        train_max_tokens=args.ref_tokens,
+        score_batch_size=8,
+    )
+    ref_len = [len(s) - 1 for s in lm.tokenizer.encode_docs(refs, args.ref_tokens)[0]]
+    lamdas.train_prefix(lm, refs, dataclasses.replace(cfg, epochs=1))  # compile every bucket
+    t0 = time.perf_counter()
+    prefix, _ = lamdas.train_prefix(lm, refs, cfg)
+    train_s = time.perf_counter() - t0
+    train_flops = 2 * args.epochs * forward_flops(lm.cfg, ref_len, 30)
+    lamdas.likelihood_terms(lm, prefix, cands, cfg)  # compile every bucket
+    t0 = time.perf_counter()
+    terms = lamdas.likelihood_terms(lm, prefix, cands, cfg)
+    score_s = time.perf_counter() - t0
+    cand_len = terms[:, 3].astype(int)
+    score_flops = 2 * forward_flops(lm.cfg, cand_len, 30)
+    report.update(
+        matmul_peak_gflops=peak / 1e9,
+        train={
+            "seconds": train_s,
+            "real_tokens": int(sum(ref_len)) * args.epochs,
+            "gflops": train_flops / 1e9,
+            "mfu": train_flops / train_s / peak,
+        },
+        score={
+            "seconds": score_s,
+            "real_tokens": int(cand_len.sum()),
+            "gflops": score_flops / 1e9,
+            "mfu": score_flops / score_s / peak,
+        },
+        uptime_end=uptime(),
+    )
+    print(json.dumps(report, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lens", default="128,512")
@@ -84,7 +171,16 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=64)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--out", default="out/bench-lamdas.json")
+    ap.add_argument("--mfu", action="store_true", help="end-to-end MFU run (see the docstring)")
+    ap.add_argument("--refs", type=int, default=16)
+    ap.add_argument("--ref-tokens", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--cands", type=int, default=16)
+    ap.add_argument("--cand-tokens", type=int, default=256)
+    ap.add_argument("--peak-n", type=int, default=1024)
     args = ap.parse_args()
+    if args.mfu:
+        return mfu(args)
     report = {
         "device": str(jax.devices()[0]),
         "n_devices": jax.device_count(),

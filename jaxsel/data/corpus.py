@@ -379,7 +379,8 @@ def read_corpus(
     return read_jsonl(p, text_field, id_field, on_empty)
 
 
-def _json_line(r: dict[str, Any], path, n: int) -> str:
+def json_line(r: dict[str, Any], path, n: int) -> str:
+    """Record `n` as one strict JSON line (no NaN/Infinity) for the file `path` (messages)."""
     try:
         return json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n"
     except ValueError as e:  # NaN/Infinity are not JSON
@@ -395,11 +396,11 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> N
         import sys
 
         for n, r in enumerate(records):
-            sys.stdout.write(_json_line(r, "<stdout>", n))
+            sys.stdout.write(json_line(r, "<stdout>", n))
         return
     with atomic_open(path, "w") as f:
         for n, r in enumerate(records):
-            f.write(_json_line(r, path, n))
+            f.write(json_line(r, path, n))
 
 
 def _same_typed(a: Any, b: Any) -> bool:

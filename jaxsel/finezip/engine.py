@@ -107,17 +107,25 @@ class Plan(NamedTuple):
         c, s = self.context, self.stride
         return t if t >= c and (t - c) % s == 0 else -1
 
+    @property
+    def n_spans(self) -> int:
+        """Attention length buckets: one per `SPAN_MIN` positions, at most `SPANS` (each is one
+        more compiled step, which a short cache does not repay)."""
+        return max(1, min(SPANS, self.context // SPAN_MIN))
+
     def span(self, pos: int) -> int:
         """The attention span (static) of a decode step writing cache position `pos`: the
-        smallest of `SPANS` length buckets that covers pos."""
-        for k in range(1, SPANS + 1):
-            span = -(-self.context * k // SPANS)
+        smallest of the `n_spans` equal length buckets that covers pos."""
+        n = self.n_spans
+        for k in range(1, n + 1):
+            span = -(-self.context * k // n)
             if pos < span:
                 return span
         raise AssertionError("position beyond the cache")
 
 
-SPANS = 4  # attention length buckets per cache (1/4, 2/4, 3/4, all of it)
+SPANS = 4  # at most 4 attention length buckets per cache (1/4, 2/4, 3/4, all of it)
+SPAN_MIN = 256
 
 
 def make_plan(

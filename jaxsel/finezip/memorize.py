@@ -7,24 +7,20 @@ scaled by 1/sqrt(in)), and only `b` of the last `layers` layers is stored, as fl
 compressor and the decompressor code with the *dequantised* adapters (`lora_from_blob`), never
 the float32 ones training produced, so quantisation costs a little ratio but never losslessness.
 
-Training is a teacher-forced forward (fine here: the adapters are fixed before coding starts) on
-random minibatches of the chunks, mean token NLL, optax Adam; the coding itself stays the
-incremental `engine.coding_step`.
+Training is the LM runtime's adapter training (`jaxsel.lm.train`: a teacher-forced forward, fine
+here as the adapters are fixed before coding starts) on shuffled minibatches of the chunks, mean
+token NLL, Adam; the coding itself stays the incremental `engine.coding_step`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxsel import parallel
 from jaxsel.errors import ArchiveError, InputError
+from jaxsel.lm.train import TrainConfig, train_tokens
 from jaxsel.models import llama
 from jaxsel.models.llama import LlamaConfig, Lora
 
@@ -53,12 +49,6 @@ class MemorizeConfig:
         }
 
 
-class TrainState(NamedTuple):
-    step: jax.Array  # int32 []
-    b: dict  # name -> [layers, r, out] float32, the trained factors
-    opt_state: optax.OptState
-
-
 def frozen_a(params: dict, targets, rank: int, seed: int) -> dict:
     """name -> a [L, in, r] float32 with entries +-1/sqrt(in), bit-identical on every machine:
     the signs are PCG64 raw output bits (a fixed algorithm, unlike float samplers)."""
@@ -85,40 +75,6 @@ def full_b(b: dict, n_layers: int) -> dict:
     }
 
 
-def chunk_nll(
-    b: dict, a: dict, params: dict, tokens, mask, cfg: LlamaConfig, scale: float
-) -> jax.Array:
-    """Mean token NLL of a minibatch of chunks under the adapted model (gradient w.r.t. `b`).
-
-    tokens = [bos, y_1..y_L]: [B, L+1] int32, mask: [B, L+1] bool (the chunk's real tokens)."""
-    lora = Lora(a, full_b(b, cfg.num_layers), scale)
-    lp, _ = llama.token_logprobs(params, tokens, mask, cfg, lora=lora)
-    return -jnp.sum(lp) / jnp.maximum(jnp.sum(mask[:, 1:]), 1)
-
-
-def train_step(
-    state: TrainState,
-    a,
-    params,
-    tokens,
-    mask,
-    *,
-    cfg: LlamaConfig,
-    scale: float,
-    opt: optax.GradientTransformation,
-) -> tuple[TrainState, jax.Array]:
-    loss, grads = jax.value_and_grad(chunk_nll)(state.b, a, params, tokens, mask, cfg, scale)
-    updates, opt_state = opt.update(grads, state.opt_state, state.b)
-    return TrainState(state.step + 1, optax.apply_updates(state.b, updates), opt_state), loss
-
-
-@functools.cache
-def _compiled_train_step(cfg: LlamaConfig, scale: float, lr: float):
-    opt = optax.adam(lr)
-    step = functools.partial(train_step, cfg=cfg, scale=scale, opt=opt)
-    return opt, jax.jit(step, donate_argnums=(0,))
-
-
 def train(
     params: dict,
     cfg: LlamaConfig,
@@ -127,38 +83,42 @@ def train(
     bos: int,
     config: MemorizeConfig,
 ) -> tuple[dict, list[float]]:
-    """Fine-tunes `b` on the chunks. chunks: [n, L] int32 (padded), lengths: [n].
+    """Fine-tunes `b` on the chunks with the LM runtime's training loop (`jaxsel.lm`): a LoRA-FA
+    adapter (`a` frozen, `b` trained in the last `layers` layers only), Adam, `steps` steps of
+    `batch_size` chunks drawn epoch by epoch from a seeded shuffle. chunks: [n, L] int32
+    (padded), lengths: [n].
 
     Returns the trained float32 factors (name -> [layers, r, out]) and the loss per step.
-    Minibatches are drawn without replacement, epoch by epoch, from a seeded host RNG.
     """
     n_layers = cfg.num_layers
     layers = config.layers or n_layers
     if not 0 < layers <= n_layers or config.rank < 1:
         raise InputError(f"LoRA needs 1 <= layers <= {n_layers} and rank >= 1")
-    a = jax.device_put(
-        frozen_a(params, config.targets, config.rank, config.seed), parallel.replicated()
+    a = frozen_a(params, config.targets, config.rank, config.seed)
+    b = {k: np.zeros((n_layers, config.rank, params["layers"][k].shape[2]), np.float32) for k in a}
+    lora = Lora(a, b, config.alpha / config.rank, train_a=False, train_layers=layers)
+    seqs = [
+        np.concatenate([[bos], c[:n]]).astype(np.int32)
+        for c, n in zip(chunks, lengths, strict=True)
+    ]
+    train_config = TrainConfig(
+        lr=config.lr,
+        steps=config.steps,
+        batch_size=min(config.batch_size, len(chunks)),
+        seed=config.seed,
+        max_tokens=chunks.shape[1],
     )
-    params = jax.device_put(params, parallel.replicated())
-    b = {k: jnp.zeros((layers, config.rank, params["layers"][k].shape[2]), jnp.float32) for k in a}
-    scale = config.alpha / config.rank
-    opt, step = _compiled_train_step(cfg, scale, config.lr)
-    state = TrainState(jnp.zeros((), jnp.int32), b, opt.init(b))
-    rows = parallel.round_up(min(config.batch_size, len(chunks)), parallel.data_size())
-    tokens = np.concatenate([np.full((len(chunks), 1), bos, np.int32), chunks], axis=1)
-    mask = np.arange(tokens.shape[1])[None] <= lengths[:, None]
-    sh = parallel.sharding("batch", "seq")
-    rng = np.random.default_rng(config.seed)
-    order, losses = np.zeros(0, np.int64), []
-    for _ in range(config.steps):
-        if len(order) < rows:
-            order = np.concatenate([order, rng.permutation(len(chunks))])
-        idx, order = order[:rows], order[rows:]
-        state, loss = step(
-            state, a, params, jax.device_put(tokens[idx], sh), jax.device_put(mask[idx], sh)
-        )
-        losses.append(float(loss))
-    return jax.device_get(state.b), losses
+    losses: list[float] = []
+    lora, _ = train_tokens(
+        params,
+        cfg,
+        lora,
+        seqs,
+        train_config,
+        name="finezip: LoRA",
+        on_step=lambda step, loss, state: losses.append(loss),
+    )
+    return {k: np.asarray(v[n_layers - layers :]) for k, v in lora.b.items()}, losses
 
 
 # ---------------------------------------------------------------------------- archive blob

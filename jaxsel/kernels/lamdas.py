@@ -15,22 +15,24 @@ y_1..y_n (the bos makes the first text token predicted too), 0 at padding.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from jaxsel.kernels.loglik import sequence_loglik
+from jaxsel.lm.train import TrainState, adapter_nll, init_train_state
 from jaxsel.models import llama
 from jaxsel.models.llama import LlamaConfig, PrefixKV
 
-
-class TrainState(NamedTuple):
-    """Prefix-tuning state: the prefix is the only trained pytree; the model is an argument."""
-
-    step: jax.Array  # int32 [], optimizer steps taken
-    prefix: PrefixKV
-    opt_state: optax.OptState
+__all__ = [
+    "TrainState",
+    "init_train_state",
+    "paired_logprobs",
+    "paired_sums",
+    "prefix_from_tokens",
+    "random_prefix",
+    "reference_nll",
+]
 
 
 # ------------------------------------------------------------------------------- likelihoods
@@ -76,39 +78,21 @@ def paired_logprobs(
     return lp[:, 0], lp[:, 1]
 
 
-# ---------------------------------------------------------------------------------- training
-
-
-def reference_nll(
-    prefix: PrefixKV, params: dict, tokens: jax.Array, mask: jax.Array, cfg: LlamaConfig
+def paired_sums(
+    params: dict, prefix: PrefixKV, tokens: jax.Array, mask: jax.Array, *, cfg: LlamaConfig
 ) -> jax.Array:
-    """Mean token NLL of a reference batch given the prefix: the loss of eq. (1), averaged over
-    the batch's predicted tokens. The prefix comes first so `jax.grad` differentiates it only."""
-    lp, _ = llama.token_logprobs(params, tokens, mask, cfg, prefix=prefix)
-    return -jnp.sum(lp) / jnp.maximum(jnp.sum(mask[:, 1:]), 1)
+    """The LM runtime reducer of LAMDAS scoring: per row [B, 3] = (sum of the log-ratio,
+    sum log p(y_t | y_<t, C), sum log p(y_t | y_<t)) over the real tokens."""
+    cond, plain = paired_logprobs(params, prefix, tokens, mask, cfg)
+    sums = [sequence_loglik(x, mask[:, 1:])[0] for x in (cond - plain, cond, plain)]
+    return jnp.stack(sums, axis=-1)
 
 
-def init_train_state(prefix: PrefixKV, tx: optax.GradientTransformation) -> TrainState:
-    return TrainState(jnp.zeros((), jnp.int32), prefix, tx.init(prefix))
-
-
-def train_step(
-    state: TrainState,
-    params: dict,
-    tokens: jax.Array,
-    mask: jax.Array,
-    *,
-    cfg: LlamaConfig,
-    tx: optax.GradientTransformation,
-) -> tuple[TrainState, jax.Array]:
-    """One optimiser step on the prefix; the model parameters are a constant of the loss.
-
-    Returns the new state and the batch loss *before* the update.
-    """
-    loss, grads = jax.value_and_grad(reference_nll)(state.prefix, params, tokens, mask, cfg)
-    updates, opt_state = tx.update(grads, state.opt_state, state.prefix)
-    prefix = optax.apply_updates(state.prefix, updates)
-    return TrainState(state.step + 1, prefix, opt_state), loss
+# ---------------------------------------------------------------------------------- training
+# Prefix tuning (eq. 1) is the LM runtime's adapter training (`jaxsel.lm.train`) with a PrefixKV
+# adapter: the loss is `reference_nll` = the runtime's `adapter_nll`, the mean token NLL of a
+# reference batch given the prefix (the prefix comes first so `jax.grad` differentiates it only).
+reference_nll = adapter_nll
 
 
 # ------------------------------------------------------------------------------ initialisation

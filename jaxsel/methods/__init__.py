@@ -11,7 +11,7 @@ A method is a `Method` (module `jaxsel.methods.<name>` builds it and `register`s
     sizes, DSIR target counts, a trained LAMDAS prefix); `State.key` is a JSON-able dict that
     identifies the scoring (method, settings, target, model), bound into the shard manifest;
     `score_batch(state, batch) -> BatchScores`: float64 scores of one batch of pool documents
-    (`jaxsel.pipeline.Batch`: ids, texts, records, keys) plus additive per-batch statistics
+    (`jaxsel.data.sources.Batch`: ids, texts, records, keys) plus additive per-batch statistics
     (token counts, ...) that are stored with the batch's shard and summed for the metadata;
     `describe(state, stats) -> dict`: the `Scores.meta` from the summed statistics.
   Their Config has a `shard_size` field: pool documents per batch and per resumable shard.
@@ -22,7 +22,7 @@ A method is a `Method` (module `jaxsel.methods.<name>` builds it and `register`s
     float per document held in memory.
 - Whole-pool methods (GIP: a greedy selection over the whole embedding matrix; random) give
   `whole_pool(pool, target, config, run) -> Scores` instead, where `pool` is a
-  `jaxsel.pipeline.Source`; GIP reads its matrix memory-mapped.
+  `jaxsel.data.sources.Source` (or an in-memory one); GIP reads its matrix memory-mapped.
 - `k_field`: a Config field that `select -k K` fills when the user left it unset (GIP's greedy
   step count).
 
@@ -62,6 +62,8 @@ _MODULES = {
     "gip": "jaxsel.methods.gip",
     "lamdas": "jaxsel.methods.lamdas",
     "ppl": "jaxsel.methods.ppl",
+    "embed-sim": "jaxsel.methods.embed_sim",
+    "hybrid": "jaxsel.methods.hybrid",
 }
 
 

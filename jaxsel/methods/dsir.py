@@ -66,12 +66,13 @@ class Config:
             )
 
 
-CACHE_GRAMS = 1 << 19  # n-grams whose bucket is cached (~60 MB); cleared when full
+CACHE_GRAMS = 1 << 20  # n-grams whose bucket is cached (~130 MB)
 
 
 class Hasher:
-    """n-gram -> bucket, with the sha256 of a distinct n-gram computed once while it is cached
-    (the cache is bounded, so memory does not grow with a streamed pool's vocabulary)."""
+    """n-gram -> bucket, with the sha256 of each cached n-gram computed once. The cache is
+    bounded, so memory does not grow with a streamed pool's vocabulary: once full it keeps the
+    n-grams seen first (under Zipf's law mostly the frequent ones) and hashes the others again."""
 
     def __init__(self, buckets: int, ngrams: int):
         self.buckets, self.ngrams = buckets, ngrams
@@ -89,12 +90,11 @@ class Hasher:
         cache = self._cache
         ids = list(map(cache.get, grams))  # the common case: every n-gram seen before
         if None in ids:
-            if len(cache) > CACHE_GRAMS:
-                cache.clear()
-            for g in grams:
-                if g not in cache:
-                    cache[g] = self.bucket(g)
-            ids = list(map(cache.__getitem__, grams))
+            if len(cache) < CACHE_GRAMS:
+                for g in grams:
+                    if g not in cache:
+                        cache[g] = self.bucket(g)
+            ids = [cache[g] if g in cache else self.bucket(g) for g in grams]
         return np.array(ids, np.int64)
 
     def counts(self, texts: Iterable[str]) -> np.ndarray:

@@ -22,16 +22,14 @@ other settings or another reference set too (InputError). A NaN loss stops train
 error and leaves the last good epoch's checkpoint in place. Each epoch's checkpoint is
 verified: `ckpt-<epoch>.sha256` holds a sha256 over its files bound to the model and settings,
 written (atomically) once orbax has committed it; a checkpoint that does not verify (damaged,
-or cut short by a crash) is retrained with a warning naming it, or refused by `load_prefix`.
+or cut short by a crash) is retrained with a warning naming it, or refused by `load_prefix`
+(all of this is the LM runtime's `AdapterStore`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -41,16 +39,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from tqdm.auto import tqdm
 
 from jaxsel import parallel
-from jaxsel.batching import bucket_for, bucket_lengths, map_token_rows, pad_rows
 from jaxsel.data import Corpus
-from jaxsel.data.outputs import check_workdir, write_text
-from jaxsel.errors import AssetError, InputError
+from jaxsel.errors import InputError
 from jaxsel.kernels import lamdas as K
-from jaxsel.kernels import loglik
+from jaxsel.lm import train as lm_train
+from jaxsel.lm.adapters import adapter_hash
+from jaxsel.lm.score import reducer_fn, score_texts
+from jaxsel.lm.store import AdapterStore
+from jaxsel.lm.train import TrainConfig, check_context, train_tokens
 from jaxsel.methods import BatchScores, Method, Run, register
 from jaxsel.models.llama import LlamaConfig, PrefixKV
 from jaxsel.models.loaders import DTYPES, LoadedLM
@@ -60,9 +58,7 @@ log = logging.getLogger(__name__)
 
 INITS = ("tokens", "random")
 RATIOS = ("mean", "sum")
-MIN_BUCKET = 32
 META_FILE = "lamdas.json"
-FORMAT = 1
 
 
 def _opt(default, help: str, **flag):
@@ -132,50 +128,31 @@ class Config:
         return self.train_max_tokens or self.max_tokens
 
 
-# ----------------------------------------------------------------------- tokens and batches
-
-
-def _check_fits(cfg: LlamaConfig, max_tokens: int) -> None:
-    if max_tokens + 1 > cfg.max_position:
-        raise InputError(
-            f"lamdas: max_tokens={max_tokens} (+1 separator) exceeds the model's context "
-            f"({cfg.max_position})"
-        )
-
-
 # ------------------------------------------------------------------------ jitted functions
 
 
-@functools.cache
+def _train_config(config: Config) -> TrainConfig:
+    """The runtime's training settings for prefix tuning (eq. 1)."""
+    return TrainConfig(
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        max_tokens=config.reference_max_tokens,
+    )
+
+
 def _train_step_fn(cfg: LlamaConfig, mesh, lr: float, weight_decay: float):
-    """`train_step` jitted once per model/mesh/optimiser: state and params replicated, the batch
-    sharded over `data`, the old state donated."""
-    tx = optax.adamw(lr, weight_decay=weight_decay)
-    rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
-    step = jax.jit(
-        functools.partial(K.train_step, cfg=cfg, tx=tx),
-        in_shardings=(rep, rep, rows, rows),
-        out_shardings=(rep, rep),
-        donate_argnums=0,
+    """(tx, the runtime's jitted train step) for this model/mesh/optimiser."""
+    return lm_train.step_fn(
+        cfg, mesh, TrainConfig(lr=lr, weight_decay=weight_decay).optimizer_key()
     )
-    return tx, step
 
 
-@functools.cache
 def _terms_fn(cfg: LlamaConfig, mesh):
-    """Per-candidate sums [B, 3] = (sum log-ratio, sum log p(.|C), sum log p(.)) in one call."""
-
-    def terms(params, prefix, tokens, mask):
-        cond, plain = K.paired_logprobs(params, prefix, tokens, mask, cfg)
-        sums = [loglik.sequence_loglik(x, mask[:, 1:])[0] for x in (cond - plain, cond, plain)]
-        return jnp.stack(sums, axis=-1)
-
-    rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
-    return jax.jit(
-        terms,
-        in_shardings=(rep, rep, rows, rows),
-        out_shardings=parallel.sharding("batch", None, mesh=mesh),
-    )
+    """The runtime's jitted `K.paired_sums` for this model and mesh (what scoring runs)."""
+    return reducer_fn(K.paired_sums, cfg, mesh)
 
 
 @functools.cache
@@ -184,13 +161,6 @@ def _init_fn(cfg: LlamaConfig):
 
 
 # --------------------------------------------------------------------------------- training
-
-
-def _prefix_hash(prefix: PrefixKV) -> str:
-    h = hashlib.sha256()
-    for a in prefix:
-        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
-    return h.hexdigest()[:32]
 
 
 def _identity(lm: LoadedLM, config: Config, reference: Sequence[str]) -> dict:
@@ -211,153 +181,8 @@ def _identity(lm: LoadedLM, config: Config, reference: Sequence[str]) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _quiet_orbax():
-    """orbax logs every save/restore step at INFO through absl; keep it for warnings."""
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        absl.setLevel(level)
-
-
-class _Store:
-    """A prefix checkpoint directory: `lamdas.json` (model fingerprint + training identity,
-    written once) and `ckpt/<epoch>/` orbax checkpoints of the TrainState with the per-epoch
-    losses."""
-
-    def __init__(self, path: str | os.PathLike, fingerprint: str, identity: dict | None):
-        import orbax.checkpoint as ocp
-
-        self.path = Path(path)
-        check_workdir(self.path, "prefix directory")
-        meta_path = self.path / META_FILE
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_bytes())
-            except ValueError as e:  # JSON or UTF-8
-                raise InputError(f"{meta_path}: malformed ({e}); delete the directory") from None
-            if not isinstance(meta, dict) or not isinstance(meta.get("train"), dict):
-                raise InputError(f"{meta_path}: not a LAMDAS prefix record; delete the directory")
-            if meta.get("model") != fingerprint:
-                raise AssetError(
-                    f"{self.path}: prefix was trained for another model (fingerprint "
-                    f"{str(meta.get('model'))[:12]}..., this model {fingerprint[:12]}...)"
-                )
-            if identity is not None and meta.get("train") != identity:
-                diff = sorted(
-                    k
-                    for k in identity.keys() | meta.get("train", {}).keys()
-                    if identity.get(k) != meta.get("train", {}).get(k)
-                )
-                raise InputError(
-                    f"{self.path}: holds a prefix trained with other settings or another "
-                    f"reference set (differs in: {', '.join(diff)}); use another --prefix "
-                    "directory or delete it"
-                )
-            self.identity = meta["train"]
-        elif identity is None:
-            raise InputError(f"{self.path}: no LAMDAS prefix here ({META_FILE} missing)")
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            write_text(
-                meta_path,
-                json.dumps(
-                    {"format": FORMAT, "model": fingerprint, "train": identity},
-                    indent=1,
-                    sort_keys=True,
-                ),
-            )
-            self.identity = identity
-        self.model = fingerprint
-        self._ocp = ocp
-        with _quiet_orbax():
-            self.mgr = ocp.CheckpointManager(
-                (self.path / "ckpt").absolute(),
-                item_names=("state", "meta"),
-                options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False),
-            )
-
-    def epochs(self) -> list[int]:
-        return sorted(self.mgr.all_steps())
-
-    def _sum_file(self, epoch: int) -> Path:
-        return self.path / f"ckpt-{epoch}.sha256"
-
-    def _digest(self, epoch: int) -> str:
-        """sha256 over every file of the epoch's checkpoint (names and bytes), bound to the
-        model and the training identity."""
-        root = self.path / "ckpt" / str(epoch)
-        bind = json.dumps([self.model, self.identity], sort_keys=True)
-        h = hashlib.sha256(bind.encode())
-        for p in sorted(q for q in root.rglob("*") if q.is_file()):
-            for part in (p.relative_to(root).as_posix().encode(), p.read_bytes()):
-                h.update(len(part).to_bytes(8, "little"))
-                h.update(part)
-        return h.hexdigest()
-
-    def bad_reason(self, epoch: int) -> str | None:
-        """None if the epoch's checkpoint verifies, else why not (naming the file)."""
-        sums = self._sum_file(epoch)
-        try:
-            want = sums.read_text(encoding="utf-8").strip()
-        except (OSError, ValueError):
-            return f"{sums}: missing or unreadable (the checkpoint was not committed)"
-        if want != self._digest(epoch):
-            return f"{self.path / 'ckpt' / str(epoch)}: does not match {sums.name} (damaged)"
-        return None
-
-    def verified(self, upto: int) -> int | None:
-        """The latest epoch <= upto whose checkpoint verifies; later ones that do not are
-        deleted with a warning so they are retrained."""
-        for epoch in reversed([e for e in self.epochs() if e <= upto]):
-            why = self.bad_reason(epoch)
-            if why is None:
-                return epoch
-            log.warning("lamdas: %s; retraining epoch %d", why, epoch)
-            with _quiet_orbax():
-                self.mgr.delete(epoch)
-            self._sum_file(epoch).unlink(missing_ok=True)
-        return None
-
-    def save(self, epoch: int, state: K.TrainState, losses: list[float]) -> None:
-        a = self._ocp.args
-        with _quiet_orbax():
-            self.mgr.save(
-                epoch,
-                args=a.Composite(state=a.StandardSave(state), meta=a.JsonSave({"losses": losses})),
-            )
-            self.mgr.wait_until_finished()
-        write_text(self._sum_file(epoch), self._digest(epoch))
-
-    def restore(self, epoch: int, abstract: K.TrainState) -> tuple[K.TrainState, list[float]]:
-        a = self._ocp.args
-        with _quiet_orbax():
-            try:
-                r = self.mgr.restore(
-                    epoch,
-                    args=a.Composite(state=a.StandardRestore(abstract), meta=a.JsonRestore()),
-                )
-            except Exception as e:  # orbax/tensorstore raise many types for a bad checkpoint
-                raise InputError(
-                    f"{self.path / 'ckpt' / str(epoch)}: unreadable checkpoint "
-                    f"({type(e).__name__}); delete it"
-                ) from None
-        return r["state"], list(r["meta"]["losses"])
-
-    def close(self) -> None:
-        with _quiet_orbax():
-            self.mgr.close()
-
-
-def _abstract_state(cfg: LlamaConfig, prefix_len: int, tx, mesh) -> K.TrainState:
-    rep = parallel.replicated(mesh)
-    shapes = jax.eval_shape(
-        lambda: K.init_train_state(K.random_prefix(jax.random.key(0), cfg, prefix_len), tx)
-    )
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+def _store(path, lm: LoadedLM, identity: dict | None) -> AdapterStore:
+    return AdapterStore(path, lm.fingerprint, identity, META_FILE, "prefix")
 
 
 def init_prefix(lm: LoadedLM, seqs: Sequence[Sequence[int]], config: Config) -> PrefixKV:
@@ -379,86 +204,37 @@ def train_prefix(
     mesh=None,
     progress: bool = False,
 ) -> tuple[PrefixKV, list[float]]:
-    """Prefix tuning on the reference set (eq. 1). Returns the prefix and the mean token NLL of
-    every epoch (the loss before each update, averaged over the epoch's tokens)."""
+    """Prefix tuning on the reference set (eq. 1) with the LM runtime's training loop. Returns
+    the prefix and the mean token NLL of every epoch (the loss before each update, averaged over
+    the epoch's tokens)."""
     texts = reference.texts if isinstance(reference, Corpus) else tuple(reference)
     if not texts:
         raise InputError("lamdas: the reference (target) set is empty")
-    _check_fits(lm.cfg, config.reference_max_tokens)
-    mesh = mesh or parallel.data_mesh()
+    check_context(lm.cfg, config.reference_max_tokens, "lamdas")
     seqs = lm.tokenizer.encode_docs(texts, config.reference_max_tokens)[0]
     seqs = [s for s in seqs if len(s) >= 2]
     if not seqs:
         raise InputError(
             "lamdas: no reference text has a token to predict after tokenisation and truncation"
         )
-    tx, step = _train_step_fn(lm.cfg, mesh, config.lr, config.weight_decay)
-    rep = parallel.replicated(mesh)
     store = None
     if config.prefix_dir is not None:
-        store = _Store(config.prefix_dir, lm.fingerprint, _identity(lm, config, texts))
+        store = _store(config.prefix_dir, lm, _identity(lm, config, texts))
     try:
-        # Every epoch is kept, so a run asked for fewer epochs than stored gets exactly those.
-        start = store.verified(config.epochs) if store else None
-        if start is not None:
-            abstract = _abstract_state(lm.cfg, config.prefix_len, tx, mesh)
-            state, losses = store.restore(start, abstract)
-            log.info("lamdas: prefix at epoch %d restored from %s", start, store.path)
-        else:
-            start, losses = 0, []
-            state = jax.device_put(K.init_train_state(init_prefix(lm, seqs, config), tx), rep)
-        state = _train_epochs(lm, seqs, config, state, losses, start, step, mesh, store, progress)
+        return train_tokens(
+            lm.params,
+            lm.cfg,
+            init_prefix(lm, seqs, config),
+            seqs,
+            _train_config(config),
+            store,
+            name="lamdas: prefix",
+            mesh=mesh,
+            progress=progress,
+        )
     finally:
         if store:
             store.close()
-    return jax.device_get(state.prefix), losses
-
-
-def _train_epochs(lm, seqs, config, state, losses, start, step, mesh, store, progress):
-    params = jax.device_put(lm.params, parallel.replicated(mesh))
-    rows = parallel.round_up(config.batch_size, parallel.data_size(mesh))
-    buckets = bucket_lengths(config.reference_max_tokens + 1, MIN_BUCKET)
-    key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    n = len(seqs)
-    for epoch in range(start, config.epochs):
-        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-        total, count = 0.0, 0
-        bar = tqdm(
-            range(0, n, config.batch_size),
-            desc=f"prefix epoch {epoch + 1}",
-            unit="batch",
-            disable=not progress,
-        )
-        for i, b0 in enumerate(bar):
-            batch = [seqs[j] for j in perm[b0 : b0 + config.batch_size]]
-            tokens, mask = pad_rows(batch, rows, bucket_for(max(map(len, batch)), buckets))
-            state, loss = step(state, params, tokens, mask)
-            loss = float(loss)
-            if not np.isfinite(loss):
-                _diverged(f"non-finite loss at epoch {epoch + 1}, batch {i + 1}", store)
-            ntok = int(mask[:, 1:].sum())
-            total, count = total + loss * ntok, count + ntok
-            bar.set_postfix(nll=f"{loss:.4f}")
-        bar.close()
-        if not all(bool(jnp.isfinite(a).all()) for a in state.prefix):
-            _diverged(f"non-finite prefix after epoch {epoch + 1}", store)
-        losses.append(total / count)
-        log.info(
-            "lamdas: epoch %d/%d reference NLL %.4f nats/token",
-            epoch + 1,
-            config.epochs,
-            losses[-1],
-        )
-        if store:
-            store.save(epoch + 1, state, losses)
-    return state
-
-
-def _diverged(what: str, store: _Store | None) -> None:
-    kept = ""
-    if store and store.epochs():
-        kept = f"; the last good checkpoint (epoch {store.epochs()[-1]}) is kept in {store.path}"
-    raise InputError(f"lamdas: prefix training diverged ({what}); lower --lr{kept}")
 
 
 def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None) -> PrefixKV:
@@ -466,7 +242,7 @@ def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None)
     for another model raises AssetError."""
     if not (Path(path) / META_FILE).exists():
         raise InputError(f"{path}: no LAMDAS prefix here ({META_FILE} missing)")
-    store = _Store(path, lm.fingerprint, None)
+    store = _store(path, lm, None)
     try:
         done = store.epochs()
         if not done or (epoch is not None and epoch not in done):
@@ -474,12 +250,23 @@ def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None)
         why = store.bad_reason(epoch or done[-1])
         if why is not None:
             raise InputError(f"{why}; retrain (train_prefix / --prefix) or delete it")
-        tx = optax.adamw(store.identity["lr"], weight_decay=store.identity["weight_decay"])
-        abstract = _abstract_state(lm.cfg, store.identity["prefix_len"], tx, parallel.data_mesh())
+        ident = store.identity
+        tx = lm_train.make_optimizer(
+            TrainConfig(lr=ident["lr"], weight_decay=ident["weight_decay"]).optimizer_key()
+        )
+        rep = parallel.replicated()
+        shapes = jax.eval_shape(
+            lambda: lm_train.init_train_state(
+                K.random_prefix(jax.random.key(0), lm.cfg, ident["prefix_len"]), tx
+            )
+        )
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes
+        )
         state, _ = store.restore(epoch or done[-1], abstract)
     finally:
         store.close()
-    return jax.device_get(state.prefix)
+    return jax.device_get(state.adapter)
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -498,35 +285,24 @@ def likelihood_terms(
     """Per-text sums over its (first max_tokens) tokens, [N, 5] float64: sum log-ratio,
     sum log p(y_t|y_<t,C), sum log p(y_t|y_<t), number of tokens scored, 1 if truncated.
 
-    Texts are scored shortest first in batches of `score_batch_size` (padded to a multiple of
-    the device count and to a bucket length), sharded over `data`; resumable with a workdir.
+    The LM runtime's `score_texts` with the `K.paired_sums` reducer: texts shortest first in
+    batches of `score_batch_size` (padded to a multiple of the device count and to a bucket
+    length), sharded over `data`; resumable with a workdir.
     """
-    _check_fits(lm.cfg, config.max_tokens)
-    mesh = mesh or parallel.data_mesh()
-    fn = _terms_fn(lm.cfg, mesh)
-    params = jax.device_put(lm.params, parallel.replicated(mesh))
-    dev_prefix = jax.device_put(prefix, parallel.replicated(mesh))
-    rows = parallel.round_up(config.score_batch_size, parallel.data_size(mesh))
-    return map_token_rows(
-        lm.tokenizer,
+    res = score_texts(
+        lm,
+        prefix,
         texts,
-        config.max_tokens,
-        rows,
-        lambda tokens, mask: fn(params, dev_prefix, tokens, mask),
-        key={
-            "what": "lamdas",
-            "model": lm.fingerprint,
-            "dtype": lm.cfg.dtype,
-            "prefix": _prefix_hash(prefix),
-            "max_tokens": config.max_tokens,
-        },
+        K.paired_sums,
+        max_tokens=config.max_tokens,
         batch_size=config.score_batch_size,
-        min_bucket=MIN_BUCKET,
+        name="lamdas",
         workdir=workdir,
         shard_size=config.shard_size,
         progress=progress,
-        desc="lamdas score",
+        mesh=mesh,
     )
+    return np.column_stack([res.values, res.n_tokens, res.truncated]).astype(np.float64)
 
 
 def ratio_scores(terms: np.ndarray, ratio: str = "mean") -> np.ndarray:
@@ -561,7 +337,7 @@ def prepare(target: Corpus | None, config: Config, run: Run) -> State:
         "method": "lamdas",
         "model": lm.fingerprint,
         "dtype": lm.cfg.dtype,
-        "prefix": _prefix_hash(prefix),
+        "prefix": adapter_hash(prefix),
         "max_tokens": config.max_tokens,
         "ratio": config.ratio,
     }

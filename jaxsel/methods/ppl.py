@@ -9,13 +9,13 @@ to its first `max_tokens` tokens**: the rest of a longer text is not scored
 The pool streams in batches of `shard_size` texts (one resumable shard each, with a workdir);
 inside a batch texts go shortest first into device batches of `batch_size` rows (padded to a
 multiple of the `data` axis and to one of a few bucket lengths, so jit compiles one shape per
-bucket), sharded over `data`.
+bucket), sharded over `data`: the LM runtime's `score_texts` (`jaxsel.lm`); this module adds the
+mean and the perplexity.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -23,15 +23,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxsel import parallel
-from jaxsel.batching import map_token_rows
 from jaxsel.errors import InputError
-from jaxsel.kernels.loglik import sequence_loglik
+from jaxsel.lm import score as lm_score
 from jaxsel.methods import BatchScores, Method, Run, register
 from jaxsel.models import llama
 from jaxsel.models.loaders import DTYPES, LoadedLM
-
-MIN_BUCKET = 32
 
 
 def _opt(default, help: str, **flag):
@@ -57,17 +53,9 @@ class Config:
             raise InputError(f"ppl: dtype must be one of {DTYPES}, got {self.dtype!r}")
 
 
-@functools.cache
 def _loglik_fn(cfg: llama.LlamaConfig, mesh):
-    """tokens, mask [B, T] -> sum of log p over each row's predicted tokens [B], jitted once per
-    model and mesh: params replicated, rows sharded over `data`."""
-
-    def loglik(params, tokens, mask):
-        lp, _ = llama.token_logprobs(params, tokens, mask, cfg)
-        return sequence_loglik(lp, mask[:, 1:])[0]
-
-    rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
-    return jax.jit(loglik, in_shardings=(rep, rows, rows), out_shardings=parallel.sharding("batch"))
+    """The runtime's jitted `sum_logprob` for this model and mesh (what scoring runs)."""
+    return lm_score.reducer_fn(lm_score.sum_logprob, cfg, mesh)
 
 
 def text_logliks(
@@ -78,35 +66,20 @@ def text_logliks(
     workdir: str | os.PathLike | None = None,
     progress: bool = False,
     mesh=None,
-) -> np.ndarray:
-    """[N, 3] float64 per text: sum of token log-probs, number of tokens scored, 1 if truncated."""
-    if config.max_tokens + 1 > lm.cfg.max_position:
-        raise InputError(
-            f"ppl: max_tokens={config.max_tokens} (+1 separator) exceeds the model's context "
-            f"({lm.cfg.max_position})"
-        )
-    mesh = mesh or parallel.data_mesh()
-    fn = _loglik_fn(lm.cfg, mesh)
-    params = jax.device_put(lm.params, parallel.replicated(mesh))
-    rows = parallel.round_up(config.batch_size, parallel.data_size(mesh))
-    return map_token_rows(
-        lm.tokenizer,
+) -> lm_score.TokenScores:
+    """Sum of token log-probs per text (values [N, 1]), tokens scored, truncated flags."""
+    return lm_score.score_texts(
+        lm,
+        None,
         texts,
-        config.max_tokens,
-        rows,
-        lambda tokens, mask: fn(params, tokens, mask),
-        key={
-            "what": "ppl",
-            "model": lm.fingerprint,
-            "dtype": lm.cfg.dtype,
-            "max_tokens": config.max_tokens,
-        },
+        lm_score.sum_logprob,
+        max_tokens=config.max_tokens,
         batch_size=config.batch_size,
-        min_bucket=MIN_BUCKET,
+        name="ppl",
         workdir=workdir,
         shard_size=config.shard_size,
         progress=progress,
-        desc="ppl score",
+        mesh=mesh,
     )
 
 
@@ -132,12 +105,12 @@ def prepare(target, config: Config, run: Run) -> State:
 def score_batch(state: State, batch) -> BatchScores:
     """-mean token NLL of each text (its first max_tokens tokens); -inf without a token."""
     res = text_logliks(state.lm, batch.texts, state.config, mesh=state.mesh)
-    total, tokens = res[:, 0], res[:, 1]
+    total, tokens = res.values[:, 0], res.n_tokens
     values = np.where(tokens > 0, total / np.maximum(tokens, 1), -np.inf)
     stats = {
         "loglik": float(total.sum()),
         "tokens_scored": int(tokens.sum()),
-        "truncated": int(res[:, 2].sum()),
+        "truncated": int(res.truncated.sum()),
         "unscored": int((tokens == 0).sum()),
     }
     return BatchScores(values, stats)

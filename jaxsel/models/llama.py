@@ -77,15 +77,25 @@ class PrefixKV(NamedTuple):
     v: jax.Array
 
 
-class Lora(NamedTuple):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Lora:
     """Low-rank deltas: W_eff = W + scale * a @ b for each named weight.
 
     a[name]: [L, in, r], b[name]: [L, r, out]; names from `LORA_TARGETS`; scale = alpha / r.
+    Only `a` and `b` are pytree leaves; the hyper-parameters are static (part of the treedef, so
+    a jitted function sees them as constants and retraces when they change):
+      scale: alpha / r.
+      train_a: whether training updates `a` (False: LoRA-FA, `a` is a frozen projection).
+      train_layers: training updates `b` of the last `train_layers` layers only (0 = all).
+    The forward pass reads only a, b and scale; `jaxsel.lm` reads the training flags.
     """
 
     a: dict
     b: dict
-    scale: float
+    scale: float = dataclasses.field(metadata={"static": True})
+    train_a: bool = dataclasses.field(default=True, metadata={"static": True})
+    train_layers: int = dataclasses.field(default=0, metadata={"static": True})
 
 
 class KVCache(NamedTuple):

@@ -33,7 +33,7 @@ def check_file(path: Path) -> bool:
     assert len(c) and len(set(c.ids)) == len(c.ids)
     assert all(isinstance(t, str) and t.strip() for t in c.texts)
     for n, rec in enumerate(c.records):
-        line = corpus._json_line(rec, path, n).encode("utf-8")
+        line = corpus.json_line(rec, path, n).encode("utf-8")
         back = corpus.parse_jsonl_line(line, f"{path}:{n}")
         assert same(rec, back), (rec, back)
     return True

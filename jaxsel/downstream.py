@@ -1,0 +1,314 @@
+"""Downstream evaluation: does a selection train a better model? (the papers' yardstick)
+
+For every selection (a list of pool texts, best first) the same frozen LM gets a fresh LoRA,
+fine-tuned on the selection's first N tokens, and the held-out target's cross-entropy
+(nats/token) is measured every `eval_every` training tokens, next to the untrained model's.
+Every selection gets exactly the same N, number of steps, learning-rate schedule and seed: the
+selection's texts, each after the separator token, are concatenated in rank order into one token
+stream, and its first `rows * seq_len + 1` tokens are cut into `rows = N / seq_len` overlapping
+rows of `seq_len + 1` tokens (seq_len predicted tokens each). Selections are therefore compared
+at equal token budgets, never at equal document counts (short documents would win that).
+
+Built on the LM runtime (`jaxsel.lm`): `train_adapter`'s loop (`train_tokens`) and
+`score_texts` for the held-out cross-entropy, truncating each held-out text to its first
+`eval_max_tokens` tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jaxsel.errors import InputError
+from jaxsel.lm import TrainConfig, score_texts, train_tokens
+from jaxsel.lm.train import check_context
+from jaxsel.models import llama
+from jaxsel.models.llama import LORA_TARGETS
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DownstreamConfig:
+    """Downstream fine-tuning settings (the CPU-small default finishes in minutes).
+
+    Attributes:
+      tokens: N, training tokens per selection (a multiple of seq_len * batch_size is exact;
+        otherwise rounded down to whole rows).
+      seq_len: predicted tokens per training row.
+      batch_size: rows per optimizer step.
+      lr: peak learning rate (linear warm-up over `warmup_steps`, cosine decay to 0).
+      warmup_steps: warm-up steps.
+      rank, alpha, targets: the LoRA (scale alpha / rank, on these projections of every layer).
+      eval_every: training tokens between held-out evaluations (0 = only at the end).
+      eval_max_tokens: held-out texts are truncated to their first eval_max_tokens tokens.
+      eval_batch_size: held-out texts per scoring call.
+      seed: LoRA init and batch order (the same for every selection).
+    """
+
+    tokens: int = 50_000
+    seq_len: int = 256
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup_steps: int = 2
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("wq", "wk", "wv", "wo")
+    eval_every: int = 10_000
+    eval_max_tokens: int = 256
+    eval_batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("tokens", "seq_len", "batch_size", "rank", "eval_max_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"downstream: {name} must be a positive integer, got {v!r}")
+        if self.tokens < self.seq_len:
+            raise InputError(
+                f"downstream: tokens={self.tokens} is less than one row of seq_len={self.seq_len}"
+            )
+        if self.eval_every < 0:
+            raise InputError(f"downstream: eval_every must be >= 0, got {self.eval_every}")
+        bad = [t for t in self.targets if t not in LORA_TARGETS]
+        if bad or not self.targets:
+            raise InputError(f"downstream: LoRA targets must be among {LORA_TARGETS}, got {bad}")
+
+    @property
+    def rows(self) -> int:
+        return self.tokens // self.seq_len
+
+    @property
+    def steps(self) -> int:
+        return -(-self.rows // self.batch_size)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            lr=self.lr,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            max_tokens=self.seq_len,
+            schedule="cosine",
+            warmup_steps=min(self.warmup_steps, self.steps - 1),
+            group=1,
+        )
+
+
+class Curve(NamedTuple):
+    """Held-out cross-entropy of one selection: ce[i] (nats/token) after tokens[i] training
+    tokens (tokens[0] = 0 is the untrained model)."""
+
+    name: str
+    tokens: list[int]
+    ce: list[float]
+    train_loss: list[float]  # per optimizer step
+
+
+def pack_tokens(
+    tokenizer, texts: Sequence[str], budget: int, seq_len: int, name: str
+) -> tuple[np.ndarray, int]:
+    """The first `rows * seq_len + 1` tokens of the separator-joined stream, as [rows, seq_len + 1]
+    overlapping rows (row i = stream[i * seq_len : (i + 1) * seq_len + 1]; rows = budget //
+    seq_len), and the number of texts they draw on. A selection with fewer tokens is an
+    InputError naming it and its size."""
+    rows = budget // seq_len
+    need = rows * seq_len + 1
+    bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    stream: list[int] = []
+    used = 0
+    for s in range(0, len(texts), 256):
+        for ids in tokenizer.encode_batch(list(texts[s : s + 256])):
+            if len(stream) >= need:
+                break
+            stream.extend(bos + ids)
+            used += 1
+    if len(stream) < need:
+        raise InputError(
+            f"downstream: selection {name!r} holds {len(stream)} tokens ({len(texts)} texts), "
+            f"fewer than the budget of {rows * seq_len} training tokens (+1); lower --tokens or "
+            "select more"
+        )
+    arr = np.asarray(stream[:need], np.int32)
+    idx = np.arange(rows)[:, None] * seq_len + np.arange(seq_len + 1)[None]
+    return arr[idx], used
+
+
+def read_selection(path, pool) -> list[int]:
+    """Pool indices of a `jaxsel select` output (records with an `id`, best first), in file
+    order. An id not in the pool, a duplicate or a record without an id is an InputError naming
+    the file and line."""
+    from jaxsel.data.corpus import check_id, iter_jsonl
+
+    pos = {i: n for n, i in enumerate(pool.ids)}
+    out, seen = [], set()
+    for _, loc, rec in iter_jsonl(path):
+        if "id" not in rec:
+            raise InputError(f"{loc}: missing field 'id'")
+        i = check_id(rec["id"], loc)
+        if i not in pos:
+            raise InputError(f"{loc}: id {i!r} is not in the pool")
+        if i in seen:
+            raise InputError(f"{loc}: duplicate id {i!r}")
+        seen.add(i)
+        out.append(pos[i])
+    if not out:
+        raise InputError(f"{path}: empty selection")
+    return out
+
+
+def split_heldout(target, fraction: float, seed: int = 0):
+    """(target for selection, held-out split): a seeded random `fraction` of the target's items
+    is held out (at least 1), the rest stays the target; both keep the target's order."""
+    n = len(target)
+    if not 0 < fraction < 1 or n < 2:
+        raise InputError(
+            f"downstream: cannot hold out a fraction {fraction} of a {n}-item target (need "
+            "0 < fraction < 1 and at least 2 items)"
+        )
+    k = min(n - 1, max(1, round(n * fraction)))
+    held = np.zeros(n, bool)
+    held[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return target.subset(np.flatnonzero(~held)), target.subset(np.flatnonzero(held))
+
+
+def text_overlap(a: Sequence[str], b: Sequence[str]) -> int:
+    """Number of texts of `a` that also occur (exactly, after stripping surrounding whitespace)
+    in `b`: an exact-duplicate leak between a held-out split and training data fakes a win."""
+
+    def key(t: str) -> bytes:
+        return hashlib.sha256(t.strip().encode("utf-8")).digest()
+
+    seen = {key(t) for t in b}
+    return sum(key(t) in seen for t in a)
+
+
+def heldout_ce(lm, adapter, heldout: Sequence[str], config: DownstreamConfig) -> float:
+    """Mean token cross-entropy (nats/token) of the held-out texts, each truncated to its first
+    eval_max_tokens tokens, under the model with `adapter` (or none)."""
+    res = score_texts(
+        lm,
+        adapter,
+        heldout,
+        max_tokens=config.eval_max_tokens,
+        batch_size=config.eval_batch_size,
+        name="downstream",
+    )
+    return float(-res.values[:, 0].sum() / max(int(res.n_tokens.sum()), 1))
+
+
+def finetune_curve(
+    lm,
+    name: str,
+    rows: np.ndarray,
+    heldout: Sequence[str],
+    config: DownstreamConfig,
+    untrained_ce: float,
+    *,
+    progress: bool = False,
+) -> Curve:
+    """LoRA fine-tuning on packed rows ([rows, seq_len + 1], `pack_tokens`), held-out CE every
+    eval_every training tokens and after the last step."""
+    lora = llama.init_lora(
+        jax.random.key(config.seed), lm.params, lm.cfg, config.rank, config.alpha, config.targets
+    )
+    tokens_at, ce, losses = [0], [untrained_ce], []
+    per_step = config.batch_size * config.seq_len
+    every = config.eval_every
+
+    def on_step(step: int, loss: float, state) -> None:
+        losses.append(loss)
+        seen = min(step * per_step, rows.shape[0] * config.seq_len)
+        last = step == config.steps
+        if last or (every and seen // every > tokens_at[-1] // every):
+            tokens_at.append(seen)
+            ce.append(heldout_ce(lm, state.adapter, heldout, config))
+            log.info("downstream %s: %d tokens, held-out CE %.4f", name, seen, ce[-1])
+
+    train_tokens(
+        lm.params,
+        lm.cfg,
+        lora,
+        list(rows),
+        config.train_config(),
+        name=f"downstream {name}",
+        progress=progress,
+        on_step=on_step,
+    )
+    return Curve(name, tokens_at, ce, losses)
+
+
+def evaluate_selections(
+    lm,
+    selections: dict[str, Sequence[str]],
+    heldout: Sequence[str],
+    config: DownstreamConfig,
+    *,
+    target: Sequence[str] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Curves of every selection (name -> texts, best first) on the held-out texts.
+
+    Every selection is packed first, so a too-small one fails before any training. Returns a
+    JSON-serialisable report: config, untrained CE, one curve per selection, and the number of
+    held-out texts that occur exactly in the target set and in the texts each selection trains
+    on (both warned about: an exact-duplicate leak fakes a win)."""
+    if not heldout:
+        raise InputError("downstream: the held-out split is empty")
+    check_context(lm.cfg, config.seq_len, "downstream")
+    check_context(lm.cfg, config.eval_max_tokens, "downstream")
+    packed = {
+        name: pack_tokens(lm.tokenizer, texts, config.tokens, config.seq_len, name)
+        for name, texts in selections.items()
+    }
+    overlap = {
+        name: text_overlap(heldout, selections[name][:used]) for name, (_, used) in packed.items()
+    }
+    if target is not None:
+        overlap["(target)"] = text_overlap(heldout, target)
+    for name, n in overlap.items():
+        if n:
+            what = "the target set" if name == "(target)" else f"selection {name!r}"
+            log.warning(
+                "downstream: %d of %d held-out texts also occur in %s (an exact-duplicate leak "
+                "makes CE look better than it is)",
+                n,
+                len(heldout),
+                what,
+            )
+    report = {
+        "config": dataclasses.asdict(config),
+        "model": lm.fingerprint,
+        "heldout_texts": len(heldout),
+        "overlap": overlap,
+        "texts_used": {name: used for name, (_, used) in packed.items()},
+        "untrained_ce": heldout_ce(lm, None, heldout, config),
+        "curves": {},
+    }
+    for name, (rows, _) in packed.items():
+        curve = finetune_curve(
+            lm, name, rows, heldout, config, report["untrained_ce"], progress=progress
+        )
+        report["curves"][name] = curve._asdict()
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    """Held-out CE per selection at each evaluated token count, plus the change from untrained."""
+    curves = report["curves"]
+    points = sorted({t for c in curves.values() for t in c["tokens"]})
+    head = ["selection", *[f"CE@{t}" for t in points], "delta vs untrained"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, c in curves.items():
+        at = dict(zip(c["tokens"], c["ce"], strict=True))
+        cells = [f"{at[t]:.4f}" if t in at else "" for t in points]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {c['ce'][-1] - report['untrained_ce']:+.4f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""One text-scoring loop for every LM-based part of jaxsel: per-text reductions of token
+log-probabilities under a frozen model and an optional adapter.
+
+A *reducer* is a pure function `(params, adapter, tokens, mask, *, cfg) -> [B, c]` of per-row
+sums (tokens = [bos, y_1..y_n] right-padded, mask marks the real positions); it is jitted once per
+(reducer, model, mesh) with rows sharded over `data`. Texts are tokenised, truncated to their
+first `max_tokens` tokens, grouped shortest first into batches padded to a few bucket lengths
+(`jaxsel.batching.map_token_rows`), and with a workdir scored in resumable shards keyed by the
+model, the adapter's hash, the reducer and the texts. The vocabulary projection runs in chunks
+(`kernels.loglik`): no [B, T, V] array exists at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jaxsel import parallel
+from jaxsel.batching import map_token_rows
+from jaxsel.kernels.loglik import sequence_loglik
+from jaxsel.lm.adapters import Adapter, adapter_hash, logprob_kwargs
+from jaxsel.lm.train import MIN_BUCKET, check_context
+from jaxsel.models import llama
+
+
+class TokenScores(NamedTuple):
+    """Per-text results of `score_texts`.
+
+    values: [N, c] float64, the reducer's columns (e.g. sum of token log-probs).
+    n_tokens: [N] int64, tokens scored (the first token of a text is predicted from the
+      separator, so a text of n tokens after truncation scores n).
+    truncated: [N] bool, the text had more than `max_tokens` tokens.
+    """
+
+    values: np.ndarray
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+
+
+def sum_logprob(params: dict, adapter: Adapter | None, tokens, mask, *, cfg) -> jax.Array:
+    """[B, 1]: sum of log p(y_t | y_<t) over each row's real tokens, under the adapted model."""
+    lp, _ = llama.token_logprobs(params, tokens, mask, cfg, **logprob_kwargs(adapter))
+    return sequence_loglik(lp, mask[:, 1:])[0][:, None]
+
+
+@functools.cache
+def reducer_fn(reducer: Callable, cfg: llama.LlamaConfig, mesh):
+    """`reducer` jitted once per model and mesh: params and adapter replicated, rows sharded."""
+    rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
+    return jax.jit(
+        functools.partial(reducer, cfg=cfg),
+        in_shardings=(rep, rep, rows, rows),
+        out_shardings=parallel.sharding("batch", None, mesh=mesh),
+    )
+
+
+def score_texts(
+    lm,
+    adapter: Adapter | None,
+    texts: Sequence[str],
+    reducer: Callable = sum_logprob,
+    *,
+    max_tokens: int = 512,
+    batch_size: int = 8,
+    name: str = "score",
+    workdir: str | os.PathLike | None = None,
+    shard_size: int = 512,
+    progress: bool = False,
+    mesh=None,
+) -> TokenScores:
+    """Reduces every text's token log-probs under `lm` (a `LoadedLM`) with `adapter` (or none).
+
+    Args:
+      reducer: see the module docstring (default `sum_logprob`).
+      max_tokens: texts are truncated to their first max_tokens tokens.
+      batch_size: texts per device call (rows rounded up to a multiple of the `data` axis).
+      name: prefixes error messages and the progress bar.
+      workdir, shard_size: resumable shards (`jaxsel.shards`).
+    """
+    check_context(lm.cfg, max_tokens, name)
+    mesh = mesh or parallel.data_mesh()
+    fn = reducer_fn(reducer, lm.cfg, mesh)
+    params = jax.device_put(lm.params, parallel.replicated(mesh))
+    dev_adapter = jax.device_put(adapter, parallel.replicated(mesh))
+    rows = parallel.round_up(batch_size, parallel.data_size(mesh))
+    out = map_token_rows(
+        lm.tokenizer,
+        texts,
+        max_tokens,
+        rows,
+        lambda tokens, mask: fn(params, dev_adapter, tokens, mask),
+        key={
+            "what": f"{reducer.__module__}.{reducer.__qualname__}",
+            "model": lm.fingerprint,
+            "dtype": lm.cfg.dtype,
+            "adapter": adapter_hash(adapter),
+            "max_tokens": max_tokens,
+        },
+        batch_size=batch_size,
+        min_bucket=MIN_BUCKET,
+        workdir=workdir,
+        shard_size=shard_size,
+        progress=progress,
+        desc=name,
+    )
+    return TokenScores(out[:, :-2], out[:, -2].astype(np.int64), out[:, -1].astype(bool))

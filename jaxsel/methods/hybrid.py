@@ -1,0 +1,149 @@
+"""hybrid: rank fusion of registered methods (`--of zipfit,embed-sim,lamdas`).
+
+Each member is run once with its default settings on the same pool and target, and the member
+rankings (`Scores.ranking()`: best first, ties by pool order, greedy order first for GIP) are
+fused:
+
+- "rrf" (default), reciprocal-rank fusion (Cormack, Clarke & Buettcher 2009):
+  s(i) = sum_m w_m / (k + r_m(i)), r_m(i) the 1-based rank of item i under member m. k = 60 is
+  the paper's value (it found 60 near-best across TREC runs and insensitive nearby): it damps the
+  weight of the very top ranks so that one member's confident head cannot outvote the others.
+- "zscore": s(i) = sum_m w_m z_m(i) / sum_m w_m, z_m the member's scores standardised over its
+  finite scores (population std; a constant member contributes 0). An item a member left
+  unranked (score -inf) gets -inf.
+
+Weights w_m default to 1. A whole-pool method (it needs every member's full ranking). With a
+workdir, member m works in `<workdir>/<m>`, so its resumable shards (e.g. from an earlier
+`jaxsel score --method m --workdir <workdir>/<m>`) are reused and an interrupted hybrid job
+redoes only what is missing; members share the run's loaded models. A member that fails raises
+one line naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxsel import methods
+from jaxsel.errors import InputError, JaxselError
+from jaxsel.methods import Method, Run, register, require_pool_and_target
+from jaxsel.scores import Scores
+
+FUSIONS = ("rrf", "zscore")
+
+
+def _opt(default, help: str, **flag):
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """hybrid settings (field help: the CLI flags)."""
+
+    of: str = _opt("zipfit,embed-sim", "comma-separated member methods, each run once (defaults)")
+    weights: str | None = _opt(None, "comma-separated non-negative weight per member (None: all 1)")
+    fusion: str = _opt(
+        "rrf", "rrf: reciprocal-rank fusion; zscore: weighted mean z-score", choices=FUSIONS
+    )
+    rrf_k: float = _opt(60.0, "k of reciprocal-rank fusion")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.of.split(",") if m.strip())
+
+    @property
+    def weight_values(self) -> tuple[float, ...]:
+        if self.weights is None:
+            return (1.0,) * len(self.members)
+        try:
+            return tuple(float(w) for w in self.weights.split(","))
+        except ValueError:
+            raise InputError(f"hybrid: --weights must be numbers, got {self.weights!r}") from None
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise InputError(f"hybrid: fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if not self.rrf_k >= 0:
+            raise InputError(f"hybrid: rrf_k must be >= 0, got {self.rrf_k}")
+
+    def check(self) -> None:
+        """Members and weights, checked before any member runs (not at construction, so a
+        Config can be built from any flag values and refused with one line when used)."""
+        of = self.members
+        if not of:
+            raise InputError("hybrid: --of needs at least one member method")
+        if len(set(of)) != len(of):
+            raise InputError(f"hybrid: a member is listed twice in {self.of}")
+        if "hybrid" in of:
+            raise InputError("hybrid: a hybrid cannot be its own member")
+        unknown = [m for m in of if m not in methods.names()]
+        if unknown:
+            raise InputError(
+                f"hybrid: unknown member {unknown[0]!r}; choose from {', '.join(methods.names())}"
+            )
+        w = np.asarray(self.weight_values, np.float64)
+        if w.shape != (len(of),):
+            raise InputError(f"hybrid: {w.size} weights for {len(of)} members ({self.of})")
+        if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+            raise InputError(f"hybrid: weights must be finite, >= 0, not all 0: {self.weights}")
+
+
+def ranks(scores: Scores) -> np.ndarray:
+    """[N] int64: the 1-based rank of each item under `scores.ranking()`."""
+    r = np.empty(len(scores), np.int64)
+    r[scores.ranking()] = np.arange(1, len(scores) + 1)
+    return r
+
+
+def reciprocal_rank_fusion(
+    members: Sequence[Scores], weights: Sequence[float], k: float = 60.0
+) -> np.ndarray:
+    """[N] float64: sum_m w_m / (k + r_m(i))."""
+    return sum(w / (k + ranks(s).astype(np.float64)) for s, w in zip(members, weights, strict=True))
+
+
+def zscore_fusion(members: Sequence[Scores], weights: Sequence[float]) -> np.ndarray:
+    """[N] float64: weighted mean of the members' z-scores (see the module docstring)."""
+    total = np.zeros(len(members[0]))
+    for s, w in zip(members, weights, strict=True):
+        v = s.values
+        fin = np.isfinite(v)
+        z = np.full(v.shape, -np.inf)
+        if fin.any():
+            mu, sd = v[fin].mean(), v[fin].std()
+            z[fin] = (v[fin] - mu) / sd if sd > 0 else 0.0
+        total = total + (w * z if w > 0 else 0.0)  # a zero weight ignores the member entirely
+    return total / float(np.sum(weights))
+
+
+def fuse(members: Sequence[Scores], config: Config) -> np.ndarray:
+    weights = config.weight_values
+    if config.fusion == "rrf":
+        return reciprocal_rank_fusion(members, weights, config.rrf_k)
+    return zscore_fusion(members, weights)
+
+
+def whole_pool(pool, target, config: Config, run: Run) -> Scores:
+    """Runs every member once on (pool, target) and fuses their rankings."""
+    config.check()
+    require_pool_and_target(None, target, "hybrid")
+    members = []
+    for name in config.members:
+        method = methods.get(name)
+        sub = Run(run.subdir(name), run.progress, run.mesh, models=run.models)
+        try:
+            with sub:
+                members.append(method.score(pool, target, method.config_cls(), run=sub))
+        except JaxselError as e:
+            raise JaxselError(f"hybrid: member {name!r} failed: {e}") from e
+    meta = {
+        "config": dataclasses.asdict(config),
+        "members": {s.method: s.meta for s in members},
+    }
+    return Scores(fuse(members, config), "hybrid", meta)
+
+
+HYBRID = register(Method("hybrid", Config, whole_pool=whole_pool))
+score = HYBRID.score

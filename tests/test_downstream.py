@@ -1,0 +1,146 @@
+"""Downstream evaluation: fine-tuning SmolLM2 on the held-out target's own domain lowers its CE
+more than random pool text (a small real case); token packing, overlap (leak) reports, bad input
+and `jaxsel downstream` end to end on a tiny model."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from test_lamdas import write_tiny_dir
+
+from jaxsel import cli, downstream
+from jaxsel.data import Corpus, write_jsonl
+from jaxsel.downstream import DownstreamConfig
+from jaxsel.errors import InputError
+from jaxsel.models import loaders
+
+CODE = [
+    "def add(a, b):\n    return a + b\n",
+    "for i in range(10):\n    print(i * i)\n",
+    "import os\nprint(os.listdir('.'))\n",
+    "class A:\n    def f(self):\n        return 1\n",
+    "x = [i for i in range(5) if i % 2]\n",
+    "with open('f') as fh:\n    data = fh.read()\n",
+]
+PROSE = [
+    "the cat sat on the mat and looked out of the window",
+    "it was a bright cold day in april and the clocks were striking",
+    "all happy families are alike; each unhappy family is unhappy in its own way",
+    "call me ishmael. some years ago, never mind how long precisely",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-ds")
+    write_tiny_dir(d, seed=1)
+    return d, loaders.load_hf_dir(d)
+
+
+def test_pack_tokens_equal_budget_rows(tiny):
+    _, lm = tiny
+    rows, used = downstream.pack_tokens(lm.tokenizer, CODE * 3, 96, 16, "code")
+    assert rows.shape == (6, 17) and rows.dtype == np.int32
+    stream = []
+    for ids in lm.tokenizer.encode_batch(CODE * 3):
+        stream += [lm.tokenizer.bos_id, *ids]
+    np.testing.assert_array_equal(
+        np.concatenate([rows[:, :-1].ravel(), rows[-1:, -1]]), stream[:97]
+    )
+    assert 1 <= used <= len(CODE * 3)
+    with pytest.raises(InputError, match=r"selection 'tiny' holds \d+ tokens \(1 texts\)"):
+        downstream.pack_tokens(lm.tokenizer, ["ab"], 96, 16, "tiny")
+
+
+def test_overlap_is_reported_and_warned(tiny, caplog):
+    _, lm = tiny
+    cfg = DownstreamConfig(tokens=64, seq_len=16, batch_size=2, eval_every=32, eval_max_tokens=16)
+    held = [CODE[0], PROSE[0]]
+    with caplog.at_level(logging.WARNING):
+        rep = downstream.evaluate_selections(
+            lm, {"code": CODE * 4, "prose": PROSE * 4}, held, cfg, target=[CODE[0], "zz"]
+        )
+    assert rep["overlap"] == {"code": 1, "prose": 1, "(target)": 1}
+    assert caplog.text.count("exact-duplicate leak") == 3
+    c = rep["curves"]["code"]
+    assert c["tokens"] == [0, 32, 64] and c["ce"][0] == rep["untrained_ce"]
+    assert len(c["train_loss"]) == cfg.steps == 2 and np.isfinite(c["ce"]).all()
+    table = downstream.markdown_table(rep)
+    assert table.splitlines()[0] == "| selection | CE@0 | CE@32 | CE@64 | delta vs untrained |"
+    assert f"{c['ce'][-1] - c['ce'][0]:+.4f}" in table.splitlines()[2]
+
+
+def test_read_selection_and_split(tmp_path):
+    pool = Corpus.from_texts(["a", "b", "c"], ids=["x", "y", "z"])
+    write_jsonl(tmp_path / "s.jsonl", [{"id": "z"}, {"id": "x"}])
+    assert downstream.read_selection(tmp_path / "s.jsonl", pool) == [2, 0]
+    write_jsonl(tmp_path / "bad.jsonl", [{"id": "z"}, {"id": "nope"}])
+    with pytest.raises(InputError, match=r"bad.jsonl:2: id 'nope' is not in the pool"):
+        downstream.read_selection(tmp_path / "bad.jsonl", pool)
+    target = Corpus.from_texts([f"t{i}" for i in range(10)])
+    rest, held = downstream.split_heldout(target, 0.2, seed=0)
+    assert len(held) == 2 and len(rest) == 8 and not set(held.texts) & set(rest.texts)
+    with pytest.raises(InputError, match="cannot hold out"):
+        downstream.split_heldout(target, 1.5)
+
+
+def test_cli_downstream(tiny, tmp_path, capsys):
+    d, _ = tiny
+    pool = [{"id": f"p{i}", "text": t} for i, t in enumerate(CODE + PROSE)]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    write_jsonl(tmp_path / "target.jsonl", [{"id": f"t{i}", "text": t} for i, t in enumerate(CODE)])
+    write_jsonl(tmp_path / "held.jsonl", [{"id": "h", "text": "def g(y):\n    return y\n"}])
+    write_jsonl(tmp_path / "code.jsonl", [{"id": f"p{i}"} for i in range(6)])
+    base = ["downstream", "--pool", str(tmp_path / "pool.jsonl"), "--model", str(d)]
+    base += ["--target", str(tmp_path / "target.jsonl"), "--heldout", str(tmp_path / "held.jsonl")]
+    base += ["--tokens", "64", "--seq-len", "16", "--batch-size", "2", "--eval-every", "0"]
+    base += ["--eval-max-tokens", "16", "--no-progress"]
+    out = tmp_path / "r.json"
+    argv = [*base, "--selections", str(tmp_path / "code.jsonl"), "--methods", "random,dsir"]
+    argv += ["--out", str(out), "--plot", str(tmp_path / "c.png")]
+    assert cli.main(argv) == 0
+    rep = json.loads(out.read_text())
+    assert list(rep["curves"]) == ["code", "random", "dsir"]
+    assert all(c["tokens"] == [0, 64] for c in rep["curves"].values())
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| code |" in capsys.readouterr().out
+    # bad input: one line each
+    write_jsonl(tmp_path / "ghost.jsonl", [{"id": "p0"}, {"id": "ghost"}])
+    bad = [
+        ([*base, "--selections", str(tmp_path / "ghost.jsonl")], "ghost.jsonl:2: id 'ghost'"),
+        ([*base, "--methods", "nope"], "unknown method 'nope'"),
+        ([*base, "--methods", "gip"], "gip needs --embeddings"),
+        ([*base, "--selections", str(tmp_path / "code.jsonl"), "--tokens", "100000"],
+         "selection 'code' holds"),
+    ]  # fmt: skip
+    for args, msg in bad:
+        assert cli.main([*args, "--out", str(tmp_path / "x.json")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return loaders.load_smollm2()
+
+
+def test_target_domain_beats_random_text_on_smollm2(smollm2):
+    """Held-out HumanEval problems: LoRA on other HumanEval problems lowers their CE; the same
+    budget of random pool text (the floor) lowers it less."""
+    from jaxsel.data.defaults import default_pool, humaneval_target
+
+    target, pool = humaneval_target(), default_pool()
+    rand = [pool.texts[i] for i in np.random.default_rng(0).permutation(len(pool))[:40]]
+    cfg = DownstreamConfig(
+        tokens=768, seq_len=64, batch_size=4, lr=5e-3, eval_every=0, eval_max_tokens=64
+    )
+    rep = downstream.evaluate_selections(
+        smollm2, {"humaneval": target.texts[:100], "random": rand}, target.texts[150:156], cfg
+    )
+    base, ours, floor = (
+        rep["untrained_ce"],
+        rep["curves"]["humaneval"]["ce"][-1],
+        rep["curves"]["random"]["ce"][-1],
+    )
+    assert ours < base - 0.05 and ours < floor - 0.05, (base, ours, floor)

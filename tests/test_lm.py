@@ -1,0 +1,133 @@
+"""The LM runtime: `train_adapter` changes only the (trainable part of the) adapter, for a prefix,
+a LoRA and a LoRA-FA restricted to the last layer; `score_texts` with a LoRA equals a float64
+numpy forward; length-grouped epochs cover every text once; resume equals an uninterrupted run."""
+
+import jax
+import numpy as np
+import pytest
+import tokenizers
+from llama_ref import np_forward, random_params, tiny_tokenizer_json
+from test_llama import TINY
+
+from jaxsel.errors import InputError
+from jaxsel.kernels import lamdas as K
+from jaxsel.lm import AdapterStore, TrainConfig, score_texts, train_adapter
+from jaxsel.lm.train import epoch_batches
+from jaxsel.models import llama
+from jaxsel.models.loaders import LoadedLM
+from jaxsel.models.tokenizer import Tokenizer
+
+TEXTS = [
+    "def add(a, b):\n    return a + b\n",
+    "the cat sat on the mat",
+    "import os\nprint(os.getcwd())\n" * 3,
+    "x = [i * i for i in range(10)]",
+    "hello",
+    "for k, v in d.items():\n    print(k, v)\n",
+]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tok = Tokenizer(tokenizers.Tokenizer.from_str(tiny_tokenizer_json(TINY.vocab_size)), 0, 0)
+    return LoadedLM(TINY, random_params(TINY, seed=5), tok, "tiny-lm")
+
+
+def _host(tree):
+    return jax.tree.map(np.array, tree)
+
+
+def _changed(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max()) > 0
+
+
+def _lora(lm, **kw):
+    lora = llama.init_lora(jax.random.key(2), lm.params, TINY, 4, 8.0, ("wq", "w_down"))
+    b = {k: np.full(v.shape, 0.01, np.float32) for k, v in lora.b.items()}
+    return llama.Lora(lora.a, b, lora.scale, **kw)
+
+
+CFG = TrainConfig(lr=1e-2, epochs=2, batch_size=2, max_tokens=30)  # one bucket: one compile
+
+
+def test_train_adapter_changes_only_the_adapter(lm):
+    before = _host(lm.params)
+    prefix0 = K.random_prefix(jax.random.key(0), TINY, 3)
+    prefix, losses = train_adapter(lm, prefix0, TEXTS, CFG)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert all(_changed(x, y) for x, y in zip(prefix, prefix0, strict=True))
+
+    full0 = _lora(lm)
+    full, _ = train_adapter(lm, full0, TEXTS, CFG)
+    assert full.scale == full0.scale and full.train_a and full.train_layers == 0
+    for k in full0.a:
+        assert _changed(full.a[k], full0.a[k]) and _changed(full.b[k], full0.b[k])
+
+    # LoRA-FA on the last layer: `a` and the first layer's `b` bit-for-bit unchanged.
+    fa0 = _lora(lm, train_a=False, train_layers=1)
+    fa, _ = train_adapter(lm, fa0, TEXTS, CFG)
+    for k in fa0.a:
+        np.testing.assert_array_equal(fa.a[k], fa0.a[k])
+        np.testing.assert_array_equal(fa.b[k][0], fa0.b[k][0])
+        assert _changed(fa.b[k][1], fa0.b[k][1])
+    # The frozen model is never touched.
+    jax.tree.map(np.testing.assert_array_equal, _host(lm.params), before)
+
+
+def test_score_texts_with_lora_equals_numpy(lm):
+    lora, _ = train_adapter(lm, _lora(lm), TEXTS, TrainConfig(lr=1e-2, epochs=1, max_tokens=30))
+    res = score_texts(lm, lora, TEXTS, max_tokens=12, batch_size=3)
+    for r, text in enumerate(TEXTS):
+        ids = [0, *lm.tokenizer.encode(text)[:12]]
+        lg = np_forward(lm.params, np.array([ids]), TINY, lora=(lora.a, lora.b, lora.scale))[0]
+        lg = lg[:-1]
+        lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
+        ref = float(np.sum(lg[np.arange(len(ids) - 1), ids[1:]] - lse))
+        np.testing.assert_allclose(res.values[r, 0], ref, rtol=1e-4, atol=1e-4)
+        assert res.n_tokens[r] == len(ids) - 1
+        assert res.truncated[r] == (len(lm.tokenizer.encode(text)) > 12)
+    assert res.values.shape == (len(TEXTS), 1) and res.truncated.any()
+
+
+def test_length_grouped_epochs_cover_every_text_once():
+    lengths = np.array([5, 40, 7, 33, 12, 9, 50, 3, 22, 18, 41])
+    cfg = TrainConfig(batch_size=2, group=2, seed=3)
+    batches = epoch_batches(lengths, cfg, 0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert [len(b) for b in batches].count(1) == 1
+    again = epoch_batches(lengths, cfg, 0)
+    assert all(np.array_equal(x, y) for x, y in zip(batches, again, strict=True))
+    assert not all(
+        np.array_equal(x, y) for x, y in zip(batches, epoch_batches(lengths, cfg, 1), strict=False)
+    )
+    # inside each window of group * batch_size texts, batches hold neighbours in length order
+    flat = epoch_batches(lengths, TrainConfig(batch_size=11, group=1, seed=3), 0)[0]
+    assert np.all(np.diff(lengths[flat]) >= 0)
+
+
+def test_resume_equals_uninterrupted_and_steps(lm, tmp_path):
+    lora0 = _lora(lm)
+    ref, ref_losses = train_adapter(lm, lora0, TEXTS, CFG)
+    ident = {"what": "test"}
+    store = AdapterStore(tmp_path, lm.fingerprint, ident)
+    train_adapter(
+        lm, lora0, TEXTS, TrainConfig(lr=1e-2, epochs=1, batch_size=2, max_tokens=30), store
+    )
+    store.close()
+    store = AdapterStore(tmp_path, lm.fingerprint, ident)
+    got, losses = train_adapter(lm, lora0, TEXTS, CFG, store)
+    store.close()
+    jax.tree.map(np.testing.assert_array_equal, got, ref)
+    assert losses == ref_losses
+    with pytest.raises(InputError, match="differs in: what"):
+        AdapterStore(tmp_path, lm.fingerprint, {"what": "other"})
+    # steps: exactly that many optimizer steps, across epochs
+    seen = []
+    train_adapter(
+        lm,
+        lora0,
+        TEXTS,
+        TrainConfig(lr=1e-2, steps=5, batch_size=2, max_tokens=30),
+        on_step=lambda step, loss, state: seen.append(step),
+    )
+    assert seen == [1, 2, 3, 4, 5]
