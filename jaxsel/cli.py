@@ -175,6 +175,7 @@ def cmd_score(argv):
         else:
             for _ in rows:  # takes part in the gathering; process 0 writes
                 pass
+    parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
     log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
 
 
@@ -188,7 +189,7 @@ def cmd_select(argv):
     p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out))
-    from jaxsel import pipeline
+    from jaxsel import parallel, pipeline
     from jaxsel.scores import check_threshold
 
     if args.threshold is not None:
@@ -211,6 +212,7 @@ def cmd_select(argv):
             budget_bytes=args.budget_bytes,
         )
     pipeline.write_selection(args.out, source, sel)
+    parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
     log.info(
         "%s: selected %d of %d items in %.2f s -> %s",
         method.name,
@@ -231,21 +233,46 @@ def cmd_eval(argv):
     )
     p.add_argument(
         "selection",
+        nargs="+",
         help="output of `jaxsel select` (records, best first) or "
-        "`jaxsel score` ({id, score} per pool item)",
+        "`jaxsel score` ({id, score} per pool item); several: one report each",
     )
     _add_data_args(p, target=False)
     p.add_argument("--domain", default="python", help="domain counted as relevant")
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
+    p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K and the domain mix")
     args = p.parse_args(argv)
+    outputs.check_output(args.plot, [*args.selection, args.pool], "--plot")
     from jaxsel.data.corpus import iter_jsonl
     from jaxsel.evaluate import selection_report
 
     pool = _load_pool(args)
-    rows = [(loc, rec) for _, loc, rec in iter_jsonl(args.selection)]
-    report = selection_report(pool, rows, args.domain, args.field, args.k, args.selection)
-    print(json.dumps(report, indent=2))
+    files = {path: [(loc, rec) for _, loc, rec in iter_jsonl(path)] for path in args.selection}
+    reports = {
+        path: selection_report(pool, rows, args.domain, args.field, args.k, path)
+        for path, rows in files.items()
+    }
+    print(json.dumps(reports[args.selection[0]] if len(files) == 1 else reports, indent=2))
+    if args.plot:
+        _plot_selections(pool, files, reports, args)
+
+
+def _plot_selections(pool, files: dict, reports: dict, args) -> None:
+    from jaxsel import plots
+    from jaxsel.evaluate import domain_mix, domains_of, precision_curve, selection_ranking
+
+    domains = domains_of(pool, args.field)
+    stems = [Path(path).stem for path in files]
+    names = dict(zip(files, stems if len(set(stems)) == len(files) else files, strict=True))
+    curves, mixes = {}, {}
+    for path, rows in files.items():
+        ranked = [domains[i] for i in selection_ranking(pool, rows, path)[0]]
+        curves[names[path]] = precision_curve(ranked, args.domain)
+        mixes[names[path]] = domain_mix(ranked[: reports[path]["k"]])
+    base = reports[args.selection[0]]["base_rate"]
+    fig = plots.selection_figure(curves, mixes, base, args.domain)
+    log.info("eval: plot -> %s", plots.save(fig, args.plot))
 
 
 def cmd_compare(argv):
@@ -265,13 +292,14 @@ def cmd_compare(argv):
     p.add_argument("--field", default="domain", help="record field holding the domain")
     p.add_argument("-k", type=int, nargs="+", default=[100], help="precision@K cut-offs")
     p.add_argument("--out", help="also write the report as JSON here")
+    p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K, one curve per method")
     args = p.parse_args(argv)
-    _check_outputs(args, ("--out", args.out))
-    from jaxsel.evaluate import compare_row, domains_of
+    _check_outputs(args, ("--out", args.out), ("--plot", args.plot))
+    from jaxsel.evaluate import compare_row, domains_of, precision_curve
 
     pool, target = _load_pool(args), _load_target(args)
     domains = domains_of(pool, args.field)
-    rows = []
+    rows, curves = [], {}
     with methods.Run() as run:  # one Run: methods share loaded models (one LM for ppl, lamdas)
         for name in args.methods.split(","):
             method = methods.get(name.strip())
@@ -279,6 +307,9 @@ def cmd_compare(argv):
             scores = method.score(pool, target, run=run)
             secs = time.perf_counter() - t0
             rows.append(compare_row(scores, domains, pool.nbytes(), args.domain, args.k, secs))
+            curves[scores.method] = precision_curve(
+                [domains[i] for i in scores.ranking()], args.domain
+            )
     base = domains.count(args.domain) / len(domains)
     print(f"pool {len(pool)} items, target {len(target)}, base rate of {args.domain!r}: {base:.3f}")
     head = ["method", "seconds", *[f"P@{k}" for k in args.k], "spearman_score_vs_bytes"]
@@ -290,6 +321,11 @@ def cmd_compare(argv):
         print("| " + " | ".join(cells) + f" | {buckets} |")
     if args.out:
         outputs.write_text(args.out, json.dumps({"base_rate": base, "rows": rows}, indent=2))
+    if args.plot:
+        from jaxsel import plots
+
+        fig = plots.precision_curves(curves, base, args.domain)
+        log.info("compare: plot -> %s", plots.save(fig, args.plot))
 
 
 # ----------------------------------------------------------------------------------- embed
@@ -377,6 +413,12 @@ def cmd_compress(argv):
     p.add_argument("input", help="file to compress, or the archive to describe with --info")
     p.add_argument("output", nargs="?", help="archive to write")
     p.add_argument("--info", action="store_true", help="print the header of the archive INPUT")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="with --info: plot the bits/byte of every coding window (decompresses: needs "
+        "the model)",
+    )
     p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument(
@@ -420,9 +462,14 @@ def cmd_compress(argv):
     from jaxsel import finezip
 
     if args.info:
+        outputs.check_output(args.plot, [args.input], "--plot")
         data = _read_bytes(args.input)
         print(finezip.describe(finezip.parse(data).header, len(data)))
+        if args.plot:
+            _plot_chunk_costs(data, args.model, args.plot)
         return
+    if args.plot:
+        p.error("--plot needs --info")
     if args.output is None:
         p.error("OUTPUT is required (or use --info)")
     from jaxsel.models.loaders import load_lm
@@ -458,6 +505,19 @@ def cmd_compress(argv):
         8 * len(res.archive) / max(len(data), 1),
         time.perf_counter() - t0,
     )
+
+
+def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
+    from jaxsel import finezip, plots
+    from jaxsel.finezip.costs import archive_costs
+    from jaxsel.models.loaders import load_lm
+
+    c = archive_costs(archive, functools.partial(load_lm, model))
+    header = finezip.read_header(archive)[0]
+    bpb = [8 * n / header.size for n in (header.body_len, len(archive))]
+    what = f"context {c.plan.context}, stride {c.plan.stride}, {c.plan.seg_len}-token segments"
+    fig = plots.window_costs(c.window_bits / c.window_bytes, *bpb, what=what)
+    log.info("compress: costs of %d windows -> %s", len(c.window_bits), plots.save(fig, path))
 
 
 def cmd_decompress(argv):

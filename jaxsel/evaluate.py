@@ -26,6 +26,14 @@ def precision_at_k(ranked_domains: Sequence[str], domain: str, k: int) -> float:
     return sum(d == domain for d in ranked_domains[:k]) / k
 
 
+def precision_curve(ranked_domains: Sequence[str], domain: str) -> np.ndarray:
+    """Precision@K of `domain` for every K = 1..len(ranked_domains) (entry K-1), float64."""
+    if not len(ranked_domains):
+        raise InputError("precision curve of an empty ranking")
+    hits = np.cumsum(np.asarray(ranked_domains, dtype=object) == domain, dtype=np.float64)
+    return hits / np.arange(1, hits.size + 1)
+
+
 def length_buckets(lengths: Sequence[int], n_buckets: int = 4) -> np.ndarray:
     """Bucket index (0 = shortest) of each item by pool length quantiles."""
     lengths = np.asarray(lengths, dtype=np.float64)
@@ -102,6 +110,25 @@ def selection_report(
     Args:
       rows: (location "file:line", record) of every line of the file named `name`.
     """
+    ranking, is_scores = selection_ranking(pool, rows, name)
+    domains = domains_of(pool, field)
+    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
+    k = k or (max(1, len(pool) // 10) if is_scores else len(ranking))
+    ranked = [domains[i] for i in ranking]
+    report = {
+        "k": k,
+        "precision_at_k": precision_at_k(ranked, domain, k),
+        "base_rate": domains.count(domain) / len(domains),
+        "domain_mix": domain_mix(ranked[:k]),
+    }
+    if is_scores:
+        report["by_length_bucket"] = precision_by_bucket(ranking, domains, pool.nbytes(), domain, k)
+    return report
+
+
+def selection_ranking(pool, rows: Sequence[tuple[str, dict]], name: str) -> tuple[np.ndarray, bool]:
+    """Pool indices of a selection file's rows, best first (a score file: all items ranked by
+    score), and whether it was a score file. See `selection_report`."""
     from jaxsel.data.corpus import check_id
     from jaxsel.scores import Scores, score_from_json
 
@@ -119,28 +146,14 @@ def selection_report(
             raise JaxselError(f"{loc}: duplicate id {i!r}")
         seen.add(i)
         sel.append(pos[i])
-    domains = domains_of(pool, field)
     first = rows[0][1]
     is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
-    if is_scores:
-        vals = np.empty(len(pool))
-        for (loc, rec), n in zip(rows, sel, strict=True):
-            vals[n] = score_from_json(rec.get("score"), loc)
-        ranking = Scores(vals, "file").ranking()
-    else:
-        ranking = np.array(sel)
-    # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
-    k = k or (max(1, len(pool) // 10) if is_scores else len(ranking))
-    ranked = [domains[i] for i in ranking]
-    report = {
-        "k": k,
-        "precision_at_k": precision_at_k(ranked, domain, k),
-        "base_rate": domains.count(domain) / len(domains),
-        "domain_mix": domain_mix(ranked[:k]),
-    }
-    if is_scores:
-        report["by_length_bucket"] = precision_by_bucket(ranking, domains, pool.nbytes(), domain, k)
-    return report
+    if not is_scores:
+        return np.array(sel), False
+    vals = np.empty(len(pool))
+    for (loc, rec), n in zip(rows, sel, strict=True):
+        vals[n] = score_from_json(rec.get("score"), loc)
+    return Scores(vals, "file").ranking(), True
 
 
 def compare_row(

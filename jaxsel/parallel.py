@@ -262,12 +262,14 @@ def summed(stats: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def barrier(name: str) -> None:
-    """Waits until every process reaches `name` (no-op on one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
+    """Waits until every process reaches `name` (no-op on one process). Held by the coordination
+    service, not a device collective, so it waits as long as `timeout_s` (process 0 writing a
+    large output while the others are done)."""
+    if distributed():
+        from jax._src import distributed as jax_distributed
 
-        multihost_utils.sync_global_devices(name)
+        jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
 
 
 @functools.cache

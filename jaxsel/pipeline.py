@@ -8,7 +8,9 @@ top-K of at most `RECORDS_KEPT` keeps its records while scoring and needs no sec
 are broken by pool order everywhere (`Batch.keys`: lexicographic order = pool order).
 
 Methods that need one float per document (a whole-pool `rescore`, GIP, random) hold that vector
-(8 bytes per document); nothing holds texts or records of the whole pool.
+(8 bytes per document), a `--budget-bytes` selection holds (score, key, size) per document
+(32 bytes) and a threshold selection the same for the items above it; nothing holds texts or
+records of the whole pool.
 """
 
 from __future__ import annotations
