@@ -125,6 +125,7 @@ def smollm2():
     return loaders.load_smollm2()
 
 
+@pytest.mark.slow  # ~50 s on the idle 2-core VM; the tiny-model tests above are the fast siblings
 def test_target_domain_beats_random_text_on_smollm2(smollm2):
     """Held-out HumanEval problems: LoRA on other HumanEval problems lowers their CE; the same
     budget of random pool text (the floor) lowers it less."""
