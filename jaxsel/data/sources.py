@@ -650,6 +650,7 @@ class IdDigests:
         self.runs.append((sum(n for _, n in self.runs), len(rows)))
         self.file.seek(0, os.SEEK_END)
         self.file.write(rows.tobytes())
+        self.file.flush()
         self.digests, self.keys, self.pending = [], [], 0
 
     def repeated(self, gather=None) -> tuple[np.ndarray, np.ndarray]:
@@ -663,16 +664,13 @@ class IdDigests:
                 total = int(gather(np.array([total], np.int64)).sum())
             ranges = max(1, -(-total // self.run_size))
             bounds = np.array([(i << 64) // ranges for i in range(ranges)], np.uint64)
-            table = None
-            if self.runs:
-                table = np.memmap(self.file, _ID_ROW, mode="r")
-            cuts = [
-                (first, np.append(np.searchsorted(table["d"][first : first + n], bounds), n))
+            cuts = [  # each run's first row in each range (reads one run at a time)
+                (first, np.append(np.searchsorted(self._rows(first, n)["d"], bounds), n))
                 for first, n in self.runs
             ]
             found = [np.zeros(0, _ID_ROW)]
             for r in range(ranges):
-                parts = [table[f + c[r] : f + c[r + 1]] for f, c in cuts]
+                parts = [self._rows(f + c[r], c[r + 1] - c[r]) for f, c in cuts]
                 rows = np.concatenate(parts) if parts else np.zeros(0, _ID_ROW)
                 if gather is not None:
                     rows = gather(rows)
@@ -687,6 +685,12 @@ class IdDigests:
                 self.file.close()
                 self.file = None
             self.runs = []
+
+    def _rows(self, first: int, n: int) -> np.ndarray:
+        """Rows first..first+n of the temporary file (read, not mapped: a mapping's pages
+        would count in the resident set)."""
+        size = _ID_ROW.itemsize
+        return np.frombuffer(os.pread(self.file.fileno(), n * size, first * size), _ID_ROW)
 
     def verify(self, locate, gather=None) -> None:
         """Raises for the earliest document (pool order) whose id an earlier one has (among
