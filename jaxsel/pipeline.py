@@ -171,7 +171,7 @@ def _scored(method: Method, source, target, state, config, run: Run, stats: dict
             bar.update(len(batch.texts))
             yield batch, done[0]
     if ids is not None:
-        IdDigests.check(*(parallel.gathered(a) for a in ids.arrays()), source.locate)
+        ids.verify(source.locate, parallel.gathered)
 
 
 def _fill_on_ray(method: Method, source, target, state, config, run: Run, store, parts) -> None:

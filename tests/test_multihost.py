@@ -258,3 +258,54 @@ def test_duplicate_id_across_processes_is_the_same_one_line(tmp_path):
     for r in res:
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
     assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()
+
+
+ID_RUNS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from jaxsel import parallel
+    from jaxsel.data.sources import Batch, IdDigests
+    from jaxsel.errors import InputError
+
+    pid, n, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    parallel.initialize(f"127.0.0.1:{port}", n, pid, timeout_s=20)
+    for case in range(4):
+        rng = np.random.default_rng(case)
+        ids = [f"u{i}" for i in range(97)] if case < 2 else [
+            f"d{v}" for v in rng.integers(0, 200, 97)]
+        if case == 1:  # one pair: the first row (process 0) and the last (process 1)
+            ids[-1] = ids[0]
+        seen, first = {}, None  # brute force: the first id an earlier row has
+        for i, x in enumerate(ids):
+            if x in seen and first is None:
+                first = f"row {i}: duplicate id {x!r} (first seen at row {seen[x]})"
+            seen.setdefault(x, i)
+        mine = IdDigests(run_size=5)  # process p reads rows 60p.. (unequal shares, many runs)
+        for r in range(60 * pid, 97 if pid == n - 1 else 60 * (pid + 1)):
+            mine.add(Batch([ids[r]], ["t"], [{}], np.array([[0, r]], np.int64)))
+        try:
+            mine.verify(lambda k: (ids[k[1]], f"row {k[1]}"), parallel.gathered)
+            got = None
+        except InputError as e:
+            got = str(e)
+        assert got == first, (case, got, first)
+        print(f"case {case}: {got}")
+    parallel.barrier("done")
+    print("ok")
+    """
+)
+
+
+def test_two_processes_find_the_duplicate_ids_of_a_brute_force_set(tmp_path):
+    """Digests in sorted runs of 5 on each process, checked range by range across both: the
+    same first duplicate (or none) as a Python dict over all ids."""
+    script = tmp_path / "ids.py"
+    script.write_text(ID_RUNS)
+    port = str(free_port())
+    res = launch([[str(script), str(i), "2", port] for i in range(2)])
+    for r in res:
+        assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    cases = [[x for x in r.stdout.splitlines() if x.startswith("case")] for r in res]
+    assert cases[0] == cases[1] and len(cases[0]) == 4
+    assert cases[0][0] == "case 0: None" and cases[0][1].startswith("case 1: row 96: ")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxsel.data import read_corpus
+from jaxsel.data import read_corpus, sources
 from jaxsel.data.sources import open_source, parts_for_process
 from jaxsel.errors import InputError
 
@@ -310,3 +310,80 @@ def test_ids_keep_their_type_and_compare_as_read_corpus_does(tmp_path):
         InputError, match=r"q.jsonl:4: duplicate id 1.0 \(first seen at .*q.jsonl:1\)"
     ):
         list(open_source(q, part_bytes=30).batches(2))
+
+
+def _first_duplicate(ids: list) -> tuple[int, int] | None:
+    """Brute force: (row, earlier row) of the first id an earlier row has, or None."""
+    seen: dict = {}
+    for i, x in enumerate(ids):
+        if x in seen:
+            return i, seen[x]
+        seen[x] = i
+    return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_id_digests_sorted_runs_match_a_brute_force_set(seed):
+    """Runs of 7 rows (many runs, several digest ranges): the rows whose digest repeats and the
+    reported duplicate are those of a Python dict over the ids."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(40, 300))
+    # half the seeds draw from a large space (no duplicate), half from a small one
+    space = 10**9 if seed % 2 else n * 3
+    ids = [f"d{v}" for v in rng.choice(space, n, replace=seed % 2 == 0)]
+    if seed == 4:  # the pair split across the first and the last run
+        ids = [f"u{i}" for i in range(n)]
+        ids[-1] = ids[0]
+    seen = sources.IdDigests(run_size=7)
+    at = 0
+    while at < n:
+        size = int(rng.integers(1, 12))
+        rows = list(range(at, min(n, at + size)))
+        keys = np.stack([np.zeros(len(rows), np.int64), np.array(rows, np.int64)], 1)
+        seen.add(sources.Batch([ids[r] for r in rows], ["t"] * len(rows), [{}] * len(rows), keys))
+        at += size
+    assert len(seen.runs) >= n // 18  # runs of 7..17 rows
+    digests, keys = seen.repeated()
+    counts = {x: ids.count(x) for x in ids}
+    assert sorted(keys[:, 1].tolist()) == [i for i, x in enumerate(ids) if counts[x] > 1]
+    assert len(set(digests.tolist())) == sum(1 for c in counts.values() if c > 1)
+    want = _first_duplicate(ids)
+    assert (want is not None) == (seed % 2 == 0)
+
+    def locate(key):
+        return ids[key[1]], f"row {key[1]}"
+
+    seen = sources.IdDigests(run_size=7)
+    for r in range(n):
+        seen.add(sources.Batch([ids[r]], ["t"], [{}], np.array([[0, r]], np.int64)))
+    if want is None:
+        seen.verify(locate)
+    else:
+        msg = f"^row {want[0]}: duplicate id '{ids[want[0]]}' \\(first seen at row {want[1]}\\)$"
+        with pytest.raises(InputError, match=msg):
+            seen.verify(locate)
+    assert seen.file is None  # the temporary file is closed (deleted) after the check
+
+
+def test_id_digest_collision_of_distinct_ids_is_not_a_duplicate():
+    """Equal digests (forced) of different ids: confirmed against the ids, nothing raised."""
+    ids = ["a", "b", "a2"]
+    keys = np.array([[0, 0], [0, 1], [1, 0]], np.int64)
+    sources.IdDigests.check(
+        np.array([5, 5, 5], np.uint64), keys, lambda k: (ids[k[0] * 2 + k[1]], str(k))
+    )
+
+
+def test_duplicate_id_split_across_sorted_runs_of_a_stream(tmp_path, monkeypatch):
+    """A jsonl pool read with runs of 3 ids: the same one-line error as with one run."""
+    monkeypatch.setattr(sources, "ID_RUN", 3)
+    p = tmp_path / "pool.jsonl"
+    rows = [{"id": f"doc-{i}", "text": f"text {i}"} for i in range(40)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sum(len(b.texts) for b in open_source(p, part_bytes=300).batches(4)) == 40
+    rows[30]["id"] = "doc-3"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(
+        InputError, match=rf"^{p}:31: duplicate id 'doc-3' \(first seen at {p}:4\)$"
+    ):
+        list(open_source(p, part_bytes=300).batches(4))

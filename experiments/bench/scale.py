@@ -29,9 +29,9 @@ into memory), right after the streamed run: its wall time and peak RSS, the rati
 times, and whether both wrote the same bytes.
 
 Expected: peak RSS of zipfit under 1 GB at 1M and flat from 0.25M to 2M; wall time within
-noise of the baseline's (ratio ~1); the same output bytes. Measured (README, "Scale"): 63 / 120
-/ 196 MB at 0.25M / 1M / 2M (the growth is the reader's duplicate-id check, ~24 B per
-document), the same bytes as the pre-streaming code, which peaked at 649 MB / 2.5 GB.
+noise of the baseline's (ratio ~1); the same output bytes. Measured (README, "Scale"): 192 / 199
+/ 200 MB at 0.25M / 1M / 2M with the duplicate-id check on disk (before it: 63 / 120 / 196 MB,
+~24 B per document), the same bytes as the pre-streaming code, which peaked at 649 MB / 2.5 GB.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ keys is pool order, the order `read_corpus` reads, so ties in a selection break 
 whoever reads the pool. A batch never spans two parts, so `(part, batch)` names the same rows on
 any process or engine.
 
-Only one batch (plus, per document, a 64-bit id digest for the duplicate check) is held in
-memory. Every record passes the checks of `jaxsel.data.corpus` (`parse_jsonl_line`,
-`record_fields`, `check_id`, `keep_text`), so a stream and `read_corpus` accept and refuse the
-same input.
+Only one batch is held in memory (the duplicate-id check keeps a 64-bit id digest per document
+in a temporary file, `IdDigests`). Every record passes the checks of `jaxsel.data.corpus`
+(`parse_jsonl_line`, `record_fields`, `check_id`, `keep_text`), so a stream and `read_corpus`
+accept and refuse the same input.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -152,7 +153,7 @@ class Source:
         if whole and not seen.count:
             raise InputError(f"{self.name}: no documents")
         if check_ids:
-            seen.check(*seen.arrays(), self.locate)
+            seen.verify(self.locate)
 
     def to_corpus(self) -> Corpus:
         """The whole pool in memory."""
@@ -573,6 +574,8 @@ def _read_hf(src: Source, part: Part):
                 row += 1
 
 
+_ID_ROW = np.dtype([("d", np.uint64), ("k", np.int64, (2,))])
+
 _READERS = {
     "jsonl": _read_jsonl,
     "jsonl.gz": _read_jsonl_gz,
@@ -600,13 +603,26 @@ def _id_bytes(ident: Any) -> bytes:
     return b"n" + repr(ident).encode()
 
 
-class IdDigests:
-    """64-bit digests of the ids read (8 bytes + a 16-byte key per document), checked for
-    duplicates at the end of a stream; a digest collision is confirmed against the ids."""
+ID_RUN = 1 << 18  # digests sorted in memory at once by `IdDigests` (24 bytes each)
 
-    def __init__(self):
-        self.digests: list[np.ndarray] = [np.zeros(0, np.uint64)]
-        self.keys: list[np.ndarray] = [np.zeros((0, 2), np.int64)]
+
+class IdDigests:
+    """64-bit digests of the ids read, checked for duplicates at the end of a stream in memory
+    flat in the number of documents: every `run_size` documents, the run's (digest, key) rows
+    are sorted by digest and appended to a temporary file; the check walks the digest space in
+    ranges of about `run_size` rows of all runs (of every process, with a `gather`), so only
+    rows whose digest repeats are kept, and a digest collision is confirmed against the ids."""
+
+    def __init__(self, run_size: int | None = None):
+        run_size = ID_RUN if run_size is None else run_size
+        if run_size <= 0:
+            raise ValueError(f"run_size must be positive, got {run_size}")
+        self.run_size = run_size
+        self.digests: list[np.ndarray] = []
+        self.keys: list[np.ndarray] = []
+        self.pending = 0
+        self.runs: list[tuple[int, int]] = []  # (first row in the file, rows) of each run
+        self.file = None
         self.count = 0
 
     def add(self, batch: Batch, digest: bool = True) -> Batch:
@@ -614,12 +630,72 @@ class IdDigests:
             d = [hashlib.blake2b(_id_bytes(i), digest_size=8).digest() for i in batch.ids]
             self.digests.append(np.frombuffer(b"".join(d), np.uint64))
             self.keys.append(batch.keys)
+            self.pending += len(batch)
+            if self.pending >= self.run_size:
+                self._spill()
         self.count += len(batch)
         return batch
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(digests uint64 [n], keys int64 [n, 2]) of the ids added."""
-        return np.concatenate(self.digests), np.concatenate(self.keys)
+    def _spill(self) -> None:
+        """Sorts the rows held and appends them to the temporary file as one run."""
+        if not self.pending:
+            return
+        d, k = np.concatenate(self.digests), np.concatenate(self.keys)
+        order = np.argsort(d)
+        rows = np.empty(len(d), _ID_ROW)
+        rows["d"] = d[order]
+        rows["k"] = k[order]
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(prefix="jaxsel-ids-")
+        self.runs.append((sum(n for _, n in self.runs), len(rows)))
+        self.file.seek(0, os.SEEK_END)
+        self.file.write(rows.tobytes())
+        self.file.flush()
+        self.digests, self.keys, self.pending = [], [], 0
+
+    def repeated(self, gather=None) -> tuple[np.ndarray, np.ndarray]:
+        """(digests uint64 [m], keys int64 [m, 2]) of the rows whose digest occurs more than
+        once among the rows added (`gather(rows) -> every process's rows`, the same calls on
+        every process: among all processes' rows). Closes the temporary file."""
+        try:
+            self._spill()
+            total = sum(n for _, n in self.runs)
+            if gather is not None:
+                total = int(gather(np.array([total], np.int64)).sum())
+            ranges = max(1, -(-total // self.run_size))
+            bounds = np.array([(i << 64) // ranges for i in range(ranges)], np.uint64)
+            cuts = [  # each run's first row in each range (reads one run at a time)
+                (first, np.append(np.searchsorted(self._rows(first, n)["d"], bounds), n))
+                for first, n in self.runs
+            ]
+            found = [np.zeros(0, _ID_ROW)]
+            for r in range(ranges):
+                parts = [self._rows(f + c[r], c[r + 1] - c[r]) for f, c in cuts]
+                rows = np.concatenate(parts) if parts else np.zeros(0, _ID_ROW)
+                if gather is not None:
+                    rows = gather(rows)
+                d = np.sort(rows["d"])
+                twice = np.unique(d[1:][d[1:] == d[:-1]])
+                if len(twice):
+                    found.append(rows[np.isin(rows["d"], twice)])
+            found = np.concatenate(found)
+            return found["d"].copy(), found["k"].copy()
+        finally:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+            self.runs = []
+
+    def _rows(self, first: int, n: int) -> np.ndarray:
+        """Rows first..first+n of the temporary file (read, not mapped: a mapping's pages
+        would count in the resident set)."""
+        size = _ID_ROW.itemsize
+        return np.frombuffer(os.pread(self.file.fileno(), n * size, first * size), _ID_ROW)
+
+    def verify(self, locate, gather=None) -> None:
+        """Raises for the earliest document (pool order) whose id an earlier one has (among
+        every process's documents, with a `gather`; see `repeated`)."""
+        self.check(*self.repeated(gather), locate)
 
     @staticmethod
     def check(digests: np.ndarray, keys: np.ndarray, locate) -> None:
