@@ -36,9 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from _proc import machine, tree_rss
-from scale import _target
+from scale import _scored, _target
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,17 +46,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rows(workdir: Path) -> int:
-    """Documents in the finished shards of a workdir."""
-    rows = 0
-    for p in workdir.glob("shard-*.npy"):
-        try:
-            rows += np.load(p, mmap_mode="r").shape[0]
-        except (OSError, ValueError):
-            continue
-    return rows
 
 
 def measure(argvs: list[list[str]], cap: float) -> dict:
@@ -114,7 +102,7 @@ def run(args) -> dict:
                         base += ["--workers", "1"]
                     load = os.getloadavg()[0]
                     r = measure(_argvs(engine, base), args.cap)
-                    docs = _rows(wd)
+                    docs = _scored(wd)
                     r = {"method": method, "docs": size, "targets": n_target, "engine": engine,
                          **r, "docs_scored": docs, "docs_per_s": round(docs / r["wall_s"], 1),
                          "load_before": round(load, 1)}  # fmt: skip
