@@ -143,24 +143,11 @@ def pack_tokens(
 def read_selection(path, pool) -> list[int]:
     """Pool indices of a `jaxsel select` output (records with an `id`, best first), in file
     order. An id not in the pool, a duplicate or a record without an id is an InputError naming
-    the file and line."""
-    from jaxsel.data.corpus import check_id, iter_jsonl
+    the file and line (`jaxsel.evaluate.selection_positions`)."""
+    from jaxsel.data.corpus import iter_jsonl
+    from jaxsel.evaluate import selection_positions
 
-    pos = {i: n for n, i in enumerate(pool.ids)}
-    out, seen = [], set()
-    for _, loc, rec in iter_jsonl(path):
-        if "id" not in rec:
-            raise InputError(f"{loc}: missing field 'id'")
-        i = check_id(rec["id"], loc)
-        if i not in pos:
-            raise InputError(f"{loc}: id {i!r} is not in the pool")
-        if i in seen:
-            raise InputError(f"{loc}: duplicate id {i!r}")
-        seen.add(i)
-        out.append(pos[i])
-    if not out:
-        raise InputError(f"{path}: empty selection")
-    return out
+    return selection_positions(pool, [(loc, rec) for _, loc, rec in iter_jsonl(path)], path)
 
 
 def split_heldout(target, fraction: float, seed: int = 0):

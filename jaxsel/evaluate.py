@@ -126,26 +126,38 @@ def selection_report(
     return report
 
 
-def selection_ranking(pool, rows: Sequence[tuple[str, dict]], name: str) -> tuple[np.ndarray, bool]:
-    """Pool indices of a selection file's rows, best first (a score file: all items ranked by
-    score), and whether it was a score file. See `selection_report`."""
+def selection_positions(pool, rows: Sequence[tuple[str, dict]], name: str) -> list[int]:
+    """Pool indices of a selection file's rows, in file order. An empty file, a record without
+    an id, an id not in the pool or a duplicate is an InputError naming the file (and line).
+
+    Args:
+      rows: (location "file:line", record) of every line of the file named `name`.
+    """
     from jaxsel.data.corpus import check_id
-    from jaxsel.scores import Scores, score_from_json
 
     if not rows:
-        raise JaxselError(f"{name}: empty selection")
+        raise InputError(f"{name}: empty selection")
     pos = {i: n for n, i in enumerate(pool.ids)}
     sel, seen = [], set()
     for loc, rec in rows:
         if "id" not in rec:
-            raise JaxselError(f"{loc}: missing field 'id'")
+            raise InputError(f"{loc}: missing field 'id'")
         i = check_id(rec["id"], loc)
         if i not in pos:
-            raise JaxselError(f"{loc}: id {i!r} is not in the pool")
+            raise InputError(f"{loc}: id {i!r} is not in the pool")
         if i in seen:
-            raise JaxselError(f"{loc}: duplicate id {i!r}")
+            raise InputError(f"{loc}: duplicate id {i!r}")
         seen.add(i)
         sel.append(pos[i])
+    return sel
+
+
+def selection_ranking(pool, rows: Sequence[tuple[str, dict]], name: str) -> tuple[np.ndarray, bool]:
+    """Pool indices of a selection file's rows, best first (a score file: all items ranked by
+    score), and whether it was a score file. See `selection_report`."""
+    from jaxsel.scores import Scores, score_from_json
+
+    sel = selection_positions(pool, rows, name)
     first = rows[0][1]
     is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
     if not is_scores:
