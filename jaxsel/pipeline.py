@@ -16,6 +16,7 @@ records of the whole pool.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import sys
@@ -122,8 +123,88 @@ def count(source) -> int:
 def _state(method: Method, source, target: Corpus | None, config, run: Run):
     state = method.prepare(target, config, run)
     if method.fit_pool is not None:
-        state = method.fit_pool(state, source.batches(config.shard_size))
+        state = _fit_pool(method, source, state, config, run)
     return state
+
+
+class PartCounts(NamedTuple):
+    """A method's first pass over one part of the pool (`Method.pool_counts`)."""
+
+    part: int  # the part's index
+    counts: np.ndarray  # int64 [...]: the summed `pool_counts` of its batches
+    digest: bytes  # sha256 of its batches' text fingerprints, in order (32 bytes)
+    docs: int
+
+
+def part_counts(method: Method, state, batches) -> Iterator[PartCounts]:
+    """PartCounts of every part in a stream of batches (a batch never spans two parts)."""
+    part, counts, h, docs = -1, None, hashlib.sha256(), 0
+    for b in batches:
+        if int(b.keys[0, 0]) != part:
+            if counts is not None:
+                yield PartCounts(part, counts, h.digest(), docs)
+            part, counts, h, docs = int(b.keys[0, 0]), None, hashlib.sha256(), 0
+        c = np.asarray(method.pool_counts(state, b))
+        if c.dtype.kind not in "iu":
+            raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
+        counts = c.astype(np.int64) if counts is None else counts + c
+        h.update(fingerprint_texts(b.texts).encode())
+        docs += len(b)
+    if counts is not None:
+        yield PartCounts(part, counts, h.digest(), docs)
+
+
+def _counted(batches, bar) -> Iterator:
+    for b in batches:
+        yield b
+        bar.update(len(b))
+
+
+def _fit_pool(method: Method, source, state, config, run: Run):
+    """A method's first pass: `pool_counts` summed over the pool, then `fit_pool`. Each process
+    counts only its own parts (`parallel.local_parts`), or Ray counts them one part per task
+    (`run.engine`); the integer sums meet exactly in any order, and the pool's fingerprint
+    hashes the parts' digests in pool order, so every engine fits the same state."""
+    parts = parallel.local_parts(source)
+    if run.engine is not None:
+        from jaxsel import ray_engine
+
+        counted = list(
+            ray_engine.count_parts(run.engine, method, source, state, config.shard_size, run)
+        )
+        where = "on Ray"
+    else:
+        if parts is None:
+            batches = source.batches(config.shard_size)
+        else:  # duplicate ids: checked across the processes by the scoring pass
+            batches = source.batches(config.shard_size, parts, check_ids=False)
+        with tqdm(unit="doc", desc=f"{method.name} (pool counts)", disable=not run.progress) as bar:
+            counted = list(part_counts(method, state, _counted(batches, bar)))
+        where = "here"
+    log.info(
+        "%s: pool counts of %d documents in %d part(s), %s",
+        method.name,
+        sum(c.docs for c in counted),
+        len(counted),
+        where,
+    )
+    mine = (
+        sum((c.counts for c in counted[1:]), counted[0].counts)
+        if counted
+        else np.zeros(0, np.int64)
+    )
+    sums = parallel.allgather_rows(mine) if parallel.distributed() else [mine]
+    sums = [a for a in sums if a.size]
+    if not sums:
+        raise InputError(f"{method.name}: the pool is empty")
+    index = parallel.gathered(np.array([c.part for c in counted], np.int64))
+    digests = parallel.gathered(
+        np.frombuffer(b"".join(c.digest for c in counted), np.uint8).reshape(-1, 32)
+    )
+    h = hashlib.sha256()
+    for i in np.argsort(index, kind="stable").tolist():
+        h.update(int(index[i]).to_bytes(8, "little") + digests[i].tobytes())
+    return method.fit_pool(state, sum(sums[1:], sums[0]), h.hexdigest()[:32])
 
 
 def _shard_name(part: int, first_row: int) -> str:

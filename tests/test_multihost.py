@@ -2,6 +2,7 @@
 gathering of per-process rows, and one-line errors when the processes disagree."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -198,6 +199,37 @@ def test_two_processes_score_and_threshold_byte_identical(two_process_job, tmp_p
             _cli([*args, "--out", str(out), *common[:4], "--no-progress"], n, free_port())
             outs.append(out.read_bytes())
         assert outs[0] == outs[1] and outs[0].count(b"\n") > 3
+
+
+def _pool_counted(r: subprocess.CompletedProcess) -> int:
+    """Documents of DSIR's counting pass (p_raw) read by one process, from its log."""
+    got = re.findall(r"dsir: pool counts of (\d+) documents in \d+ part\(s\), here", r.stderr)
+    assert len(got) == 1, r.stderr[-2000:]
+    return int(got[0])
+
+
+def test_two_processes_split_dsir_pool_counts(two_process_job, tmp_path):
+    """DSIR's first pass (bucket counts over the whole pool) is split like scoring: each process
+    reads only the rows of its own parts, and the summed integer counts give the 1-process
+    selection byte for byte (a wrong p_raw would change every weight)."""
+    from jaxsel.data.sources import open_source, parts_for_process
+
+    root, pool, target, common, runs = two_process_job
+    src = open_source(pool)
+    rows = [
+        sum(len(b) for b in src.batches(7, parts_for_process(src.parts(), i, 2), check_ids=False))
+        for i in range(2)
+    ]
+    assert min(rows) > 0 and sum(rows) == 40
+    outs, counted = [], []
+    for n in (1, 2):
+        out = tmp_path / f"dsir-{n}.jsonl"
+        res = _cli(["select", "--method", "dsir", "--buckets", "512", "-k", "9", "--out", str(out),
+                    *common[:4], "--no-progress"], n, free_port())  # fmt: skip
+        outs.append(out.read_bytes())
+        counted.append([_pool_counted(r) for r in res])
+    assert counted == [[40], rows]
+    assert outs[0] == outs[1] and outs[0].count(b"\n") == 9
 
 
 def test_resume_after_a_killed_process_redoes_its_shards_alone(two_process_job):

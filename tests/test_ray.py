@@ -61,6 +61,12 @@ def test_ray_engine_equals_local_and_resumes(cluster, tmp_path, caplog):
         wl, wr = tmp_path / f"{method}-wl", tmp_path / f"{method}-wr"
         _run(*common, "--out", str(local), "--workdir", str(wl))
         _run(*common, "--out", str(on_ray), "--workdir", str(wr), "--engine", "ray")
+        if method == "dsir":  # the first pass (p_raw) is counted on Ray too, every document once
+            counted = [r.getMessage() for r in caplog.records if "pool counts" in r.getMessage()]
+            assert counted == [
+                "dsir: pool counts of 36 documents in 3 part(s), here",
+                "dsir: pool counts of 36 documents in 3 part(s), on Ray",
+            ]
         assert _on_ray(caplog) == [len(list(wr.glob("shard-*.npy")))]
         assert local.read_bytes() == on_ray.read_bytes() and local.read_bytes().count(b"\n") == 8
         shards = {p.name: p.read_bytes() for p in wl.glob("shard-*")}

@@ -16,7 +16,11 @@ A method is a `Method` (module `jaxsel.methods.<name>` builds it and `register`s
     `describe(state, stats) -> dict`: the `Scores.meta` from the summed statistics.
   Their Config has a `shard_size` field: pool documents per batch and per resumable shard.
   Optional whole-pool steps, each on a stream of the pool (never the pool in memory):
-    `fit_pool(state, batches) -> State`: a first pass over the pool (DSIR's raw counts);
+    `pool_counts(state, batch) -> np.ndarray` and `fit_pool(state, counts, pool) -> State`:
+    a first pass over the pool (DSIR's raw bucket counts). `pool_counts` gives additive
+    integer statistics of one batch; the pipeline sums them over the pool, split as scoring
+    is (each process its own parts, Ray blocks), so the sum is exact in any order, and
+    `fit_pool` fixes the state from the sum and `pool`, a fingerprint of the pool's texts;
     `rescore(state, values, pool) -> values`: an [N]-vector step after scoring (DSIR's Gumbel
     keys, zipfit's length debiasing), run when `rescores(config)` is true; only then is one
     float per document held in memory.
@@ -45,7 +49,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -136,7 +140,8 @@ class Method:
     prepare: Callable[[Any, Any, Run], Any] | None = None
     score_batch: Callable[[Any, Any], BatchScores] | None = None
     describe: Callable[[Any, dict], dict] | None = None
-    fit_pool: Callable[[Any, Iterator], Any] | None = None
+    pool_counts: Callable[[Any, Any], np.ndarray] | None = None
+    fit_pool: Callable[[Any, np.ndarray, str], Any] | None = None
     rescores: Callable[[Any], bool] | None = None
     rescore: Callable[[Any, np.ndarray, Any], np.ndarray] | None = None
     whole_pool: Callable[[Any, Any, Any, Run], Any] | None = None
@@ -148,6 +153,8 @@ class Method:
             raise TypeError(f"{self.name}: a streamed method needs prepare, score_batch, describe")
         if self.whole_pool is not None and any(f is not None for f in streamed):
             raise TypeError(f"{self.name}: whole_pool excludes prepare/score_batch/describe")
+        if (self.pool_counts is None) != (self.fit_pool is None):
+            raise TypeError(f"{self.name}: pool_counts and fit_pool go together")
         if (self.rescore is None) != (self.rescores is None):
             raise TypeError(f"{self.name}: rescore and rescores go together")
 
