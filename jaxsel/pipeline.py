@@ -207,7 +207,7 @@ def _fit_pool(method: Method, source, state, config, run: Run):
     return method.fit_pool(state, sum(sums[1:], sums[0]), h.hexdigest()[:32])
 
 
-def _shard_name(part: int, first_row: int) -> str:
+def shard_name(part: int, first_row: int) -> str:
     return f"{part:06d}-{first_row:09d}"
 
 
@@ -233,7 +233,7 @@ def _scored(method: Method, source, target, state, config, run: Run, stats: dict
             if ids is not None:
                 ids.add(batch)
             fp = fingerprint_texts(batch.texts)
-            name = _shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
+            name = shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
             done = None if store is None else store.load(name, fp)
             if done is None:
                 res = method.score_batch(state, batch)
@@ -262,7 +262,7 @@ def _fill_on_ray(method: Method, source, target, state, config, run: Run, store,
     jobs: dict[int, list[int]] = {}
     for batch in source.batches(config.shard_size, parts):
         part, row = int(batch.keys[0, 0]), int(batch.keys[0, 1])
-        if store.load(_shard_name(part, row), fingerprint_texts(batch.texts)) is None:
+        if store.load(shard_name(part, row), fingerprint_texts(batch.texts)) is None:
             jobs.setdefault(part, []).append(row)
     done = 0
     with tqdm(unit="batch", desc=f"{method.name} (ray)", disable=not run.progress) as bar:
@@ -271,7 +271,7 @@ def _fill_on_ray(method: Method, source, target, state, config, run: Run, store,
         ):
             if r.values.shape[0] and np.isnan(r.values).any():
                 raise InputError(f"{method.name}: {int(np.isnan(r.values).sum())} NaN scores")
-            store.save(_shard_name(r.part, r.first_row), r.values, r.stats, r.fingerprint)
+            store.save(shard_name(r.part, r.first_row), r.values, r.stats, r.fingerprint)
             done += 1
             bar.update(1)
     log.info("%s: %d batches scored on Ray", method.name, done)
