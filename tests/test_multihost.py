@@ -232,6 +232,28 @@ def test_two_processes_split_dsir_pool_counts(two_process_job, tmp_path):
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 9
 
 
+def test_two_processes_parquet_pool_byte_identical_to_one(two_process_job, tmp_path):
+    """The same pool as one Parquet file of 5 row groups (= 5 parts): 2 processes write the
+    bytes of 1 process, which are those of the JSONL pool's run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jaxsel.data.sources import open_source
+
+    root, pool, target, common, runs = two_process_job
+    records = [r for b in open_source(pool).batches(64) for r in b.records]
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist(records), path, row_group_size=8)
+    assert len(open_source(str(path)).parts()) == 5
+    args = ["--pool", str(path), *common[2:]]
+    outs = []
+    for n in (1, 2):
+        out = tmp_path / f"sel{n}.jsonl"
+        _cli(["select", "--method", "zipfit", "-k", "11", "--out", str(out), *args], n, free_port())
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == runs[1][0].read_bytes()
+
+
 def test_resume_after_a_killed_process_redoes_its_shards_alone(two_process_job):
     """A killed process leaves its finished shards whole (atomic commits) and the rest absent:
     delete half of process 1's shards, as a kill would, and rerun both processes."""
@@ -341,3 +363,55 @@ def test_two_processes_find_the_duplicate_ids_of_a_brute_force_set(tmp_path):
     cases = [[x for x in r.stdout.splitlines() if x.startswith("case")] for r in res]
     assert cases[0] == cases[1] and len(cases[0]) == 4
     assert cases[0][0] == "case 0: None" and cases[0][1].startswith("case 1: row 96: ")
+
+
+def test_two_processes_duplicate_id_over_several_digest_ranges(tmp_path):
+    """The CLI's duplicate-id check with runs of 2 digests (`sources.ID_RUN`, lowered as
+    tests/test_sources.py does): 13 ids = 7 ranges walked by both processes; 1 and 2 processes
+    name the duplicate a brute-force pass over the pool finds first."""
+    import json
+
+    files = [["a", "dup1", "b", "c", "d"], ["e", "f", "dup2", "g"], ["dup2", "h", "dup1", "i"]]
+    (tmp_path / "pool").mkdir()
+    for f, ids in enumerate(files):
+        with open(tmp_path / "pool" / f"p{f}.jsonl", "w") as out:
+            for i in ids:
+                out.write(json.dumps({"id": i, "text": f"text of {i} in file {f}"}) + "\n")
+    seen, want = {}, None
+    for f, ids in enumerate(files):
+        for line, i in enumerate(ids, 1):
+            where = f"{tmp_path}/pool/p{f}.jsonl:{line}"
+            if i in seen and want is None:
+                want = f"error: {where}: duplicate id {i!r} (first seen at {seen[i]})"
+            seen.setdefault(i, where)
+    assert want.startswith(f"error: {tmp_path}/pool/p2.jsonl:1: duplicate id 'dup2'")
+    target = tmp_path / "t.jsonl"
+    target.write_text(json.dumps({"id": 0, "text": "def f(): pass"}) + "\n")
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import sys\nfrom jaxsel.data import sources\nsources.ID_RUN = 2\n"
+        "from jaxsel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    args = [str(script), "select", "--pool", str(tmp_path / "pool" / "*.jsonl"),
+            "--target", str(target), "-k", "2", "--no-progress", "--workers", "1"]  # fmt: skip
+    port = str(free_port())
+    res = launch(
+        [[*args, "--out", str(tmp_path / "one.jsonl")]]
+        + [
+            [
+                *args,
+                "--out",
+                str(tmp_path / "two.jsonl"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ]
+            for i in range(2)
+        ]  # fmt: skip
+    )
+    for r in res:
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
+    assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()
