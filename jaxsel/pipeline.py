@@ -30,15 +30,14 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.data.corpus import Corpus, json_line, read_corpus, write_records
 from jaxsel.data.outputs import atomic_open
-from jaxsel.data.sources import Batch, IdDigests, open_source
+from jaxsel.data.sources import READ_BATCH, Batch, IdDigests, open_source
 from jaxsel.errors import InputError
-from jaxsel.methods import Method, Run
+from jaxsel.methods import Method, Run, part_counts
 from jaxsel.scores import Scores, _check_k, check_threshold, json_score
 from jaxsel.shards import BatchShards, fingerprint_texts
 
 log = logging.getLogger(__name__)
 
-READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
 RECORDS_KEPT = 16384  # a top-K up to this K keeps its records while scoring (no output pass)
 
 
@@ -125,33 +124,6 @@ def _state(method: Method, source, target: Corpus | None, config, run: Run):
     if method.fit_pool is not None:
         state = _fit_pool(method, source, state, config, run)
     return state
-
-
-class PartCounts(NamedTuple):
-    """A method's first pass over one part of the pool (`Method.pool_counts`)."""
-
-    part: int  # the part's index
-    counts: np.ndarray  # int64 [...]: the summed `pool_counts` of its batches
-    digest: bytes  # sha256 of its batches' text fingerprints, in order (32 bytes)
-    docs: int
-
-
-def part_counts(method: Method, state, batches) -> Iterator[PartCounts]:
-    """PartCounts of every part in a stream of batches (a batch never spans two parts)."""
-    part, counts, h, docs = -1, None, hashlib.sha256(), 0
-    for b in batches:
-        if int(b.keys[0, 0]) != part:
-            if counts is not None:
-                yield PartCounts(part, counts, h.digest(), docs)
-            part, counts, h, docs = int(b.keys[0, 0]), None, hashlib.sha256(), 0
-        c = np.asarray(method.pool_counts(state, b))
-        if c.dtype.kind not in "iu":
-            raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
-        counts = c.astype(np.int64) if counts is None else counts + c
-        h.update(fingerprint_texts(b.texts).encode())
-        docs += len(b)
-    if counts is not None:
-        yield PartCounts(part, counts, h.digest(), docs)
 
 
 def _counted(batches, bar) -> Iterator:

@@ -163,7 +163,7 @@ class _Counter:
         self.parts = source.parts()
 
     def __call__(self, jobs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from jaxsel.pipeline import part_counts
+        from jaxsel.methods import part_counts
 
         out: dict[str, list] = {k: [] for k in ("part", "counts", "digest", "docs")}
         for part in jobs["part"].tolist():
@@ -194,8 +194,8 @@ def _map(engine: RayEngine, run, actor: type, args: tuple, items: list[dict]) ->
 
 
 def count_parts(engine: RayEngine, method, source, state, batch_size: int, run):
-    """`pipeline.PartCounts` of every part of the pool, counted on Ray (one part per task)."""
-    from jaxsel.pipeline import PartCounts
+    """`methods.PartCounts` of every part of the pool, counted on Ray (one part per task)."""
+    from jaxsel.methods import PartCounts
 
     check(method.name)
     items = [{"part": p} for p in range(len(source.parts()))]

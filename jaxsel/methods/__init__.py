@@ -44,17 +44,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import os
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from jaxsel.errors import InputError
+from jaxsel.shards import fingerprint_texts
 
 # name -> module path; modules import lazily so `jaxsel select --method zipfit` never pays for
 # loading a language model.
@@ -197,6 +199,33 @@ class Method:
             if lm is not None:
                 run.models[("lm", config.model, config.dtype)] = lm
             return pipeline.score(self, pipeline.as_source(pool), target, config, run)
+
+
+class PartCounts(NamedTuple):
+    """A method's first pass over one part of the pool (`Method.pool_counts`)."""
+
+    part: int  # the part's index
+    counts: np.ndarray  # int64 [...]: the summed `pool_counts` of its batches
+    digest: bytes  # sha256 of its batches' text fingerprints, in order (32 bytes)
+    docs: int
+
+
+def part_counts(method: Method, state, batches) -> Iterator[PartCounts]:
+    """PartCounts of every part in a stream of batches (a batch never spans two parts)."""
+    part, counts, h, docs = -1, None, hashlib.sha256(), 0
+    for b in batches:
+        if int(b.keys[0, 0]) != part:
+            if counts is not None:
+                yield PartCounts(part, counts, h.digest(), docs)
+            part, counts, h, docs = int(b.keys[0, 0]), None, hashlib.sha256(), 0
+        c = np.asarray(method.pool_counts(state, b))
+        if c.dtype.kind not in "iu":
+            raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
+        counts = c.astype(np.int64) if counts is None else counts + c
+        h.update(fingerprint_texts(b.texts).encode())
+        docs += len(b)
+    if counts is not None:
+        yield PartCounts(part, counts, h.digest(), docs)
 
 
 _REGISTRY: dict[str, Method] = {}
