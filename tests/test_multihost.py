@@ -84,6 +84,37 @@ def test_two_processes_gather_rows_bit_for_bit(tmp_path):
         assert r.stdout.strip().splitlines()[-1] == f"ok {i} 2"
 
 
+LATE = textwrap.dedent(
+    """
+    import sys
+    import time
+    import numpy as np
+    from jaxsel import parallel
+
+    pid, port = int(sys.argv[1]), sys.argv[2]
+    parallel.initialize(f"127.0.0.1:{port}", 2, pid, timeout_s=20)
+    if pid == 1:  # a longer share of a pass: past gloo's 30 s for a late peer
+        time.sleep(40)
+    got = parallel.gathered(np.arange(2 + pid, dtype=np.int64))
+    parallel.barrier("done")
+    print("ok", got.tolist())
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_process_40_s_late_to_the_first_gather(tmp_path):
+    """JAX's CPU collectives abort a first collective whose peer is > 30 s late (the 2-process
+    DSIR run at 0.25M documents did); `allgather_rows` waits at a coordination barrier first."""
+    script = tmp_path / "late.py"
+    script.write_text(LATE)
+    port = str(free_port())
+    res = launch([[str(script), str(i), port] for i in range(2)])
+    for r in res:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip().splitlines()[-1] == "ok [0, 1, 0, 1, 2]"
+
+
 def test_process_count_mismatch_is_one_line(tmp_path):
     script = tmp_path / "gather.py"
     script.write_text(GATHER)
