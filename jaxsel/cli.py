@@ -400,6 +400,7 @@ def _write_bytes(path: str, data: bytes) -> None:
 def cmd_compress(argv):
     """FineZip: lossless LLM compression of any file (`--info ARCHIVE` prints a header)"""
     from jaxsel.finezip import FineZipConfig, MemorizeConfig, request_deterministic_xla
+    from jaxsel.finezip.match import MatchConfig
 
     request_deterministic_xla()  # before JAX starts a backend
     from jaxsel.finezip.coders import CODERS
@@ -425,7 +426,15 @@ def cmd_compress(argv):
         "--coder",
         choices=tuple(CODERS),
         default="ac",
-        help="ac: range coding under the full distribution; rank: ranks + bzip2",
+        help="ac: range coding under the full distribution; ac-match: ac mixed with a match "
+        "model of the text already coded (long repeats cost ~nothing); rank: ranks + bzip2",
+    )
+    p.add_argument(
+        "--match-scope",
+        choices=("all", "segment"),
+        default="all",
+        help="ac-match: find repeats in every segment coded so far (all) or only in the "
+        "segment being coded",
     )
     p.add_argument(
         "--context", type=int, default=2048, help="most previous tokens a prediction sees"
@@ -491,6 +500,7 @@ def cmd_compress(argv):
         batch_size=args.batch_size,
         fallback=not args.no_fallback,
         lora=lora,
+        match=MatchConfig(scope=args.match_scope),
     )
     model = functools.partial(load_lm, args.model, args.dtype)
     t0 = time.perf_counter()
