@@ -215,8 +215,8 @@ def test_programs_compile_once(tiny):
     compiles nothing."""
     rank = coders.CODERS["rank"]
     fns = [
-        engine.compiled_prefill(tiny.cfg, rank, 0.0),
-        engine.compiled_step(tiny.cfg, rank, 0.0, 24),
+        engine.compiled_prefill(tiny.cfg, rank),
+        engine.compiled_step(tiny.cfg, rank, 24),
     ]
     before = [f._cache_size() for f in fns]
     data = CASES["english_3kb"][:1200]

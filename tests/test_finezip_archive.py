@@ -20,6 +20,7 @@ from jaxsel import cli, finezip
 from jaxsel.errors import ArchiveError
 from jaxsel.finezip import archive as arc
 from jaxsel.finezip import coders
+from jaxsel.finezip.match import MatchConfig
 
 DATA = Path(__file__).parent / "data"
 # bz2 -9 of 2 GiB of zero bytes (1,522 bytes), made once by:
@@ -45,7 +46,7 @@ def env() -> arc.Environment:
 def model_archive(coder="ac", n_tokens=40, **kw) -> tuple[bytes, dict]:
     """A well-formed model archive of a 100-byte original (payload never decoded here)."""
     data = b"y" * 100
-    if coder == "ac":
+    if coder != "rank":
         payload = coders.pack_streams([np.arange(7, dtype=np.uint32)])
     else:
         payload = coders.encode_ranks(np.arange(n_tokens) % 50)
@@ -64,6 +65,7 @@ def model_archive(coder="ac", n_tokens=40, **kw) -> tuple[bytes, dict]:
         lora=None,
         escape=None,
         environment=env(),
+        match=arc.MatchInfo.of(MatchConfig()) if coders.get(coder).uses_match else None,
     )
     info = arc.ModelInfo(**{**fields, **kw})
     a = arc.pack(len(data), arc.sha256(data), "model", payload, info)

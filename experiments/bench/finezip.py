@@ -107,6 +107,9 @@ from jaxsel.finezip import (
     read_header,
     request_deterministic_xla,
 )
+from jaxsel.finezip import archive as arc
+from jaxsel.finezip.api import environment
+from jaxsel.finezip.match import MatchConfig
 from jaxsel.models import llama
 from jaxsel.models.loaders import load_smollm2
 
@@ -178,7 +181,7 @@ def sweep_batch(model, context: int, sizes: list[int], steps: int = 4) -> dict[i
     pos = 3 * context // 4
     for b in sizes:
         plan = engine.make_plan(b * context, context, context, b, 1, parallel.data_size())
-        step = engine.compiled_step(model.cfg, coders.CODERS["ac"], 0.0, plan.span(pos))
+        step = engine.compiled_step(model.cfg, coders.CODERS["ac"], plan.span(pos))
         cache = engine.new_cache(model.cfg, plan)._replace(pos=jnp.int32(pos))
         tok = jnp.zeros(plan.batch_size, jnp.int32)
         cache, probs = step(params, None, cache, tok, tok, tok)  # compile
@@ -209,7 +212,12 @@ def run_finezip(name: str, data: bytes, model, config: FineZipConfig, verify: bo
     res = compress_detailed(data, model, config)
     t_comp = time.perf_counter() - t0
     kb = len(data) / 1024
-    body = read_header(res.archive)[0].body_len
+    header, start = read_header(res.archive)
+    body = header.body_len
+    payload = b""
+    if header.model is not None:
+        blob, esc, n = header.model.sections(body)
+        payload = res.archive[start + blob + esc : start + blob + esc + n]
     extra = {
         "tokens": res.n_tokens,
         "compress_s": t_comp,
@@ -218,6 +226,7 @@ def run_finezip(name: str, data: bytes, model, config: FineZipConfig, verify: bo
         "payload_bytes": body - res.lora_bytes,
         "phases_s": res.seconds,
         "roundtrip": "not run",
+        "payload_sha256": arc.sha256(payload),
     }
     if verify:
         t0 = time.perf_counter()
@@ -234,6 +243,91 @@ def run_finezip(name: str, data: bytes, model, config: FineZipConfig, verify: bo
             "lora_loss_first_last": [res.lora_losses[0], res.lora_losses[-1]],
         }
     return row(name, len(data), len(res.archive), **extra)
+
+
+# The host coders `shared_pass` runs side by side under one LM pass (all code under the
+# probabilities of the `ac` device program): name -> (registered coder, match parameters).
+SHARED = {
+    "ac": ("ac", None),
+    "ac-match": ("ac-match", MatchConfig("all")),
+    "ac-match/segment": ("ac-match", MatchConfig("segment")),
+}
+
+
+class _Tee(coders.BatchCoder):
+    """Feeds one batch's device outputs to several encoders of the same batch."""
+
+    def __init__(self, parts: list):
+        self.parts, self.tokens = parts, parts[0].tokens
+
+    def inputs(self, t):
+        return self.parts[0].inputs(t)
+
+    def feed(self, t, out):
+        for p in self.parts:
+            p.feed(t, out)
+
+
+def shared_pass(data: bytes, model, config: FineZipConfig) -> tuple[list[dict], dict]:
+    """`SHARED`'s coders on `data` from ONE pass of the model (match on/off and both scopes
+    differ only on the host, so one LM pass serves them all): each coder's exact payload in the
+    archive `compress` would write (same programs, same inputs, the header built as `compress`
+    builds it; `main` checks this against a real archive byte for byte when both ran). Returns
+    the rows and name -> archive. Compress KB/s = the pass, all host coders included. Text that
+    needs escapes is not supported here."""
+    tok = model.tokenizer
+    ids = np.asarray(tok.encode(data.decode("utf-8")), np.int32)
+    c = config
+    plan = engine.make_plan(
+        len(ids), c.context, c.stride, c.batch_size, c.lanes, parallel.data_size()
+    )
+    batches, lengths = plan.to_batches(ids, tok.bos_id), plan.lengths()
+    parts = {
+        name: coders.get(coder).encoders(batches, lengths, match)
+        for name, (coder, match) in SHARED.items()
+    }
+    tees = [_Tee([parts[n][b] for n in SHARED]) for b in range(plan.n_batches)]
+    t0 = time.perf_counter()
+    engine.run(model.params, None, model.cfg, coders.get("ac"), plan, tok.bos_id, tees)
+    sec = time.perf_counter() - t0
+    rows, archives, digest = [], {}, arc.sha256(data)
+    for name, (coder, match) in SHARED.items():
+        payload = coders.get(coder).pack(parts[name], plan)
+        pad = max(0, -(-plan.n_tokens // arc.TOKENS_PER_BYTE) - len(payload))
+        info = arc.ModelInfo(
+            coder=coder,
+            model=model.fingerprint,
+            tokenizer=tok.id,
+            dtype=model.cfg.dtype,
+            vocab_size=model.cfg.vocab_size,
+            n_tokens=plan.n_tokens,
+            context=plan.context,
+            stride=plan.stride,
+            batch_size=plan.batch_size,
+            n_batches=plan.n_batches,
+            pad=pad,
+            lora=None,
+            escape=None,
+            environment=environment(),
+            match=None if match is None else arc.MatchInfo.of(match),
+        )
+        archive = arc.pack(len(data), digest, "model", payload + bytes(pad), info)
+        extra = {
+            "tokens": plan.n_tokens,
+            "context": plan.context,
+            "stride": plan.stride,
+            "rows": plan.batch_size,
+            "batches": plan.n_batches,
+            "payload_bytes": len(payload),
+            "compress_s": sec,
+            "compress_KBps": len(data) / 1024 / sec,
+            "shared_pass": list(SHARED),
+            "payload_sha256": arc.sha256(payload),
+        }
+        tag = f"finezip {name} C={plan.context} S={plan.stride}"
+        rows.append(row(tag, len(data), len(archive), **extra))
+        archives[tag] = archive
+    return rows, archives
 
 
 def estimate(data: bytes, model, chunk_len: int, batch: int) -> list[dict]:
@@ -347,6 +441,18 @@ def main():
         help="also estimate ac/rank sizes on this many bytes from one teacher-forced "
         "pass (fast on CPU; 0 = off)",
     )
+    ap.add_argument(
+        "--shared",
+        default="",
+        help="contexts at which to code ac, ac-match and ac-match/segment from ONE model pass "
+        "(match on/off, both scopes; exact sizes; '' = off)",
+    )
+    ap.add_argument(
+        "--verify-shared",
+        default="ac-match",
+        help="shared-pass coders whose archives (at the first --shared context) are "
+        "decompressed and compared byte for byte",
+    )
     ap.add_argument("--out", default="out/bench-finezip.json")
     args = ap.parse_args()
     request_deterministic_xla()  # as the CLI does (GPU: no timing-dependent kernel choice)
@@ -373,6 +479,10 @@ def main():
     else:
         batch = sizes[0]
     info["batch_size"] = batch
+    speed = sorted({int(c) for c in (args.contexts + "," + args.shared).split(",") if c})
+    if len(speed) > 1:  # the coding step alone, at the same batch, per context: same run
+        print(f"coding step per context at batch {batch}:", flush=True)
+        info["step_tokens_per_s"] = {c: max(sweep_batch(model, c, [batch]).values()) for c in speed}
     lora = MemorizeConfig(
         steps=args.lora_steps,
         rank=args.lora_rank,
@@ -389,8 +499,15 @@ def main():
             stride = max(1, round(ctx * float(frac)))
             shape = dict(context=ctx, stride=stride, batch_size=batch, lanes=args.lanes)
             tag = f" C={ctx} S={stride}"
-            for coder, extra in (("ac", {}), ("rank", {}), ("ac+lora", {"lora": lora})):
-                if f"finezip {coder}" in wanted and (coder == "ac" or i == 0):
+            for coder, extra in (
+                ("ac", {}),
+                ("ac-match", {}),
+                ("rank", {}),
+                ("ac+lora", {"lora": lora}),
+            ):
+                if f"finezip {coder}" in wanted and (
+                    coder.startswith("ac-") or coder == "ac" or i == 0
+                ):
                     config = FineZipConfig(coder.split("+")[0], fallback=False, **shape, **extra)
                     variants[f"finezip {coder}{tag}"] = (config, f"finezip {coder}" in verify)
     results = {}
@@ -410,6 +527,32 @@ def main():
             rows.append(run_finezip(name, data, model, config, check))
             print(f"  {name}: {json.dumps(rows[-1])}", flush=True)
             save()
+        for i, ctx in enumerate(int(c) for c in args.shared.split(",") if c):
+            for frac in args.strides.split(","):
+                stride = max(1, round(ctx * float(frac)))
+                config = FineZipConfig(
+                    "ac", context=ctx, stride=stride, batch_size=batch, lanes=args.lanes
+                )
+                shared, archives = shared_pass(data, model, config)
+                for r in shared:
+                    real = next((x for x in rows if x["method"] == r["method"]), None)
+                    if real is not None:  # the same coder and plan ran for real: same archive
+                        assert real["payload_sha256"] == r["payload_sha256"], r["method"]
+                        assert real["bytes"] == r["bytes"], r["method"]
+                        r["same_as_real_archive"] = True
+                    if i == 0 and r["method"].split(" ")[1] in args.verify_shared.split(","):
+                        t0 = time.perf_counter()
+                        back = decompress(archives[r["method"]], model)
+                        t_dec = time.perf_counter() - t0
+                        assert back == data, f"{r['method']}: round trip failed"
+                        r |= {
+                            "decompress_s": t_dec,
+                            "decompress_KBps": len(data) / 1024 / t_dec,
+                            "roundtrip": "ok",
+                        }
+                    rows.append(r)
+                    print(f"  {r['method']} (shared pass): {json.dumps(r)}", flush=True)
+                    save()
         if args.estimate_bytes:
             big = CORPORA[corpus](args.estimate_bytes)
             print(f"{corpus}: teacher-forced estimate on {len(big)} bytes", flush=True)

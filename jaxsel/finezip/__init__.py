@@ -5,10 +5,11 @@
 cut into contiguous segments, one per batch row, and each token is coded under the model's
 prediction from up to `context` previous tokens of its segment (sliding windows with a jitted
 prefill): either its rank (the paper; varints + bzip2) or range coding under the full
-distribution (`constriction`). Optional LoRA memorisation of the input travels inside the
-archive. Modules: `archive` (typed header, checksums, fallback modes), `coders` (the registered
-coders), `engine` (segments, windows and the jitted programs: the losslessness argument lives
-there), `memorize` (LoRA), `api`.
+distribution (`constriction`), optionally mixed with a match model of the text already coded
+(`ac-match`: long repeats cost ~nothing). Optional LoRA memorisation of the input travels inside
+the archive. Modules: `archive` (typed header, checksums, fallback modes), `coders` (the
+registered coders), `engine` (segments, windows and the jitted programs: the losslessness
+argument lives there), `match` (the match model), `memorize` (LoRA), `api`.
 """
 
 from jaxsel.finezip.api import (
@@ -23,12 +24,14 @@ from jaxsel.finezip.api import (
     split_text,
 )
 from jaxsel.finezip.archive import Header, describe, read_header
+from jaxsel.finezip.match import MatchConfig
 from jaxsel.finezip.memorize import MemorizeConfig
 
 __all__ = [
     "Compressed",
     "FineZipConfig",
     "Header",
+    "MatchConfig",
     "MemorizeConfig",
     "compress",
     "compress_detailed",

@@ -29,6 +29,7 @@ from jaxsel import parallel
 from jaxsel.errors import ArchiveError, InputError
 from jaxsel.finezip import archive as arc
 from jaxsel.finezip import coders, engine
+from jaxsel.finezip.match import MatchConfig
 from jaxsel.finezip.memorize import MemorizeConfig, lora_from_blob, to_blob, train
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class FineZipConfig:
     """How to compress (decompression reads everything it needs from the archive header).
 
     coder: a registered coder (`coders.CODERS`): "ac" (range coding under the full
-      distribution) or "rank" (the paper: ranks + bzip2).
+      distribution), "ac-match" (ac mixed with a match model of the text already coded: long
+      repeats cost ~nothing) or "rank" (the paper: ranks + bzip2).
     context: C, the most tokens a prediction sees (KV-cache length; SmolLM2 was trained on 2048).
     stride: S, tokens coded per window after a segment's first C; each window pre-fills the
       C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more prefill.
@@ -48,6 +50,7 @@ class FineZipConfig:
     lanes: batches in flight at once (overlaps host coding with device steps).
     fallback: also consider the model-free modes and keep whichever archive is smallest.
     lora: online memorisation (LoRA trained on the input, stored in the archive).
+    match: the match model's parameters (coders that use one; recorded in the header).
     """
 
     coder: str = "ac"
@@ -57,6 +60,7 @@ class FineZipConfig:
     lanes: int = 2
     fallback: bool = True
     lora: MemorizeConfig = MemorizeConfig()
+    match: MatchConfig = MatchConfig()
 
     def __post_init__(self):
         if self.coder not in coders.CODERS:
@@ -97,8 +101,9 @@ def request_deterministic_xla() -> None:
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
-def _environment() -> arc.Environment:
-    """What a bit-exact replay depends on beyond the model (see `engine`)."""
+def environment() -> arc.Environment:
+    """What a bit-exact replay depends on beyond the model (see `engine`), as recorded in the
+    header."""
     from importlib.metadata import version
 
     dev = jax.devices()[0]
@@ -309,7 +314,7 @@ def _model_archive(
         config.lanes,
         parallel.data_size(),
     )
-    lora_ab, scale, blob, losses, lora_info = None, 0.0, b"", [], None
+    lora, blob, losses, lora_info = None, b"", [], None
     if config.lora.steps > 0:
         t0 = time.perf_counter()
         chunks, lengths = engine.training_chunks(ids, min(512, plan.context), tok.bos_id)
@@ -319,14 +324,13 @@ def _model_archive(
         lora_info = arc.LoraInfo(
             **{**meta, "targets": tuple(meta["targets"])}, steps=config.lora.steps, len=len(blob)
         )
-        lora_ab, scale = lora_from_blob(blob, lora_info.meta(), params)  # code with what is stored
+        lora = lora_from_blob(blob, lora_info.meta(), params)  # code with what is stored
         seconds["lora"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     coder = coders.CODERS[config.coder]
-    batches = plan.to_batches(ids, tok.bos_id)
-    lengths = plan.lengths()
-    parts = [coder.encoder(batches[b], lengths[b]) for b in range(plan.n_batches)]
-    engine.run(params, lora_ab, cfg, coder, scale, plan, tok.bos_id, parts, progress=progress)
+    match = config.match if coder.uses_match else None
+    parts = coder.encoders(plan.to_batches(ids, tok.bos_id), plan.lengths(), match)
+    engine.run(params, lora, cfg, coder, plan, tok.bos_id, parts, progress=progress)
     payload = coder.pack(parts, plan)
     seconds["code"] = time.perf_counter() - t0
     escape, escape_info = b"", None
@@ -349,7 +353,8 @@ def _model_archive(
         pad=pad,
         lora=lora_info,
         escape=escape_info,
-        environment=_environment(),
+        environment=environment(),
+        match=None if match is None else arc.MatchInfo.of(match),
     )
     body = blob + escape + payload + bytes(pad)
     return arc.pack(size, digest, "model", body, info), len(blob), losses
@@ -433,14 +438,11 @@ def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     hint = _check_environment(m)
     cfg, params, tok = model.cfg, model.params, model.tokenizer
     plan, coder = _plan(m), coders.CODERS[m.coder]
-    if m.lora:
-        lora_ab, scale = lora_from_blob(parsed.blob, m.lora.meta(), params)
-    else:
-        lora_ab, scale = None, 0.0
+    lora = lora_from_blob(parsed.blob, m.lora.meta(), params) if m.lora else None
     out = np.full((plan.n_batches, plan.batch_size, plan.seg_len), tok.bos_id, np.int32)
-    lengths = plan.lengths()
-    parts = [coder.decoder(parsed.payload[b], out[b], lengths[b]) for b in range(plan.n_batches)]
-    engine.run(params, lora_ab, cfg, coder, scale, plan, tok.bos_id, parts, progress=progress)
+    match = m.match.config() if m.match else None
+    parts = coder.decoders(parsed.payload, out, plan.lengths(), match)
+    engine.run(params, lora, cfg, coder, plan, tok.bos_id, parts, progress=progress)
     ids = plan.from_batches(out)
     out = tok.decode(ids.tolist()).encode("utf-8")
     if m.escape:
@@ -474,7 +476,7 @@ def _check_model(m: arc.ModelInfo, model) -> None:
 
 def _check_environment(m: arc.ModelInfo) -> str:
     """Warns about every recorded fact that differs here; returns a hint for the checksum error."""
-    here, there = _environment().to_dict(), m.environment.to_dict()
+    here, there = environment().to_dict(), m.environment.to_dict()
     diff = {k: (there[k], v) for k, v in here.items() if there[k] != v}
     if not diff:
         return ""

@@ -36,13 +36,15 @@ from typing import ClassVar
 
 from jaxsel.compress import codecs
 from jaxsel.errors import ArchiveError
-from jaxsel.finezip import coders
+from jaxsel.finezip import coders, match
 from jaxsel.models.llama import LORA_TARGETS
 
 MAGIC = b"FZIP"
-# 3: typed header (nested model/lora/escape/environment records, vocab size, padding), sliding
-# context (segments, context, stride), attention length buckets; 2: per-layer KV cache in the
-# coding step (other float rounding than 1).
+# 3: typed header (nested model/lora/escape/match/environment records, vocab size, padding),
+# sliding context (segments, context, stride), attention length buckets, the `ac-match` coder
+# (its `model.match` record is optional: absent = no match model, so an `ac`/`rank` archive is
+# the same bytes as before it existed); 2: per-layer KV cache in the coding step (other float
+# rounding than 1).
 VERSION = 3
 READERS = {  # older versions and the release that reads them
     1: "jaxsel 0.1.0 up to commit 8d13574 (2026-11-22)",
@@ -68,9 +70,11 @@ def sha256(data: bytes) -> str:
 # --------------------------------------------------------------------------------- header
 
 
-def _f(lo=None, hi=None, choices=None, pattern=None):
-    """A record field's range (ints, floats), choices (strings, tuples of strings) or pattern."""
-    return dataclasses.field(metadata={"lo": lo, "hi": hi, "choices": choices, "pattern": pattern})
+def _f(lo=None, hi=None, choices=None, pattern=None, **default):
+    """A record field's range (ints, floats), choices (strings, tuples of strings) or pattern
+    (and `default=...` for an optional field)."""
+    md = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern}
+    return dataclasses.field(metadata=md, **default)
 
 
 def _fail(where: str, what: str):
@@ -123,6 +127,7 @@ class _Record:
     against each other. Any failure is one ArchiveError line naming the field."""
 
     _where: ClassVar[str] = ""
+    _optional: ClassVar[tuple[str, ...]] = ()  # `X | None` fields left out of the JSON when None
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -137,6 +142,8 @@ class _Record:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if v is None and f.name in self._optional:
+                continue
             out[f.name] = (
                 v.to_dict() if isinstance(v, _Record) else list(v) if type(v) is tuple else v
             )
@@ -149,7 +156,8 @@ class _Record:
                 f"corrupted archive: {where} must be a JSON object, got {type(d).__name__}"
             )
         names = [f.name for f in dataclasses.fields(cls)]
-        missing, extra = [n for n in names if n not in d], sorted(set(d) - set(names))
+        missing = [n for n in names if n not in d and n not in cls._optional]
+        extra = sorted(set(d) - set(names))
         if missing or extra:
             what = ", ".join(
                 [f"missing field {cls._where}{n}" for n in missing]
@@ -159,7 +167,7 @@ class _Record:
         hints = typing.get_type_hints(cls)
         kw = {}
         for name in names:
-            value, tp = d[name], hints[name]
+            value, tp = d.get(name), hints[name]
             sub = [a for a in (tp, *typing.get_args(tp)) if isinstance(a, type)]
             rec = [a for a in sub if issubclass(a, _Record)]
             if rec and value is not None:
@@ -224,10 +232,35 @@ class EscapeInfo(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class MatchInfo(_Record):
+    """The match model of `ac-match` (`match.MatchConfig`, same fields and ranges)."""
+
+    _where: ClassVar[str] = "model.match."
+    scope: str = _f(choices=match.SCOPES)
+    order: int = _f(1, 64)
+    candidates: int = _f(1, 1024)
+    max_len: int = _f(1, 1 << 20)
+    buckets: int = _f(1, 4096)
+    limit: int = _f(2, 1 << 20)
+
+    def _consistent(self):
+        if self.max_len < self.order:
+            _fail(f"{self._where}max_len", f"{self.max_len} is below the order {self.order}")
+
+    @classmethod
+    def of(cls, config: match.MatchConfig) -> MatchInfo:
+        return cls(**dataclasses.asdict(config))
+
+    def config(self) -> match.MatchConfig:
+        return match.MatchConfig(**self.to_dict())
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelInfo(_Record):
     """How the text was model-coded; the decompressor rebuilds the identical plan from it."""
 
     _where: ClassVar[str] = "model."
+    _optional: ClassVar[tuple[str, ...]] = ("match",)
     coder: str = _f(choices=tuple(coders.CODERS))
     model: str = _f(pattern=r"[\x21-\x7e]{1,256}")  # the LoadedLM fingerprint
     tokenizer: str = _f(pattern=r"[\x21-\x7e]{1,256}")
@@ -242,8 +275,11 @@ class ModelInfo(_Record):
     lora: LoraInfo | None = _f()
     escape: EscapeInfo | None = _f()
     environment: Environment = _f()
+    match: MatchInfo | None = _f(default=None)
 
     def _consistent(self):
+        if (self.match is not None) != coders.CODERS[self.coder].uses_match:
+            _fail("model.match", f"must be present exactly with a match coder, not {self.coder!r}")
         # as `engine.make_plan` makes them: rows a multiple of the devices, no more segments
         # than tokens (up to that rounding), context within a segment, stride within the context
         devices, n_seg = self.environment.devices, self.batch_size * self.n_batches

@@ -12,7 +12,7 @@ how it turns those outputs into a payload and back on the host.
   frequency) deterministically, so an identical float array on both sides gives identical models.
 
 A coder is one `Coder` subclass registered with `@register`: `outputs` (inside the jitted step),
-`encoder` / `decoder` (one host `BatchCoder` per device batch), `pack` and `parse` (the payload).
+`encoders` / `decoders` (one host `BatchCoder` per device batch), `pack` and `parse` (the payload).
 `CODERS` maps names to instances; nothing else in FineZip branches on a coder's name.
 """
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxsel import parallel
 from jaxsel.errors import ArchiveError
+from jaxsel.finezip.match import MatchConfig, MatchModel
 from jaxsel.kernels.loglik import token_logprobs_and_ranks
 
 # xz's decoder allocates its dictionary as the stream header says: bound it (preset 9 needs 65 MiB).
@@ -255,6 +256,7 @@ class Coder:
     coder is a static argument of the jitted step."""
 
     name: ClassVar[str]
+    uses_match: ClassVar[bool] = False  # whether the coder takes a `MatchConfig`
 
     def outputs(self, logits: jax.Array, targets: jax.Array, ranks: jax.Array):
         """Inside the jitted step: what leaves the device for logits [B, V] (float32)."""
@@ -263,11 +265,17 @@ class Coder:
     def out_sharding(self):
         raise NotImplementedError
 
-    def encoder(self, tokens: np.ndarray, lens: np.ndarray) -> BatchCoder:
+    def encoders(
+        self, batches: np.ndarray, lengths: np.ndarray, match: MatchConfig | None
+    ) -> list[BatchCoder]:
+        """One encoder per batch: batches [n_batches, B, T], lengths [n_batches, B]; `match`
+        the match model's parameters (coders with `uses_match`, else None)."""
         raise NotImplementedError
 
-    def decoder(self, part, tokens: np.ndarray, lens: np.ndarray) -> BatchCoder:
-        """part: this batch's share of `parse`'s result."""
+    def decoders(
+        self, parts: list, batches: np.ndarray, lengths: np.ndarray, match: MatchConfig | None
+    ) -> list[BatchCoder]:
+        """As `encoders`; parts: `parse`'s result (one per batch); batches is filled in."""
         raise NotImplementedError
 
     def pack(self, encoders: list, plan) -> bytes:
@@ -331,11 +339,11 @@ class AcCoder(Coder):
     def out_sharding(self):
         return parallel.sharding("batch", "vocab")
 
-    def encoder(self, tokens, lens):
-        return _AcEncode(tokens, lens)
+    def encoders(self, batches, lengths, match):
+        return [_AcEncode(t, n) for t, n in zip(batches, lengths, strict=True)]
 
-    def decoder(self, part, tokens, lens):
-        return _AcDecode(part, tokens, lens)
+    def decoders(self, parts, batches, lengths, match):
+        return [_AcDecode(p, t, n) for p, t, n in zip(parts, batches, lengths, strict=True)]
 
     def pack(self, encoders, plan):
         return pack_streams([e.coder.words() for e in encoders])
@@ -383,14 +391,61 @@ class RankCoder(Coder):
         rows = parallel.sharding("batch")
         return (rows, rows)
 
-    def encoder(self, tokens, lens):
-        return _RankEncode(tokens, lens)
+    def encoders(self, batches, lengths, match):
+        return [_RankEncode(t, n) for t, n in zip(batches, lengths, strict=True)]
 
-    def decoder(self, part, tokens, lens):
-        return _RankDecode(part, tokens, lens)
+    def decoders(self, parts, batches, lengths, match):
+        return [_RankDecode(p, t, n) for p, t, n in zip(parts, batches, lengths, strict=True)]
 
     def pack(self, encoders, plan):
         return encode_ranks(plan.from_batches(np.stack([e.ranks for e in encoders])))
 
     def parse(self, payload, plan, vocab):
         return list(plan.to_batches(decode_ranks(payload, plan.n_tokens, vocab), 0))
+
+
+class _MatchPart(BatchCoder):
+    """One batch of `ac-match`, either direction: rows are segments first..first+B-1 of the
+    shared `MatchModel`; `coder` a RangeEncoder or RangeDecoder."""
+
+    def __init__(self, model: MatchModel, first: int, tokens, lens, coder):
+        self.model, self.tokens, self.lens, self.coder = model, tokens, lens, coder
+        self.segs = first + np.arange(len(lens))
+        self.zeros = np.zeros(len(lens), np.int32)
+
+    def inputs(self, t):
+        return self.zeros, self.zeros
+
+    def feed(self, t, probs):
+        encoding = isinstance(self.coder, RangeEncoder)
+        for r in np.flatnonzero(self.lens > t):  # one at a time: a row sees the rows before it
+            seg = int(self.segs[r])
+            table = self.model.table(seg, probs[r : r + 1])
+            if encoding:
+                self.coder.step(self.tokens[r : r + 1, t], table)
+            else:
+                self.tokens[r, t] = self.coder.step(table)[0]
+            self.model.observe(seg, int(self.tokens[r, t]))
+
+
+@register
+class AcMatchCoder(AcCoder):
+    """`ac` with the LM's distribution mixed with a match model (`match`): the device part is
+    `ac`'s (softmax), the host mixes in integers. One `MatchModel` spans all batches."""
+
+    name = "ac-match"
+    uses_match = True
+
+    def _parts(self, batches, lengths, match, coders_):
+        model = MatchModel(match, lengths.size)
+        rows = lengths.shape[1]
+        return [
+            _MatchPart(model, b * rows, t, n, c)
+            for b, (t, n, c) in enumerate(zip(batches, lengths, coders_, strict=True))
+        ]
+
+    def encoders(self, batches, lengths, match):
+        return self._parts(batches, lengths, match, [RangeEncoder() for _ in lengths])
+
+    def decoders(self, parts, batches, lengths, match):
+        return self._parts(batches, lengths, match, [RangeDecoder(p) for p in parts])

@@ -112,14 +112,15 @@ def text_costs(data: bytes, lm: LoadedLM, plan: engine.Plan | FineZipConfig) -> 
 def archive_costs(archive: bytes, load_model: Callable[[str], LoadedLM]) -> TextCosts:
     """`text_costs` of a model-coded archive's original under the archive's own plan.
     Decompresses it with `load_model(dtype)` (called only for a model-coded archive; it must
-    load the archive's model). Archives with LoRA adapters are refused: the costs here would be
-    the base model's, not what the archive paid."""
+    load the archive's model). Archives with LoRA adapters or a match model (`ac-match`) are
+    refused: the costs here would be the base model's, not what the archive paid."""
     header = read_header(archive)[0]
     m = header.model
     if m is None:
         raise InputError(f"archive mode is {header.mode!r}: no model-coded text")
-    if m.lora:
-        raise InputError("per-window costs of an archive with LoRA adapters are not computed")
+    if m.lora or m.match:
+        what = "LoRA adapters" if m.lora else "a match model"
+        raise InputError(f"per-window costs of an archive with {what} are not computed")
     lm = load_model(m.dtype)
     plan = engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches)
     return text_costs(decompress(archive, lm), lm, plan)

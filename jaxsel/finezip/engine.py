@@ -11,19 +11,21 @@ the last of them reading all C positions. So every token past the first C sees b
 C - S + 1 and C previous tokens; the first C see all of theirs.
 
 How losslessness is guaranteed. Compression and decompression run the *same* jitted programs
-(`compiled_step`, `compiled_prefill`: one executable per model config, coder, LoRA scale and
-attention span) on arrays of the same shapes, dtypes and shardings, in the same order: the
-compressor feeds the true tokens, the decompressor the tokens it has already decoded, which are
-the same by induction. A prefill reads only tokens from earlier windows of its segment — all
-decoded before it runs — so its inputs are the same on both sides too; that it agrees with the
-decode steps only up to float rounding does not matter, because both sides use the prefill at
-the same places (the schedule is a function of the plan alone). Which attention span a step
-reads (`Plan.span`) is also a function of the position alone. Same programs + same inputs =>
-bit-identical logits, so
+(`compiled_step`, `compiled_prefill`: one executable per model config, coder, attention span
+and LoRA scale, a static field of the `Lora` pytree) on arrays of the same shapes, dtypes and
+shardings, in the same order: the compressor feeds the true tokens, the decompressor the tokens
+it has already decoded, which are the same by induction. A prefill reads only tokens from
+earlier windows of its segment — all decoded before it runs — so its inputs are the same on
+both sides too; that it agrees with the decode steps only up to float rounding does not matter,
+because both sides use the prefill at the same places (the schedule is a function of the plan
+alone). Which attention span a step reads (`Plan.span`) is also a function of the position
+alone. Same programs + same inputs => bit-identical logits, so
 
 * `ac`: both sides hand bit-identical float32 probability rows to constriction, whose
   float -> integer-frequency quantisation is deterministic, so the range decoder inverts the
   encoder exactly;
+* `ac-match`: the same rows, then host-side integer arithmetic over tokens both sides already
+  hold (`match`), in the same token order, so the same integer table goes to constriction;
 * `rank`: the rank of the true token and the token at a given rank are both computed inside that
   same program from the same logits with the same total order (logit descending, then token index
   ascending), so `token_at_rank(rank_of(t)) == t` is exact integer logic.
@@ -156,7 +158,7 @@ def training_chunks(tokens: np.ndarray, chunk_len: int, pad: int) -> tuple[np.nd
 
 def coding_step(
     params: dict,
-    lora_ab,
+    lora: Lora | None,
     cache: KVCache,
     tokens: jax.Array,
     targets: jax.Array,
@@ -164,14 +166,14 @@ def coding_step(
     *,
     cfg: LlamaConfig,
     coder: Coder,
-    lora_scale: float,
     span: int,
 ):
     """One decoding step of a batch of segments, shared verbatim by compressor and decompressor.
 
     tokens: [B] the tokens at position cache.pos (bos at 0); targets: [B] the true next tokens
     (compressor; anything for the decompressor); ranks: [B] the coded ranks (decompressor;
-    anything for the compressor); lora_ab: (a, b) dicts or None; span: attention length bucket.
+    anything for the compressor); lora: the adapter (its scale static) or None; span: attention
+    length bucket.
 
     Returns the updated cache and `coder.outputs` of the logits (for `ac` probabilities [B, V]
     float32, softmax on device, so no host-side float math enters the model; for `rank`,
@@ -179,14 +181,13 @@ def coding_step(
     the logits cannot differ between compression and decompression because they come from the
     same executable on the same inputs.
     """
-    lora = None if lora_ab is None else Lora(*lora_ab, lora_scale)
     logits, cache = decode_step(params, cache, tokens, cfg, lora=lora, span=span)
     return cache, coder.outputs(logits, targets, ranks)
 
 
 def prefill_step(
     params: dict,
-    lora_ab,
+    lora: Lora | None,
     cache: KVCache,
     tokens: jax.Array,
     targets: jax.Array,
@@ -194,30 +195,29 @@ def prefill_step(
     *,
     cfg: LlamaConfig,
     coder: Coder,
-    lora_scale: float,
 ):
     """A window start: `prefill` with tokens [B, P] (known on both sides), then the coder's
     outputs for the token after them, as `coding_step`."""
-    lora = None if lora_ab is None else Lora(*lora_ab, lora_scale)
     logits, cache = prefill(params, cache, tokens, cfg, lora=lora)
     return cache, coder.outputs(logits, targets, ranks)
 
 
 @functools.cache
-def compiled_step(cfg: LlamaConfig, coder: Coder, lora_scale: float, span: int) -> Callable:
+def compiled_step(cfg: LlamaConfig, coder: Coder, span: int) -> Callable:
     """The jit boundary: `coding_step` with the cache and every per-row array sharded over the
     `data` axis, the cache donated (updated in place). Cached, so compressor and decompressor
-    in one process share one executable and the loop never re-traces."""
-    step = functools.partial(coding_step, cfg=cfg, coder=coder, lora_scale=lora_scale, span=span)
+    in one process share one executable and the loop never re-traces (jit keys a LoRA scale,
+    static in the `Lora` treedef, by itself)."""
+    step = functools.partial(coding_step, cfg=cfg, coder=coder, span=span)
     return jax.jit(
         step, out_shardings=(_cache_shardings(cfg), coder.out_sharding()), donate_argnums=(2,)
     )
 
 
 @functools.cache
-def compiled_prefill(cfg: LlamaConfig, coder: Coder, lora_scale: float) -> Callable:
+def compiled_prefill(cfg: LlamaConfig, coder: Coder) -> Callable:
     """`prefill_step` at the jit boundary (as `compiled_step`)."""
-    step = functools.partial(prefill_step, cfg=cfg, coder=coder, lora_scale=lora_scale)
+    step = functools.partial(prefill_step, cfg=cfg, coder=coder)
     return jax.jit(
         step, out_shardings=(_cache_shardings(cfg), coder.out_sharding()), donate_argnums=(2,)
     )
@@ -254,10 +254,9 @@ def _compiled_logprobs(cfg: LlamaConfig) -> Callable:
 
 def run(
     params: dict,
-    lora_ab,
+    lora: Lora | None,
     cfg: LlamaConfig,
     coder: Coder,
-    lora_scale: float,
     plan: Plan,
     bos: int,
     parts: list[BatchCoder],
@@ -270,11 +269,11 @@ def run(
     host codes another's (JAX dispatch is asynchronous). That changes the schedule only, never
     what a batch computes.
     """
-    prefill_fn = compiled_prefill(cfg, coder, lora_scale)
+    prefill_fn = compiled_prefill(cfg, coder)
     rows, table = parallel.sharding("batch"), parallel.sharding("batch", "seq")
     params = jax.device_put(unstack_layers(params), parallel.replicated())
-    if lora_ab is not None:
-        lora_ab = jax.device_put(lora_ab, parallel.replicated())
+    if lora is not None:
+        lora = jax.device_put(lora, parallel.replicated())
     lengths = plan.lengths()
     steps = lengths.max(axis=1)
     caches = [new_cache(cfg, plan) for _ in parts]
@@ -285,17 +284,17 @@ def run(
         live = [i for i in range(len(parts)) if t < steps[i]]
         start = plan.window(t)
         if start < 0:
-            fn = compiled_step(cfg, coder, lora_scale, plan.span(pos))
+            fn = compiled_step(cfg, coder, plan.span(pos))
         outs = {}
         for i in live:
             tgt, rk = (jax.device_put(a, rows) for a in parts[i].inputs(t))
             tokens = parts[i].tokens
             if start >= 0:
                 x = jax.device_put(tokens[:, t - p_len : t], table)
-                caches[i], outs[i] = prefill_fn(params, lora_ab, caches[i], x, tgt, rk)
+                caches[i], outs[i] = prefill_fn(params, lora, caches[i], x, tgt, rk)
             else:
                 x = jax.device_put(bos_row if t == 0 else tokens[:, t - 1], rows)
-                caches[i], outs[i] = fn(params, lora_ab, caches[i], x, tgt, rk)
+                caches[i], outs[i] = fn(params, lora, caches[i], x, tgt, rk)
         pos = p_len if start >= 0 else pos + 1
         for i in live:
             parts[i].feed(t, jax.device_get(outs[i]))

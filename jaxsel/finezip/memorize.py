@@ -129,8 +129,8 @@ def to_blob(b: dict) -> bytes:
     return b"".join(np.asarray(b[k], "<f2").tobytes() for k in sorted(b))
 
 
-def lora_from_blob(blob: bytes, meta: dict, params: dict) -> tuple[tuple[dict, dict], float]:
-    """The adapters both sides code with: (a, full b) float32 and the scale alpha / r."""
+def lora_from_blob(blob: bytes, meta: dict, params: dict) -> Lora:
+    """The adapter both sides code with: a, full b (float32) and the static scale alpha / r."""
     rank, layers = meta["rank"], meta["layers"]
     a = frozen_a(params, meta["targets"], rank, meta["seed"])
     b, off = {}, 0
@@ -145,4 +145,4 @@ def lora_from_blob(blob: bytes, meta: dict, params: dict) -> tuple[tuple[dict, d
     if off != len(blob):
         raise ArchiveError("corrupted archive: LoRA blob has trailing bytes")
     n_layers = params["layers"][next(iter(a))].shape[0]
-    return (a, full_b(b, n_layers)), meta["alpha"] / rank
+    return Lora(a, full_b(b, n_layers), meta["alpha"] / rank)
