@@ -34,7 +34,7 @@ from jaxsel.data.sources import READ_BATCH, Batch, IdDigests, open_source
 from jaxsel.errors import InputError
 from jaxsel.methods import Method, Run, part_counts
 from jaxsel.scores import Scores, _check_k, check_threshold, json_score
-from jaxsel.shards import BatchShards, fingerprint_texts
+from jaxsel.shards import BatchShards, fingerprint_texts, shard_name
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,12 @@ def _fit_pool(method: Method, source, state, config, run: Run):
             batches = source.batches(config.shard_size)
         else:  # duplicate ids: checked across the processes by the scoring pass
             batches = source.batches(config.shard_size, parts, check_ids=False)
+        store = None  # with a workdir, each batch's counts are a resumable shard
+        if run.workdir is not None:
+            key = {"pool_counts": state.key}
+            store = BatchShards(run.subdir("pool-counts"), key, config.shard_size)
         with tqdm(unit="doc", desc=f"{method.name} (pool counts)", disable=not run.progress) as bar:
-            counted = list(part_counts(method, state, _counted(batches, bar)))
+            counted = list(part_counts(method, state, _counted(batches, bar), store))
         where = "here"
     log.info(
         "%s: pool counts of %d documents in %d part(s), %s",
@@ -177,10 +181,6 @@ def _fit_pool(method: Method, source, state, config, run: Run):
     for i in np.argsort(index, kind="stable").tolist():
         h.update(int(index[i]).to_bytes(8, "little") + digests[i].tobytes())
     return method.fit_pool(state, sum(sums[1:], sums[0]), h.hexdigest()[:32])
-
-
-def shard_name(part: int, first_row: int) -> str:
-    return f"{part:06d}-{first_row:09d}"
 
 
 def _scored(method: Method, source, target, state, config, run: Run, stats: dict):

@@ -45,6 +45,11 @@ def fingerprint_texts(texts: Sequence[str]) -> str:
     return h.hexdigest()[:32]
 
 
+def shard_name(part: int, first_row: int) -> str:
+    """The name of a pool batch's shard (`BatchShards`): its first key."""
+    return f"{part:06d}-{first_row:09d}"
+
+
 def _tag(job: str, data: bytes) -> str:
     return hashlib.sha256(job.encode() + b"\0" + data).hexdigest()[:32]
 

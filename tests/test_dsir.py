@@ -82,6 +82,28 @@ def test_resume_with_workdir(tmp_path):
     assert np.array_equal(first.values, again.values)
 
 
+def test_pool_counts_resume_from_their_shards(tmp_path, monkeypatch):
+    """With a workdir, the first pass keeps each batch's bucket counts as a shard: a rerun
+    after a kill (one count shard and every score shard missing) counts that batch alone and
+    gives the same scores."""
+    pool, target = make_pool(9, long_doc=False), make_target(2)
+    cfg = dsir.Config(shard_size=2)
+    first = dsir.score(pool, target, cfg, workdir=tmp_path)
+    counts = sorted((tmp_path / "pool-counts").glob("shard-*.npy"))
+    assert len(counts) == 5
+    counts[2].unlink()  # rows 4 and 5
+    for p in tmp_path.glob("shard-*"):
+        p.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in counts if p.exists()}
+    calls = []
+    real = dsir.Hasher.counts
+    monkeypatch.setattr(dsir.Hasher, "counts", lambda h, t: calls.append(list(t)) or real(h, t))
+    again = dsir.score(pool, target, cfg, workdir=tmp_path)
+    assert calls == [list(target.texts), list(pool.texts[4:6])]  # the target; that batch
+    assert np.array_equal(first.values, again.values) and counts[2].exists()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+
+
 @pytest.mark.parametrize(
     "kwargs, msg",
     [

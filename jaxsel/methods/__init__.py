@@ -20,7 +20,8 @@ A method is a `Method` (module `jaxsel.methods.<name>` builds it and `register`s
     a first pass over the pool (DSIR's raw bucket counts). `pool_counts` gives additive
     integer statistics of one batch; the pipeline sums them over the pool, split as scoring
     is (each process its own parts, Ray blocks), so the sum is exact in any order, and
-    `fit_pool` fixes the state from the sum and `pool`, a fingerprint of the pool's texts;
+    `fit_pool` fixes the state from the sum and `pool`, a fingerprint of the pool's texts
+    (with a workdir, each batch's counts are a resumable shard in `pool-counts/`);
     `rescore(state, values, pool) -> values`: an [N]-vector step after scoring (DSIR's Gumbel
     keys, zipfit's length debiasing), run when `rescores(config)` is true; only then is one
     float per document held in memory.
@@ -56,7 +57,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxsel.errors import InputError
-from jaxsel.shards import fingerprint_texts
+from jaxsel.shards import fingerprint_texts, shard_name
 
 # name -> module path; modules import lazily so `jaxsel select --method zipfit` never pays for
 # loading a language model.
@@ -210,19 +211,30 @@ class PartCounts(NamedTuple):
     docs: int
 
 
-def part_counts(method: Method, state, batches) -> Iterator[PartCounts]:
-    """PartCounts of every part in a stream of batches (a batch never spans two parts)."""
+def part_counts(method: Method, state, batches, store=None) -> Iterator[PartCounts]:
+    """PartCounts of every part in a stream of batches (a batch never spans two parts). With a
+    `store` (`jaxsel.shards.BatchShards`) each batch's counts are a resumable shard: counted
+    once, read back on a rerun."""
     part, counts, h, docs = -1, None, hashlib.sha256(), 0
     for b in batches:
         if int(b.keys[0, 0]) != part:
             if counts is not None:
                 yield PartCounts(part, counts, h.digest(), docs)
             part, counts, h, docs = int(b.keys[0, 0]), None, hashlib.sha256(), 0
-        c = np.asarray(method.pool_counts(state, b))
-        if c.dtype.kind not in "iu":
-            raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
-        counts = c.astype(np.int64) if counts is None else counts + c
-        h.update(fingerprint_texts(b.texts).encode())
+        fp = fingerprint_texts(b.texts)
+        name = shard_name(part, int(b.keys[0, 1]))
+        done = None if store is None else store.load(name, fp)
+        if done is not None:
+            c = done[0]
+        else:
+            c = np.asarray(method.pool_counts(state, b))
+            if c.dtype.kind not in "iu":
+                raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
+            c = c.astype(np.int64)
+            if store is not None:
+                store.save(name, c, {}, fp)
+        counts = c if counts is None else counts + c
+        h.update(fp.encode())
         docs += len(b)
     if counts is not None:
         yield PartCounts(part, counts, h.digest(), docs)

@@ -284,8 +284,8 @@ def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
     rerun embeds only the batches without one."""
     from jaxsel.models import bert
     from jaxsel.models.embed import embed_corpus
-    from jaxsel.pipeline import READ_BATCH, count, shard_name
-    from jaxsel.shards import BatchShards, fingerprint_texts
+    from jaxsel.pipeline import READ_BATCH, count
+    from jaxsel.shards import BatchShards, fingerprint_texts, shard_name
 
     enc = run.model(("bert", model), lambda: bert.load_bert(None if model == "minilm" else model))
     key = {"what": "embed", "model": enc.fingerprint, "max_tokens": bert.DEFAULT_MAX_TOKENS}
