@@ -286,11 +286,14 @@ def _with_scores(method: Method, source, target, config, run: Run):
         return
     scores = score(method, source, target, config, run)
     mine = parallel.local_parts(source)
-    mine = None if mine is None else {p.index for p in mine}
-    start = 0
-    for batch in source.batches(READ_BATCH):
-        if mine is None or int(batch.keys[0, 0]) in mine:
-            yield batch, scores.values[start : start + len(batch.texts)]
+    if mine is None:
+        batches, start = source.batches(READ_BATCH), 0
+    else:  # this process's parts follow those of the processes before it (contiguous runs)
+        rows = sum(len(b) for b in source.batches(READ_BATCH, mine, check_ids=False))
+        before = parallel.gathered(np.array([rows], np.int64))[: parallel.processes().index]
+        batches, start = source.batches(READ_BATCH, mine, check_ids=False), int(before.sum())
+    for batch in batches:
+        yield batch, scores.values[start : start + len(batch.texts)]
         start += len(batch.texts)
 
 

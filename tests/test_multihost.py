@@ -223,6 +223,8 @@ def test_two_processes_score_and_threshold_byte_identical(two_process_job, tmp_p
     for args in (
         ["score", "--method", "dsir", "--buckets", "512", "--resample", "gumbel"],
         ["select", "--method", "zipfit", "--threshold", "0.05"],
+        # a whole [N] vector (Gumbel keys): each process takes the slice of its own parts
+        ["select", "--method", "dsir", "--buckets", "512", "--resample", "gumbel", "-k", "7"],
     ):
         outs = []
         for n in (1, 2):
