@@ -231,11 +231,14 @@ def _fill_on_ray(method: Method, source, target, state, config, run: Run, store,
     """Scores every batch without a finished shard on Ray and stores it (`jaxsel.ray_engine`)."""
     from jaxsel import ray_engine
 
-    jobs: dict[int, list[int]] = {}
-    for batch in source.batches(config.shard_size, parts):
-        part, row = int(batch.keys[0, 0]), int(batch.keys[0, 1])
-        if store.load(shard_name(part, row), fingerprint_texts(batch.texts)) is None:
-            jobs.setdefault(part, []).append(row)
+    jobs: dict[int, list[int] | None] = {}
+    if store.empty():  # nothing to resume: every batch of every part, without reading here
+        jobs = {p: None for p in range(len(source.parts()))}
+    else:
+        for batch in source.batches(config.shard_size, parts):
+            part, row = int(batch.keys[0, 0]), int(batch.keys[0, 1])
+            if store.load(shard_name(part, row), fingerprint_texts(batch.texts)) is None:
+                jobs.setdefault(part, []).append(row)
     done = 0
     with tqdm(unit="batch", desc=f"{method.name} (ray)", disable=not run.progress) as bar:
         for r in ray_engine.score_batches(

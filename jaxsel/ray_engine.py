@@ -6,8 +6,8 @@ prepares the method's target state once (compressed target sizes, DSIR counts) a
 whole batches of a part, named as the local engine names them (part, first row). The driver
 stores each result as the same checksummed shard the local engine would write, and the local
 pipeline then reads those shards back in pool order; the output is the local engine's, byte for
-byte. Only batches without a finished shard are sent, so a rerun after a killed task or driver
-redoes the missing shards alone. A method's first pass over the pool (DSIR's bucket counts,
+byte. Only batches without a finished shard are sent (a job with no shard yet sends whole
+parts), so a rerun after a killed task or driver redoes the missing shards alone. A method's first pass over the pool (DSIR's bucket counts,
 `Method.pool_counts`) runs there too, one part per task; the driver sums the integer counts
 (this pass is counted again on a rerun: only the local engine keeps it in shards).
 
@@ -139,10 +139,11 @@ class _Scorer:
 
         out: dict[str, list] = {k: [] for k in ("part", "row", "fp", "values", "stats")}
         for part, rows in zip(jobs["part"].tolist(), jobs["rows"].tolist(), strict=True):
-            wanted = set(json.loads(rows))
+            wanted = json.loads(rows)  # first rows of the batches to score; None: all
+            wanted = None if wanted is None else set(wanted)
             for batch in self.source.batches(self.batch_size, [self.parts[part]]):
                 first = int(batch.keys[0, 1])
-                if first not in wanted:
+                if wanted is not None and first not in wanted:
                     continue
                 res = self.method.score_batch(self.state, batch)
                 out["part"].append(part)
@@ -212,11 +213,12 @@ def score_batches(
     target,
     config,
     state,
-    jobs: dict[int, list[int]],
+    jobs: dict[int, list[int] | None],
     batch_size: int,
     run,
 ) -> Iterator[Scored]:
-    """Scores the batches `jobs` ({part index: [first rows]}) on Ray, results as they finish.
+    """Scores the batches `jobs` ({part index: [first rows], or None for every batch of the
+    part}) on Ray, results as they finish.
 
     `state` is shipped to the actors when it depends on the pool (a method with `fit_pool`,
     fitted once by the caller); otherwise each actor prepares its own from `target`.
@@ -224,7 +226,10 @@ def score_batches(
     check(method.name)
     if not jobs:
         return
-    items = [{"part": p, "rows": json.dumps(sorted(r))} for p, r in sorted(jobs.items())]
+    items = [
+        {"part": p, "rows": json.dumps(None if r is None else sorted(r))}
+        for p, r in sorted(jobs.items())
+    ]
     shipped = state if method.fit_pool is not None else None
     args = (method.name, config, target, shipped, source, batch_size)
     for out in _map(engine, run, _Scorer, args, items):

@@ -187,6 +187,10 @@ class BatchShards:
     def _tag(self, fingerprint: str, stats_text: str, data: bytes) -> str:
         return _tag(f"{self.store.job}\0{fingerprint}\0{stats_text}", data)
 
+    def empty(self) -> bool:
+        """Whether no shard has been committed here yet."""
+        return not any(self.store.dir.glob("shard-*.npy"))
+
     def load(self, name: str, fingerprint: str) -> tuple[np.ndarray, dict] | None:
         """The shard's (values, stats) if one verifies for these documents, else None."""
         pat = re.compile(rf"shard-{re.escape(name)}-([0-9a-f]{{32}})\.npy")
