@@ -6,7 +6,6 @@ Layers (data flows one way): host I/O (`jaxsel.data`, `jaxsel.compress`) -> devi
 `jaxsel.score` / `jaxsel.select` run any method by name on lists, files, DataFrames or datasets.
 """
 
-from jaxsel.api import score, select
 from jaxsel.data.corpus import Corpus
 from jaxsel.errors import ArchiveError, AssetError, InputError, JaxselError
 from jaxsel.scores import Scores, select_budget, select_threshold, select_top_k
@@ -25,3 +24,13 @@ __all__ = [
     "select_top_k",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `score`/`select` load the pipeline (and JAX) on first use, so that importing a host-pool
+    # method (a Ray worker, a compressor process) does not pay for JAX.
+    if name in ("score", "select"):
+        from jaxsel import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'jaxsel' has no attribute {name!r}")

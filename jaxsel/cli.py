@@ -569,14 +569,14 @@ def cmd_decompress(argv):
 
 def cmd_downstream(argv):
     """fine-tune the LM on each selection's first N tokens: held-out target CE curves"""
-    from jaxsel.downstream import DownstreamConfig
+    from jaxsel.downstream import FULL_LR, DownstreamConfig
 
     d = DownstreamConfig()
     p = argparse.ArgumentParser(
         prog="jaxsel downstream",
-        description="LoRA-fine-tune the LM on the first --tokens tokens of each selection (same "
-        "tokens, steps, LR schedule and seed for all) and report held-out target cross-entropy "
-        "(nats/token) every --eval-every tokens, plus the untrained model's",
+        description="LoRA- (or --full) fine-tune the LM on the first --tokens tokens of each "
+        "selection (same tokens, steps, LR schedule and seed for all) and report held-out target "
+        "cross-entropy (nats/token) every --eval-every tokens, plus the untrained model's",
     )
     _add_data_args(p)
     p.add_argument(
@@ -602,7 +602,14 @@ def cmd_downstream(argv):
     g.add_argument("--tokens", type=int, default=d.tokens, help="training tokens per selection")
     g.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per training row")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
-    g.add_argument("--lr", type=float, default=d.lr, help="peak LR (warm-up, cosine decay)")
+    g.add_argument(
+        "--lr",
+        type=float,
+        help=f"peak LR (warm-up, cosine decay); default {d.lr} (LoRA), {FULL_LR} (--full)",
+    )
+    g.add_argument(
+        "--full", action="store_true", help="full fine-tuning (every weight) instead of LoRA"
+    )
     g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
     g.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (scale alpha/rank)")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="tokens between evals")
@@ -629,7 +636,8 @@ def cmd_downstream(argv):
         tokens=args.tokens,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else FULL_LR if args.full else d.lr,
+        full=args.full,
         rank=args.rank,
         alpha=args.alpha,
         eval_every=args.eval_every,

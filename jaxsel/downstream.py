@@ -1,7 +1,8 @@
 """Downstream evaluation: does a selection train a better model? (the papers' yardstick)
 
-For every selection (a list of pool texts, best first) the same frozen LM gets a fresh LoRA,
-fine-tuned on the selection's first N tokens, and the held-out target's cross-entropy
+For every selection (a list of pool texts, best first) the same frozen LM gets a fresh LoRA (or,
+with `full`, a fresh dense delta on every weight: full fine-tuning), fine-tuned on the
+selection's first N tokens, and the held-out target's cross-entropy
 (nats/token) is measured every `eval_every` training tokens, next to the untrained model's.
 Every selection gets exactly the same N, number of steps, learning-rate schedule and seed: the
 selection's texts, each after the separator token, are concatenated in rank order into one token
@@ -27,11 +28,14 @@ import numpy as np
 
 from jaxsel.errors import InputError
 from jaxsel.lm import TrainConfig, score_texts, train_tokens
+from jaxsel.lm.adapters import init_full
 from jaxsel.lm.train import check_context
 from jaxsel.models import llama
 from jaxsel.models.llama import LORA_TARGETS
 
 log = logging.getLogger(__name__)
+
+FULL_LR = 5e-5  # default peak LR of full fine-tuning (`DownstreamConfig.lr` is LoRA's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +47,12 @@ class DownstreamConfig:
         otherwise rounded down to whole rows).
       seq_len: predicted tokens per training row.
       batch_size: rows per optimizer step.
-      lr: peak learning rate (linear warm-up over `warmup_steps`, cosine decay to 0).
+      lr: peak learning rate (linear warm-up over `warmup_steps`, cosine decay to 0); full
+        fine-tuning wants a far smaller one (`FULL_LR`).
       warmup_steps: warm-up steps.
       rank, alpha, targets: the LoRA (scale alpha / rank, on these projections of every layer).
+      full: full fine-tuning (every weight trainable, `jaxsel.lm.adapters.Full`) instead of
+        the LoRA; rank, alpha and targets are then unused.
       eval_every: training tokens between held-out evaluations (0 = only at the end).
       eval_max_tokens: held-out texts are truncated to their first eval_max_tokens tokens.
       eval_batch_size: held-out texts per scoring call.
@@ -64,6 +71,7 @@ class DownstreamConfig:
     eval_max_tokens: int = 256
     eval_batch_size: int = 8
     seed: int = 0
+    full: bool = False
 
     def __post_init__(self):
         for name in ("tokens", "seq_len", "batch_size", "rank", "eval_max_tokens"):
@@ -200,11 +208,19 @@ def finetune_curve(
     *,
     progress: bool = False,
 ) -> Curve:
-    """LoRA fine-tuning on packed rows ([rows, seq_len + 1], `pack_tokens`), held-out CE every
-    eval_every training tokens and after the last step."""
-    lora = llama.init_lora(
-        jax.random.key(config.seed), lm.params, lm.cfg, config.rank, config.alpha, config.targets
-    )
+    """LoRA (or full) fine-tuning on packed rows ([rows, seq_len + 1], `pack_tokens`), held-out
+    CE every eval_every training tokens and after the last step."""
+    if config.full:
+        adapter = init_full(lm.params)
+    else:
+        adapter = llama.init_lora(
+            jax.random.key(config.seed),
+            lm.params,
+            lm.cfg,
+            config.rank,
+            config.alpha,
+            config.targets,
+        )
     tokens_at, ce, losses = [0], [untrained_ce], []
     per_step = config.batch_size * config.seq_len
     every = config.eval_every
@@ -221,7 +237,7 @@ def finetune_curve(
     train_tokens(
         lm.params,
         lm.cfg,
-        lora,
+        adapter,
         list(rows),
         config.train_config(),
         name=f"downstream {name}",

@@ -15,6 +15,7 @@ bit for bit, so a float64 score gathers exactly).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import socket
 import time
@@ -191,6 +192,9 @@ def _handshake(coordinator: str, n: int, pid: int, timeout_s: float) -> None:
                 c.close()
 
 
+_GATHERS = itertools.count()  # every process gathers in the same order: one barrier name each
+
+
 def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
     """Every process's `rows` ([n_p, ...], any fixed-width dtype, the same trailing shape and
     dtype on all processes), in process order. The bytes travel as uint32 words, so float64
@@ -199,6 +203,11 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
     if jax.process_count() == 1:
         return [rows]
     from jax.experimental import multihost_utils
+
+    # The processes enter the collective together: JAX's CPU collectives (gloo) give up when a
+    # peer is more than 30 s late to the first one (its context is set up then), and one
+    # process may finish its share of a pass minutes before another.
+    barrier(f"jaxsel: gather {next(_GATHERS)}")
 
     width = int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.itemsize
     counts = multihost_utils.process_allgather(np.array([rows.shape[0]], np.int32)).reshape(-1)

@@ -16,6 +16,7 @@ records of the whole pool.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import sys
@@ -29,15 +30,14 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.data.corpus import Corpus, json_line, read_corpus, write_records
 from jaxsel.data.outputs import atomic_open
-from jaxsel.data.sources import Batch, IdDigests, open_source
+from jaxsel.data.sources import READ_BATCH, Batch, IdDigests, open_source
 from jaxsel.errors import InputError
-from jaxsel.methods import Method, Run
+from jaxsel.methods import Method, Run, part_counts
 from jaxsel.scores import Scores, _check_k, check_threshold, json_score
 from jaxsel.shards import BatchShards, fingerprint_texts
 
 log = logging.getLogger(__name__)
 
-READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
 RECORDS_KEPT = 16384  # a top-K up to this K keeps its records while scoring (no output pass)
 
 
@@ -122,11 +122,64 @@ def count(source) -> int:
 def _state(method: Method, source, target: Corpus | None, config, run: Run):
     state = method.prepare(target, config, run)
     if method.fit_pool is not None:
-        state = method.fit_pool(state, source.batches(config.shard_size))
+        state = _fit_pool(method, source, state, config, run)
     return state
 
 
-def _shard_name(part: int, first_row: int) -> str:
+def _counted(batches, bar) -> Iterator:
+    for b in batches:
+        yield b
+        bar.update(len(b))
+
+
+def _fit_pool(method: Method, source, state, config, run: Run):
+    """A method's first pass: `pool_counts` summed over the pool, then `fit_pool`. Each process
+    counts only its own parts (`parallel.local_parts`), or Ray counts them one part per task
+    (`run.engine`); the integer sums meet exactly in any order, and the pool's fingerprint
+    hashes the parts' digests in pool order, so every engine fits the same state."""
+    parts = parallel.local_parts(source)
+    if run.engine is not None:
+        from jaxsel import ray_engine
+
+        counted = list(
+            ray_engine.count_parts(run.engine, method, source, state, config.shard_size, run)
+        )
+        where = "on Ray"
+    else:
+        if parts is None:
+            batches = source.batches(config.shard_size)
+        else:  # duplicate ids: checked across the processes by the scoring pass
+            batches = source.batches(config.shard_size, parts, check_ids=False)
+        with tqdm(unit="doc", desc=f"{method.name} (pool counts)", disable=not run.progress) as bar:
+            counted = list(part_counts(method, state, _counted(batches, bar)))
+        where = "here"
+    log.info(
+        "%s: pool counts of %d documents in %d part(s), %s",
+        method.name,
+        sum(c.docs for c in counted),
+        len(counted),
+        where,
+    )
+    mine = (
+        sum((c.counts for c in counted[1:]), counted[0].counts)
+        if counted
+        else np.zeros(0, np.int64)
+    )
+    sums = parallel.allgather_rows(mine) if parallel.distributed() else [mine]
+    sums = [a for a in sums if a.size]
+    if not sums:
+        raise InputError(f"{method.name}: the pool is empty")
+    index = parallel.gathered(np.array([c.part for c in counted], np.int64))
+    digests = parallel.gathered(
+        np.frombuffer(b"".join(c.digest for c in counted), np.uint8).reshape(-1, 32)
+    )
+    h = hashlib.sha256()
+    for i in np.argsort(index, kind="stable").tolist():
+        h.update(int(index[i]).to_bytes(8, "little") + digests[i].tobytes())
+    return method.fit_pool(state, sum(sums[1:], sums[0]), h.hexdigest()[:32])
+
+
+def shard_name(part: int, first_row: int) -> str:
     return f"{part:06d}-{first_row:09d}"
 
 
@@ -152,7 +205,7 @@ def _scored(method: Method, source, target, state, config, run: Run, stats: dict
             if ids is not None:
                 ids.add(batch)
             fp = fingerprint_texts(batch.texts)
-            name = _shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
+            name = shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
             done = None if store is None else store.load(name, fp)
             if done is None:
                 res = method.score_batch(state, batch)
@@ -181,7 +234,7 @@ def _fill_on_ray(method: Method, source, target, state, config, run: Run, store,
     jobs: dict[int, list[int]] = {}
     for batch in source.batches(config.shard_size, parts):
         part, row = int(batch.keys[0, 0]), int(batch.keys[0, 1])
-        if store.load(_shard_name(part, row), fingerprint_texts(batch.texts)) is None:
+        if store.load(shard_name(part, row), fingerprint_texts(batch.texts)) is None:
             jobs.setdefault(part, []).append(row)
     done = 0
     with tqdm(unit="batch", desc=f"{method.name} (ray)", disable=not run.progress) as bar:
@@ -190,7 +243,7 @@ def _fill_on_ray(method: Method, source, target, state, config, run: Run, store,
         ):
             if r.values.shape[0] and np.isnan(r.values).any():
                 raise InputError(f"{method.name}: {int(np.isnan(r.values).sum())} NaN scores")
-            store.save(_shard_name(r.part, r.first_row), r.values, r.stats, r.fingerprint)
+            store.save(shard_name(r.part, r.first_row), r.values, r.stats, r.fingerprint)
             done += 1
             bar.update(1)
     log.info("%s: %d batches scored on Ray", method.name, done)

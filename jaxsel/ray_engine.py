@@ -7,7 +7,8 @@ whole batches of a part, named as the local engine names them (part, first row).
 stores each result as the same checksummed shard the local engine would write, and the local
 pipeline then reads those shards back in pool order; the output is the local engine's, byte for
 byte. Only batches without a finished shard are sent, so a rerun after a killed task or driver
-redoes the missing shards alone.
+redoes the missing shards alone. A method's first pass over the pool (DSIR's bucket counts,
+`Method.pool_counts`) runs there too, one part per task; the driver sums the integer counts.
 
 Without an address a local Ray starts (as many CPUs as workers) and stops with the job; a
 running Ray (`ray.init()` in a notebook) is used as it is. Paths of the pool must be readable by
@@ -151,6 +152,58 @@ class _Scorer:
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
+class _Counter:
+    """A Ray actor: a method's first pass (`Method.pool_counts`) over whole parts."""
+
+    def __init__(self, method_name, state, source, batch_size):
+        from jaxsel import methods
+
+        self.method = methods.get(method_name)
+        self.state, self.source, self.batch_size = state, source, batch_size
+        self.parts = source.parts()
+
+    def __call__(self, jobs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from jaxsel.methods import part_counts
+
+        out: dict[str, list] = {k: [] for k in ("part", "counts", "digest", "docs")}
+        for part in jobs["part"].tolist():
+            batches = self.source.batches(self.batch_size, [self.parts[part]])
+            for c in part_counts(self.method, self.state, batches):
+                out["part"].append(c.part)
+                out["counts"].append(np.ascontiguousarray(c.counts, np.int64).tobytes())
+                out["digest"].append(c.digest)
+                out["docs"].append(c.docs)
+        return {k: np.array(v, dtype=object) for k, v in out.items()}
+
+
+def _map(engine: RayEngine, run, actor: type, args: tuple, items: list[dict]) -> Iterator[dict]:
+    """`items` through Ray Data map_batches on a pool of `actor`s (one item per call): the
+    output batches as they finish."""
+    workers = run.enter(session(engine))
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.from_items(items).map_batches(
+        actor,
+        fn_constructor_args=args,
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
+    )
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def count_parts(engine: RayEngine, method, source, state, batch_size: int, run):
+    """`methods.PartCounts` of every part of the pool, counted on Ray (one part per task)."""
+    from jaxsel.methods import PartCounts
+
+    check(method.name)
+    items = [{"part": p} for p in range(len(source.parts()))]
+    for out in _map(engine, run, _Counter, (method.name, state, source, batch_size), items):
+        for p, c, d, n in zip(out["part"], out["counts"], out["digest"], out["docs"], strict=True):
+            yield PartCounts(int(p), np.frombuffer(c, np.int64), bytes(d), int(n))
+
+
 def score_batches(
     engine: RayEngine,
     method,
@@ -170,20 +223,10 @@ def score_batches(
     check(method.name)
     if not jobs:
         return
-    workers = run.enter(session(engine))
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
     items = [{"part": p, "rows": json.dumps(sorted(r))} for p, r in sorted(jobs.items())]
     shipped = state if method.fit_pool is not None else None
-    ds = ray.data.from_items(items).map_batches(
-        _Scorer,
-        fn_constructor_args=(method.name, config, target, shipped, source, batch_size),
-        batch_size=1,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
-    )
-    for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    args = (method.name, config, target, shipped, source, batch_size)
+    for out in _map(engine, run, _Scorer, args, items):
         for p, r, fp, v, st in zip(
             out["part"], out["row"], out["fp"], out["values"], out["stats"], strict=True
         ):

@@ -145,3 +145,63 @@ def test_target_domain_beats_random_text_on_smollm2(smollm2):
         rep["curves"]["random"]["ce"][-1],
     )
     assert ours < base - 0.05 and ours < floor - 0.05, (base, ours, floor)
+
+
+def test_full_adapter_is_full_finetuning(tiny):
+    """`Full` (a dense delta on every weight) trained by the one adapter loop equals full
+    fine-tuning written independently: optax Adam on the weights themselves, same batch and
+    schedule; the model's own params are never changed. (The schedule and shapes are the next
+    test's, so both share one compiled step.)"""
+    import jax
+    import optax
+
+    from jaxsel.lm import train_tokens
+    from jaxsel.lm.adapters import init_full
+    from jaxsel.models import llama
+
+    _, lm = tiny
+    before = jax.tree.map(np.array, lm.params)
+    seqs = [[lm.tokenizer.bos_id, *ids][:12] for ids in lm.tokenizer.encode_batch(CODE[:4])]
+    assert all(len(s) == 12 for s in seqs)
+    tokens, mask = np.asarray(seqs, np.int32), np.ones((4, 12), bool)
+    zero = init_full(lm.params)
+
+    cfg = DownstreamConfig(tokens=128, seq_len=16, batch_size=4, lr=1e-2, full=True)
+    tcfg = cfg.train_config()
+    losses = []
+    full, _ = train_tokens(
+        lm.params, lm.cfg, zero, seqs, tcfg, on_step=lambda s, loss, st: losses.append(loss)
+    )
+
+    def nll(params):
+        lp, _ = llama.token_logprobs(params, tokens, mask, lm.cfg)
+        return -lp.sum() / lp.size
+
+    sched = optax.warmup_cosine_decay_schedule(0.0, 1e-2, tcfg.warmup_steps, tcfg.steps, 0.0)
+    tx, grad = optax.adam(sched), jax.jit(jax.value_and_grad(nll))
+    params, ref_losses = lm.params, []
+    state = tx.init(params)
+    for _ in range(tcfg.steps):
+        loss, g = grad(params)
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+        ref_losses.append(float(loss))
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    assert float(grad(params)[0]) < ref_losses[0] - 0.1
+    leaves = (jax.tree.leaves(t) for t in (lm.params, full.delta, params))
+    for w, d, r in zip(*leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(w) + d, r, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, lm.params))
+
+
+def test_full_finetune_on_target_domain_beats_random_text(tiny):
+    """Full fine-tuning on code lowers held-out code's CE more than the same budget of prose."""
+    _, lm = tiny
+    cfg = DownstreamConfig(
+        tokens=128, seq_len=16, batch_size=4, lr=1e-2, eval_every=0, eval_max_tokens=16, full=True
+    )
+    held = ["def g(y):\n    return y\n", "for j in range(3):\n    print(j)\n"]
+    rep = downstream.evaluate_selections(lm, {"code": CODE * 4, "prose": PROSE * 6}, held, cfg)
+    base = rep["untrained_ce"]
+    code, prose = (rep["curves"][n]["ce"][-1] for n in ("code", "prose"))
+    assert code < base - 0.2 and code < prose - 0.2, (base, code, prose)

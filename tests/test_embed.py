@@ -165,3 +165,35 @@ def test_gip_embed_option_equals_precomputed_embeddings(tiny_bert_dir, tmp_path)
     assert cli.main([*sel, "--embeddings", str(emb), "--out", str(tmp_path / "a.jsonl")]) == 0
     assert cli.main([*sel, "--embed", str(tiny_bert_dir), "--out", str(tmp_path / "b.jsonl")]) == 0
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+
+
+def test_gip_embed_streams_the_pool_into_a_memmap(tmp_path, monkeypatch):
+    """`--embed` (all-MiniLM-L6-v2) embeds the pool batch by batch as it streams (3 files = 3
+    parts = 3 batches) into a memory-mapped .npy: the selection is byte for byte the one over
+    the whole pool's embeddings computed in memory; a rerun reuses each batch's shard."""
+    texts = [t for p in PARAPHRASES + UNRELATED for t in p]
+    (tmp_path / "pool").mkdir()
+    for f in range(3):
+        with open(tmp_path / "pool" / f"p{f}.jsonl", "w") as out:
+            for i in range(4 * f, 4 * f + 4):
+                out.write(json.dumps({"id": f"d{i}", "text": texts[i]}) + "\n")
+    np.save(tmp_path / "e.npy", embed_corpus(texts))  # in memory, every text at once
+    sel = ["select", "--method", "gip", "-k", "5", "--no-progress",
+           "--pool", str(tmp_path / "pool" / "*.jsonl")]  # fmt: skip
+    assert cli.main([*sel, "--embeddings", str(tmp_path / "e.npy"),
+                     "--out", str(tmp_path / "a.jsonl")]) == 0  # fmt: skip
+    calls = []
+
+    def spy(texts, model=None):
+        calls.append(len(texts))
+        return embed_corpus(texts, model)
+
+    monkeypatch.setattr(embed_mod, "embed_corpus", spy)
+    wd = tmp_path / "work"
+    for run in range(2):
+        out = tmp_path / f"b{run}.jsonl"
+        assert cli.main([*sel, "--embed", "--workdir", str(wd), "--out", str(out)]) == 0
+        assert out.read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+        assert calls == ([4, 4, 4] if run == 0 else [])  # one batch at a time; then shards
+        calls.clear()
+    assert len(list((wd / "embed").glob("shard-*.npy"))) == 3

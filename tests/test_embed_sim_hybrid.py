@@ -126,6 +126,34 @@ def test_zscore_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
+@pytest.mark.parametrize("fusion", ["zscore", "rrf"])
+def test_length_debiased_fusion_by_hand(fusion):
+    """debias="length" (the default): each member standardised ((v - median) / std) within the
+    pool's length-quantile bins (2 bins for 100-149 items), then fused; written out by hand."""
+    rng = np.random.default_rng(3)
+    n = 120
+    lengths = rng.permutation(np.arange(10, 5000))[:n]  # distinct: no ties at a bin edge
+    a = rng.normal(size=n) - 1e-3 * lengths  # a length-biased member
+    b = rng.normal(size=n)
+    b[[5, 17]] = -np.inf  # unranked items stay unranked (bins over the ranked ones)
+
+    def by_hand(v):
+        out, fin = v.copy(), np.isfinite(v)
+        short = lengths <= np.median(lengths[fin])  # the two quantile bins of the ranked items
+        for m in (short & fin, ~short & fin):
+            out[m] = (v[m] - np.median(v[m])) / v[m].std()
+        return out
+
+    cfg = hybrid.Config(of="x,y", weights="1,3", fusion=fusion)
+    got = hybrid.fuse([_s(a), _s(b)], cfg, lengths)
+    plain = hybrid.Config(of="x,y", weights="1,3", fusion=fusion, debias="none")
+    want = hybrid.fuse([_s(by_hand(a)), _s(by_hand(b))], plain)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert np.isneginf(got[[5, 17]]).all() == (fusion == "zscore")
+    with pytest.raises(ValueError, match="needs the pool's lengths"):
+        hybrid.fuse([_s(a), _s(b)], cfg)
+
+
 @pytest.mark.parametrize("fusion", ["rrf", "zscore"])
 def test_hybrid_equals_fusing_members(fusion, tmp_path):
     pool, target = make_pool(long_doc=False), make_target()
@@ -133,7 +161,8 @@ def test_hybrid_equals_fusing_members(fusion, tmp_path):
     got = methods.get("hybrid").score(pool, target, cfg, workdir=tmp_path)
     members = [methods.get(m) for m in cfg.members]
     singles = [m.score(pool, target, m.config_cls()) for m in members]
-    np.testing.assert_array_equal(got.values, hybrid.fuse(singles, cfg))
+    lengths = [len(t.encode("utf-8")) for t in pool.texts]
+    np.testing.assert_array_equal(got.values, hybrid.fuse(singles, cfg, lengths))
     assert set(got.meta["members"]) == set(cfg.members)
     # members kept their shards in <workdir>/<member>; a rerun reuses them: same bytes
     assert (tmp_path / "zipfit" / "manifest.json").exists()
@@ -157,6 +186,8 @@ def test_hybrid_bad_input():
             hybrid.score(pool, target, hybrid.Config(of=of, weights=weights))
     with pytest.raises(InputError, match="fusion must be"):
         hybrid.Config(fusion="max")
+    with pytest.raises(InputError, match="debias must be"):
+        hybrid.Config(debias="size")
 
 
 def test_cli_select_hybrid(tmp_path, capsys):

@@ -2,6 +2,7 @@
 gathering of per-process rows, and one-line errors when the processes disagree."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -81,6 +82,37 @@ def test_two_processes_gather_rows_bit_for_bit(tmp_path):
     for i, r in enumerate(res):
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout.strip().splitlines()[-1] == f"ok {i} 2"
+
+
+LATE = textwrap.dedent(
+    """
+    import sys
+    import time
+    import numpy as np
+    from jaxsel import parallel
+
+    pid, port = int(sys.argv[1]), sys.argv[2]
+    parallel.initialize(f"127.0.0.1:{port}", 2, pid, timeout_s=20)
+    if pid == 1:  # a longer share of a pass: past gloo's 30 s for a late peer
+        time.sleep(40)
+    got = parallel.gathered(np.arange(2 + pid, dtype=np.int64))
+    parallel.barrier("done")
+    print("ok", got.tolist())
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_process_40_s_late_to_the_first_gather(tmp_path):
+    """JAX's CPU collectives abort a first collective whose peer is > 30 s late (the 2-process
+    DSIR run at 0.25M documents did); `allgather_rows` waits at a coordination barrier first."""
+    script = tmp_path / "late.py"
+    script.write_text(LATE)
+    port = str(free_port())
+    res = launch([[str(script), str(i), port] for i in range(2)])
+    for r in res:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip().splitlines()[-1] == "ok [0, 1, 0, 1, 2]"
 
 
 def test_process_count_mismatch_is_one_line(tmp_path):
@@ -200,6 +232,59 @@ def test_two_processes_score_and_threshold_byte_identical(two_process_job, tmp_p
         assert outs[0] == outs[1] and outs[0].count(b"\n") > 3
 
 
+def _pool_counted(r: subprocess.CompletedProcess) -> int:
+    """Documents of DSIR's counting pass (p_raw) read by one process, from its log."""
+    got = re.findall(r"dsir: pool counts of (\d+) documents in \d+ part\(s\), here", r.stderr)
+    assert len(got) == 1, r.stderr[-2000:]
+    return int(got[0])
+
+
+def test_two_processes_split_dsir_pool_counts(two_process_job, tmp_path):
+    """DSIR's first pass (bucket counts over the whole pool) is split like scoring: each process
+    reads only the rows of its own parts, and the summed integer counts give the 1-process
+    selection byte for byte (a wrong p_raw would change every weight)."""
+    from jaxsel.data.sources import open_source, parts_for_process
+
+    root, pool, target, common, runs = two_process_job
+    src = open_source(pool)
+    rows = [
+        sum(len(b) for b in src.batches(7, parts_for_process(src.parts(), i, 2), check_ids=False))
+        for i in range(2)
+    ]
+    assert min(rows) > 0 and sum(rows) == 40
+    outs, counted = [], []
+    for n in (1, 2):
+        out = tmp_path / f"dsir-{n}.jsonl"
+        res = _cli(["select", "--method", "dsir", "--buckets", "512", "-k", "9", "--out", str(out),
+                    *common[:4], "--no-progress"], n, free_port())  # fmt: skip
+        outs.append(out.read_bytes())
+        counted.append([_pool_counted(r) for r in res])
+    assert counted == [[40], rows]
+    assert outs[0] == outs[1] and outs[0].count(b"\n") == 9
+
+
+def test_two_processes_parquet_pool_byte_identical_to_one(two_process_job, tmp_path):
+    """The same pool as one Parquet file of 5 row groups (= 5 parts): 2 processes write the
+    bytes of 1 process, which are those of the JSONL pool's run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jaxsel.data.sources import open_source
+
+    root, pool, target, common, runs = two_process_job
+    records = [r for b in open_source(pool).batches(64) for r in b.records]
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist(records), path, row_group_size=8)
+    assert len(open_source(str(path)).parts()) == 5
+    args = ["--pool", str(path), *common[2:]]
+    outs = []
+    for n in (1, 2):
+        out = tmp_path / f"sel{n}.jsonl"
+        _cli(["select", "--method", "zipfit", "-k", "11", "--out", str(out), *args], n, free_port())
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == runs[1][0].read_bytes()
+
+
 def test_resume_after_a_killed_process_redoes_its_shards_alone(two_process_job):
     """A killed process leaves its finished shards whole (atomic commits) and the rest absent:
     delete half of process 1's shards, as a kill would, and rerun both processes."""
@@ -309,3 +394,55 @@ def test_two_processes_find_the_duplicate_ids_of_a_brute_force_set(tmp_path):
     cases = [[x for x in r.stdout.splitlines() if x.startswith("case")] for r in res]
     assert cases[0] == cases[1] and len(cases[0]) == 4
     assert cases[0][0] == "case 0: None" and cases[0][1].startswith("case 1: row 96: ")
+
+
+def test_two_processes_duplicate_id_over_several_digest_ranges(tmp_path):
+    """The CLI's duplicate-id check with runs of 2 digests (`sources.ID_RUN`, lowered as
+    tests/test_sources.py does): 13 ids = 7 ranges walked by both processes; 1 and 2 processes
+    name the duplicate a brute-force pass over the pool finds first."""
+    import json
+
+    files = [["a", "dup1", "b", "c", "d"], ["e", "f", "dup2", "g"], ["dup2", "h", "dup1", "i"]]
+    (tmp_path / "pool").mkdir()
+    for f, ids in enumerate(files):
+        with open(tmp_path / "pool" / f"p{f}.jsonl", "w") as out:
+            for i in ids:
+                out.write(json.dumps({"id": i, "text": f"text of {i} in file {f}"}) + "\n")
+    seen, want = {}, None
+    for f, ids in enumerate(files):
+        for line, i in enumerate(ids, 1):
+            where = f"{tmp_path}/pool/p{f}.jsonl:{line}"
+            if i in seen and want is None:
+                want = f"error: {where}: duplicate id {i!r} (first seen at {seen[i]})"
+            seen.setdefault(i, where)
+    assert want.startswith(f"error: {tmp_path}/pool/p2.jsonl:1: duplicate id 'dup2'")
+    target = tmp_path / "t.jsonl"
+    target.write_text(json.dumps({"id": 0, "text": "def f(): pass"}) + "\n")
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import sys\nfrom jaxsel.data import sources\nsources.ID_RUN = 2\n"
+        "from jaxsel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    args = [str(script), "select", "--pool", str(tmp_path / "pool" / "*.jsonl"),
+            "--target", str(target), "-k", "2", "--no-progress", "--workers", "1"]  # fmt: skip
+    port = str(free_port())
+    res = launch(
+        [[*args, "--out", str(tmp_path / "one.jsonl")]]
+        + [
+            [
+                *args,
+                "--out",
+                str(tmp_path / "two.jsonl"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ]
+            for i in range(2)
+        ]  # fmt: skip
+    )
+    for r in res:
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
+    assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()

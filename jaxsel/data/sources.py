@@ -45,6 +45,7 @@ from jaxsel.errors import InputError
 log = logging.getLogger(__name__)
 
 PART_BYTES = 64 << 20  # byte range of an uncompressed JSONL part
+READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
 FILES_PER_PART = 256  # files of a text directory per part
 
 

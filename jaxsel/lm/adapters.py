@@ -4,15 +4,17 @@
   k/v [L, P, KV, hd]; the length P is the arrays' (static) shape.
 - `Lora` (FineZip memorisation, fine-tuning): low-rank deltas; scale, and which parts training
   may change, are static fields of the pytree (`jaxsel.models.llama.Lora`).
+- `Full` (full fine-tuning, `jaxsel downstream --full`): a dense delta on every parameter.
 
 Both are pytrees whose leaves are exactly the trainable-or-frozen arrays, so `jax.grad`, optax and
 orbax take them as they are. `logprob_kwargs` turns an adapter into the arguments of
 `llama.token_logprobs`; `frozen` applies stop_gradient to what training must not change. A new LoRA:
-`llama.init_lora`.
+`llama.init_lora`; a new `Full`: `init_full`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import jax
@@ -21,9 +23,40 @@ import numpy as np
 
 from jaxsel.models.llama import Lora, PrefixKV
 
-Adapter = PrefixKV | Lora
 
-__all__ = ["Adapter", "Lora", "PrefixKV", "adapter_hash", "frozen", "logprob_kwargs"]
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Full:
+    """Full fine-tuning as an adapter: W_eff = W + delta[name] for every parameter of the model
+    (embeddings, norms, every layer's weights; `delta` has the params' tree, float32).
+
+    Training the delta from zeros is exactly full fine-tuning of the weights: the loss sees only
+    W + delta, so its gradient w.r.t. delta is its gradient w.r.t. W, and AdamW's update does
+    not depend on the offset W (weight decay, when asked for, pulls W_eff back to the pretrained
+    weights rather than to 0). The model itself stays the frozen constant of the one training
+    loop, as for every adapter.
+    """
+
+    delta: dict
+
+
+def init_full(params: dict) -> Full:
+    """A zero delta (the unchanged model) on every parameter of `params`."""
+    return Full(jax.tree.map(lambda w: jnp.zeros(w.shape, jnp.float32), params))
+
+
+Adapter = PrefixKV | Lora | Full
+
+__all__ = [
+    "Adapter",
+    "Full",
+    "Lora",
+    "PrefixKV",
+    "adapter_hash",
+    "frozen",
+    "init_full",
+    "logprob_kwargs",
+]
 
 
 def logprob_kwargs(adapter: Adapter | None) -> dict:
@@ -34,6 +67,8 @@ def logprob_kwargs(adapter: Adapter | None) -> dict:
         return {"prefix": adapter}
     if isinstance(adapter, Lora):
         return {"lora": adapter}
+    if isinstance(adapter, Full):
+        return {"delta": adapter.delta}
     raise TypeError(f"not an adapter: {type(adapter).__name__}")
 
 

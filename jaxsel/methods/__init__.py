@@ -16,7 +16,11 @@ A method is a `Method` (module `jaxsel.methods.<name>` builds it and `register`s
     `describe(state, stats) -> dict`: the `Scores.meta` from the summed statistics.
   Their Config has a `shard_size` field: pool documents per batch and per resumable shard.
   Optional whole-pool steps, each on a stream of the pool (never the pool in memory):
-    `fit_pool(state, batches) -> State`: a first pass over the pool (DSIR's raw counts);
+    `pool_counts(state, batch) -> np.ndarray` and `fit_pool(state, counts, pool) -> State`:
+    a first pass over the pool (DSIR's raw bucket counts). `pool_counts` gives additive
+    integer statistics of one batch; the pipeline sums them over the pool, split as scoring
+    is (each process its own parts, Ray blocks), so the sum is exact in any order, and
+    `fit_pool` fixes the state from the sum and `pool`, a fingerprint of the pool's texts;
     `rescore(state, values, pool) -> values`: an [N]-vector step after scoring (DSIR's Gumbel
     keys, zipfit's length debiasing), run when `rescores(config)` is true; only then is one
     float per document held in memory.
@@ -40,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import os
 import sys
@@ -51,6 +56,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxsel.errors import InputError
+from jaxsel.shards import fingerprint_texts
 
 # name -> module path; modules import lazily so `jaxsel select --method zipfit` never pays for
 # loading a language model.
@@ -136,7 +142,8 @@ class Method:
     prepare: Callable[[Any, Any, Run], Any] | None = None
     score_batch: Callable[[Any, Any], BatchScores] | None = None
     describe: Callable[[Any, dict], dict] | None = None
-    fit_pool: Callable[[Any, Iterator], Any] | None = None
+    pool_counts: Callable[[Any, Any], np.ndarray] | None = None
+    fit_pool: Callable[[Any, np.ndarray, str], Any] | None = None
     rescores: Callable[[Any], bool] | None = None
     rescore: Callable[[Any, np.ndarray, Any], np.ndarray] | None = None
     whole_pool: Callable[[Any, Any, Any, Run], Any] | None = None
@@ -148,6 +155,8 @@ class Method:
             raise TypeError(f"{self.name}: a streamed method needs prepare, score_batch, describe")
         if self.whole_pool is not None and any(f is not None for f in streamed):
             raise TypeError(f"{self.name}: whole_pool excludes prepare/score_batch/describe")
+        if (self.pool_counts is None) != (self.fit_pool is None):
+            raise TypeError(f"{self.name}: pool_counts and fit_pool go together")
         if (self.rescore is None) != (self.rescores is None):
             raise TypeError(f"{self.name}: rescore and rescores go together")
 
@@ -190,6 +199,33 @@ class Method:
             if lm is not None:
                 run.models[("lm", config.model, config.dtype)] = lm
             return pipeline.score(self, pipeline.as_source(pool), target, config, run)
+
+
+class PartCounts(NamedTuple):
+    """A method's first pass over one part of the pool (`Method.pool_counts`)."""
+
+    part: int  # the part's index
+    counts: np.ndarray  # int64 [...]: the summed `pool_counts` of its batches
+    digest: bytes  # sha256 of its batches' text fingerprints, in order (32 bytes)
+    docs: int
+
+
+def part_counts(method: Method, state, batches) -> Iterator[PartCounts]:
+    """PartCounts of every part in a stream of batches (a batch never spans two parts)."""
+    part, counts, h, docs = -1, None, hashlib.sha256(), 0
+    for b in batches:
+        if int(b.keys[0, 0]) != part:
+            if counts is not None:
+                yield PartCounts(part, counts, h.digest(), docs)
+            part, counts, h, docs = int(b.keys[0, 0]), None, hashlib.sha256(), 0
+        c = np.asarray(method.pool_counts(state, b))
+        if c.dtype.kind not in "iu":
+            raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
+        counts = c.astype(np.int64) if counts is None else counts + c
+        h.update(fingerprint_texts(b.texts).encode())
+        docs += len(b)
+    if counts is not None:
+        yield PartCounts(part, counts, h.digest(), docs)
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -118,7 +118,7 @@ def log_weights(hasher: Hasher, texts: Sequence[str], ratio: np.ndarray) -> np.n
 
 
 class State(NamedTuple):
-    key: dict  # scoring identity (shard manifest); the pool's counts are added by fit_pool
+    key: dict  # scoring identity (shard manifest); the pool's fingerprint is added by fit_pool
     hasher: Hasher
     target_counts: np.ndarray  # int64 [buckets]
     ratio: np.ndarray | None  # float64 [buckets] log p_target - log p_raw, after fit_pool
@@ -139,16 +139,16 @@ def prepare(target: Corpus | None, config: Config, run: Run) -> State:
     return State(key, hasher, hasher.counts(target.texts), None, config)
 
 
-def fit_pool(state: State, batches: Iterator) -> State:
-    """p_raw: bucket counts over the whole pool (a first pass); fixes the log ratio."""
-    raw = np.zeros(state.config.buckets, np.int64)
-    h = hashlib.sha256()
-    for b in batches:
-        raw += state.hasher.counts(b.texts)
-        h.update(fingerprint_texts(b.texts).encode())
+def pool_counts(state: State, batch) -> np.ndarray:
+    """Bucket counts of one batch of the pool: int64 [buckets] (summed into p_raw's counts)."""
+    return state.hasher.counts(batch.texts)
+
+
+def fit_pool(state: State, raw: np.ndarray, pool: str) -> State:
+    """p_raw from the bucket counts of the whole pool (`raw`, int64 [buckets]) fixes the log
+    ratio; `pool` (the pool's fingerprint) joins the scoring key."""
     ratio = log_ratio(state.target_counts, raw, state.config.smoothing)
-    key = {**state.key, "pool": h.hexdigest()[:32]}
-    return state._replace(key=key, ratio=ratio)
+    return state._replace(key={**state.key, "pool": pool}, ratio=ratio)
 
 
 def score_batch(state: State, batch) -> BatchScores:
@@ -180,6 +180,7 @@ DSIR = register(
         prepare=prepare,
         score_batch=score_batch,
         describe=describe,
+        pool_counts=pool_counts,
         fit_pool=fit_pool,
         rescores=_gumbel,
         rescore=rescore,

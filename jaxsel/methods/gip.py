@@ -37,11 +37,14 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
+import tempfile
 import time
 from typing import NamedTuple
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxsel import parallel
 from jaxsel.errors import InputError
@@ -273,11 +276,49 @@ def _load_npy(path: str, what: str, mmap: bool = False) -> np.ndarray:
         raise InputError(f"{path}: cannot read {what} as .npy ({e})") from None
 
 
+def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
+    """[N, D] embeddings of the pool, streamed: batch after batch of the pool is embedded
+    (`embed_corpus`, length-sorted within the batch; a row does not depend on its batch) into a
+    .npy written in place and returned memory-mapped, so no text is held beyond one batch. With
+    a workdir every batch's rows are also a resumable shard (`BatchShards` in `embed/`): a
+    rerun embeds only the batches without one."""
+    from jaxsel.models import bert
+    from jaxsel.models.embed import embed_corpus
+    from jaxsel.pipeline import READ_BATCH, count, shard_name
+    from jaxsel.shards import BatchShards, fingerprint_texts
+
+    enc = run.model(("bert", model), lambda: bert.load_bert(None if model == "minilm" else model))
+    key = {"what": "embed", "model": enc.fingerprint, "max_tokens": bert.DEFAULT_MAX_TOKENS}
+    store = None if run.workdir is None else BatchShards(run.subdir("embed"), key, READ_BATCH)
+    n = count(pool)
+    tmp = run.enter(tempfile.TemporaryDirectory(prefix="jaxsel-embed-", dir=run.workdir))
+    path = os.path.join(tmp, "embeddings.npy")
+    out, start = None, 0
+    with tqdm(total=n, unit="doc", desc="embed", disable=not run.progress) as bar:
+        for batch in pool.batches(READ_BATCH):
+            name = shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
+            fp = fingerprint_texts(batch.texts)
+            done = None if store is None else store.load(name, fp)
+            rows = done[0] if done is not None else embed_corpus(batch.texts, enc)
+            if done is None and store is not None:
+                store.save(name, rows, {}, fp)
+            if out is None:
+                out = np.lib.format.open_memmap(path, "w+", rows.dtype, (n, rows.shape[1]))
+            out[start : start + len(rows)] = rows
+            start += len(rows)
+            bar.update(len(rows))
+    if out is None or start != n:
+        raise InputError(f"{pool.name}: {start} documents read for embedding, {n} counted")
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
 def whole_pool(pool, target, config: Config, run: Run) -> Scores:
     """GIP greedy selection over the pool: `order` = the k items in selection order, values
     k, k−1, ..., 1 for them and -inf (not ranked) for the rest. The target set is not used;
     the embeddings are read memory-mapped."""
-    from jaxsel.pipeline import READ_BATCH, count
+    from jaxsel.pipeline import count
 
     if (config.embeddings is None) == (config.embed is None):
         raise InputError(
@@ -289,12 +330,8 @@ def whole_pool(pool, target, config: Config, run: Run) -> Scores:
             "gip selects greedily and needs k up front: `jaxsel select -k K` or --greedy-k K"
         )
     if config.embed is not None:
-        from jaxsel.models.embed import embed_corpus
-
-        model = None if config.embed == "minilm" else config.embed
-        texts = [t for b in pool.batches(READ_BATCH) for t in b.texts]
-        emb = embed_corpus(texts, model, workdir=run.subdir("embed"), progress=run.progress)
-        n = len(texts)
+        emb = _embed_pool(pool, config.embed, run)
+        n = emb.shape[0]
     else:
         emb = _load_npy(config.embeddings, "embeddings", mmap=True)
         n = count(pool)

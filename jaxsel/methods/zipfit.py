@@ -37,10 +37,10 @@ import numpy as np
 from jaxsel.compress import CompressorPool, codecs
 from jaxsel.compress.pool import EXECUTORS, chunks, default_workers
 from jaxsel.data import Corpus
+from jaxsel.data.sources import READ_BATCH
 from jaxsel.errors import InputError
 from jaxsel.evaluate import length_buckets
 from jaxsel.methods import BatchScores, Method, Run, register, require_pool_and_target
-from jaxsel.pipeline import READ_BATCH
 from jaxsel.shards import fingerprint_texts
 
 DEBIAS = ("none", "length")

@@ -288,14 +288,19 @@ def token_logprobs(
     prefix: PrefixKV | None = None,
     prefix_mask: jax.Array | None = None,
     lora: Lora | None = None,
+    delta: dict | None = None,
     with_ranks: bool = False,
     chunk_tokens: int = 2048,
 ) -> tuple[jax.Array, jax.Array | None]:
     """log p(tokens[:, t] | tokens[:, :t]) (and ranks) for t = 1..T-1, never forming [B, T, V].
 
-    Returns logprobs [B, T-1] float32 and ranks [B, T-1] int32 (or None); positions where
-    `mask[:, 1:]` is False are 0. Prepend the tokenizer's `bos_id` to score a text's first token.
+    `delta` (the params' tree) is added to every parameter first: full fine-tuning as an adapter
+    (`jaxsel.lm.adapters.Full`). Returns logprobs [B, T-1] float32 and ranks [B, T-1] int32 (or
+    None); positions where `mask[:, 1:]` is False are 0. Prepend the tokenizer's `bos_id` to
+    score a text's first token.
     """
+    if delta is not None:
+        params = jax.tree.map(lambda w, d: (w + d).astype(w.dtype), params, delta)
     h = forward(params, tokens, mask, cfg, prefix=prefix, prefix_mask=prefix_mask, lora=lora)
     return token_logprobs_and_ranks(
         functools.partial(lm_logits, params, cfg=cfg),
