@@ -33,9 +33,9 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/jaxsel eval $(OUT)/zipfit-top100.jsonl --domain python
 	$(VENV)/bin/jaxsel compare --methods zipfit,zipfit-fast,dsir,random -k 100 200 \
 	  --plot $(OUT)/compare.png
-	# short selection-quality table: precision and held-out HumanEval CE after 1,024 LoRA tokens
-	$(PY) experiments/selection_quality.py --pool-size 200 --tokens 1024 --batch-size 4 \
-	  --random-seeds 1 --methods random,zipfit,embed-sim,hybrid --out $(OUT)/selection_quality
+	# short selection-quality table: precision and held-out HumanEval CE after 512 LoRA tokens
+	$(PY) experiments/selection_quality.py --pool-size 200 --tokens 512 --batch-size 4 \
+	  --random-seeds 1 --methods random,zipfit,hybrid --out $(OUT)/selection_quality
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
