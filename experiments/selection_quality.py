@@ -2,25 +2,40 @@
 
 Command (from the repository root):
 
-    .venv/bin/python experiments/selection_quality.py [--pool-size 600] [--tokens 4096]
+    .venv/bin/python experiments/selection_quality.py [--target humaneval|markdown]
+        [--pool-size 400] [--tokens 4096] [--batch-size 4] [--random-seeds 2] [--lamdas-epochs 1]
         [--methods random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid]
         [--out out/selection_quality] [--seed 0]
 
 What it does: a seeded random subsample of `--pool-size` documents of the embedded mixed pool
-(python, c, man, javascript, license, markdown); HumanEval as the target, split (seeded) into a
-target for the methods (80%) and a held-out split (20%) that no method sees. Every method scores
-the pool against the target with its default settings (except the ones named below); the table
-gives precision@100/200 of the `python` domain, and the held-out HumanEval cross-entropy
-(nats/token) of SmolLM2-135M after LoRA fine-tuning (r = 8, `jaxsel.downstream` defaults except
-those below) on the first `--tokens` tokens of each method's ranking: the same tokens, steps,
-learning-rate schedule and seed for every method, so selections are compared at equal token
-budgets. `random` is the floor; `untrained` is the model before fine-tuning.
+(python, c, man, javascript, license, markdown) and a target split (seeded) into a target for
+the methods (80%) and a held-out split (20%) that no method sees:
+
+- `--target humaneval` (default): the 164 HumanEval problems; precision counts the `python`
+  domain.
+- `--target markdown`: 100 markdown documents of the embedded default (node modules' READMEs and
+  docs) drawn (seeded) from those *not* in the subsample, so target and pool never share a
+  document; precision counts the `markdown` domain (prose-like off-target domains: license
+  texts, man pages).
+
+Every method scores the pool against the target with its default settings (except the ones
+named below); the table gives precision@100/200 of the target's domain, P@R (R = the number of
+the domain's documents in the pool: precision at the rank where a perfect method has found them
+all) and, with `--tokens N > 0`, the held-out cross-entropy (nats/token) of SmolLM2-135M after
+LoRA fine-tuning (r = 8, `jaxsel.downstream` defaults except those below) on the first N tokens
+of each method's ranking: the same tokens, steps, learning-rate schedule and seed for every
+method, so selections are compared at equal token budgets. `random` is the floor; with
+`--random-seeds R` it runs with seeds 0..R-1 (rows `random`, `random-1`, ...), whose CE spread
+is selection noise. Each CE is also given as a difference to `random` with a paired bootstrap
+over the held-out texts (1,000 resamples of the texts, the same for every method; the
+2.5-97.5% interval). `untrained` is the model before fine-tuning.
 
 Settings made small for a shared 2-core CPU (change them for a real run): lamdas trains its
 prefix for `--lamdas-epochs` epochs on the target truncated to 128 tokens and scores the first
-128 tokens of each candidate; downstream rows are 128 tokens, batch 8, evaluation texts
-truncated to 128 tokens. `zipfit-debias` is `zipfit --debias length`; `hybrid` is the default
-reciprocal-rank fusion of zipfit and embed-sim (their scores reused from this run's workdir).
+128 tokens of each candidate; downstream rows are 128 tokens, `--batch-size` rows per step,
+evaluation texts truncated to 128 tokens. `zipfit-debias` is `zipfit --debias length`; `hybrid`
+is the default hybrid (zipfit + embed-sim, length-debiased members, z-score fusion; their
+scores reused from this run's workdir).
 
 Results are written after every method (`<out>/results.json`, `<out>/table.md`), so an
 interrupted run shows what finished, marked as partial.
@@ -42,9 +57,11 @@ from jaxsel.data.defaults import default_pool, humaneval_target
 from jaxsel.downstream import DownstreamConfig
 from jaxsel.evaluate import precision_at_k
 from jaxsel.methods import lamdas, zipfit
-from jaxsel.models.loaders import load_smollm2
+from jaxsel.methods import random as random_method
 
 ALL = "random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid"
+TARGETS = {"humaneval": "python", "markdown": "markdown"}
+BOOTSTRAP = 1000
 
 
 def method_and_config(name: str, args):
@@ -53,28 +70,63 @@ def method_and_config(name: str, args):
     if name == "lamdas":
         cfg = lamdas.Config(epochs=args.lamdas_epochs, max_tokens=128, train_max_tokens=128)
         return methods.get("lamdas"), cfg
+    if name.startswith("random-"):
+        return methods.get("random"), random_method.Config(seed=int(name.split("-")[1]))
     m = methods.get(name)
     return m, m.config_cls()
+
+
+def pool_and_target(args):
+    """(pool subsample, target for the methods, held-out split, target domain)."""
+    full = default_pool()
+    keep = np.sort(np.random.default_rng(args.seed).permutation(len(full))[: args.pool_size])
+    if args.target == "humaneval":
+        target = humaneval_target()
+    else:
+        domains = full.field("domain")
+        rest = np.setdiff1d(np.arange(len(full)), keep)
+        cand = [i for i in rest if domains[i] == TARGETS[args.target]]
+        pick = np.random.default_rng(args.seed + 1).permutation(cand)[:100]
+        target = full.subset(np.sort(pick))
+    target, heldout = downstream.split_heldout(target, 0.2, args.seed)
+    return full.subset(keep), target, heldout, TARGETS[args.target]
+
+
+def bootstrap_diff(row: dict, base: dict, seed: int) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of CE(row) - CE(base) over resamples of the held-out texts."""
+    n = len(base["final_nll"])
+    idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
+    tok = np.asarray(base["final_tokens"], np.float64)[idx].sum(1)
+    a = np.asarray(row["final_nll"])[idx].sum(1) / tok
+    b = np.asarray(base["final_nll"])[idx].sum(1) / tok
+    lo, hi = np.quantile(a - b, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def write(out: Path, rows: list[dict], meta: dict, done: bool) -> None:
     meta = {**meta, "complete": done}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    head = "| method | P@100 | P@200 | held-out CE | vs untrained | score s | fine-tune s |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    ce = "untrained_ce" in meta
+    head = f"| method | P@100 | P@200 | P@R (R = {meta['domain_in_pool']}) |"
+    if ce:
+        head += " held-out CE | vs untrained | vs random (95% bootstrap) |"
+    head += " score s |" + (" fine-tune s |" if ce else "")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    base = next((r for r in rows if r["method"] == "random" and "ce" in r), None)
     for r in rows:
-        ce = r.get("ce")
-        cells = [
-            r["method"],
-            f"{r['P@100']:.2f}",
-            f"{r['P@200']:.2f}",
-            "" if ce is None else f"{ce:.4f}",
-            "" if ce is None else f"{ce - meta['untrained_ce']:+.4f}",
-            f"{r['score_seconds']:.0f}",
-            "" if ce is None else f"{r['finetune_seconds']:.0f}",
-        ]
+        cells = [r["method"], f"{r['P@100']:.2f}", f"{r['P@200']:.2f}", f"{r['P@R']:.2f}"]
+        if ce:
+            vs = ""
+            if base is not None and r is not base:
+                lo, hi = bootstrap_diff(r, base, 0)
+                vs = f"{r['ce'] - base['ce']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+            cells += [f"{r['ce']:.4f}", f"{r['ce'] - meta['untrained_ce']:+.4f}", vs]
+        cells.append(f"{r['score_seconds']:.0f}")
+        if ce:
+            cells.append(f"{r['finetune_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"| untrained | | | {meta['untrained_ce']:.4f} | | | |")
+    if ce:
+        lines.append(f"| untrained | | | | {meta['untrained_ce']:.4f} | | | | |")
     if not done:
         lines.append("\n(partial: the run did not finish every method)")
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -82,35 +134,50 @@ def write(out: Path, rows: list[dict], meta: dict, done: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pool-size", type=int, default=600)
-    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--target", choices=sorted(TARGETS), default="humaneval")
+    ap.add_argument("--pool-size", type=int, default=400)
+    ap.add_argument("--tokens", type=int, default=4096, help="0: precision only")
+    ap.add_argument("--batch-size", type=int, default=4, help="rows of 128 tokens per step")
     ap.add_argument("--methods", default=ALL)
-    ap.add_argument("--lamdas-epochs", type=int, default=2)
+    ap.add_argument("--random-seeds", type=int, default=2)
+    ap.add_argument("--lamdas-epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out/selection_quality")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    full = default_pool()
-    keep = np.sort(np.random.default_rng(args.seed).permutation(len(full))[: args.pool_size])
-    pool = full.subset(keep)
-    target, heldout = downstream.split_heldout(humaneval_target(), 0.2, args.seed)
+    pool, target, heldout, domain = pool_and_target(args)
     domains = [str(d) for d in pool.field("domain")]
-    lm = load_smollm2()
-    dcfg = DownstreamConfig(
-        tokens=args.tokens, seq_len=128, batch_size=8, eval_every=0, eval_max_tokens=128
-    )
+    names = args.methods.split(",")
+    if "random" in names:
+        at = names.index("random") + 1
+        names[at:at] = [f"random-{s}" for s in range(1, args.random_seeds)]
     t0 = time.perf_counter()
     meta = {
+        "target": args.target,
+        "domain": domain,
         "pool": len(pool),
-        "python_in_pool": domains.count("python"),
-        "target": len(target),
+        "domain_in_pool": domains.count(domain),
+        "target_items": len(target),
         "heldout": len(heldout),
-        "downstream": dataclasses.asdict(dcfg),
-        "untrained_ce": downstream.heldout_ce(lm, None, heldout.texts, dcfg),
     }
+    lm = dcfg = None
+    if args.tokens or "lamdas" in names:
+        from jaxsel.models.loaders import load_smollm2
+
+        lm = load_smollm2()
+    if args.tokens:
+        dcfg = DownstreamConfig(
+            tokens=args.tokens,
+            seq_len=128,
+            batch_size=args.batch_size,
+            eval_every=0,
+            eval_max_tokens=128,
+        )
+        meta["downstream"] = dataclasses.asdict(dcfg)
+        meta["untrained_ce"] = downstream.heldout_ce(lm, None, heldout.texts, dcfg)
     rows = []
-    for name in args.methods.split(","):
+    for name in names:
         method, cfg = method_and_config(name, args)
         t1 = time.perf_counter()
         kw = {"lm": lm} if name == "lamdas" else {}
@@ -121,20 +188,28 @@ def main() -> None:
         ranked = [domains[i] for i in ranking]
         row = {
             "method": name,
-            "P@100": precision_at_k(ranked, "python", 100),
-            "P@200": precision_at_k(ranked, "python", 200),
+            "P@100": precision_at_k(ranked, domain, 100),
+            "P@200": precision_at_k(ranked, domain, 200),
+            "P@R": precision_at_k(ranked, domain, meta["domain_in_pool"]),
             "score_seconds": score_s,
         }
-        t1 = time.perf_counter()
-        rows_tok, _ = downstream.pack_tokens(
-            lm.tokenizer, [pool.texts[i] for i in ranking], dcfg.tokens, dcfg.seq_len, name
-        )
-        curve = downstream.finetune_curve(
-            lm, name, rows_tok, heldout.texts, dcfg, meta["untrained_ce"]
-        )
-        row.update(ce=curve.ce[-1], finetune_seconds=time.perf_counter() - t1)
+        if args.tokens:
+            t1 = time.perf_counter()
+            rows_tok, _ = downstream.pack_tokens(
+                lm.tokenizer, [pool.texts[i] for i in ranking], dcfg.tokens, dcfg.seq_len, name
+            )
+            curve = downstream.finetune_curve(
+                lm, name, rows_tok, heldout.texts, dcfg, meta["untrained_ce"]
+            )
+            row.update(
+                ce=curve.ce[-1],
+                final_nll=curve.final_nll,
+                final_tokens=curve.final_tokens,
+                train_loss=curve.train_loss,
+                finetune_seconds=time.perf_counter() - t1,
+            )
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if not k.startswith(("final", "train"))}))
         write(out, rows, {**meta, "seconds": time.perf_counter() - t0}, False)
     write(out, rows, {**meta, "seconds": time.perf_counter() - t0}, True)
     print((out / "table.md").read_text())

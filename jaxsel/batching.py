@@ -19,11 +19,15 @@ from jaxsel.shards import fingerprint_texts, run_sharded
 MIN_BUCKET = 16
 
 
-def bucket_lengths(max_len: int, min_len: int = MIN_BUCKET) -> tuple[int, ...]:
-    """The static padded lengths: powers of two from `min_len` below max_len, then max_len."""
+def bucket_lengths(
+    max_len: int, min_len: int = MIN_BUCKET, halves: bool = False
+) -> tuple[int, ...]:
+    """The static padded lengths: powers of two from `min_len` below max_len (with `halves`, each
+    followed by 1.5x its length: at most 1/3 padding instead of 1/2, for twice the compiled
+    shapes), then max_len."""
     out, n = [], min_len
     while n < max_len:
-        out.append(n)
+        out += [n, n * 3 // 2] if halves and n * 3 // 2 < max_len else [n]
         n *= 2
     return (*out, max_len)
 
@@ -108,7 +112,7 @@ def map_token_rows(
     *,
     key: dict,
     batch_size: int,
-    min_bucket: int = MIN_BUCKET,
+    buckets: Sequence[int] | None = None,
     workdir: str | os.PathLike | None = None,
     shard_size: int = 1024,
     progress: bool = False,
@@ -122,8 +126,9 @@ def map_token_rows(
     is added), padded to [rows, bucket] int32 tokens and a bool mask, and scored by
     `fn(tokens, mask) -> [rows, c]`. Returns [N, c + 2] float64: fn's columns, the number of
     tokens scored (length − 1: the first token is context only), 1 if the text was truncated.
+    `buckets`: the padded lengths (default `bucket_lengths(max_tokens + 1)`).
     """
-    buckets = bucket_lengths(max_tokens + 1, min_bucket)
+    buckets = buckets or bucket_lengths(max_tokens + 1)
     seqs, cut = tokenizer.encode_docs(texts, max_tokens)
     cut = np.asarray(cut, np.float64)
     n_tok = np.array([max(len(s) - 1, 0) for s in seqs], np.int64)

@@ -111,12 +111,16 @@ class DownstreamConfig:
 
 class Curve(NamedTuple):
     """Held-out cross-entropy of one selection: ce[i] (nats/token) after tokens[i] training
-    tokens (tokens[0] = 0 is the untrained model)."""
+    tokens (tokens[0] = 0 is the untrained model); final_nll / final_tokens: each held-out text's
+    NLL sum (nats) and token count after the last step (ce[-1] = sum(final_nll) /
+    sum(final_tokens)), for paired comparisons of selections over the same texts."""
 
     name: str
     tokens: list[int]
     ce: list[float]
     train_loss: list[float]  # per optimizer step
+    final_nll: list[float]
+    final_tokens: list[int]
 
 
 def pack_tokens(
@@ -184,9 +188,10 @@ def text_overlap(a: Sequence[str], b: Sequence[str]) -> int:
     return sum(key(t) in seen for t in a)
 
 
-def heldout_ce(lm, adapter, heldout: Sequence[str], config: DownstreamConfig) -> float:
-    """Mean token cross-entropy (nats/token) of the held-out texts, each truncated to its first
-    eval_max_tokens tokens, under the model with `adapter` (or none)."""
+def heldout_nll(lm, adapter, heldout: Sequence[str], config: DownstreamConfig):
+    """(nll [N] float64, n_tokens [N] int64): each held-out text's token NLL sum (nats) and
+    token count, truncated to its first eval_max_tokens tokens, under the model with `adapter`
+    (or none)."""
     res = score_texts(
         lm,
         adapter,
@@ -195,7 +200,13 @@ def heldout_ce(lm, adapter, heldout: Sequence[str], config: DownstreamConfig) ->
         batch_size=config.eval_batch_size,
         name="downstream",
     )
-    return float(-res.values[:, 0].sum() / max(int(res.n_tokens.sum()), 1))
+    return -res.values[:, 0], res.n_tokens
+
+
+def heldout_ce(lm, adapter, heldout: Sequence[str], config: DownstreamConfig) -> float:
+    """Mean token cross-entropy (nats/token) of the held-out texts (`heldout_nll`)."""
+    nll, n = heldout_nll(lm, adapter, heldout, config)
+    return float(nll.sum() / max(int(n.sum()), 1))
 
 
 def finetune_curve(
@@ -221,7 +232,7 @@ def finetune_curve(
             config.alpha,
             config.targets,
         )
-    tokens_at, ce, losses = [0], [untrained_ce], []
+    tokens_at, ce, losses, final = [0], [untrained_ce], [], []
     per_step = config.batch_size * config.seq_len
     every = config.eval_every
 
@@ -231,7 +242,9 @@ def finetune_curve(
         last = step == config.steps
         if last or (every and seen // every > tokens_at[-1] // every):
             tokens_at.append(seen)
-            ce.append(heldout_ce(lm, state.adapter, heldout, config))
+            nll, n = heldout_nll(lm, state.adapter, heldout, config)
+            ce.append(float(nll.sum() / max(int(n.sum()), 1)))
+            final[:] = [nll.tolist(), n.tolist()]
             log.info("downstream %s: %d tokens, held-out CE %.4f", name, seen, ce[-1])
 
     train_tokens(
@@ -244,7 +257,7 @@ def finetune_curve(
         progress=progress,
         on_step=on_step,
     )
-    return Curve(name, tokens_at, ce, losses)
+    return Curve(name, tokens_at, ce, losses, *final)
 
 
 def evaluate_selections(

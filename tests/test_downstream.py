@@ -66,6 +66,8 @@ def test_overlap_is_reported_and_warned(tiny, caplog):
     c = rep["curves"]["code"]
     assert c["tokens"] == [0, 32, 64] and c["ce"][0] == rep["untrained_ce"]
     assert len(c["train_loss"]) == cfg.steps == 2 and np.isfinite(c["ce"]).all()
+    assert len(c["final_nll"]) == len(held) and min(c["final_tokens"]) > 0
+    np.testing.assert_allclose(sum(c["final_nll"]) / sum(c["final_tokens"]), c["ce"][-1])
     table = downstream.markdown_table(rep)
     assert table.splitlines()[0] == "| selection | CE@0 | CE@32 | CE@64 | delta vs untrained |"
     assert f"{c['ce'][-1] - c['ce'][0]:+.4f}" in table.splitlines()[2]

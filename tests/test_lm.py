@@ -2,17 +2,22 @@
 a LoRA and a LoRA-FA restricted to the last layer; `score_texts` with a LoRA equals a float64
 numpy forward; length-grouped epochs cover every text once; resume equals an uninterrupted run."""
 
+import functools
+
 import jax
 import numpy as np
+import optax
 import pytest
 import tokenizers
 from llama_ref import np_forward, random_params, tiny_tokenizer_json
 from test_llama import TINY
 
+from jaxsel import parallel
+from jaxsel.batching import bucket_lengths, pad_rows
 from jaxsel.errors import InputError
 from jaxsel.kernels import lamdas as K
 from jaxsel.lm import AdapterStore, TrainConfig, score_texts, train_adapter
-from jaxsel.lm.train import epoch_batches
+from jaxsel.lm.train import epoch_batches, init_train_state, row_groups, token_buckets, train_step
 from jaxsel.models import llama
 from jaxsel.models.loaders import LoadedLM
 from jaxsel.models.tokenizer import Tokenizer
@@ -131,3 +136,40 @@ def test_resume_equals_uninterrupted_and_steps(lm, tmp_path):
         on_step=lambda step, loss, state: seen.append(step),
     )
     assert seen == [1, 2, 3, 4, 5]
+
+
+def test_buckets_and_row_groups():
+    assert token_buckets(512) == (32, 48, 64, 96, 128, 192, 256, 384, 512, 513)
+    assert token_buckets(40) == (32, 41)
+    assert bucket_lengths(513, 32) == (32, 64, 128, 256, 512, 513)  # without halves: unchanged
+    # the fewest groups (dividing rows per device) of at most micro_tokens padded tokens
+    assert [row_groups(4, t, 1, 1024) for t in (128, 256, 384, 513)] == [1, 1, 2, 4]
+    assert row_groups(16, 128, 8, 1024) == 2 and row_groups(8, 513, 8, 1024) == 1
+    assert row_groups(12, 64, 2, 100) == 6  # never fits: one row per device
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_row_groups_and_remat_leave_the_step_unchanged(lm, devices):
+    """A step whose rows are split into groups (summed gradients in a scan, remat layers) moves
+    the adapter as a plain whole-batch gradient does; plain SGD with lr 1 exposes the gradient."""
+    mesh = jax.sharding.Mesh(
+        np.array(jax.devices()[:devices]), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+    )
+    seqs = [[0, *lm.tokenizer.encode(t)[:30]] for t in TEXTS * 3][:16]
+    tokens, mask = pad_rows(seqs, 16, 31)
+    prefix = K.random_prefix(jax.random.key(1), TINY, 3, 0.5)
+
+    def plain_nll(adapter):
+        lp, _ = llama.token_logprobs(lm.params, tokens, mask, TINY, prefix=adapter)
+        return -lp.sum() / mask[:, 1:].sum()
+
+    loss0, grad = jax.value_and_grad(plain_nll)(prefix)
+    tx = optax.sgd(1.0)
+    rows = parallel.sharding("batch", "seq", mesh=mesh)
+    tokens, mask = jax.device_put((tokens, mask), rows)
+    for groups in (1, 2, 16 // devices):
+        step = jax.jit(functools.partial(train_step, cfg=TINY, tx=tx), static_argnums=4)
+        state, loss = step(init_train_state(prefix, tx), lm.params, tokens, mask, groups)
+        np.testing.assert_allclose(float(loss), float(loss0), rtol=1e-5)
+        for new, old, g in zip(state.adapter, prefix, grad, strict=True):
+            np.testing.assert_allclose(np.asarray(old) - np.asarray(new), g, rtol=1e-4, atol=1e-6)

@@ -6,6 +6,14 @@ Command (from the repository root, after `make test` has built .venv):
     .venv/bin/python experiments/bench/finezip.py --bytes 16384          # CPU sample, minutes
     .venv/bin/python experiments/bench/finezip.py --bytes 262144 --coders "" \
         --estimate-bytes 262144 --batch-sizes 8                           # CPU estimate
+    .venv/bin/python experiments/bench/finezip.py --bytes 65536 --corpora english --coders "" \
+        --shared 2048,512 --batch-sizes 16             # match model on/off, C 2048 and 512
+
+`--shared C1,C2` codes each corpus with `ac`, `ac-match` (scope all) and `ac-match/segment` from
+ONE model pass per context (`shared_pass`: they differ only on the host), with exact archive
+sizes (checked byte for byte against a real `compress` when that runs too), and decompresses
+the `--verify-shared` archives at the first context. The match-model rows of the README
+(`<!-- fz-match -->`) come from it.
 
 For each corpus, the same first `--bytes` bytes (cut at a UTF-8 boundary) of
 - english: real English prose, the licence texts under /usr/share/common-licenses followed by the

@@ -27,15 +27,25 @@ alike):
 
 `--mfu` instead runs LAMDAS end to end (`train_prefix` + `likelihood_terms`, the public API, so
 the same script measures any version of jaxsel put first on PYTHONPATH: before/after) and reports
-model FLOP utilisation against the f32 matmul peak measured in the same run (best of 5 square
-matmuls of --peak-n): FLOPs are counted on the real, unpadded tokens only (padding is waste and
-shows as lower MFU), per token 2 x (layer matmul weights + vocabulary head) + causal attention
+wall seconds, CPU seconds of the process, peak RSS (VmHWM) and model FLOP utilisation against the
+f32 matmul peak measured in the same run (best of 5 square matmuls of --peak-n, per wall second
+and per CPU second: on a shared machine `mfu_cpu` is the figure that survives the neighbours).
+FLOPs are counted on the real, unpadded tokens only (padding is waste and shows as lower MFU),
+per token 2 x (layer matmul weights + vocabulary head) + causal attention
 (2 x 2 x L x H x hd x (position + P)); prefix training counts 2 x forward (forward + activation
-gradients: the model weights are frozen, so no weight-gradient matmuls), scoring 2 x forward
-(conditioned + plain pass). Each phase runs once to compile its buckets, then is timed.
+gradients: the model weights are frozen, so no weight-gradient matmuls; remat recompute is not
+counted), scoring 2 x forward (conditioned + plain pass). Every bucket is compiled first (one
+text per bucket), then each phase is timed once.
 
     .venv/bin/python experiments/bench/lamdas.py --mfu [--refs 16] [--ref-tokens 128]
         [--epochs 2] [--cands 16] [--cand-tokens 256] [--out out/bench-lamdas-mfu.json]
+
+`--compare DIR` runs `--mfu` (same flags) in a subprocess with PYTHONPATH=DIR (before: e.g. an
+export of an older commit, `git archive <commit> | tar -x -C DIR`, plus the built
+jaxsel/compress/*.so) and then with this tree (after), alternating for --rounds rounds, and
+reports after/before ratios of the medians. The issue's held-out default run is
+`--refs 60 --ref-tokens 512 --epochs 10 --cands 700 --cand-tokens 512` (hours on a busy 2-core
+CPU; README numbers use fewer epochs and candidates, same shapes).
 """
 
 from __future__ import annotations
@@ -44,12 +54,16 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
+import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from _proc import machine
 
 from jaxsel import parallel
 from jaxsel.data.defaults import default_pool
@@ -102,27 +116,73 @@ def forward_flops(cfg, lengths, prefix_len: int) -> float:
     return total
 
 
-def matmul_peak(n: int) -> float:
-    """Best of 5 f32 [n, n] @ [n, n] matmuls, FLOP/s."""
+def matmul_peak(n: int) -> dict[str, float]:
+    """Best of 5 f32 [n, n] @ [n, n] matmuls: FLOP per wall second and per CPU second of this
+    process (the CPU-time peak is the one that survives other jobs on the machine)."""
     a = jax.random.normal(jax.random.key(0), (n, n), np.float32)
     f = jax.jit(lambda x: x @ x)
     jax.block_until_ready(f(a))
-    best = np.inf
+    wall, cpu = np.inf, np.inf
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(f(a))
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return {"wall": 2 * n**3 / wall, "cpu": 2 * n**3 / cpu}
 
 
-def mfu(args) -> None:
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (VmHWM), GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _buckets(max_tokens: int) -> tuple[int, ...]:
+    """The runtime's padded lengths, in this version of jaxsel or the one before it (powers of
+    two from 32), so that `--mfu` compiles every bucket before it times anything."""
+    try:
+        from jaxsel.lm.train import token_buckets
+    except ImportError:
+        from jaxsel.batching import bucket_lengths
+
+        return bucket_lengths(max_tokens + 1, 32)
+    return token_buckets(max_tokens)
+
+
+def one_per_bucket(texts, lengths, buckets) -> list[str]:
+    """One text (the longest) of every bucket that these texts (lengths = tokens incl. bos) use."""
+    pick = {}
+    for text, n in zip(texts, lengths, strict=True):
+        b = next(x for x in buckets if x >= n)
+        if b not in pick or n > pick[b][1]:
+            pick[b] = (text, n)
+    return [pick[b][0] for b in sorted(pick)]
+
+
+def _phase(fn, flops: float, peak: dict, tokens: int) -> tuple[object, dict]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return out, {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "real_tokens": tokens,
+        "gflops": round(flops / 1e9, 1),
+        "mfu_wall": round(flops / wall / peak["wall"], 3),
+        "mfu_cpu": round(flops / cpu / peak["cpu"], 3),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+    }
+
+
+def mfu(args) -> dict:
+    """LAMDAS end to end (see the module docstring); returns the report."""
     from jaxsel.data.defaults import humaneval_target
 
-    report = {"device": str(jax.devices()[0]), "settings": vars(args), "uptime_start": uptime()}
+    report = {"device": str(jax.devices()[0]), "machine": machine(), "uptime_start": uptime()}
+    t0 = time.perf_counter()
     lm = load_smollm2(args.dtype)
+    report["load"] = {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_gb": peak_rss_gb()}
     peak = matmul_peak(args.peak_n)
-    refs = humaneval_target().texts[: args.refs]
-    cands = default_pool().texts[: args.cands]
+    refs = list(humaneval_target().texts[: args.refs])
+    cands = list(default_pool().texts[: args.cands])
     cfg = lamdas.Config(
         prefix_len=30,
         epochs=args.epochs,
@@ -130,37 +190,78 @@ def mfu(args) -> None:
         train_max_tokens=args.ref_tokens,
         score_batch_size=8,
     )
-    ref_len = [len(s) - 1 for s in lm.tokenizer.encode_docs(refs, args.ref_tokens)[0]]
-    lamdas.train_prefix(lm, refs, dataclasses.replace(cfg, epochs=1))  # compile every bucket
+    ref_seqs = lm.tokenizer.encode_docs(refs, args.ref_tokens)[0]
+    cand_seqs = lm.tokenizer.encode_docs(cands, args.cand_tokens)[0]
+    ref_len = [len(s) - 1 for s in ref_seqs]
+    cand_len = [len(s) - 1 for s in cand_seqs]
+    # Compile every bucket first (one text per bucket: a padded batch of the full shape).
+    warm = dataclasses.replace(cfg, epochs=1)
     t0 = time.perf_counter()
-    prefix, _ = lamdas.train_prefix(lm, refs, cfg)
-    train_s = time.perf_counter() - t0
+    for text in one_per_bucket(refs, [n + 1 for n in ref_len], _buckets(args.ref_tokens)):
+        lamdas.train_prefix(lm, [text], warm)
+    prefix = lamdas.init_prefix(lm, ref_seqs, cfg)
+    for text in one_per_bucket(cands, [n + 1 for n in cand_len], _buckets(args.cand_tokens)):
+        lamdas.likelihood_terms(lm, prefix, [text], cfg)
+    report["compile_s"] = round(time.perf_counter() - t0, 1)
     train_flops = 2 * args.epochs * forward_flops(lm.cfg, ref_len, 30)
-    lamdas.likelihood_terms(lm, prefix, cands, cfg)  # compile every bucket
-    t0 = time.perf_counter()
-    terms = lamdas.likelihood_terms(lm, prefix, cands, cfg)
-    score_s = time.perf_counter() - t0
-    cand_len = terms[:, 3].astype(int)
+    (prefix, losses), report["train"] = _phase(
+        lambda: lamdas.train_prefix(lm, refs, cfg), train_flops, peak, sum(ref_len) * args.epochs
+    )
     score_flops = 2 * forward_flops(lm.cfg, cand_len, 30)
+    terms, report["score"] = _phase(
+        lambda: lamdas.likelihood_terms(lm, prefix, cands, cfg),
+        score_flops,
+        peak,
+        int(sum(cand_len)),
+    )
     report.update(
-        matmul_peak_gflops=peak / 1e9,
-        train={
-            "seconds": train_s,
-            "real_tokens": int(sum(ref_len)) * args.epochs,
-            "gflops": train_flops / 1e9,
-            "mfu": train_flops / train_s / peak,
-        },
-        score={
-            "seconds": score_s,
-            "real_tokens": int(cand_len.sum()),
-            "gflops": score_flops / 1e9,
-            "mfu": score_flops / score_s / peak,
-        },
+        settings={k: v for k, v in vars(args).items() if k not in ("compare", "out")},
+        matmul_peak_gflops={k: round(v / 1e9, 1) for k, v in peak.items()},
+        ref_tokens_median=float(np.median(ref_len)),
+        cand_tokens_median=float(np.median(cand_len)),
+        train_nll=[round(x, 5) for x in losses],
+        score_checksum=float(np.round(terms[:, 0].sum(), 3)),
+        peak_rss_gb=peak_rss_gb(),
         uptime_end=uptime(),
     )
-    print(json.dumps(report, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def compare(args) -> dict:
+    """`--mfu` in a subprocess per version, before (PYTHONPATH=--compare) then after (this
+    tree), alternating for --rounds rounds; ratios after / before of the medians."""
+    here = Path(__file__).resolve()
+    root = here.parents[2]
+    keys = ("refs", "ref_tokens", "epochs", "cands", "cand_tokens", "peak_n", "dtype")
+    flags = [
+        "--mfu",
+        *(x for k in keys for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))),
+    ]
+    runs = {"before": [], "after": []}
+    for _ in range(args.rounds):
+        for name, path in (("before", args.compare), ("after", str(root))):
+            env = {**os.environ, "PYTHONPATH": path}
+            cmd = [sys.executable, str(here), *flags, "--json"]  # stderr: the run's logs
+            out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(name, json.dumps(runs[name][-1]), flush=True)
+
+    def med(name, *keys):
+        vals = []
+        for r in runs[name]:
+            for k in keys:
+                r = r[k]
+            vals.append(r)
+        return float(np.median(vals))
+
+    table = {}
+    for phase in ("train", "score"):
+        for k in ("wall_s", "cpu_s", "mfu_wall", "mfu_cpu"):
+            b, a = med("before", phase, k), med("after", phase, k)
+            table[f"{phase} {k}"] = {"before": b, "after": a, "after/before": round(a / b, 3)}
+    b, a = med("before", "peak_rss_gb"), med("after", "peak_rss_gb")
+    table["peak_rss_gb"] = {"before": b, "after": a, "after/before": round(a / b, 3)}
+    return {"before_path": args.compare, "table": table, "runs": runs}
 
 
 def main() -> None:
@@ -178,9 +279,19 @@ def main() -> None:
     ap.add_argument("--cands", type=int, default=16)
     ap.add_argument("--cand-tokens", type=int, default=256)
     ap.add_argument("--peak-n", type=int, default=1024)
+    ap.add_argument("--compare", help="--mfu before (this PYTHONPATH) and after (this tree)")
+    ap.add_argument("--rounds", type=int, default=1, help="--compare: alternating rounds")
+    ap.add_argument("--json", action="store_true", help="--mfu: one JSON line on stdout only")
     args = ap.parse_args()
-    if args.mfu:
-        return mfu(args)
+    if args.compare or args.mfu:
+        report = compare(args) if args.compare else mfu(args)
+        if args.json:
+            print(json.dumps(report))
+            return
+        print(json.dumps(report, indent=1))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        return
     report = {
         "device": str(jax.devices()[0]),
         "n_devices": jax.device_count(),

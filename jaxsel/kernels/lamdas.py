@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsel.kernels.loglik import sequence_loglik
-from jaxsel.lm.train import TrainState, adapter_nll, init_train_state
+from jaxsel.lm.train import LOGIT_CHUNK, TrainState, adapter_nll, init_train_state
 from jaxsel.models import llama
 from jaxsel.models.llama import LlamaConfig, PrefixKV
 
@@ -73,6 +73,7 @@ def paired_logprobs(
         cfg,
         prefix=prefix,
         prefix_mask=see,
+        chunk_tokens=LOGIT_CHUNK,
     )
     lp = lp.reshape(b, 2, t - 1)
     return lp[:, 0], lp[:, 1]

@@ -24,7 +24,7 @@ from jaxsel import parallel
 from jaxsel.batching import map_token_rows
 from jaxsel.kernels.loglik import sequence_loglik
 from jaxsel.lm.adapters import Adapter, adapter_hash, logprob_kwargs
-from jaxsel.lm.train import MIN_BUCKET, check_context
+from jaxsel.lm.train import LOGIT_CHUNK, check_context, token_buckets
 from jaxsel.models import llama
 
 
@@ -44,7 +44,8 @@ class TokenScores(NamedTuple):
 
 def sum_logprob(params: dict, adapter: Adapter | None, tokens, mask, *, cfg) -> jax.Array:
     """[B, 1]: sum of log p(y_t | y_<t) over each row's real tokens, under the adapted model."""
-    lp, _ = llama.token_logprobs(params, tokens, mask, cfg, **logprob_kwargs(adapter))
+    kw = logprob_kwargs(adapter)
+    lp, _ = llama.token_logprobs(params, tokens, mask, cfg, chunk_tokens=LOGIT_CHUNK, **kw)
     return sequence_loglik(lp, mask[:, 1:])[0][:, None]
 
 
@@ -102,7 +103,7 @@ def score_texts(
             "max_tokens": max_tokens,
         },
         batch_size=batch_size,
-        min_bucket=MIN_BUCKET,
+        buckets=token_buckets(max_tokens),
         workdir=workdir,
         shard_size=shard_size,
         progress=progress,

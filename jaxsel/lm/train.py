@@ -35,7 +35,19 @@ from jaxsel.models.llama import LlamaConfig
 log = logging.getLogger(__name__)
 
 MIN_BUCKET = 32  # smallest padded length of a token batch (training and scoring)
+# Vocabulary-projection rows alive at once (`kernels.loglik`), training and scoring: 512 x 49,152
+# float32 logits = 100 MB per buffer (2048 rows held ~0.8 GB in a training step's backward) at
+# no measured cost in speed. FineZip keeps `llama.token_logprobs`' own default: its archives
+# depend on the exact computation.
+LOGIT_CHUNK = 512
 SCHEDULES = ("constant", "cosine")
+
+
+def token_buckets(max_tokens: int) -> tuple[int, ...]:
+    """The padded lengths of token batches ([bos, up to max_tokens tokens]), training and
+    scoring: powers of two from MIN_BUCKET with their 1.5x midpoints, so a batch carries at most
+    1/3 padding (reference texts of ~130 tokens went into 256 with powers of two alone)."""
+    return bucket_lengths(max_tokens + 1, MIN_BUCKET, halves=True)
 
 
 def check_context(cfg: LlamaConfig, max_tokens: int, name: str) -> None:
@@ -62,6 +74,9 @@ class TrainConfig:
       schedule: "constant" or "cosine" (linear warm-up, then cosine decay to 0 at `steps`).
       warmup_steps: warm-up steps of "cosine".
       group: length-grouping window, in batches (1 = plain shuffled batches).
+      micro_tokens: activation-memory bound of a step: a batch of more padded tokens is split
+        into row groups (`train_step`'s `groups`) whose gradients are summed, so backward
+        memory is that of one group; the update is the same up to float rounding.
     """
 
     lr: float = 1e-3
@@ -74,14 +89,15 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     group: int = 8
+    micro_tokens: int = 1024
 
     def __post_init__(self):
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise InputError(f"lr must be a positive number, got {self.lr}")
         if self.epochs < 0 or (self.steps is not None and self.steps < 0):
             raise InputError("epochs and steps must be >= 0")
-        if self.batch_size < 1 or self.max_tokens < 1 or self.group < 1:
-            raise InputError("batch_size, max_tokens and group must be positive")
+        if min(self.batch_size, self.max_tokens, self.group, self.micro_tokens) < 1:
+            raise InputError("batch_size, max_tokens, group and micro_tokens must be positive")
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "cosine" and not self.steps:
@@ -120,15 +136,34 @@ def init_train_state(adapter: Adapter, tx: optax.GradientTransformation) -> Trai
 
 
 def adapter_nll(
-    adapter: Adapter, params: dict, tokens: jax.Array, mask: jax.Array, cfg: LlamaConfig
+    adapter: Adapter,
+    params: dict,
+    tokens: jax.Array,
+    mask: jax.Array,
+    cfg: LlamaConfig,
+    count: jax.Array | None = None,
 ) -> jax.Array:
     """Mean token NLL of a batch under the adapted model, over the predicted (real) tokens.
 
     tokens = [bos, y_1..y_n] right-padded [B, T] int32, mask [B, T] bool. The adapter comes first
-    so `jax.grad` differentiates it only; frozen parts get exactly zero gradient."""
+    so `jax.grad` differentiates it only; frozen parts get exactly zero gradient. `count`: the
+    divisor (default: this batch's real tokens; a row group passes its whole batch's). The layers
+    run under remat (`llama.forward`), so backward memory holds only their matmul outputs."""
     kw = logprob_kwargs(frozen(adapter))
-    lp, _ = llama.token_logprobs(params, tokens, mask, cfg, **kw)
-    return -jnp.sum(lp) / jnp.maximum(jnp.sum(mask[:, 1:]), 1)
+    lp, _ = llama.token_logprobs(
+        params, tokens, mask, cfg, remat=True, chunk_tokens=LOGIT_CHUNK, **kw
+    )
+    return -jnp.sum(lp) / (jnp.maximum(jnp.sum(mask[:, 1:]), 1) if count is None else count)
+
+
+def row_groups(rows: int, length: int, data: int, micro_tokens: int) -> int:
+    """The fewest row groups (a divisor of rows // data, so every group spans every device
+    equally) with at most `micro_tokens` padded tokens each; one row per device at most."""
+    per = rows // data
+    return next(
+        (n for n in range(1, per + 1) if per % n == 0 and rows // n * length <= micro_tokens),
+        per,
+    )
 
 
 def train_step(
@@ -136,13 +171,32 @@ def train_step(
     params: dict,
     tokens: jax.Array,
     mask: jax.Array,
+    groups: int = 1,
     *,
     cfg: LlamaConfig,
     tx: optax.GradientTransformation,
 ) -> tuple[TrainState, jax.Array]:
     """One optimizer step on the adapter. Returns the new state and the batch loss *before* the
-    update."""
-    loss, grads = jax.value_and_grad(adapter_nll)(state.adapter, params, tokens, mask, cfg)
+    update.
+
+    `groups` (static, divides B): the rows are split into that many interleaved groups (group j =
+    rows j, j + groups, ...) whose loss and gradient terms are summed in a `lax.scan`, so the
+    backward pass holds one group's activations; the step equals the whole-batch one up to float
+    rounding."""
+    if groups == 1:
+        loss, grads = jax.value_and_grad(adapter_nll)(state.adapter, params, tokens, mask, cfg)
+    else:
+        count = jnp.maximum(jnp.sum(mask[:, 1:]), 1).astype(jnp.float32)
+        grad_fn = jax.value_and_grad(adapter_nll)
+
+        def group(acc, xs):
+            part = grad_fn(state.adapter, params, xs[0], xs[1], cfg, count)
+            return jax.tree.map(jnp.add, acc, part), None
+
+        b, t = tokens.shape
+        xs = tuple(a.reshape(b // groups, groups, t).swapaxes(0, 1) for a in (tokens, mask))
+        zero = jax.tree.map(jnp.zeros_like, (count, state.adapter))
+        (loss, grads), _ = jax.lax.scan(group, zero, xs)
     updates, opt_state = tx.update(grads, state.opt_state, state.adapter)
     adapter = optax.apply_updates(state.adapter, updates)
     return TrainState(state.step + 1, adapter, opt_state), loss
@@ -151,7 +205,7 @@ def train_step(
 @functools.cache
 def step_fn(cfg: LlamaConfig, mesh, optimizer: tuple):
     """(tx, jitted `train_step`) once per model/mesh/optimizer: state and params replicated, the
-    batch sharded over `data`, the old state donated."""
+    batch sharded over `data`, the old state donated, `groups` static."""
     tx = make_optimizer(optimizer)
     rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
     step = jax.jit(
@@ -159,6 +213,7 @@ def step_fn(cfg: LlamaConfig, mesh, optimizer: tuple):
         in_shardings=(rep, rep, rows, rows),
         out_shardings=(rep, rep),
         donate_argnums=0,
+        static_argnums=4,
     )
     return tx, step
 
@@ -220,8 +275,9 @@ def train_tokens(
         fresh = jax.tree.map(lambda x: jnp.array(x, copy=True), adapter)
         state = jax.device_put(init_train_state(fresh, tx), rep)
     params = jax.device_put(params, rep)
-    rows = parallel.round_up(config.batch_size, parallel.data_size(mesh))
-    buckets = bucket_lengths(config.max_tokens + 1, MIN_BUCKET)
+    data = parallel.data_size(mesh)
+    rows = parallel.round_up(config.batch_size, data)
+    buckets = token_buckets(config.max_tokens)
     lengths = np.array([len(s) for s in seqs])
     epoch, steps_left = start, config.steps
     while epoch < config.epochs if steps_left is None else steps_left > 0:
@@ -234,7 +290,8 @@ def train_tokens(
         for i, idx in enumerate(bar):
             batch = [seqs[j] for j in idx]
             tokens, mask = pad_rows(batch, rows, bucket_for(max(map(len, batch)), buckets))
-            state, loss = step(state, params, tokens, mask)
+            groups = row_groups(rows, tokens.shape[1], data, config.micro_tokens)
+            state, loss = step(state, params, tokens, mask, groups)
             loss = float(loss)
             if not np.isfinite(loss):
                 _diverged(f"non-finite loss at epoch {epoch + 1}, batch {i + 1}", name, store)

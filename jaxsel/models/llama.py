@@ -226,6 +226,7 @@ def forward(
     prefix_mask: jax.Array | None = None,
     lora: Lora | None = None,
     positions: jax.Array | None = None,
+    remat: bool = False,
 ) -> jax.Array:
     """Teacher-forced forward pass.
 
@@ -236,6 +237,11 @@ def forward(
         entirely, so conditioned and unconditioned rows share one call.
       lora: low-rank deltas on the named weights.
       positions: [B, T] RoPE positions (default arange(T); the prefix has no position).
+      remat: for training: under `jax.grad` each layer keeps only the outputs of its weight
+        matmuls and recomputes the rest (norms, RoPE, attention, SwiGLU) in the backward pass.
+        SmolLM2 then stores ~21 KB per token and layer instead of ~44 KB plus the [H, T, S]
+        attention probabilities, for a few % more compute (measured: no slower on 2 CPU cores,
+        the smaller working set offsets the recompute). The values are the same either way.
 
     Returns:
       final-normed hidden states [B, T, D] in the compute dtype (`lm_logits` gives logits).
@@ -265,6 +271,10 @@ def forward(
             k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
         return _finish(x, attention(q, k, v, allowed), lp, cfg, lora_l), None
 
+    if remat:
+        layer = jax.checkpoint(
+            layer, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        )
     x = params["embed"][tokens].astype(dt)
     x, _ = jax.lax.scan(layer, x, (params["layers"], _lora_xs(lora), prefix_xs))
     return rms_norm(x, params["final_norm"], cfg.rms_eps)
@@ -291,17 +301,20 @@ def token_logprobs(
     delta: dict | None = None,
     with_ranks: bool = False,
     chunk_tokens: int = 2048,
+    remat: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
     """log p(tokens[:, t] | tokens[:, :t]) (and ranks) for t = 1..T-1, never forming [B, T, V].
 
     `delta` (the params' tree) is added to every parameter first: full fine-tuning as an adapter
     (`jaxsel.lm.adapters.Full`). Returns logprobs [B, T-1] float32 and ranks [B, T-1] int32 (or
     None); positions where `mask[:, 1:]` is False are 0. Prepend the tokenizer's `bos_id` to
-    score a text's first token.
+    score a text's first token. `remat`: see `forward` (training).
     """
     if delta is not None:
         params = jax.tree.map(lambda w, d: (w + d).astype(w.dtype), params, delta)
-    h = forward(params, tokens, mask, cfg, prefix=prefix, prefix_mask=prefix_mask, lora=lora)
+    h = forward(
+        params, tokens, mask, cfg, prefix=prefix, prefix_mask=prefix_mask, lora=lora, remat=remat
+    )
     return token_logprobs_and_ranks(
         functools.partial(lm_logits, params, cfg=cfg),
         h[:, :-1],

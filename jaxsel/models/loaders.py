@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -54,12 +55,33 @@ def _fingerprint(cfg: LlamaConfig, files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _stack_params(layers: list[dict], embed, final_norm, lm_head, dtype: str) -> dict:
-    """Per-layer numpy dicts -> the stacked device pytree in `dtype`."""
+def _stack_params(
+    layer: Callable[[int, str], np.ndarray],
+    keys: Sequence[str],
+    n_layers: int,
+    embed,
+    final_norm,
+    lm_head,
+    dtype: str,
+) -> dict:
+    """The stacked device pytree in `dtype` from `layer(i, key)` -> layer i's numpy weight.
+
+    One key at a time: its layers are read into one stacked array, moved to the device and
+    dropped before the next key is read, so host memory peaks at the device copy plus one stacked
+    weight (not at two or three full copies of the model)."""
     dt = jnp.dtype(dtype)
+
+    def stacked(key: str) -> np.ndarray:
+        first = layer(0, key)
+        out = np.empty((n_layers, *first.shape), np.float32)
+        out[0] = first
+        for i in range(1, n_layers):
+            out[i] = layer(i, key)
+        return out
+
     params = {
         "embed": jnp.asarray(embed, dt),
-        "layers": {k: jnp.asarray(np.stack([lay[k] for lay in layers]), dt) for k in layers[0]},
+        "layers": {k: jnp.asarray(stacked(k), dt) for k in keys},
         "final_norm": jnp.asarray(final_norm, dt),
     }
     if lm_head is not None:
@@ -161,25 +183,28 @@ def load_gguf(path, dtype: str = "float32") -> LoadedLM:
         w = np.asarray(w, np.float32).reshape(tuple(reversed([int(s) for s in t.shape])))
         return w.T if transpose and w.ndim == 2 else w
 
-    layers = []
-    for i in range(cfg.num_layers):
-        p = f"blk.{i}."
-        wq = _unpermute_rope(get(p + "attn_q.weight", False), cfg.num_heads)
-        wk = _unpermute_rope(get(p + "attn_k.weight", False), cfg.num_kv_heads)
-        layers.append({
-            "attn_norm": get(p + "attn_norm.weight"),
-            "wq": wq.T,
-            "wk": wk.T,
-            "wv": get(p + "attn_v.weight"),
-            "wo": get(p + "attn_output.weight"),
-            "mlp_norm": get(p + "ffn_norm.weight"),
-            "w_gate": get(p + "ffn_gate.weight"),
-            "w_up": get(p + "ffn_up.weight"),
-            "w_down": get(p + "ffn_down.weight"),
-        })  # fmt: skip
+    names = {
+        "attn_norm": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v",
+        "wo": "attn_output", "mlp_norm": "ffn_norm", "w_gate": "ffn_gate", "w_up": "ffn_up",
+        "w_down": "ffn_down",
+    }  # fmt: skip
+    heads = {"wq": cfg.num_heads, "wk": cfg.num_kv_heads}
+
+    def layer(i: int, key: str) -> np.ndarray:
+        name = f"blk.{i}.{names[key]}.weight"
+        if key in heads:
+            return _unpermute_rope(get(name, False), heads[key]).T
+        return get(name)
+
     lm_head = None if cfg.tie_embeddings else get("output.weight")
     params = _stack_params(
-        layers, get("token_embd.weight", False), get("output_norm.weight"), lm_head, dtype
+        layer,
+        list(names),
+        cfg.num_layers,
+        get("token_embd.weight", False),
+        get("output_norm.weight"),
+        lm_head,
+        dtype,
     )
     tok = tokenizer_lib.from_gguf_metadata(
         model=field("tokenizer.ggml.model"),
@@ -314,14 +339,17 @@ def load_hf_dir(path, dtype: str = "float32") -> LoadedLM:
     names = {k: f"{n}.weight" for k, n in HF_LAYER_NAMES.items()}
     if qkv_bias:
         names |= {f"b{x}": f"self_attn.{x}_proj.bias" for x in "qkv"}
-    layers = [
-        {k: get(f"model.layers.{i}.{n}") for k, n in names.items()} for i in range(cfg.num_layers)
-    ]
     lm_head = None
     if not cfg.tie_embeddings:
         lm_head = get("lm_head.weight")
     params = _stack_params(
-        layers, get("model.embed_tokens.weight", False), get("model.norm.weight"), lm_head, dtype
+        lambda i, k: get(f"model.layers.{i}.{names[k]}"),
+        list(names),
+        cfg.num_layers,
+        get("model.embed_tokens.weight", False),
+        get("model.norm.weight"),
+        lm_head,
+        dtype,
     )
     tok = tokenizer_lib.from_file(
         d / "tokenizer.json", _special_id(conf, "bos"), _special_id(conf, "eos")
