@@ -7,9 +7,10 @@ whole batches of a part, named as the local engine names them (part, first row).
 stores each result as the same checksummed shard the local engine would write, and the local
 pipeline then reads those shards back in pool order; the output is the local engine's, byte for
 byte. Only batches without a finished shard are sent (a job with no shard yet sends whole
-parts), so a rerun after a killed task or driver redoes the missing shards alone. A method's first pass over the pool (DSIR's bucket counts,
-`Method.pool_counts`) runs there too, one part per task; the driver sums the integer counts
-(this pass is counted again on a rerun: only the local engine keeps it in shards).
+parts), so a rerun after a killed task or driver redoes the missing shards alone. A method's
+first pass over the pool (DSIR's bucket counts, `Method.pool_counts`) runs there too, one part
+per task; the driver sums the integer counts (this pass is counted again on a rerun: only the
+local engine keeps it in shards).
 
 Without an address a local Ray starts (as many CPUs as workers) and stops with the job; a
 running Ray (`ray.init()` in a notebook) is used as it is. Paths of the pool must be readable by
