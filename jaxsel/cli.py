@@ -693,6 +693,16 @@ COMMANDS = {
 }
 
 
+def _tell_peers(e: Exception, message: str) -> None:
+    """On several processes, a failure reaches the others at their next barrier (else they
+    would wait for this one until JAX's timeouts and abort with a native trace)."""
+    if "jaxsel.parallel" in sys.modules:  # (a job that never started JAX has no peers)
+        from jaxsel import parallel
+
+        if not isinstance(e, parallel.PeerFailed):
+            parallel.announce_failure(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(
@@ -710,8 +720,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[argv[0]](argv[1:])
     except JaxselError as e:
+        _tell_peers(e, str(e))
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        _tell_peers(e, f"{type(e).__name__}: {e}")
+        raise
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:

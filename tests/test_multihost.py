@@ -448,3 +448,37 @@ def test_two_processes_duplicate_id_over_several_digest_ranges(tmp_path):
     for r in res:
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
     assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()
+
+
+def test_a_bad_line_only_process_1_reads_stops_both_in_one_line(tmp_path):
+    """Process 1 fails on its own part (malformed JSON) while process 0 goes on to the first
+    gather: process 1 names the file and line, process 0 says that process 1 failed; both exit
+    2 promptly (not after JAX's 300 s exit barrier with a native abort) and nothing is written."""
+    import time
+
+    from jaxsel.data.sources import open_source, parts_for_process
+
+    pool = _pool_files(tmp_path / "pool")
+    bad = tmp_path / "pool" / "pool-4.jsonl"  # the last file: always in process 1's last part
+    lines = bad.read_text().splitlines(keepends=True)
+    bad.write_text("".join(lines[:-1]) + '{"id": "d39", "text": \n')
+    parts = open_source(pool).parts()
+    assert str(bad) in {p.path for p in parts_for_process(parts, 1, 2)}
+    assert str(bad) not in {p.path for p in parts_for_process(parts, 0, 2)}
+    target = tmp_path / "target.jsonl"
+    target.write_text('{"id": 0, "text": "def f(x):\\n    return x + 1\\n"}\n')
+    out, port = tmp_path / "sel.jsonl", free_port()
+    args = ["-m", "jaxsel.cli", "select", "--method", "zipfit", "-k", "5", "--pool", pool,
+            "--target", str(target), "--no-progress", "--workers", "1", "--out", str(out),
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]  # fmt: skip
+    start = time.monotonic()
+    res = launch([[*args, "--process-id", str(i)] for i in range(2)], timeout=150)
+    took = time.monotonic() - start
+    want = [f"error: process 1 of the job failed: {bad}:9: malformed JSON",
+            f"error: {bad}:9: malformed JSON"]  # fmt: skip
+    for r, w in zip(res, want, strict=True):
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert r.stderr.strip().splitlines()[-1].startswith(w), r.stderr[-3000:]
+        assert "Traceback" not in r.stderr and "Terminating process" not in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("sel*"))
+    assert took < 60, took  # start-up included; the exit barrier alone would take 300 s
