@@ -450,7 +450,8 @@ def test_two_processes_duplicate_id_over_several_digest_ranges(tmp_path):
     assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()
 
 
-def test_a_bad_line_only_process_1_reads_stops_both_in_one_line(tmp_path):
+@pytest.mark.parametrize("method", ["zipfit", "dsir"])  # fails while scoring / counting
+def test_a_bad_line_only_process_1_reads_stops_both_in_one_line(tmp_path, method):
     """Process 1 fails on its own part (malformed JSON) while process 0 goes on to the first
     gather: process 1 names the file and line, process 0 says that process 1 failed; both exit
     2 promptly (not after JAX's 300 s exit barrier with a native abort) and nothing is written."""
@@ -468,8 +469,8 @@ def test_a_bad_line_only_process_1_reads_stops_both_in_one_line(tmp_path):
     target = tmp_path / "target.jsonl"
     target.write_text('{"id": 0, "text": "def f(x):\\n    return x + 1\\n"}\n')
     out, port = tmp_path / "sel.jsonl", free_port()
-    args = ["-m", "jaxsel.cli", "select", "--method", "zipfit", "-k", "5", "--pool", pool,
-            "--target", str(target), "--no-progress", "--workers", "1", "--out", str(out),
+    args = ["-m", "jaxsel.cli", "select", "--method", method, "-k", "5", "--pool", pool,
+            "--target", str(target), "--no-progress", "--out", str(out),
             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]  # fmt: skip
     start = time.monotonic()
     res = launch([[*args, "--process-id", str(i)] for i in range(2)], timeout=150)
