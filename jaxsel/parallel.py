@@ -9,7 +9,9 @@ Many hosts run JAX's multi-controller runtime: `initialize()` starts it (explici
 process count and id, or found by `jax.distributed.initialize()` on TPU pods and SLURM); every
 process then reads its own parts of the pool (`jaxsel.data.parts_for_process`), scores them on its
 local devices, and the per-process results meet in `allgather_rows` (rows of any dtype, carried
-bit for bit, so a float64 score gathers exactly).
+bit for bit, so a float64 score gathers exactly). A process that fails says so in the
+coordination service's key-value store (`announce_failure`); the others stop at their next
+`barrier` with one line naming it, instead of waiting out JAX's timeouts.
 """
 
 from __future__ import annotations
@@ -277,6 +279,7 @@ class PeerFailed(JaxselError):
 
 FAILED = "jaxsel/failed/"  # coordination key-value directory: process index -> its error
 POLL_S = 0.2  # how often a waiting process looks for a failed peer
+_BARRIERS: dict[str, int] = {}  # name -> times this process has waited at it before
 
 
 def _client():
@@ -307,11 +310,12 @@ def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
     """Waits until every process reaches `name` (no-op on one process), or raises `PeerFailed`
     as soon as a process has announced a failure (`announce_failure`). Held by the coordination
     service's key-value store, not a device collective, so it waits as long as `timeout_s`
-    (process 0 writing a large output while the others are done). Each name is used once."""
+    (process 0 writing a large output while the others are done)."""
     if not distributed():
         return
     client = _client()
-    key = f"jaxsel/barrier/{name}"
+    _BARRIERS[name] = _BARRIERS.get(name, -1) + 1  # the same count on every process
+    key = f"jaxsel/barrier/{name}/{_BARRIERS[name]}"
     if client.key_value_increment(f"{key}/arrived", 1) == jax.process_count():
         client.key_value_set(f"{key}/open", "1")
     deadline = time.monotonic() + timeout_s
