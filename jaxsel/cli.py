@@ -612,6 +612,12 @@ def cmd_downstream(argv):
     )
     g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
     g.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (scale alpha/rank)")
+    g.add_argument(
+        "--doc-tokens",
+        type=int,
+        default=d.doc_tokens,
+        help="use at most the first N tokens of each selected text (0: whole texts)",
+    )
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="tokens between evals")
     g.add_argument(
         "--eval-max-tokens", type=int, default=d.eval_max_tokens, help="held-out truncation"
@@ -642,6 +648,7 @@ def cmd_downstream(argv):
         alpha=args.alpha,
         eval_every=args.eval_every,
         eval_max_tokens=args.eval_max_tokens,
+        doc_tokens=args.doc_tokens,
         seed=args.seed,
     )
     pool, target = _load_pool(args), _load_target(args)
