@@ -425,7 +425,7 @@ def cmd_compress(argv):
     p.add_argument(
         "--coder",
         choices=tuple(CODERS),
-        default="ac",
+        default="ac-match",
         help="ac: range coding under the full distribution; ac-match: ac mixed with a match "
         "model of the text already coded (long repeats cost ~nothing); rank: ranks + bzip2",
     )
