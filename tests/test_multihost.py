@@ -265,6 +265,30 @@ def test_two_processes_split_dsir_pool_counts(two_process_job, tmp_path):
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 9
 
 
+def test_two_processes_split_gip_embedding(two_process_job, tiny_bert_dir, tmp_path):
+    """GIP `--embed` on 2 processes: each embeds only the rows of its own parts (the split
+    scoring uses); the float32 rows, gathered exactly in pool order, give every process the
+    matrix of 1 process, so the greedy selection is the 1-process one byte for byte."""
+    from jaxsel.data.sources import open_source, parts_for_process
+
+    root, pool, target, common, runs = two_process_job
+    src = open_source(pool)
+    rows = [
+        sum(len(b) for b in src.batches(7, parts_for_process(src.parts(), i, 2), check_ids=False))
+        for i in range(2)
+    ]
+    outs, embedded = [], []
+    for n in (1, 2):
+        out = tmp_path / f"gip-{n}.jsonl"
+        res = _cli(["select", "--method", "gip", "--embed", str(tiny_bert_dir), "-k", "11",
+                    "--out", str(out), *common[:4], "--no-progress"], n, free_port())  # fmt: skip
+        outs.append(out.read_bytes())
+        got = [re.findall(r"gip: embeddings of (\d+) documents here", r.stderr) for r in res]
+        embedded.append([int(g[0]) if len(g) == 1 else g for g in got])
+    assert embedded == [[40], rows] and min(rows) > 0
+    assert outs[0] == outs[1] and outs[0].count(b"\n") == 11
+
+
 def test_two_processes_parquet_pool_byte_identical_to_one(two_process_job, tmp_path):
     """The same pool as one Parquet file of 5 row groups (= 5 parts): 2 processes write the
     bytes of 1 process, which are those of the JSONL pool's run."""
