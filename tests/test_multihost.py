@@ -173,8 +173,10 @@ def _pool_files(root: Path) -> str:
     return str(root / "*.jsonl")
 
 
-def _cli(args: list[str], n: int, port: int) -> list[subprocess.CompletedProcess]:
-    argvs = [["-m", "jaxsel.cli", *args] for _ in range(n)]
+def _cli(
+    args: list[str], n: int, port: int, entry: tuple[str, ...] = ("-m", "jaxsel.cli")
+) -> list[subprocess.CompletedProcess]:
+    argvs = [[*entry, *args] for _ in range(n)]
     if n > 1:
         argvs = [
             [*a, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
@@ -267,8 +269,10 @@ def test_two_processes_split_dsir_pool_counts(two_process_job, tmp_path):
 
 def test_two_processes_split_gip_embedding(two_process_job, tiny_bert_dir, tmp_path):
     """GIP `--embed` on 2 processes: each embeds only the rows of its own parts (the split
-    scoring uses); the float32 rows, gathered exactly in pool order, give every process the
-    matrix of 1 process, so the greedy selection is the 1-process one byte for byte."""
+    scoring uses); the float32 rows, gathered exactly in pool order (5 rows per process per
+    gather, `gip._GATHER_ROWS` lowered: 24 and 16 rows = 5 rounds, the last without rows of
+    process 1), give every process the matrix of 1 process, so the greedy selection is the
+    1-process one byte for byte."""
     from jaxsel.data.sources import open_source, parts_for_process
 
     root, pool, target, common, runs = two_process_job
@@ -277,15 +281,21 @@ def test_two_processes_split_gip_embedding(two_process_job, tiny_bert_dir, tmp_p
         sum(len(b) for b in src.batches(7, parts_for_process(src.parts(), i, 2), check_ids=False))
         for i in range(2)
     ]
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import sys\nfrom jaxsel.methods import gip\ngip._GATHER_ROWS = 5\n"
+        "from jaxsel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
     outs, embedded = [], []
     for n in (1, 2):
         out = tmp_path / f"gip-{n}.jsonl"
         res = _cli(["select", "--method", "gip", "--embed", str(tiny_bert_dir), "-k", "11",
-                    "--out", str(out), *common[:4], "--no-progress"], n, free_port())  # fmt: skip
+                    "--out", str(out), *common[:4], "--no-progress"], n, free_port(),
+                   (str(script),))  # fmt: skip
         outs.append(out.read_bytes())
         got = [re.findall(r"gip: embeddings of (\d+) documents here", r.stderr) for r in res]
         embedded.append([int(g[0]) if len(g) == 1 else g for g in got])
-    assert embedded == [[40], rows] and min(rows) > 0
+    assert embedded == [[40], rows] == [[40], [24, 16]]
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 11
 
 

@@ -60,6 +60,7 @@ ALGORITHMS = ("mp", "lr")
 FORMS = ("matrix-free", "gram")
 DTYPES = ("float32", "float64")
 _ROWS = 16384  # embedding rows converted at a time
+_GATHER_ROWS = 4096  # embedding rows each process sends per gather (several processes)
 
 
 def _opt(default, help: str, **flag):
@@ -327,7 +328,7 @@ def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
         return np.load(path, mmap_mode="r")
     ids.verify(pool.locate, parallel.gathered)
     mine = np.load(path, mmap_mode="r") if n else None
-    return _gather_rows(mine, os.path.join(tmp, "embeddings.npy"), READ_BATCH, pool.name)
+    return _gather_rows(mine, os.path.join(tmp, "embeddings.npy"), _GATHER_ROWS, pool.name)
 
 
 def _gather_rows(mine: np.ndarray | None, path: str, block: int, name: str) -> np.ndarray:
