@@ -290,13 +290,17 @@ def test_two_processes_split_gip_embedding(two_process_job, tiny_bert_dir, tmp_p
     for n in (1, 2):
         out = tmp_path / f"gip-{n}.jsonl"
         res = _cli(["select", "--method", "gip", "--embed", str(tiny_bert_dir), "-k", "11",
-                    "--out", str(out), *common[:4], "--no-progress"], n, free_port(),
-                   (str(script),))  # fmt: skip
+                    "--out", str(out), "--workdir", str(tmp_path / f"wd{n}"), *common[:4],
+                    "--no-progress"], n, free_port(), (str(script),))  # fmt: skip
         outs.append(out.read_bytes())
         got = [re.findall(r"gip: embeddings of (\d+) documents here", r.stderr) for r in res]
         embedded.append([int(g[0]) if len(g) == 1 else g for g in got])
     assert embedded == [[40], rows] == [[40], [24, 16]]
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 11
+    # one embedding shard per batch (= part), the same set whether 1 or 2 processes wrote it
+    shards = [sorted(p.name for p in (tmp_path / f"wd{n}" / "embed").glob("shard-*.npy"))
+              for n in (1, 2)]  # fmt: skip
+    assert shards[0] == shards[1] and len(shards[0]) == 5
 
 
 def test_two_processes_parquet_pool_byte_identical_to_one(two_process_job, tmp_path):
