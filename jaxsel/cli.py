@@ -425,7 +425,7 @@ def cmd_compress(argv):
     p.add_argument(
         "--coder",
         choices=tuple(CODERS),
-        default="ac",
+        default="ac-match",
         help="ac: range coding under the full distribution; ac-match: ac mixed with a match "
         "model of the text already coded (long repeats cost ~nothing); rank: ranks + bzip2",
     )
@@ -700,6 +700,16 @@ COMMANDS = {
 }
 
 
+def _tell_peers(e: Exception, message: str) -> None:
+    """On several processes, a failure reaches the others at their next barrier (else they
+    would wait for this one until JAX's timeouts and abort with a native trace)."""
+    if "jaxsel.parallel" in sys.modules:  # (a job that never started JAX has no peers)
+        from jaxsel import parallel
+
+        if not isinstance(e, parallel.PeerFailed):
+            parallel.announce_failure(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(
@@ -717,8 +727,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[argv[0]](argv[1:])
     except JaxselError as e:
+        _tell_peers(e, str(e))
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        _tell_peers(e, f"{type(e).__name__}: {e}")
+        raise
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
