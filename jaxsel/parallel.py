@@ -9,7 +9,9 @@ Many hosts run JAX's multi-controller runtime: `initialize()` starts it (explici
 process count and id, or found by `jax.distributed.initialize()` on TPU pods and SLURM); every
 process then reads its own parts of the pool (`jaxsel.data.parts_for_process`), scores them on its
 local devices, and the per-process results meet in `allgather_rows` (rows of any dtype, carried
-bit for bit, so a float64 score gathers exactly).
+bit for bit, so a float64 score gathers exactly). A process that fails says so in the
+coordination service's key-value store (`announce_failure`); the others stop at their next
+`barrier` with one line naming it, instead of waiting out JAX's timeouts.
 """
 
 from __future__ import annotations
@@ -271,14 +273,62 @@ def summed(stats: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
-    """Waits until every process reaches `name` (no-op on one process). Held by the coordination
-    service, not a device collective, so it waits as long as `timeout_s` (process 0 writing a
-    large output while the others are done)."""
-    if distributed():
-        from jax._src import distributed as jax_distributed
+class PeerFailed(JaxselError):
+    """Another process of the job failed (its own error is its own `error:` line)."""
 
-        jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+
+FAILED = "jaxsel/failed/"  # coordination key-value directory: process index -> its error
+POLL_S = 0.2  # how often a waiting process looks for a failed peer
+_BARRIERS: dict[str, int] = {}  # name -> times this process has waited at it before
+
+
+def _client():
+    from jax._src import distributed as jax_distributed
+
+    return jax_distributed.global_state.client
+
+
+def announce_failure(message: str) -> None:
+    """Tells the job's other processes that this one stops with `message`: they raise
+    `PeerFailed` at their next `barrier` (every gather starts with one) instead of waiting
+    there, and all reach JAX's exit barrier within seconds. No-op on one process."""
+    if not distributed():
+        return
+    try:
+        _client().key_value_set(f"{FAILED}{jax.process_index()}", message, allow_overwrite=True)
+    except RuntimeError:  # the coordination service is gone: the others fail on their own
+        pass
+
+
+def _check_peers() -> None:
+    failed = sorted((int(k.rsplit("/", 1)[1]), v) for k, v in _client().key_value_dir_get(FAILED))
+    if failed:
+        raise PeerFailed(f"process {failed[0][0]} of the job failed: {failed[0][1]}")
+
+
+def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
+    """Waits until every process reaches `name` (no-op on one process), or raises `PeerFailed`
+    as soon as a process has announced a failure (`announce_failure`). Held by the coordination
+    service's key-value store, not a device collective, so it waits as long as `timeout_s`
+    (process 0 writing a large output while the others are done)."""
+    if not distributed():
+        return
+    client = _client()
+    _BARRIERS[name] = _BARRIERS.get(name, -1) + 1  # the same count on every process
+    key = f"jaxsel/barrier/{name}/{_BARRIERS[name]}"
+    if client.key_value_increment(f"{key}/arrived", 1) == jax.process_count():
+        client.key_value_set(f"{key}/open", "1")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _check_peers()
+        try:
+            client.blocking_key_value_get(f"{key}/open", int(POLL_S * 1000))
+            return
+        except RuntimeError:  # not open yet (DEADLINE_EXCEEDED)
+            if time.monotonic() > deadline:
+                raise JaxselError(
+                    f"not every process reached {name!r} within {timeout_s:g} s"
+                ) from None
 
 
 @functools.cache

@@ -136,13 +136,18 @@ def _fit_pool(method: Method, source, state, config, run: Run):
     """A method's first pass: `pool_counts` summed over the pool, then `fit_pool`. Each process
     counts only its own parts (`parallel.local_parts`), or Ray counts them one part per task
     (`run.engine`); the integer sums meet exactly in any order, and the pool's fingerprint
-    hashes the parts' digests in pool order, so every engine fits the same state."""
+    hashes the parts' digests in pool order, so every engine fits the same state. With a
+    workdir every engine keeps each batch's counts as a shard in `<workdir>/pool-counts`."""
     parts = parallel.local_parts(source)
+    store = None  # with a workdir, each batch's counts are a resumable shard
+    if run.workdir is not None:
+        key = {"pool_counts": state.key}
+        store = BatchShards(run.subdir("pool-counts"), key, config.shard_size)
     if run.engine is not None:
         from jaxsel import ray_engine
 
         counted = list(
-            ray_engine.count_parts(run.engine, method, source, state, config.shard_size, run)
+            ray_engine.count_parts(run.engine, method, source, state, config.shard_size, run, store)
         )
         where = "on Ray"
     else:
@@ -150,10 +155,6 @@ def _fit_pool(method: Method, source, state, config, run: Run):
             batches = source.batches(config.shard_size)
         else:  # duplicate ids: checked across the processes by the scoring pass
             batches = source.batches(config.shard_size, parts, check_ids=False)
-        store = None  # with a workdir, each batch's counts are a resumable shard
-        if run.workdir is not None:
-            key = {"pool_counts": state.key}
-            store = BatchShards(run.subdir("pool-counts"), key, config.shard_size)
         with tqdm(unit="doc", desc=f"{method.name} (pool counts)", disable=not run.progress) as bar:
             counted = list(part_counts(method, state, _counted(batches, bar), store))
         where = "here"

@@ -7,9 +7,10 @@ whole batches of a part, named as the local engine names them (part, first row).
 stores each result as the same checksummed shard the local engine would write, and the local
 pipeline then reads those shards back in pool order; the output is the local engine's, byte for
 byte. Only batches without a finished shard are sent (a job with no shard yet sends whole
-parts), so a rerun after a killed task or driver redoes the missing shards alone. A method's first pass over the pool (DSIR's bucket counts,
-`Method.pool_counts`) runs there too, one part per task; the driver sums the integer counts
-(this pass is counted again on a rerun: only the local engine keeps it in shards).
+parts), so a rerun after a killed task or driver redoes the missing shards alone. A method's
+first pass over the pool (DSIR's bucket counts, `Method.pool_counts`) runs there too, one part
+per task; with a workdir the driver keeps each batch's counts as the local engine's shard
+(`<workdir>/pool-counts`), so this pass resumes the same way, from either engine's shards.
 
 Without an address a local Ray starts (as many CPUs as workers) and stops with the job; a
 running Ray (`ray.init()` in a notebook) is used as it is. Paths of the pool must be readable by
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import io
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -29,6 +33,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxsel.errors import InputError, JaxselError
+
+log = logging.getLogger(__name__)
 
 METHODS = ("zipfit", "zipfit-fast", "dsir")  # the host-pool (CPU compressor / hashing) methods
 
@@ -138,24 +144,36 @@ class _Scorer:
         from jaxsel.shards import fingerprint_texts
 
         out: dict[str, list] = {k: [] for k in ("part", "row", "fp", "values", "stats")}
-        for part, rows in zip(jobs["part"].tolist(), jobs["rows"].tolist(), strict=True):
-            wanted = json.loads(rows)  # first rows of the batches to score; None: all
-            wanted = None if wanted is None else set(wanted)
-            for batch in self.source.batches(self.batch_size, [self.parts[part]]):
-                first = int(batch.keys[0, 1])
-                if wanted is not None and first not in wanted:
-                    continue
-                res = self.method.score_batch(self.state, batch)
-                out["part"].append(part)
-                out["row"].append(first)
-                out["fp"].append(fingerprint_texts(batch.texts))
-                out["values"].append(np.asarray(res.values, np.float64).tobytes())
-                out["stats"].append(json.dumps(res.stats))
+        for part, batch in _wanted(self.source, self.parts, self.batch_size, jobs):
+            res = self.method.score_batch(self.state, batch)
+            out["part"].append(part)
+            out["row"].append(int(batch.keys[0, 1]))
+            out["fp"].append(fingerprint_texts(batch.texts))
+            out["values"].append(np.asarray(res.values, np.float64).tobytes())
+            out["stats"].append(json.dumps(res.stats))
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
+def _wanted(source, parts: list, batch_size: int, jobs: dict[str, np.ndarray]) -> Iterator:
+    """(part index, batch) of the batches that `jobs` names (a part and the JSON list of its
+    batches' first rows, or null for all of them)."""
+    for part, rows in zip(jobs["part"].tolist(), jobs["rows"].tolist(), strict=True):
+        wanted = json.loads(rows)
+        wanted = None if wanted is None else set(wanted)
+        for batch in source.batches(batch_size, [parts[part]]):
+            if wanted is None or int(batch.keys[0, 1]) in wanted:
+                yield part, batch
+
+
+def _items(jobs: dict[int, list[int] | None]) -> list[dict]:
+    return [
+        {"part": p, "rows": json.dumps(None if r is None else sorted(r))}
+        for p, r in sorted(jobs.items())
+    ]
+
+
 class _Counter:
-    """A Ray actor: a method's first pass (`Method.pool_counts`) over whole parts."""
+    """A Ray actor: a method's first pass (`Method.pool_counts`) over batches of parts."""
 
     def __init__(self, method_name, state, source, batch_size):
         from jaxsel import methods
@@ -165,16 +183,18 @@ class _Counter:
         self.parts = source.parts()
 
     def __call__(self, jobs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from jaxsel.methods import part_counts
+        from jaxsel.methods import batch_counts
+        from jaxsel.shards import fingerprint_texts
 
-        out: dict[str, list] = {k: [] for k in ("part", "counts", "digest", "docs")}
-        for part in jobs["part"].tolist():
-            batches = self.source.batches(self.batch_size, [self.parts[part]])
-            for c in part_counts(self.method, self.state, batches):
-                out["part"].append(c.part)
-                out["counts"].append(np.ascontiguousarray(c.counts, np.int64).tobytes())
-                out["digest"].append(c.digest)
-                out["docs"].append(c.docs)
+        out: dict[str, list] = {k: [] for k in ("part", "row", "fp", "counts", "docs")}
+        for part, batch in _wanted(self.source, self.parts, self.batch_size, jobs):
+            buf = io.BytesIO()
+            np.save(buf, batch_counts(self.method, self.state, batch), allow_pickle=False)
+            out["part"].append(part)
+            out["row"].append(int(batch.keys[0, 1]))
+            out["fp"].append(fingerprint_texts(batch.texts))
+            out["counts"].append(buf.getvalue())
+            out["docs"].append(len(batch.texts))
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
@@ -195,15 +215,52 @@ def _map(engine: RayEngine, run, actor: type, args: tuple, items: list[dict]) ->
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
 
-def count_parts(engine: RayEngine, method, source, state, batch_size: int, run):
-    """`methods.PartCounts` of every part of the pool, counted on Ray (one part per task)."""
+def count_parts(engine: RayEngine, method, source, state, batch_size: int, run, store=None):
+    """`methods.PartCounts` of every part of the pool, in part order, counted on Ray (one part
+    per task). With a `store` (`jaxsel.shards.BatchShards`, the local engine's pool-counts
+    shards) each batch's counts are read back from a verifying shard or counted on Ray and
+    saved there, so a rerun counts only the missing batches."""
     from jaxsel.methods import PartCounts
+    from jaxsel.shards import fingerprint_texts, shard_name
 
     check(method.name)
-    items = [{"part": p} for p in range(len(source.parts()))]
-    for out in _map(engine, run, _Counter, (method.name, state, source, batch_size), items):
-        for p, c, d, n in zip(out["part"], out["counts"], out["digest"], out["docs"], strict=True):
-            yield PartCounts(int(p), np.frombuffer(c, np.int64), bytes(d), int(n))
+    batches: dict[int, dict[int, tuple[str, int]]] = {}  # part -> first row -> (fp, docs)
+    sums: dict[int, np.ndarray] = {}
+
+    def add(part: int, row: int, fp: str, docs: int, counts: np.ndarray) -> None:
+        batches.setdefault(part, {})[row] = fp, docs
+        sums[part] = counts if part not in sums else sums[part] + counts
+
+    jobs: dict[int, list[int] | None] = {}
+    if store is None or store.empty():  # nothing to resume: whole parts, without reading here
+        jobs = {p: None for p in range(len(source.parts()))}
+    else:
+        for b in source.batches(batch_size):
+            part, row, fp = int(b.keys[0, 0]), int(b.keys[0, 1]), fingerprint_texts(b.texts)
+            done = store.load(shard_name(part, row), fp)
+            if done is None:
+                jobs.setdefault(part, []).append(row)
+            else:
+                add(part, row, fp, len(b.texts), done[0])
+    counted = 0
+    if jobs:
+        args = (method.name, state, source, batch_size)
+        for out in _map(engine, run, _Counter, args, _items(jobs)):
+            for p, r, fp, c, n in zip(
+                out["part"], out["row"], out["fp"], out["counts"], out["docs"], strict=True
+            ):
+                counts = np.load(io.BytesIO(c), allow_pickle=False)
+                if store is not None:
+                    store.save(shard_name(int(p), int(r)), counts, {}, str(fp))
+                add(int(p), int(r), str(fp), int(n), counts)
+                counted += 1
+    log.info("%s: %d batches counted on Ray", method.name, counted)
+    for part in sorted(batches):
+        h = hashlib.sha256()
+        for row in sorted(batches[part]):
+            h.update(batches[part][row][0].encode())
+        docs = sum(n for _, n in batches[part].values())
+        yield PartCounts(part, sums[part], h.digest(), docs)
 
 
 def score_batches(
@@ -226,10 +283,7 @@ def score_batches(
     check(method.name)
     if not jobs:
         return
-    items = [
-        {"part": p, "rows": json.dumps(None if r is None else sorted(r))}
-        for p, r in sorted(jobs.items())
-    ]
+    items = _items(jobs)
     shipped = state if method.fit_pool is not None else None
     args = (method.name, config, target, shipped, source, batch_size)
     for out in _map(engine, run, _Scorer, args, items):

@@ -49,6 +49,15 @@ def test_pack_tokens_equal_budget_rows(tiny):
         np.concatenate([rows[:, :-1].ravel(), rows[-1:, -1]]), stream[:97]
     )
     assert 1 <= used <= len(CODE * 3)
+    # doc_tokens=3: every text contributes its separator and first 3 tokens
+    rows, used = downstream.pack_tokens(lm.tokenizer, CODE * 3, 32, 16, "code", doc_tokens=3)
+    stream = []
+    for ids in lm.tokenizer.encode_batch(CODE * 3):
+        stream += [lm.tokenizer.bos_id, *ids[:3]]
+    np.testing.assert_array_equal(
+        np.concatenate([rows[:, :-1].ravel(), rows[-1:, -1]]), stream[:33]
+    )
+    assert used == 9  # 9 texts x 4 tokens = 36 >= 33
     with pytest.raises(InputError, match=r"selection 'tiny' holds \d+ tokens \(1 texts\)"):
         downstream.pack_tokens(lm.tokenizer, ["ab"], 96, 16, "tiny")
 

@@ -442,7 +442,7 @@ def run_cli(*args, stdin=None):
 
 
 def test_cli_end_to_end_smollm2(tmp_path):
-    """Real SmolLM2 with the default range coder, compression and decompression in separate
+    """Real SmolLM2 with the default coder (ac-match), compression and decompression in separate
     processes (bit-identity across processes, not within one), through stdin and stdout."""
     text = (ENGLISH + "naïve café — 東京\r\n").encode()
     arch = tmp_path / "a.fz"
@@ -450,7 +450,7 @@ def test_cli_end_to_end_smollm2(tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     info = run_cli("compress", "--info", str(arch))
     assert info.returncode == 0 and 'mode: "model"' in info.stdout.decode()
-    assert 'coder: "ac"' in info.stdout.decode()
+    assert 'coder: "ac-match"' in info.stdout.decode() and 'scope: "all"' in info.stdout.decode()
     r = run_cli("decompress", str(arch), "-")
     assert r.returncode == 0 and r.stdout == text, r.stderr.decode()
     body = finezip.read_header(arch.read_bytes())[0].body_len

@@ -173,8 +173,10 @@ def _pool_files(root: Path) -> str:
     return str(root / "*.jsonl")
 
 
-def _cli(args: list[str], n: int, port: int) -> list[subprocess.CompletedProcess]:
-    argvs = [["-m", "jaxsel.cli", *args] for _ in range(n)]
+def _cli(
+    args: list[str], n: int, port: int, entry: tuple[str, ...] = ("-m", "jaxsel.cli")
+) -> list[subprocess.CompletedProcess]:
+    argvs = [[*entry, *args] for _ in range(n)]
     if n > 1:
         argvs = [
             [*a, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
@@ -263,6 +265,42 @@ def test_two_processes_split_dsir_pool_counts(two_process_job, tmp_path):
         counted.append([_pool_counted(r) for r in res])
     assert counted == [[40], rows]
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 9
+
+
+def test_two_processes_split_gip_embedding(two_process_job, tiny_bert_dir, tmp_path):
+    """GIP `--embed` on 2 processes: each embeds only the rows of its own parts (the split
+    scoring uses); the float32 rows, gathered exactly in pool order (5 rows per process per
+    gather, `gip._GATHER_ROWS` lowered: 24 and 16 rows = 5 rounds, the last without rows of
+    process 1), give every process the matrix of 1 process, so the greedy selection is the
+    1-process one byte for byte."""
+    from jaxsel.data.sources import open_source, parts_for_process
+
+    root, pool, target, common, runs = two_process_job
+    src = open_source(pool)
+    rows = [
+        sum(len(b) for b in src.batches(7, parts_for_process(src.parts(), i, 2), check_ids=False))
+        for i in range(2)
+    ]
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import sys\nfrom jaxsel.methods import gip\ngip._GATHER_ROWS = 5\n"
+        "from jaxsel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    outs, embedded = [], []
+    for n in (1, 2):
+        out = tmp_path / f"gip-{n}.jsonl"
+        res = _cli(["select", "--method", "gip", "--embed", str(tiny_bert_dir), "-k", "11",
+                    "--out", str(out), "--workdir", str(tmp_path / f"wd{n}"), *common[:4],
+                    "--no-progress"], n, free_port(), (str(script),))  # fmt: skip
+        outs.append(out.read_bytes())
+        got = [re.findall(r"gip: embeddings of (\d+) documents here", r.stderr) for r in res]
+        embedded.append([int(g[0]) if len(g) == 1 else g for g in got])
+    assert embedded == [[40], rows] == [[40], [24, 16]]
+    assert outs[0] == outs[1] and outs[0].count(b"\n") == 11
+    # one embedding shard per batch (= part), the same set whether 1 or 2 processes wrote it
+    shards = [sorted(p.name for p in (tmp_path / f"wd{n}" / "embed").glob("shard-*.npy"))
+              for n in (1, 2)]  # fmt: skip
+    assert shards[0] == shards[1] and len(shards[0]) == 5
 
 
 def test_two_processes_parquet_pool_byte_identical_to_one(two_process_job, tmp_path):
@@ -448,3 +486,38 @@ def test_two_processes_duplicate_id_over_several_digest_ranges(tmp_path):
     for r in res:
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
     assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()
+
+
+@pytest.mark.parametrize("method", ["zipfit", "dsir"])  # fails while scoring / counting
+def test_a_bad_line_only_process_1_reads_stops_both_in_one_line(tmp_path, method):
+    """Process 1 fails on its own part (malformed JSON) while process 0 goes on to the first
+    gather: process 1 names the file and line, process 0 says that process 1 failed; both exit
+    2 promptly (not after JAX's 300 s exit barrier with a native abort) and nothing is written."""
+    import time
+
+    from jaxsel.data.sources import open_source, parts_for_process
+
+    pool = _pool_files(tmp_path / "pool")
+    bad = tmp_path / "pool" / "pool-4.jsonl"  # the last file: always in process 1's last part
+    lines = bad.read_text().splitlines(keepends=True)
+    bad.write_text("".join(lines[:-1]) + '{"id": "d39", "text": \n')
+    parts = open_source(pool).parts()
+    assert str(bad) in {p.path for p in parts_for_process(parts, 1, 2)}
+    assert str(bad) not in {p.path for p in parts_for_process(parts, 0, 2)}
+    target = tmp_path / "target.jsonl"
+    target.write_text('{"id": 0, "text": "def f(x):\\n    return x + 1\\n"}\n')
+    out, port = tmp_path / "sel.jsonl", free_port()
+    args = ["-m", "jaxsel.cli", "select", "--method", method, "-k", "5", "--pool", pool,
+            "--target", str(target), "--no-progress", "--out", str(out),
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]  # fmt: skip
+    start = time.monotonic()
+    res = launch([[*args, "--process-id", str(i)] for i in range(2)], timeout=150)
+    took = time.monotonic() - start
+    want = [f"error: process 1 of the job failed: {bad}:9: malformed JSON",
+            f"error: {bad}:9: malformed JSON"]  # fmt: skip
+    for r, w in zip(res, want, strict=True):
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert r.stderr.strip().splitlines()[-1].startswith(w), r.stderr[-3000:]
+        assert "Traceback" not in r.stderr and "Terminating process" not in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("sel*"))
+    assert took < 60, took  # start-up included; the exit barrier alone would take 300 s

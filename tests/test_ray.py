@@ -86,6 +86,42 @@ def test_ray_engine_equals_local_and_resumes(cluster, tmp_path, caplog):
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
 
 
+def _counted_on_ray(caplog) -> list[int]:
+    """Batches of DSIR's first pass counted on Ray per run, from the engine's log."""
+    msgs = [r.getMessage() for r in caplog.records if "batches counted on Ray" in r.getMessage()]
+    return [int(m.split(": ")[1].split()[0]) for m in msgs]
+
+
+def test_ray_pool_counts_resume_from_either_engines_shards(cluster, tmp_path, caplog):
+    """DSIR's counting pass on Ray keeps each batch's counts as the local engine's shards
+    (same names, same bytes): a Ray rerun after losing one count shard of a local run counts
+    that batch alone, rewrites it byte for byte, and writes the local output."""
+    caplog.set_level("INFO", logger="jaxsel")
+    pool, target = _data(tmp_path)
+    common = ["select", "--method", "dsir", "--pool", pool, "--target", target, "-k", "8",
+              "--no-progress", "--buckets", "256", "--shard-size", "4"]  # fmt: skip
+    wl, wr = tmp_path / "wl", tmp_path / "wr"
+    local, fresh, resumed = (tmp_path / f"{n}.jsonl" for n in ("local", "fresh", "resumed"))
+    _run(*common, "--out", str(local), "--workdir", str(wl))
+    counts = {p.name: p.read_bytes() for p in (wl / "pool-counts").glob("shard-*")}
+    assert len(counts) == 2 * 9  # 3 files of 12 documents: 3 batches of 4 each, .npy + .json
+
+    _run(*common, "--out", str(fresh), "--workdir", str(wr), "--engine", "ray")
+    assert _counted_on_ray(caplog) == [9] and _on_ray(caplog) == [9]
+    assert {p.name: p.read_bytes() for p in (wr / "pool-counts").glob("shard-*")} == counts
+
+    lost = sorted((wl / "pool-counts").glob("shard-*.npy"))[4]
+    lost.unlink()
+    lost.with_suffix(".json").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (wl / "pool-counts").glob("shard-*")}
+    _run(*common, "--out", str(resumed), "--workdir", str(wl), "--engine", "ray")
+    assert _counted_on_ray(caplog) == [1] and _on_ray(caplog) == [0]  # score shards still fit
+    assert {p.name: p.read_bytes() for p in (wl / "pool-counts").glob("shard-*")} == counts
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert local.read_bytes() == fresh.read_bytes() == resumed.read_bytes()
+    assert local.read_bytes().count(b"\n") == 8
+
+
 def test_ray_engine_on_a_parquet_pool_equals_local(cluster, tmp_path, caplog):
     """A Parquet pool (8 row groups = 8 parts) scored on Ray: the local engine's bytes, which
     are those of the same records as JSONL."""

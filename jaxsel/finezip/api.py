@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 class FineZipConfig:
     """How to compress (decompression reads everything it needs from the archive header).
 
-    coder: a registered coder (`coders.CODERS`): "ac" (range coding under the full
-      distribution), "ac-match" (ac mixed with a match model of the text already coded: long
-      repeats cost ~nothing) or "rank" (the paper: ranks + bzip2).
+    coder: a registered coder (`coders.CODERS`): "ac-match" (default: ac mixed with a match
+      model of the text already coded, so long repeats cost ~nothing), "ac" (range coding under
+      the full distribution) or "rank" (the paper: ranks + bzip2).
     context: C, the most tokens a prediction sees (KV-cache length; SmolLM2 was trained on 2048).
     stride: S, tokens coded per window after a segment's first C; each window pre-fills the
       C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more prefill.
@@ -53,7 +53,7 @@ class FineZipConfig:
     match: the match model's parameters (coders that use one; recorded in the header).
     """
 
-    coder: str = "ac"
+    coder: str = "ac-match"  # 64 KB, C=512: -20% bits/byte on licences, -2.5% on code vs "ac"
     context: int = 2048
     stride: int | None = None
     batch_size: int = 16

@@ -211,6 +211,14 @@ class PartCounts(NamedTuple):
     docs: int
 
 
+def batch_counts(method: Method, state, batch) -> np.ndarray:
+    """`method.pool_counts` of one batch, checked to be integers: int64 [...]."""
+    c = np.asarray(method.pool_counts(state, batch))
+    if c.dtype.kind not in "iu":
+        raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
+    return c.astype(np.int64)
+
+
 def part_counts(method: Method, state, batches, store=None) -> Iterator[PartCounts]:
     """PartCounts of every part in a stream of batches (a batch never spans two parts). With a
     `store` (`jaxsel.shards.BatchShards`) each batch's counts are a resumable shard: counted
@@ -227,10 +235,7 @@ def part_counts(method: Method, state, batches, store=None) -> Iterator[PartCoun
         if done is not None:
             c = done[0]
         else:
-            c = np.asarray(method.pool_counts(state, b))
-            if c.dtype.kind not in "iu":
-                raise TypeError(f"{method.name}: pool_counts must be integers, got {c.dtype}")
-            c = c.astype(np.int64)
+            c = batch_counts(method, state, b)
             if store is not None:
                 store.save(name, c, {}, fp)
         counts = c if counts is None else counts + c

@@ -60,6 +60,7 @@ ALGORITHMS = ("mp", "lr")
 FORMS = ("matrix-free", "gram")
 DTYPES = ("float32", "float64")
 _ROWS = 16384  # embedding rows converted at a time
+_GATHER_ROWS = 4096  # embedding rows each process sends per gather (several processes)
 
 
 def _opt(default, help: str, **flag):
@@ -281,21 +282,31 @@ def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
     (`embed_corpus`, length-sorted within the batch; a row does not depend on its batch) into a
     .npy written in place and returned memory-mapped, so no text is held beyond one batch. With
     a workdir every batch's rows are also a resumable shard (`BatchShards` in `embed/`): a
-    rerun embeds only the batches without one."""
+    rerun embeds only the batches without one. On several processes each embeds only its own
+    parts (`parallel.local_parts`, the split scoring uses) and the rows are gathered exactly,
+    in pool order, into every process's matrix (`_gather_rows`)."""
+    from jaxsel.data.sources import IdDigests
     from jaxsel.models import bert
     from jaxsel.models.embed import embed_corpus
-    from jaxsel.pipeline import READ_BATCH, count
+    from jaxsel.pipeline import READ_BATCH
     from jaxsel.shards import BatchShards, fingerprint_texts, shard_name
 
     enc = run.model(("bert", model), lambda: bert.load_bert(None if model == "minilm" else model))
     key = {"what": "embed", "model": enc.fingerprint, "max_tokens": bert.DEFAULT_MAX_TOKENS}
     store = None if run.workdir is None else BatchShards(run.subdir("embed"), key, READ_BATCH)
-    n = count(pool)
+    parts = parallel.local_parts(pool)
+    if parts is None:
+        ids, read = None, functools.partial(pool.batches, READ_BATCH)
+    else:  # duplicate ids: looked for across all processes after the pass, as scoring does
+        ids, read = IdDigests(), functools.partial(pool.batches, READ_BATCH, parts, check_ids=False)
+    n = sum(len(b.texts) for b in read())
     tmp = run.enter(tempfile.TemporaryDirectory(prefix="jaxsel-embed-", dir=run.workdir))
-    path = os.path.join(tmp, "embeddings.npy")
+    path = os.path.join(tmp, "embeddings.npy" if parts is None else "mine.npy")
     out, start = None, 0
     with tqdm(total=n, unit="doc", desc="embed", disable=not run.progress) as bar:
-        for batch in pool.batches(READ_BATCH):
+        for batch in read():
+            if ids is not None:
+                ids.add(batch)
             name = shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
             fp = fingerprint_texts(batch.texts)
             done = None if store is None else store.load(name, fp)
@@ -307,8 +318,35 @@ def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
             out[start : start + len(rows)] = rows
             start += len(rows)
             bar.update(len(rows))
-    if out is None or start != n:
+    if start != n or (out is None and parts is None):
         raise InputError(f"{pool.name}: {start} documents read for embedding, {n} counted")
+    log.info("gip: embeddings of %d documents here", n)
+    if out is not None:
+        out.flush()
+        del out
+    if parts is None:
+        return np.load(path, mmap_mode="r")
+    ids.verify(pool.locate, parallel.gathered)
+    mine = np.load(path, mmap_mode="r") if n else None
+    return _gather_rows(mine, os.path.join(tmp, "embeddings.npy"), _GATHER_ROWS, pool.name)
+
+
+def _gather_rows(mine: np.ndarray | None, path: str, block: int, name: str) -> np.ndarray:
+    """Every process's float32 rows `mine` ([n_p, D]; None for none) in process order = pool
+    order (each process reads a contiguous run of parts), gathered exactly (`allgather_rows`,
+    `block` rows per process at a time) into a .npy at `path`, returned memory-mapped."""
+    shape = (0, 0) if mine is None else mine.shape
+    sizes = parallel.gathered(np.array(shape, np.int64)).reshape(-1, 2)
+    d = int(sizes[:, 1].max())
+    if not d:
+        raise InputError(f"{name}: the pool is empty")
+    mine = np.zeros((0, d), np.float32) if mine is None else mine
+    starts = np.concatenate([[0], np.cumsum(sizes[:, 0])]).tolist()
+    out = np.lib.format.open_memmap(path, "w+", np.float32, (starts[-1], d))
+    for r in range(0, int(sizes[:, 0].max()), block):
+        got = parallel.allgather_rows(np.asarray(mine[r : r + block], np.float32))
+        for s, rows in zip(starts[:-1], got, strict=True):
+            out[s + r : s + r + len(rows)] = rows
     out.flush()
     del out
     return np.load(path, mmap_mode="r")

@@ -89,6 +89,9 @@ def embed_corpus(
     padded_batch = parallel.round_up(batch_size, parallel.data_size(mesh))
     fn = _embed_fn(enc.cfg, mesh)
     params = jax.device_put(enc.params, parallel.replicated(mesh))
+    # put on the devices first: jit takes no numpy input with a non-trivial sharding once the
+    # job runs several processes (the mesh is this process's devices, so the put is local)
+    rows = parallel.sharding("batch", "seq", mesh=mesh)
     buckets = bucket_lengths(max_tokens)
 
     def compute(idx: np.ndarray) -> np.ndarray:
@@ -97,7 +100,8 @@ def embed_corpus(
         ids = enc.tokenizer.encode_batch([texts[i] for i in idx], max_tokens)
         length = bucket_for(max(len(x) for x in ids), buckets)
         tokens, mask = pad_rows(ids, padded_batch, length, enc.tokenizer.pad_id)
-        return np.asarray(fn(params, tokens, mask))[: len(idx)]
+        out = fn(params, jax.device_put(tokens, rows), jax.device_put(mask, rows))
+        return np.asarray(out)[: len(idx)]
 
     key = {
         "what": "embed",
