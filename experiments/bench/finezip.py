@@ -116,7 +116,7 @@ from jaxsel.finezip import (
     request_deterministic_xla,
 )
 from jaxsel.finezip import archive as arc
-from jaxsel.finezip.api import environment
+from jaxsel.finezip.api import pack_model_archive
 from jaxsel.finezip.match import MatchConfig
 from jaxsel.models import llama
 from jaxsel.models.loaders import load_smollm2
@@ -301,25 +301,7 @@ def shared_pass(data: bytes, model, config: FineZipConfig) -> tuple[list[dict], 
     rows, archives, digest = [], {}, arc.sha256(data)
     for name, (coder, match) in SHARED.items():
         payload = coders.get(coder).pack(parts[name], plan)
-        pad = max(0, -(-plan.n_tokens // arc.TOKENS_PER_BYTE) - len(payload))
-        info = arc.ModelInfo(
-            coder=coder,
-            model=model.fingerprint,
-            tokenizer=tok.id,
-            dtype=model.cfg.dtype,
-            vocab_size=model.cfg.vocab_size,
-            n_tokens=plan.n_tokens,
-            context=plan.context,
-            stride=plan.stride,
-            batch_size=plan.batch_size,
-            n_batches=plan.n_batches,
-            pad=pad,
-            lora=None,
-            escape=None,
-            environment=environment(),
-            match=None if match is None else arc.MatchInfo.of(match),
-        )
-        archive = arc.pack(len(data), digest, "model", payload + bytes(pad), info)
+        archive = pack_model_archive(len(data), digest, model, plan, coder, payload, match)
         extra = {
             "tokens": plan.n_tokens,
             "context": plan.context,

@@ -338,11 +338,44 @@ def _model_archive(
         table = coders.varint_encode(split.runs)
         escape = table + split.escaped
         escape_info = arc.EscapeInfo(len(split.runs), len(table), len(escape))
+    archive = pack_model_archive(
+        size,
+        digest,
+        model,
+        plan,
+        config.coder,
+        payload,
+        match,
+        lora_info=lora_info,
+        blob=blob,
+        escape=escape,
+        escape_info=escape_info,
+    )
+    return archive, len(blob), losses
+
+
+def pack_model_archive(
+    size: int,
+    digest: str,
+    model,
+    plan: engine.Plan,
+    coder: str,
+    payload: bytes,
+    match: MatchConfig | None = None,
+    lora_info: arc.LoraInfo | None = None,
+    blob: bytes = b"",
+    escape: bytes = b"",
+    escape_info: arc.EscapeInfo | None = None,
+) -> bytes:
+    """The archive of a model-coded text: the header (`arc.ModelInfo`) built from the model, the
+    plan and what the body holds, then the body (LoRA blob, escape table and bytes, the coder's
+    payload, zero padding up to the header's token bound)."""
+    cfg = model.cfg
     pad = max(0, -(-plan.n_tokens // arc.TOKENS_PER_BYTE) - len(payload))
     info = arc.ModelInfo(
-        coder=config.coder,
+        coder=coder,
         model=model.fingerprint,
-        tokenizer=tok.id,
+        tokenizer=model.tokenizer.id,
         dtype=cfg.dtype,
         vocab_size=cfg.vocab_size,
         n_tokens=plan.n_tokens,
@@ -357,7 +390,7 @@ def _model_archive(
         match=None if match is None else arc.MatchInfo.of(match),
     )
     body = blob + escape + payload + bytes(pad)
-    return arc.pack(size, digest, "model", body, info), len(blob), losses
+    return arc.pack(size, digest, "model", body, info)
 
 
 def compress(
