@@ -189,6 +189,17 @@ def _cli(
     return res
 
 
+def _one_and_two_processes(args: list[str], tmp_path: Path) -> list[subprocess.CompletedProcess]:
+    """`args` run at once by 1 process (--out one.jsonl) and by 2 (--out two.jsonl): 3 results."""
+    port = free_port()
+    two = [
+        [*args, "--out", str(tmp_path / "two.jsonl"), "--coordinator", f"127.0.0.1:{port}",
+         "--num-processes", "2", "--process-id", str(i)]
+        for i in range(2)
+    ]  # fmt: skip
+    return launch([[*args, "--out", str(tmp_path / "one.jsonl")], *two])
+
+
 @pytest.fixture(scope="module")
 def two_process_job(tmp_path_factory):
     """One pool and target; `select -k` and `score` by 1 process and by 2 processes."""
@@ -360,24 +371,7 @@ def test_duplicate_id_across_processes_is_the_same_one_line(tmp_path):
     target.write_text(json.dumps({"id": 0, "text": "def f(): pass"}) + "\n")
     args = ["-m", "jaxsel.cli", "select", "--pool", str(tmp_path / "pool" / "*.jsonl"),
             "--target", str(target), "-k", "2", "--no-progress", "--workers", "1"]  # fmt: skip
-    port = str(free_port())
-    res = launch(
-        [[*args, "--out", str(tmp_path / "one.jsonl")]]
-        + [
-            [
-                *args,
-                "--out",
-                str(tmp_path / "two.jsonl"),
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ]
-            for i in range(2)
-        ]  # fmt: skip
-    )
+    res = _one_and_two_processes(args, tmp_path)
     want = (f"error: {tmp_path}/pool/p1.jsonl:2: duplicate id 'dup' "
             f"(first seen at {tmp_path}/pool/p0.jsonl:2)")  # fmt: skip
     for r in res:
@@ -465,24 +459,7 @@ def test_two_processes_duplicate_id_over_several_digest_ranges(tmp_path):
     )
     args = [str(script), "select", "--pool", str(tmp_path / "pool" / "*.jsonl"),
             "--target", str(target), "-k", "2", "--no-progress", "--workers", "1"]  # fmt: skip
-    port = str(free_port())
-    res = launch(
-        [[*args, "--out", str(tmp_path / "one.jsonl")]]
-        + [
-            [
-                *args,
-                "--out",
-                str(tmp_path / "two.jsonl"),
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ]
-            for i in range(2)
-        ]  # fmt: skip
-    )
+    res = _one_and_two_processes(args, tmp_path)
     for r in res:
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr[-2000:]
     assert not (tmp_path / "one.jsonl").exists() and not (tmp_path / "two.jsonl").exists()
