@@ -524,7 +524,8 @@ def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
 
     c = archive_costs(archive, functools.partial(load_lm, model))
     header = finezip.read_header(archive)[0]
-    bpb = [8 * n / header.size for n in (header.body_len, len(archive))]
+    payload = header.model.sections(header.body_len)[2]  # without LoRA blob, escapes, padding
+    bpb = [8 * n / header.size for n in (payload, len(archive))]
     what = f"context {c.plan.context}, stride {c.plan.stride}, {c.plan.seg_len}-token segments"
     fig = plots.window_costs(c.window_bits / c.window_bytes, *bpb, what=what)
     log.info("compress: costs of %d windows -> %s", len(c.window_bits), plots.save(fig, path))

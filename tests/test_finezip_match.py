@@ -15,7 +15,9 @@ from jaxsel import finezip
 from jaxsel.errors import ArchiveError, InputError
 from jaxsel.finezip import archive as arc
 from jaxsel.finezip import coders
+from jaxsel.finezip.costs import archive_costs, token_bits
 from jaxsel.finezip.match import LM_BITS, MatchConfig, MatchModel, lm_bin, lm_table, mixed_table
+from jaxsel.finezip.memorize import MemorizeConfig
 from jaxsel.models.loaders import load_smollm2
 
 FAST = dict(context=32, stride=16, batch_size=8, fallback=False)
@@ -227,3 +229,48 @@ def test_archive_made_before_static_lora_scale_decodes(tiny):
 
 def test_registered():
     assert coders.get("ac-match").uses_match and not coders.get("ac").uses_match
+
+
+# ----------------------------------------------------------------------------- archive costs
+
+
+def _payload_bits(archive: bytes) -> tuple[int, int]:
+    """Bits of the range-coded words (the stream table excluded) and the number of streams."""
+    streams = finezip.parse(archive).payload
+    return 32 * sum(len(s) for s in streams), len(streams)
+
+
+@pytest.mark.parametrize("coder,lora", [("ac", 0), ("ac-match", 0), ("ac-match", 12)])
+def test_archive_costs_add_up_to_the_payload(tiny, coder, lora):
+    """The per-token costs recorded while decoding (`archive_costs`) sum to the range coder's
+    words within its overhead: up to 64 bits per stream (final words) plus constriction's
+    24-bit quantisation of the table (well under 1% here). A text with long repeats, so the
+    match model's mixed tables are what is measured for `ac-match`; with LoRA adapters trained
+    on the text, the adapted model's."""
+    data = (ENGLISH * 12).encode()
+    mem = MemorizeConfig(steps=lora, rank=4, layers=0, lr=5e-2, batch_size=8)
+    res = roundtrip(data, tiny, coder=coder, lora=mem, **FAST)
+    assert (finezip.read_header(res.archive)[0].model.lora is not None) == (lora > 0)
+    c = archive_costs(res.archive, lambda dtype: tiny)
+    payload, streams = _payload_bits(res.archive)
+    total = c.bits.sum()
+    assert np.all(c.bits >= 0) and c.window_bits.sum() == pytest.approx(total)
+    assert c.window_bytes.sum() == len(data)
+    assert abs(payload - total) <= 64 * streams + 0.005 * total, (payload, total, streams)
+    if coder == "ac-match":  # repeats are nearly free: far below the LM's own cost
+        lm_bits = token_bits(tiny, c.ids, c.plan)
+        assert total < 0.3 * lm_bits.sum(), (total, lm_bits.sum())
+
+
+def test_ac_archive_costs_are_the_teacher_forced_lm_costs(tiny):
+    """For `ac` the coded table is the LM's softmax: the recorded costs equal the teacher-forced
+    `token_bits` in the same contexts up to float32 rounding (decode steps vs one forward)."""
+    res = roundtrip((ENGLISH * 4).encode(), tiny, coder="ac", **FAST)
+    c = archive_costs(res.archive, lambda dtype: tiny)
+    np.testing.assert_allclose(c.bits, token_bits(tiny, c.ids, c.plan), rtol=1e-3, atol=1e-3)
+
+
+def test_rank_archive_costs_are_refused(tiny):
+    res = roundtrip(ENGLISH.encode(), tiny, coder="rank", **FAST)
+    with pytest.raises(InputError, match="rank-coded archive"):
+        archive_costs(res.archive, lambda dtype: tiny)

@@ -457,9 +457,33 @@ def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     model: a LoadedLM, a function dtype -> LoadedLM (called only for a model archive, after
     `parse` has validated everything that can be checked without it), or None (SmolLM2)."""
     parsed = parse(archive)
+    if parsed.header.model is None:
+        return arc.check_restored(parsed.header, parsed.payload)
+    return _decode_model(parsed, model, False, progress).data
+
+
+class Decoded(NamedTuple):
+    """A model archive decoded with what every token cost (`decode_costs`)."""
+
+    data: bytes  # the original, checksum verified
+    ids: np.ndarray  # int32 [n]: the model-coded tokens
+    bits: np.ndarray  # float64 [n]: what each cost in the payload (`coders.token_bits`)
+    plan: engine.Plan
+
+
+def decode_costs(archive: bytes, model=None, *, progress: bool = False) -> Decoded:
+    """`decompress` of a model archive that also records, per token, -log2 of the probability
+    the table it was decoded with gave it (the table the compressor coded it with: the same
+    programs on the same inputs, see `engine`). InputError for a fallback archive or a coder
+    without per-token probabilities (`rank`)."""
+    parsed = parse(archive)
+    if parsed.header.model is None:
+        raise InputError(f"archive mode is {parsed.header.mode!r}: no model-coded text")
+    return _decode_model(parsed, model, True, progress)
+
+
+def _decode_model(parsed: Parsed, model, record: bool, progress: bool) -> Decoded:
     header = parsed.header
-    if header.model is None:
-        return arc.check_restored(header, parsed.payload)
     m = header.model
     if model is None:
         from jaxsel.models.loaders import load_smollm2
@@ -474,13 +498,14 @@ def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
     lora = lora_from_blob(parsed.blob, m.lora.meta(), params) if m.lora else None
     out = np.full((plan.n_batches, plan.batch_size, plan.seg_len), tok.bos_id, np.int32)
     match = m.match.config() if m.match else None
-    parts = coder.decoders(parsed.payload, out, plan.lengths(), match)
+    parts = coder.decoders(parsed.payload, out, plan.lengths(), match, record)
     engine.run(params, lora, cfg, coder, plan, tok.bos_id, parts, progress=progress)
     ids = plan.from_batches(out)
     out = tok.decode(ids.tolist()).encode("utf-8")
     if m.escape:
         out = join_text(out, parsed.runs, parsed.escaped)
-    return arc.check_restored(header, out, hint)
+    bits = plan.from_batches(np.stack([p.bits for p in parts])) if record else np.zeros(0)
+    return Decoded(arc.check_restored(header, out, hint), ids, bits, plan)
 
 
 def _check_model(m: arc.ModelInfo, model) -> None:

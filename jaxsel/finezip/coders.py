@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel import parallel
-from jaxsel.errors import ArchiveError
+from jaxsel.errors import ArchiveError, InputError
 from jaxsel.finezip.match import MatchConfig, MatchModel
 from jaxsel.kernels.loglik import token_logprobs_and_ranks
 
@@ -136,6 +136,16 @@ class RangeEncoder:
 
     def words(self) -> np.ndarray:
         return self._enc.get_compressed()
+
+
+def token_bits(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """What coding each row's symbol costs, float64 [n]: -log2 (table[r, s] / sum of row r) for
+    tables [n, V] (probabilities or frequencies) and symbols [n]. The cost under the table the
+    coder was given, before constriction quantises it to 24-bit frequencies (that rounding and
+    the coder's final words are the few bytes a payload has on top of the sum)."""
+    t = np.asarray(table, np.float64)
+    rows = np.arange(t.shape[0])
+    return np.log2(t.sum(axis=1)) - np.log2(t[rows, np.asarray(symbols, np.int64)])
 
 
 class RangeDecoder:
@@ -273,9 +283,17 @@ class Coder:
         raise NotImplementedError
 
     def decoders(
-        self, parts: list, batches: np.ndarray, lengths: np.ndarray, match: MatchConfig | None
+        self,
+        parts: list,
+        batches: np.ndarray,
+        lengths: np.ndarray,
+        match: MatchConfig | None,
+        record: bool = False,
     ) -> list[BatchCoder]:
-        """As `encoders`; parts: `parse`'s result (one per batch); batches is filled in."""
+        """As `encoders`; parts: `parse`'s result (one per batch); batches is filled in. With
+        `record`, each decoder also fills `bits` [B, T] (float64) with what every decoded token
+        cost (`token_bits` of the table it was decoded with); InputError for a coder whose
+        payload has no per-token probabilities."""
         raise NotImplementedError
 
     def pack(self, encoders: list, plan) -> bytes:
@@ -315,9 +333,10 @@ class _AcEncode(BatchCoder):
 
 
 class _AcDecode(BatchCoder):
-    def __init__(self, words, tokens, lens):
+    def __init__(self, words, tokens, lens, record):
         self.tokens, self.lens, self.coder = tokens, lens, RangeDecoder(words)
         self.zeros = np.zeros(len(lens), np.int32)
+        self.bits = np.zeros(tokens.shape) if record else None
 
     def inputs(self, t):
         return self.zeros, self.zeros
@@ -325,6 +344,8 @@ class _AcDecode(BatchCoder):
     def feed(self, t, probs):
         valid = self.lens > t
         self.tokens[valid, t] = self.coder.step(probs[valid])
+        if self.bits is not None:
+            self.bits[valid, t] = token_bits(probs[valid], self.tokens[valid, t])
 
 
 @register
@@ -342,8 +363,8 @@ class AcCoder(Coder):
     def encoders(self, batches, lengths, match):
         return [_AcEncode(t, n) for t, n in zip(batches, lengths, strict=True)]
 
-    def decoders(self, parts, batches, lengths, match):
-        return [_AcDecode(p, t, n) for p, t, n in zip(parts, batches, lengths, strict=True)]
+    def decoders(self, parts, batches, lengths, match, record=False):
+        return [_AcDecode(p, t, n, record) for p, t, n in zip(parts, batches, lengths, strict=True)]
 
     def pack(self, encoders, plan):
         return pack_streams([e.coder.words() for e in encoders])
@@ -394,7 +415,12 @@ class RankCoder(Coder):
     def encoders(self, batches, lengths, match):
         return [_RankEncode(t, n) for t, n in zip(batches, lengths, strict=True)]
 
-    def decoders(self, parts, batches, lengths, match):
+    def decoders(self, parts, batches, lengths, match, record=False):
+        if record:
+            raise InputError(
+                "per-token costs of a rank-coded archive are not computed: its payload is "
+                "bzip2 of ranks, not a code under per-token probabilities"
+            )
         return [_RankDecode(p, t, n) for p, t, n in zip(parts, batches, lengths, strict=True)]
 
     def pack(self, encoders, plan):
@@ -406,12 +432,14 @@ class RankCoder(Coder):
 
 class _MatchPart(BatchCoder):
     """One batch of `ac-match`, either direction: rows are segments first..first+B-1 of the
-    shared `MatchModel`; `coder` a RangeEncoder or RangeDecoder."""
+    shared `MatchModel`; `coder` a RangeEncoder or RangeDecoder; with `record`, `bits` holds
+    each token's cost under its mixed table."""
 
-    def __init__(self, model: MatchModel, first: int, tokens, lens, coder):
+    def __init__(self, model: MatchModel, first: int, tokens, lens, coder, record: bool):
         self.model, self.tokens, self.lens, self.coder = model, tokens, lens, coder
         self.segs = first + np.arange(len(lens))
         self.zeros = np.zeros(len(lens), np.int32)
+        self.bits = np.zeros(tokens.shape) if record else None
 
     def inputs(self, t):
         return self.zeros, self.zeros
@@ -425,6 +453,8 @@ class _MatchPart(BatchCoder):
                 self.coder.step(self.tokens[r : r + 1, t], table)
             else:
                 self.tokens[r, t] = self.coder.step(table)[0]
+            if self.bits is not None:
+                self.bits[r, t] = token_bits(table, self.tokens[r : r + 1, t])[0]
             self.model.observe(seg, int(self.tokens[r, t]))
 
 
@@ -436,16 +466,16 @@ class AcMatchCoder(AcCoder):
     name = "ac-match"
     uses_match = True
 
-    def _parts(self, batches, lengths, match, coders_):
+    def _parts(self, batches, lengths, match, coders_, record):
         model = MatchModel(match, lengths.size)
         rows = lengths.shape[1]
         return [
-            _MatchPart(model, b * rows, t, n, c)
+            _MatchPart(model, b * rows, t, n, c, record)
             for b, (t, n, c) in enumerate(zip(batches, lengths, coders_, strict=True))
         ]
 
     def encoders(self, batches, lengths, match):
-        return self._parts(batches, lengths, match, [RangeEncoder() for _ in lengths])
+        return self._parts(batches, lengths, match, [RangeEncoder() for _ in lengths], False)
 
-    def decoders(self, parts, batches, lengths, match):
-        return self._parts(batches, lengths, match, [RangeDecoder(p) for p in parts])
+    def decoders(self, parts, batches, lengths, match, record=False):
+        return self._parts(batches, lengths, match, [RangeDecoder(p) for p in parts], record)

@@ -3,10 +3,14 @@ schedule (`engine.Plan`: contiguous segments; in each, the first `context` token
 the bos token on, then windows of `stride` tokens that see the `context - stride + 1` tokens
 before them), and per window in bits per byte of the original.
 
-An ideal entropy coder spends exactly these bits; the range coder (`ac`) spends them plus a few
-bits per stream (its 24-bit frequency quantisation and 32-bit words), so the window costs add up
-to the archive's payload within that overhead. Computed with one teacher-forced forward per
-window (not the coder's decode steps: same model and contexts, other float rounding).
+Two sources. `text_costs` (any text, no archive): the LM's cost with one teacher-forced forward
+per window (not the coder's decode steps: same model and contexts, other float rounding).
+`archive_costs`: what each token actually cost in an archive, recorded while decoding it
+(`api.decode_costs`: the tables the coder used, so the match model of `ac-match` and LoRA
+adapters included; `coders.token_bits` of the table before constriction's 24-bit quantisation).
+An ideal entropy coder spends exactly these bits; the range coder spends them plus a few bits per
+stream (the quantisation and its 32-bit words), so the window costs add up to the archive's
+payload within that overhead.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from jaxsel import parallel
 from jaxsel.errors import InputError
 from jaxsel.finezip import engine
-from jaxsel.finezip.api import FineZipConfig, decompress, split_text
+from jaxsel.finezip.api import FineZipConfig, decode_costs, split_text
 from jaxsel.finezip.archive import read_header
 from jaxsel.models import llama
 from jaxsel.models.loaders import LoadedLM
@@ -100,7 +104,10 @@ def text_costs(data: bytes, lm: LoadedLM, plan: engine.Plan | FineZipConfig) -> 
         plan = engine.make_plan(
             ids.size, c.context, c.stride, c.batch_size, c.lanes, parallel.data_size()
         )
-    bits = token_bits(lm, ids, plan)
+    return _per_window(lm, ids, token_bits(lm, ids, plan), plan)
+
+
+def _per_window(lm: LoadedLM, ids: np.ndarray, bits: np.ndarray, plan: engine.Plan) -> TextCosts:
     wins = _windows(plan)
     window_bits = np.array([bits[f:e].sum() for _, f, e in wins])
     window_bytes = np.array(
@@ -110,17 +117,14 @@ def text_costs(data: bytes, lm: LoadedLM, plan: engine.Plan | FineZipConfig) -> 
 
 
 def archive_costs(archive: bytes, load_model: Callable[[str], LoadedLM]) -> TextCosts:
-    """`text_costs` of a model-coded archive's original under the archive's own plan.
-    Decompresses it with `load_model(dtype)` (called only for a model-coded archive; it must
-    load the archive's model). Archives with LoRA adapters or a match model (`ac-match`) are
-    refused: the costs here would be the base model's, not what the archive paid."""
+    """What every token of a model-coded archive cost in its payload, per token and per window
+    of the archive's own plan: the archive decoded with `api.decode_costs` (the coder's own
+    tables: LM, match model, LoRA). `load_model(dtype)` must load the archive's model (called
+    only for a model-coded archive). InputError for a fallback archive or a `rank` one (its
+    bzip2 payload has no per-token cost)."""
     header = read_header(archive)[0]
-    m = header.model
-    if m is None:
+    if header.model is None:
         raise InputError(f"archive mode is {header.mode!r}: no model-coded text")
-    if m.lora or m.match:
-        what = "LoRA adapters" if m.lora else "a match model"
-        raise InputError(f"per-window costs of an archive with {what} are not computed")
-    lm = load_model(m.dtype)
-    plan = engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches)
-    return text_costs(decompress(archive, lm), lm, plan)
+    lm = load_model(header.model.dtype)
+    d = decode_costs(archive, lm)
+    return _per_window(lm, d.ids, d.bits, d.plan)
