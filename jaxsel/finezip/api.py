@@ -467,7 +467,7 @@ class Decoded(NamedTuple):
 
     data: bytes  # the original, checksum verified
     ids: np.ndarray  # int32 [n]: the model-coded tokens
-    bits: np.ndarray  # float64 [n]: what each cost in the payload (`coders.token_bits`)
+    bits: np.ndarray  # float64 [n]: what each cost in the payload (`coders.symbol_bits`)
     plan: engine.Plan
 
 

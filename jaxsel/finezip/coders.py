@@ -138,11 +138,13 @@ class RangeEncoder:
         return self._enc.get_compressed()
 
 
-def token_bits(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+def symbol_bits(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     """What coding each row's symbol costs, float64 [n]: -log2 (table[r, s] / sum of row r) for
     tables [n, V] (probabilities or frequencies) and symbols [n]. The cost under the table the
-    coder was given, before constriction quantises it to 24-bit frequencies (that rounding and
-    the coder's final words are the few bytes a payload has on top of the sum)."""
+    coder was given, before constriction quantises it to 24-bit frequencies: that is what the
+    model (and match model) predicted, and constriction does not expose its quantised rows. The
+    rounding and the coder's final words are the few bytes by which a payload differs from the
+    sum (tests/test_finezip_match.py)."""
     t = np.asarray(table, np.float64)
     rows = np.arange(t.shape[0])
     return np.log2(t.sum(axis=1)) - np.log2(t[rows, np.asarray(symbols, np.int64)])
@@ -292,7 +294,7 @@ class Coder:
     ) -> list[BatchCoder]:
         """As `encoders`; parts: `parse`'s result (one per batch); batches is filled in. With
         `record`, each decoder also fills `bits` [B, T] (float64) with what every decoded token
-        cost (`token_bits` of the table it was decoded with); InputError for a coder whose
+        cost (`symbol_bits` of the table it was decoded with); InputError for a coder whose
         payload has no per-token probabilities."""
         raise NotImplementedError
 
@@ -345,7 +347,7 @@ class _AcDecode(BatchCoder):
         valid = self.lens > t
         self.tokens[valid, t] = self.coder.step(probs[valid])
         if self.bits is not None:
-            self.bits[valid, t] = token_bits(probs[valid], self.tokens[valid, t])
+            self.bits[valid, t] = symbol_bits(probs[valid], self.tokens[valid, t])
 
 
 @register
@@ -454,7 +456,7 @@ class _MatchPart(BatchCoder):
             else:
                 self.tokens[r, t] = self.coder.step(table)[0]
             if self.bits is not None:
-                self.bits[r, t] = token_bits(table, self.tokens[r : r + 1, t])[0]
+                self.bits[r, t] = symbol_bits(table, self.tokens[r : r + 1, t])[0]
             self.model.observe(seg, int(self.tokens[r, t]))
 
 

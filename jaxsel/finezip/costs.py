@@ -7,7 +7,7 @@ Two sources. `text_costs` (any text, no archive): the LM's cost with one teacher
 per window (not the coder's decode steps: same model and contexts, other float rounding).
 `archive_costs`: what each token actually cost in an archive, recorded while decoding it
 (`api.decode_costs`: the tables the coder used, so the match model of `ac-match` and LoRA
-adapters included; `coders.token_bits` of the table before constriction's 24-bit quantisation).
+adapters included; `coders.symbol_bits` of the table before constriction's 24-bit quantisation).
 An ideal entropy coder spends exactly these bits; the range coder spends them plus a few bits per
 stream (the quantisation and its 32-bit words), so the window costs add up to the archive's
 payload within that overhead.
