@@ -285,10 +285,9 @@ def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
     rerun embeds only the batches without one. On several processes each embeds only its own
     parts (`parallel.local_parts`, the split scoring uses) and the rows are gathered exactly,
     in pool order, into every process's matrix (`_gather_rows`)."""
-    from jaxsel.data.sources import IdDigests
+    from jaxsel.data.sources import READ_BATCH, IdDigests
     from jaxsel.models import bert
     from jaxsel.models.embed import embed_corpus
-    from jaxsel.pipeline import READ_BATCH
     from jaxsel.shards import BatchShards, fingerprint_texts, shard_name
 
     enc = run.model(("bert", model), lambda: bert.load_bert(None if model == "minilm" else model))

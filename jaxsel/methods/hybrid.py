@@ -38,10 +38,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxsel import methods
+from jaxsel.data.sources import READ_BATCH
 from jaxsel.errors import InputError, JaxselError
 from jaxsel.methods import Method, Run, register, require_pool_and_target
 from jaxsel.methods.zipfit import length_debiased
-from jaxsel.pipeline import READ_BATCH
 from jaxsel.scores import Scores
 
 FUSIONS = ("zscore", "rrf")
