@@ -17,7 +17,6 @@ coordination service's key-value store (`announce_failure`); the others stop at 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import socket
 import time
@@ -194,9 +193,6 @@ def _handshake(coordinator: str, n: int, pid: int, timeout_s: float) -> None:
                 c.close()
 
 
-_GATHERS = itertools.count()  # every process gathers in the same order: one barrier name each
-
-
 def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
     """Every process's `rows` ([n_p, ...], any fixed-width dtype, the same trailing shape and
     dtype on all processes), in process order. The bytes travel as uint32 words, so float64
@@ -209,7 +205,7 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
     # The processes enter the collective together: JAX's CPU collectives (gloo) give up when a
     # peer is more than 30 s late to the first one (its context is set up then), and one
     # process may finish its share of a pass minutes before another.
-    barrier(f"jaxsel: gather {next(_GATHERS)}")
+    barrier("jaxsel: gather")  # counted per use, like every barrier name
 
     width = int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.itemsize
     counts = multihost_utils.process_allgather(np.array([rows.shape[0]], np.int32)).reshape(-1)
