@@ -131,6 +131,41 @@ def test_cli_downstream(tiny, tmp_path, capsys):
         assert msg in err and err.count("\n") == 1, err
 
 
+def test_cli_downstream_full_and_doc_tokens_equal_the_library_call(tiny, tmp_path):
+    """`--full --doc-tokens N` reach `DownstreamConfig` (full fine-tuning, its own default LR,
+    document heads): the CLI's report carries that config and its curves equal
+    `evaluate_selections` called with it."""
+    d, lm = tiny
+    from jaxsel.downstream import FULL_LR
+
+    pool = [{"id": f"p{i}", "text": t} for i, t in enumerate(CODE + PROSE)]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    write_jsonl(tmp_path / "target.jsonl", [{"id": f"t{i}", "text": t} for i, t in enumerate(CODE)])
+    held = ["def g(y):\n    return y\n"]
+    write_jsonl(tmp_path / "held.jsonl", [{"id": "h", "text": held[0]}])
+    write_jsonl(tmp_path / "sel.jsonl", [{"id": f"p{i}"} for i in (6, 0, 7, 1, 8, 2, 9, 3)])
+    base = ["downstream", "--pool", str(tmp_path / "pool.jsonl"), "--model", str(d)]
+    base += ["--target", str(tmp_path / "target.jsonl"), "--heldout", str(tmp_path / "held.jsonl")]
+    base += ["--selections", str(tmp_path / "sel.jsonl"), "--tokens", "32", "--seq-len", "8"]
+    base += ["--batch-size", "2", "--eval-every", "16", "--eval-max-tokens", "16", "--no-progress"]
+    out = tmp_path / "full.json"
+    assert cli.main([*base, "--full", "--doc-tokens", "4", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["config"]["full"] and got["config"]["doc_tokens"] == 4
+    assert got["config"]["lr"] == FULL_LR
+    texts = [pool[i]["text"] for i in (6, 0, 7, 1, 8, 2, 9, 3)]
+    cfg = DownstreamConfig(
+        tokens=32, seq_len=8, batch_size=2, lr=FULL_LR, full=True, doc_tokens=4,
+        eval_every=16, eval_max_tokens=16,
+    )  # fmt: skip
+    ref = downstream.evaluate_selections(lm, {"sel": texts}, held, cfg, target=CODE)
+    assert got["curves"]["sel"]["tokens"] == ref["curves"]["sel"]["tokens"] == [0, 16, 32]
+    np.testing.assert_allclose(got["curves"]["sel"]["ce"], ref["curves"]["sel"]["ce"], rtol=1e-6)
+    # document heads: each text gives its separator and at most 4 tokens (8 texts: 40 tokens;
+    # a budget of 48 is refused, naming the selection), so 7 texts (35 tokens) cover 32 + 1
+    assert got["texts_used"] == ref["texts_used"] == {"sel": 7}
+
+
 @pytest.fixture(scope="module")
 def smollm2():
     return loaders.load_smollm2()
