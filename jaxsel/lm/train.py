@@ -89,7 +89,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     group: int = 8
-    micro_tokens: int = 1024
+    micro_tokens: int = 512  # SmolLM2, 512-token refs: 1.81 GB peak RSS (1024: 2.11), same CPU s
 
     def __post_init__(self):
         if not (self.lr > 0 and np.isfinite(self.lr)):
