@@ -203,10 +203,14 @@ def test_lanes_and_batches(tiny):
 
 
 def test_attention_spans():
-    spans = [engine.Plan(0, 1024, 512, 8, 1).span(p) for p in range(1024)]
+    """New plans read the whole cache; archives without `model.spans` get the buckets they were
+    written with (one per 256 positions, at most 4)."""
+    assert {engine.Plan(0, 1024, 512, 8, 1).span(p) for p in range(1024)} == {1024}
+    legacy = engine.Plan(0, 1024, 512, 8, 1, engine.legacy_spans(1024))
+    spans = [legacy.span(p) for p in range(1024)]
     assert sorted(set(spans)) == [256, 512, 768, 1024]
     assert all(p < s <= p + 256 for p, s in enumerate(spans))
-    assert {engine.Plan(0, 300, 100, 8, 1).span(p) for p in range(300)} == {300}
+    assert engine.legacy_spans(300) == 1 and engine.legacy_spans(4096) == 4
 
 
 def test_programs_compile_once(tiny):

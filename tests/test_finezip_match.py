@@ -227,6 +227,27 @@ def test_archive_made_before_static_lora_scale_decodes(tiny):
     assert finezip.decompress(archive, tiny) == b"the cat sat on the mat; " * 40
 
 
+def test_archive_made_with_attention_buckets_decodes(tiny):
+    """An `ac-match` archive (C = 512, S = 256) written when decode steps read 2 attention-length
+    buckets of 256 positions and the header did not record them (main at eda3b41, 8 fake CPU
+    devices: tests/data/finezip_spans_v3.fzip) decodes bit-exactly: no `model.spans` means those
+    buckets. New archives record `spans` = 1 (the whole cache). Skipped in another environment,
+    as above."""
+    archive = (Path(__file__).parent / "data" / "finezip_spans_v3.fzip").read_bytes()
+    m = finezip.read_header(archive)[0].model
+    here = dataclasses.replace(finezip.api.environment(), xla_flags=m.environment.xla_flags)
+    if here != m.environment:
+        pytest.skip(f"archive made in another environment ({m.environment})")
+    assert m.spans is None and (m.context, m.stride) == (512, 256)
+    assert finezip.decompress(archive, tiny) == (ENGLISH * 90).encode()
+    new = finezip.compress_detailed(
+        (ENGLISH * 90).encode(),
+        tiny,
+        finezip.FineZipConfig(context=512, stride=256, batch_size=8, lanes=1, fallback=False),
+    ).archive
+    assert finezip.read_header(new)[0].model.spans == 1
+
+
 def test_registered():
     assert coders.get("ac-match").uses_match and not coders.get("ac").uses_match
 

@@ -213,6 +213,7 @@ def _min_model_archive(data_len: int, digest: str, n_tokens: int, extra: int) ->
         lora=None,
         escape=None,
         environment=env,
+        spans=1,
     )
     head = len(arc.pack(max(data_len, 1), digest, "model", b"\0", info)) - 1
     return head + extra + -(-n_tokens // arc.TOKENS_PER_BYTE)
@@ -388,6 +389,7 @@ def pack_model_archive(
         escape=escape_info,
         environment=environment(),
         match=None if match is None else arc.MatchInfo.of(match),
+        spans=plan.spans,
     )
     body = blob + escape + payload + bytes(pad)
     return arc.pack(size, digest, "model", body, info)
@@ -447,7 +449,8 @@ def parse(archive: bytes) -> Parsed:
 
 
 def _plan(m: arc.ModelInfo) -> engine.Plan:
-    return engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches)
+    spans = engine.legacy_spans(m.context) if m.spans is None else m.spans
+    return engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches, spans)
 
 
 def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:

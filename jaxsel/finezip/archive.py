@@ -260,7 +260,7 @@ class ModelInfo(_Record):
     """How the text was model-coded; the decompressor rebuilds the identical plan from it."""
 
     _where: ClassVar[str] = "model."
-    _optional: ClassVar[tuple[str, ...]] = ("match",)
+    _optional: ClassVar[tuple[str, ...]] = ("match", "spans")
     coder: str = _f(choices=tuple(coders.CODERS))
     model: str = _f(pattern=r"[\x21-\x7e]{1,256}")  # the LoadedLM fingerprint
     tokenizer: str = _f(pattern=r"[\x21-\x7e]{1,256}")
@@ -276,6 +276,9 @@ class ModelInfo(_Record):
     escape: EscapeInfo | None = _f()
     environment: Environment = _f()
     match: MatchInfo | None = _f(default=None)
+    # attention-length buckets of the decode steps (`engine.Plan.spans`); absent in archives
+    # written before it was recorded, which used `engine.legacy_spans(context)`
+    spans: int | None = _f(1, 4, default=None)
 
     def _consistent(self):
         if (self.match is not None) != coders.CODERS[self.coder].uses_match:
@@ -294,6 +297,8 @@ class ModelInfo(_Record):
             _fail("model.context", f"{self.context} exceeds the segment length {seg_len}")
         if self.stride > self.context:
             _fail("model.stride", f"{self.stride} exceeds the context {self.context}")
+        if self.spans is not None and self.spans > self.context:
+            _fail("model.spans", f"{self.spans} exceeds the context {self.context}")
 
     def sections(self, body_len: int) -> tuple[int, int, int]:
         """Byte lengths of (LoRA blob, escape section, payload) in a body of `body_len`."""

@@ -19,7 +19,7 @@ earlier windows of its segment — all decoded before it runs — so its inputs 
 both sides too; that it agrees with the decode steps only up to float rounding does not matter,
 because both sides use the prefill at the same places (the schedule is a function of the plan
 alone). Which attention span a step reads (`Plan.span`) is also a function of the position
-alone. Same programs + same inputs => bit-identical logits, so
+and the plan (its `spans` is in the header). Same programs + same inputs => bit-identical logits, so
 
 * `ac`: both sides hand bit-identical float32 probability rows to constriction, whose
   float -> integer-frequency quantisation is deterministic, so the range decoder inverts the
@@ -76,6 +76,7 @@ class Plan(NamedTuple):
     stride: int  # S: tokens per window after the first (1 <= S <= C)
     batch_size: int  # B: segments per device batch (a multiple of the `data` axis size)
     n_batches: int  # batches coded side by side (host coding overlaps device steps)
+    spans: int = 1  # attention-length buckets of a decode step (1: all C positions; see `span`)
 
     @property
     def seg_len(self) -> int:
@@ -109,25 +110,23 @@ class Plan(NamedTuple):
         c, s = self.context, self.stride
         return t if t >= c and (t - c) % s == 0 else -1
 
-    @property
-    def n_spans(self) -> int:
-        """Attention length buckets: one per `SPAN_MIN` positions, at most `SPANS` (each is one
-        more compiled step, which a short cache does not repay)."""
-        return max(1, min(SPANS, self.context // SPAN_MIN))
-
     def span(self, pos: int) -> int:
         """The attention span (static) of a decode step writing cache position `pos`: the
-        smallest of the `n_spans` equal length buckets that covers pos."""
-        n = self.n_spans
-        for k in range(1, n + 1):
-            span = -(-self.context * k // n)
+        smallest of `spans` equal length buckets that covers pos. New archives use one bucket
+        (the whole cache): XLA:CPU materialises a slice of the just-updated cache, ~1.1 GB of
+        fresh pages per SmolLM2 step at B = 16, C = 2048, span 1536 (724 ms vs 144 ms a step,
+        measured on the 2-core VM), so reading fewer positions cost 5x instead of saving."""
+        for k in range(1, self.spans + 1):
+            span = -(-self.context * k // self.spans)
             if pos < span:
                 return span
         raise AssertionError("position beyond the cache")
 
 
-SPANS = 4  # at most 4 attention length buckets per cache (1/4, 2/4, 3/4, all of it)
-SPAN_MIN = 256
+def legacy_spans(context: int) -> int:
+    """The buckets of an archive written before the header recorded them (format 3 up to
+    commit eda3b41): one per 256 positions, at most 4."""
+    return max(1, min(4, context // 256))
 
 
 def make_plan(
