@@ -348,8 +348,9 @@ def unstack_layers(params: dict) -> dict:
 def _decode_attention(q: jax.Array, ck: jax.Array, cv: jax.Array, pos, span: int) -> jax.Array:
     """One query per row over the cached positions ≤ pos. q: [B, KV, G, hd] (G = H / KV query
     heads per kv head), ck: [B, KV, hd, S], cv: [B, KV, S, hd] → [B, KV, G, hd]. Only the first
-    `span` (static, > pos) positions are read: the caller picks the smallest of a few length
-    buckets, so attention costs what the filled cache holds, not its capacity. Multiply-and-sum
+    `span` (static, > pos) positions are read (FineZip passes the cache length: on XLA:CPU a
+    shorter span materialises the slice of the just-updated cache, see `engine.Plan.span`;
+    archives made before that used length buckets and still decode with them). Multiply-and-sum
     rather than batched matmuls: with G = 3 rows per (row, head) pair XLA:CPU's batched dot ran
     ~2x slower than these two fused loops, each one pass over the cache."""
     scale = 1.0 / math.sqrt(q.shape[-1])
