@@ -213,16 +213,23 @@ def test_header_match_record_is_optional_only_without_a_match_coder(tiny):
     assert b'"match"' not in plain  # ac/rank headers are as before the field existed
 
 
+def _old_archive(name: str) -> tuple[bytes, arc.ModelInfo]:
+    """A model archive from tests/data written by an earlier jaxsel, and its model record;
+    skips the test outside the environment it was made in (decoding is bit-exact only there)."""
+    archive = (Path(__file__).parent / "data" / name).read_bytes()
+    m = finezip.read_header(archive)[0].model
+    here = dataclasses.replace(finezip.api.environment(), xla_flags=m.environment.xla_flags)
+    if here != m.environment:  # $XLA_FLAGS aside: the CLI tests add GPU-only flags to it
+        pytest.skip(f"archive made in another environment ({m.environment})")
+    return archive, m
+
+
 def test_archive_made_before_static_lora_scale_decodes(tiny):
     """An `ac` + LoRA archive written by the code that threaded the scale as an extra argument
     (main at 24d97be, 8 fake CPU devices: tests/data/finezip_lora_v3.fzip) decodes bit-exactly
     with the scale as a static field of `Lora`. Bit-exact only in the environment it was made
     in: elsewhere the test is skipped."""
-    archive = (Path(__file__).parent / "data" / "finezip_lora_v3.fzip").read_bytes()
-    m = finezip.read_header(archive)[0].model
-    here = dataclasses.replace(finezip.api.environment(), xla_flags=m.environment.xla_flags)
-    if here != m.environment:  # $XLA_FLAGS aside: the CLI tests add GPU-only flags to it
-        pytest.skip(f"archive made in another environment ({m.environment})")
+    archive, m = _old_archive("finezip_lora_v3.fzip")
     assert m.lora is not None and m.match is None
     assert finezip.decompress(archive, tiny) == b"the cat sat on the mat; " * 40
 
@@ -233,11 +240,7 @@ def test_archive_made_with_attention_buckets_decodes(tiny):
     devices: tests/data/finezip_spans_v3.fzip) decodes bit-exactly: no `model.spans` means those
     buckets. New archives record `spans` = 1 (the whole cache). Skipped in another environment,
     as above."""
-    archive = (Path(__file__).parent / "data" / "finezip_spans_v3.fzip").read_bytes()
-    m = finezip.read_header(archive)[0].model
-    here = dataclasses.replace(finezip.api.environment(), xla_flags=m.environment.xla_flags)
-    if here != m.environment:
-        pytest.skip(f"archive made in another environment ({m.environment})")
+    archive, m = _old_archive("finezip_spans_v3.fzip")
     assert m.spans is None and (m.context, m.stride) == (512, 256)
     assert finezip.decompress(archive, tiny) == (ENGLISH * 90).encode()
     new = finezip.compress_detailed(
