@@ -195,10 +195,10 @@ def text_overlap(a: Sequence[str], b: Sequence[str]) -> int:
     return sum(key(t) in seen for t in a)
 
 
-def heldout_nll(lm, adapter, heldout: Sequence[str], config: DownstreamConfig):
+def heldout_nll(lm, adapter, heldout: Sequence[str], config: DownstreamConfig, *, mesh=None):
     """(nll [N] float64, n_tokens [N] int64): each held-out text's token NLL sum (nats) and
     token count, truncated to its first eval_max_tokens tokens, under the model with `adapter`
-    (or none)."""
+    (or none); over `mesh` (default: this process's devices)."""
     res = score_texts(
         lm,
         adapter,
@@ -206,13 +206,16 @@ def heldout_nll(lm, adapter, heldout: Sequence[str], config: DownstreamConfig):
         max_tokens=config.eval_max_tokens,
         batch_size=config.eval_batch_size,
         name="downstream",
+        mesh=mesh,
     )
     return -res.values[:, 0], res.n_tokens
 
 
-def heldout_ce(lm, adapter, heldout: Sequence[str], config: DownstreamConfig) -> float:
+def heldout_ce(
+    lm, adapter, heldout: Sequence[str], config: DownstreamConfig, *, mesh=None
+) -> float:
     """Mean token cross-entropy (nats/token) of the held-out texts (`heldout_nll`)."""
-    nll, n = heldout_nll(lm, adapter, heldout, config)
+    nll, n = heldout_nll(lm, adapter, heldout, config, mesh=mesh)
     return float(nll.sum() / max(int(n.sum()), 1))
 
 
@@ -225,6 +228,7 @@ def finetune_curve(
     untrained_ce: float,
     *,
     progress: bool = False,
+    mesh=None,
 ) -> Curve:
     """LoRA (or full) fine-tuning on packed rows ([rows, seq_len + 1], `pack_tokens`), held-out
     CE every eval_every training tokens and after the last step."""
@@ -249,7 +253,7 @@ def finetune_curve(
         last = step == config.steps
         if last or (every and seen // every > tokens_at[-1] // every):
             tokens_at.append(seen)
-            nll, n = heldout_nll(lm, state.adapter, heldout, config)
+            nll, n = heldout_nll(lm, state.adapter, heldout, config, mesh=mesh)
             ce.append(float(nll.sum() / max(int(n.sum()), 1)))
             final[:] = [nll.tolist(), n.tolist()]
             log.info("downstream %s: %d tokens, held-out CE %.4f", name, seen, ce[-1])
@@ -263,6 +267,7 @@ def finetune_curve(
         name=f"downstream {name}",
         progress=progress,
         on_step=on_step,
+        mesh=mesh,
     )
     return Curve(name, tokens_at, ce, losses, *final)
 
@@ -275,13 +280,16 @@ def evaluate_selections(
     *,
     target: Sequence[str] | None = None,
     progress: bool = False,
+    mesh=None,
 ) -> dict:
     """Curves of every selection (name -> texts, best first) on the held-out texts.
 
     Every selection is packed first, so a too-small one fails before any training. Returns a
     JSON-serialisable report: config, untrained CE, one curve per selection, and the number of
     held-out texts that occur exactly in the target set and in the texts each selection trains
-    on (both warned about: an exact-duplicate leak fakes a win)."""
+    on (both warned about: an exact-duplicate leak fakes a win). Training and scoring run over
+    `mesh` (default: this process's devices, every one holding the model and the adapter's
+    training state)."""
     if not heldout:
         raise InputError("downstream: the held-out split is empty")
     check_context(lm.cfg, config.seq_len, "downstream")
@@ -313,12 +321,12 @@ def evaluate_selections(
         "heldout_texts": len(heldout),
         "overlap": overlap,
         "texts_used": {name: used for name, (_, used) in packed.items()},
-        "untrained_ce": heldout_ce(lm, None, heldout, config),
+        "untrained_ce": heldout_ce(lm, None, heldout, config, mesh=mesh),
         "curves": {},
     }
     for name, (rows, _) in packed.items():
         curve = finetune_curve(
-            lm, name, rows, heldout, config, report["untrained_ce"], progress=progress
+            lm, name, rows, heldout, config, report["untrained_ce"], progress=progress, mesh=mesh
         )
         report["curves"][name] = curve._asdict()
     return report

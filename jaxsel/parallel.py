@@ -328,12 +328,13 @@ def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
 
 
 @functools.cache
-def data_mesh() -> Mesh:
-    """A 1-D mesh named `data` over this process's devices, with Auto axis types so that
-    contractions over a sharded axis insert their all-reduce instead of raising (DESIGN §5).
-    Local, not global: each process of a multi-host job scores its own parts of the pool, with
-    its own batch counts, so no computation spans processes."""
-    return Mesh(np.asarray(jax.local_devices()), (DATA,), axis_types=(AxisType.Auto,))
+def data_mesh(devices: tuple | None = None) -> Mesh:
+    """A 1-D mesh named `data` over a tuple of `devices` (default: this process's devices), with
+    Auto axis types so that contractions over a sharded axis insert their all-reduce instead of
+    raising (DESIGN §5). Local, not global: each process of a multi-host job scores its own
+    parts of the pool, with its own batch counts, so no computation spans processes."""
+    devices = jax.local_devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA,), axis_types=(AxisType.Auto,))
 
 
 def spec(*logical: str | None) -> PartitionSpec:

@@ -281,9 +281,7 @@ def test_tikhonov_queries_matrix_free_equal_the_m_by_m_formula():
 
 
 def one_device_mesh():
-    return jax.sharding.Mesh(
-        np.array(jax.devices()[:1]), (parallel.DATA,), axis_types=(jax.sharding.AxisType.Auto,)
-    )
+    return parallel.data_mesh(tuple(jax.devices()[:1]))
 
 
 @pytest.mark.parametrize(

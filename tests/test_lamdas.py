@@ -99,9 +99,7 @@ def tiny(tiny_dirs):
 
 @pytest.fixture(scope="module")
 def one_device():
-    return jax.sharding.Mesh(
-        np.array(jax.devices()[:1]), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
-    )
+    return parallel.data_mesh(tuple(jax.devices()[:1]))
 
 
 def _prefix(p_len=5, seed=3):

@@ -79,9 +79,15 @@ def test_train_adapter_changes_only_the_adapter(lm):
     jax.tree.map(np.testing.assert_array_equal, _host(lm.params), before)
 
 
-def test_score_texts_with_lora_equals_numpy(lm):
+@pytest.mark.parametrize("batch_size, micro_tokens, groups", [(3, 512, 1), (16, 1, 2)])
+def test_score_texts_with_lora_equals_numpy(lm, batch_size, micro_tokens, groups):
+    # (16, 1): 16 rows over 8 devices reduced in 2 interleaved row groups, one after the other
+    data = parallel.data_size(parallel.data_mesh())
+    assert row_groups(parallel.round_up(batch_size, data), 16, data, micro_tokens) == groups
     lora, _ = train_adapter(lm, _lora(lm), TEXTS, TrainConfig(lr=1e-2, epochs=1, max_tokens=30))
-    res = score_texts(lm, lora, TEXTS, max_tokens=12, batch_size=3)
+    res = score_texts(
+        lm, lora, TEXTS, max_tokens=12, batch_size=batch_size, micro_tokens=micro_tokens
+    )
     for r, text in enumerate(TEXTS):
         ids = [0, *lm.tokenizer.encode(text)[:12]]
         lg = np_forward(lm.params, np.array([ids]), TINY, lora=(lora.a, lora.b, lora.scale))[0]
@@ -152,9 +158,7 @@ def test_buckets_and_row_groups():
 def test_row_groups_and_remat_leave_the_step_unchanged(lm, devices):
     """A step whose rows are split into groups (summed gradients in a scan, remat layers) moves
     the adapter as a plain whole-batch gradient does; plain SGD with lr 1 exposes the gradient."""
-    mesh = jax.sharding.Mesh(
-        np.array(jax.devices()[:devices]), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
-    )
+    mesh = parallel.data_mesh(tuple(jax.devices()[:devices]))
     seqs = [[0, *lm.tokenizer.encode(t)[:30]] for t in TEXTS * 3][:16]
     tokens, mask = pad_rows(seqs, 16, 31)
     prefix = K.random_prefix(jax.random.key(1), TINY, 3, 0.5)

@@ -6,8 +6,9 @@ sums (tokens = [bos, y_1..y_n] right-padded, mask marks the real positions); it 
 (reducer, model, mesh) with rows sharded over `data`. Texts are tokenised, truncated to their
 first `max_tokens` tokens, grouped shortest first into batches padded to a few bucket lengths
 (`jaxsel.batching.map_token_rows`), and with a workdir scored in resumable shards keyed by the
-model, the adapter's hash, the reducer and the texts. The vocabulary projection runs in chunks
-(`kernels.loglik`): no [B, T, V] array exists at once.
+model, the adapter's hash, the reducer and the texts. A call's rows are reduced in groups of at
+most `micro_tokens` padded tokens and the vocabulary projection runs in chunks (`kernels.loglik`):
+no [B, T, V] array, and no [B, H, T, T] attention for a whole call, exists at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from jaxsel import parallel
 from jaxsel.batching import map_token_rows
 from jaxsel.kernels.loglik import sequence_loglik
 from jaxsel.lm.adapters import Adapter, adapter_hash, logprob_kwargs
-from jaxsel.lm.train import LOGIT_CHUNK, check_context, token_buckets
+from jaxsel.lm.train import (
+    LOGIT_CHUNK,
+    MICRO_TOKENS,
+    check_context,
+    interleave_groups,
+    row_groups,
+    token_buckets,
+)
 from jaxsel.models import llama
 
 
@@ -49,14 +57,28 @@ def sum_logprob(params: dict, adapter: Adapter | None, tokens, mask, *, cfg) -> 
     return sequence_loglik(lp, mask[:, 1:])[0][:, None]
 
 
+def _grouped(params, adapter, tokens, mask, groups: int, *, reducer: Callable, cfg):
+    """`reducer` over `groups` interleaved row groups in turn (a `lax.map`), so a call holds
+    one group's activations (the attention scores grow with rows x length^2); per row the same
+    computation as the whole batch."""
+    if groups == 1:
+        return reducer(params, adapter, tokens, mask, cfg=cfg)
+    out = jax.lax.map(
+        lambda xs: reducer(params, adapter, *xs, cfg=cfg), interleave_groups((tokens, mask), groups)
+    )
+    return out.swapaxes(0, 1).reshape(tokens.shape[0], -1)
+
+
 @functools.cache
 def reducer_fn(reducer: Callable, cfg: llama.LlamaConfig, mesh):
-    """`reducer` jitted once per model and mesh: params and adapter replicated, rows sharded."""
+    """`reducer` jitted once per model and mesh: params and adapter replicated, rows sharded,
+    the number of row groups static."""
     rep, rows = parallel.replicated(mesh), parallel.sharding("batch", "seq", mesh=mesh)
     return jax.jit(
-        functools.partial(reducer, cfg=cfg),
+        functools.partial(_grouped, reducer=reducer, cfg=cfg),
         in_shardings=(rep, rep, rows, rows),
         out_shardings=parallel.sharding("batch", None, mesh=mesh),
+        static_argnums=4,
     )
 
 
@@ -71,6 +93,7 @@ def score_texts(
     name: str = "score",
     workdir: str | os.PathLike | None = None,
     shard_size: int = 512,
+    micro_tokens: int = MICRO_TOKENS,
     progress: bool = False,
     mesh=None,
 ) -> TokenScores:
@@ -82,25 +105,34 @@ def score_texts(
       batch_size: texts per device call (rows rounded up to a multiple of the `data` axis).
       name: prefixes error messages and the progress bar.
       workdir, shard_size: resumable shards (`jaxsel.shards`).
+      micro_tokens: a call's rows are reduced in row groups of at most this many padded tokens
+        (`train.row_groups`), one after another, bounding activation memory.
     """
     check_context(lm.cfg, max_tokens, name)
     mesh = mesh or parallel.data_mesh()
     fn = reducer_fn(reducer, lm.cfg, mesh)
     params = jax.device_put(lm.params, parallel.replicated(mesh))
     dev_adapter = jax.device_put(adapter, parallel.replicated(mesh))
-    rows = parallel.round_up(batch_size, parallel.data_size(mesh))
+    data = parallel.data_size(mesh)
+    rows = parallel.round_up(batch_size, data)
+
+    def reduce(tokens, mask):
+        groups = row_groups(rows, tokens.shape[1], data, micro_tokens)
+        return fn(params, dev_adapter, tokens, mask, groups)
+
     out = map_token_rows(
         lm.tokenizer,
         texts,
         max_tokens,
         rows,
-        lambda tokens, mask: fn(params, dev_adapter, tokens, mask),
+        reduce,
         key={
             "what": f"{reducer.__module__}.{reducer.__qualname__}",
             "model": lm.fingerprint,
             "dtype": lm.cfg.dtype,
             "adapter": adapter_hash(adapter),
             "max_tokens": max_tokens,
+            "micro_tokens": micro_tokens,
         },
         batch_size=batch_size,
         buckets=token_buckets(max_tokens),
