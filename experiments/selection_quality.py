@@ -69,7 +69,6 @@ from jaxsel.methods import random as random_method
 
 ALL = "random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid"
 TARGETS = {"humaneval": "python", "markdown": "markdown"}
-BOOTSTRAP = 1000
 
 
 def method_and_config(name: str, args):
@@ -100,17 +99,6 @@ def pool_and_target(args):
     return full.subset(keep), target, heldout, TARGETS[args.target]
 
 
-def bootstrap_diff(row: dict, base: dict, seed: int) -> tuple[float, float]:
-    """2.5% and 97.5% quantiles of CE(row) - CE(base) over resamples of the held-out texts."""
-    n = len(base["final_nll"])
-    idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
-    tok = np.asarray(base["final_tokens"], np.float64)[idx].sum(1)
-    a = np.asarray(row["final_nll"])[idx].sum(1) / tok
-    b = np.asarray(base["final_nll"])[idx].sum(1) / tok
-    lo, hi = np.quantile(a - b, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
 def write(out: Path, rows: list[dict], meta: dict, done: bool) -> None:
     meta = {**meta, "complete": done}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
@@ -128,7 +116,7 @@ def write(out: Path, rows: list[dict], meta: dict, done: bool) -> None:
         if ce:
             vs = ""
             if base is not None and r is not base:
-                lo, hi = bootstrap_diff(r, base, 0)
+                lo, hi = downstream.paired_bootstrap(r, base)
                 vs = f"{r['ce'] - base['ce']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
             cells += [f"{r['ce']:.4f}", f"{r['ce'] - meta['untrained_ce']:+.4f}", vs]
             if seeds:
@@ -192,6 +180,7 @@ def main() -> None:
             eval_every=0,
             eval_max_tokens=128,
             doc_tokens=args.doc_tokens,
+            seeds=args.train_seeds,
         )
         meta["downstream"] = dataclasses.asdict(dcfg)
         meta["train_seeds"] = args.train_seeds
@@ -219,26 +208,16 @@ def main() -> None:
             rows_tok, used = downstream.pack_tokens(
                 lm.tokenizer, texts, dcfg.tokens, dcfg.seq_len, name, dcfg.doc_tokens
             )
-            curves = [
-                downstream.finetune_curve(
-                    lm,
-                    name,
-                    rows_tok,
-                    heldout.texts,
-                    dataclasses.replace(dcfg, seed=s),
-                    meta["untrained_ce"],
-                )
-                for s in range(args.train_seeds)
-            ]
-            # Every seed evaluates the same texts (same token counts), so the mean of the seeds'
-            # CEs is the CE of the per-text mean NLL, which the paired bootstrap resamples.
+            curve = downstream.finetune_curve(
+                lm, name, rows_tok, heldout.texts, dcfg, meta["untrained_ce"]
+            )
             row.update(
-                ce=float(np.mean([c.ce[-1] for c in curves])),
-                ce_seeds=[c.ce[-1] for c in curves],
+                ce=curve.ce[-1],
+                ce_seeds=[c[-1] for c in curve.ce_seeds],
                 texts_used=used,
-                final_nll=np.mean([c.final_nll for c in curves], axis=0).tolist(),
-                final_tokens=curves[0].final_tokens,
-                train_loss=[c.train_loss for c in curves],
+                final_nll=curve.final_nll,
+                final_tokens=curve.final_tokens,
+                train_loss=curve.train_loss,
                 finetune_seconds=time.perf_counter() - t1,
             )
         rows.append(row)

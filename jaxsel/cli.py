@@ -623,7 +623,27 @@ def cmd_downstream(argv):
     g.add_argument(
         "--eval-max-tokens", type=int, default=d.eval_max_tokens, help="held-out truncation"
     )
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="first fine-tuning seed (LoRA init, batch order); also the held-out split's seed "
+        "when there is no --heldout",
+    )
+    g.add_argument(
+        "--seeds",
+        type=int,
+        default=d.seeds,
+        help="fine-tune every selection with seeds --seed .. --seed + N - 1 and report the mean "
+        "CE and each row's seed range (one seed's CE can move by more than the difference "
+        "between two selections)",
+    )
+    p.add_argument(
+        "--baseline",
+        help="selection (file stem or method) to compare every other with: final CE difference "
+        "and its 95%% paired-bootstrap interval over the held-out texts (default: 'random' when "
+        "it is among the selections)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     _check_outputs(
@@ -651,6 +671,7 @@ def cmd_downstream(argv):
         eval_max_tokens=args.eval_max_tokens,
         doc_tokens=args.doc_tokens,
         seed=args.seed,
+        seeds=args.seeds,
     )
     pool, target = _load_pool(args), _load_target(args)
     if args.heldout:
@@ -665,6 +686,9 @@ def cmd_downstream(argv):
         method = methods.get(name)
         scores = method.score(pool, target, method.config_cls(), progress=not args.no_progress)
         selections[name] = [pool.texts[i] for i in scores.ranking()]
+    baseline = args.baseline or ("random" if "random" in selections else None)
+    if baseline is not None and baseline not in selections:
+        raise JaxselError(f"downstream: --baseline {baseline!r} is not among {list(selections)}")
     lm = load_lm(args.model, args.dtype)
     report = downstream.evaluate_selections(
         lm,
@@ -677,7 +701,7 @@ def cmd_downstream(argv):
     from jaxsel.data.outputs import write_text
 
     write_text(args.out, json.dumps(report, indent=1))
-    table = downstream.markdown_table(report)
+    table = downstream.markdown_table(report, baseline)
     print(table)
     if args.markdown:
         write_text(args.markdown, table + "\n")

@@ -82,6 +82,61 @@ def test_overlap_is_reported_and_warned(tiny, caplog):
     assert f"{c['ce'][-1] - c['ce'][0]:+.4f}" in table.splitlines()[2]
 
 
+def test_seeds_curve_is_the_mean_of_single_seed_curves(tiny):
+    """`seeds=2` fine-tunes with seeds 0 and 1: its curve is the mean of the two single-seed
+    runs (ce, per-text NLL, train loss) and ce_seeds holds each of them; the table gives the
+    seed range and a paired-bootstrap column against a baseline."""
+    _, lm = tiny
+    held = [CODE[0], PROSE[0], "def g(y):\n    return y\n"]
+    sel = {"code": CODE * 4, "prose": PROSE * 4}
+    kw = dict(tokens=64, seq_len=16, batch_size=2, eval_every=32, eval_max_tokens=16)
+    two = downstream.evaluate_selections(lm, sel, held, DownstreamConfig(seeds=2, **kw))
+    one = [
+        downstream.evaluate_selections(lm, sel, held, DownstreamConfig(seed=s, **kw))
+        for s in (0, 1)
+    ]
+    assert one[0]["curves"]["code"]["ce"] != one[1]["curves"]["code"]["ce"]
+    for name in sel:
+        c, refs = two["curves"][name], [o["curves"][name] for o in one]
+        np.testing.assert_allclose(c["ce_seeds"], [r["ce"] for r in refs], rtol=1e-6)
+        np.testing.assert_allclose(c["ce"], np.mean([r["ce"] for r in refs], 0), rtol=1e-6)
+        for key in ("final_nll", "train_loss"):
+            np.testing.assert_allclose(c[key], np.mean([r[key] for r in refs], 0), rtol=1e-6)
+        np.testing.assert_allclose(sum(c["final_nll"]) / sum(c["final_tokens"]), c["ce"][-1])
+    lines = downstream.markdown_table(two, "prose").splitlines()
+    assert lines[0].endswith("| delta vs untrained | seed CE min–max | vs prose (95% bootstrap) |")
+    lo, hi = downstream.paired_bootstrap(two["curves"]["code"], two["curves"]["prose"])
+    diff = two["curves"]["code"]["ce"][-1] - two["curves"]["prose"]["ce"][-1]
+    assert lines[2].endswith(f"| {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] |") and lo <= diff <= hi
+    ends = sorted(s[-1] for s in two["curves"]["code"]["ce_seeds"])
+    assert f"| {ends[0]:.4f}–{ends[1]:.4f} |" in lines[2]
+    with pytest.raises(InputError, match="baseline 'nope' is not among"):
+        downstream.markdown_table(two, "nope")
+    with pytest.raises(InputError, match="seeds must be a positive integer"):
+        DownstreamConfig(seeds=0)
+
+
+def test_paired_bootstrap_closed_forms():
+    """A selection whose every held-out text costs c nats/token more than the baseline's differs
+    by exactly c in every resample; swapping the two mirrors the interval; the interval of a
+    noisy difference holds the point difference; curves over different texts are refused."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(5, 50, 40)
+    base = {"final_nll": (tokens * rng.uniform(1, 3, 40)).tolist(), "final_tokens": tokens}
+    shifted = {"final_nll": (np.asarray(base["final_nll"]) + 0.25 * tokens).tolist()}
+    shifted["final_tokens"] = tokens
+    np.testing.assert_allclose(downstream.paired_bootstrap(shifted, base), (0.25, 0.25))
+    noisy = {"final_nll": (tokens * rng.uniform(1, 3, 40)).tolist(), "final_tokens": tokens}
+    lo, hi = downstream.paired_bootstrap(noisy, base, seed=3)
+    rlo, rhi = downstream.paired_bootstrap(base, noisy, seed=3)
+    np.testing.assert_allclose((lo, hi), (-rhi, -rlo), atol=1e-12)
+    diff = sum(noisy["final_nll"]) / tokens.sum() - sum(base["final_nll"]) / tokens.sum()
+    assert lo < diff < hi and hi - lo > 0.05
+    short = {"final_nll": base["final_nll"][:-1], "final_tokens": tokens[:-1]}
+    with pytest.raises(InputError, match="same held-out texts"):
+        downstream.paired_bootstrap(short, base)
+
+
 def test_read_selection_and_split(tmp_path):
     pool = Corpus.from_texts(["a", "b", "c"], ids=["x", "y", "z"])
     write_jsonl(tmp_path / "s.jsonl", [{"id": "z"}, {"id": "x"}])
@@ -115,13 +170,23 @@ def test_cli_downstream(tiny, tmp_path, capsys):
     assert list(rep["curves"]) == ["code", "random", "dsir"]
     assert all(c["tokens"] == [0, 64] for c in rep["curves"].values())
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| code |" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "| code |" in out_text and "vs random (95% bootstrap)" in out_text.splitlines()[0]
+    # --seeds 2 --baseline code: the config carries both seeds, the table their range
+    argv = [*base, "--selections", str(tmp_path / "code.jsonl"), "--methods", "random"]
+    argv += ["--seeds", "2", "--baseline", "code", "--out", str(tmp_path / "r2.json")]
+    assert cli.main(argv) == 0
+    rep = json.loads((tmp_path / "r2.json").read_text())
+    assert rep["config"]["seeds"] == 2 and len(rep["curves"]["random"]["ce_seeds"]) == 2
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.endswith("| seed CE min–max | vs code (95% bootstrap) |")
     # bad input: one line each
     write_jsonl(tmp_path / "ghost.jsonl", [{"id": "p0"}, {"id": "ghost"}])
     bad = [
         ([*base, "--selections", str(tmp_path / "ghost.jsonl")], "ghost.jsonl:2: id 'ghost'"),
         ([*base, "--methods", "nope"], "unknown method 'nope'"),
         ([*base, "--methods", "gip"], "gip needs --embeddings"),
+        ([*base, "--methods", "dsir", "--baseline", "random"], "--baseline 'random' is not"),
         ([*base, "--selections", str(tmp_path / "code.jsonl"), "--tokens", "100000"],
          "selection 'code' holds"),
     ]  # fmt: skip
