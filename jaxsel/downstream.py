@@ -245,10 +245,56 @@ def finetune_curve(
     """LoRA (or full) fine-tuning on packed rows ([rows, seq_len + 1], `pack_tokens`) with each
     of `config.seeds` seeds, held-out CE every eval_every training tokens and after the last
     step; the curve is the mean over the seeds."""
-    one = [dataclasses.replace(config, seed=config.seed + s, seeds=1) for s in range(config.seeds)]
+
+    def one_seed(cfg: DownstreamConfig) -> Curve:
+        if cfg.full:
+            adapter = init_full(lm.params)
+        else:
+            adapter = llama.init_lora(
+                jax.random.key(cfg.seed),
+                lm.params,
+                lm.cfg,
+                cfg.rank,
+                cfg.alpha,
+                cfg.targets,
+            )
+        tokens_at, ce, losses, final = [0], [untrained_ce], [], []
+        per_step = cfg.batch_size * cfg.seq_len
+        every = cfg.eval_every
+
+        def on_step(step: int, loss: float, state) -> None:
+            losses.append(loss)
+            seen = min(step * per_step, rows.shape[0] * cfg.seq_len)
+            last = step == cfg.steps
+            if last or (every and seen // every > tokens_at[-1] // every):
+                tokens_at.append(seen)
+                nll, n = heldout_nll(lm, state.adapter, heldout, cfg, mesh=mesh)
+                ce.append(float(nll.sum() / max(int(n.sum()), 1)))
+                final[:] = [nll.tolist(), n.tolist()]
+                log.info(
+                    "downstream %s (seed %d): %d tokens, held-out CE %.4f",
+                    name,
+                    cfg.seed,
+                    seen,
+                    ce[-1],
+                )
+
+        train_tokens(
+            lm.params,
+            lm.cfg,
+            adapter,
+            list(rows),
+            cfg.train_config(),
+            name=f"downstream {name}",
+            progress=progress,
+            on_step=on_step,
+            mesh=mesh,
+        )
+        return Curve(name, tokens_at, ce, losses, *final, [ce])
+
     curves = [
-        _finetune_one(lm, name, rows, heldout, c, untrained_ce, progress=progress, mesh=mesh)
-        for c in one
+        one_seed(dataclasses.replace(config, seed=config.seed + s, seeds=1))
+        for s in range(config.seeds)
     ]
     ce = np.asarray([c.ce for c in curves])
     return Curve(
@@ -260,64 +306,6 @@ def finetune_curve(
         curves[0].final_tokens,
         ce.tolist(),
     )
-
-
-def _finetune_one(
-    lm,
-    name: str,
-    rows: np.ndarray,
-    heldout: Sequence[str],
-    config: DownstreamConfig,
-    untrained_ce: float,
-    *,
-    progress: bool,
-    mesh,
-) -> Curve:
-    """One seed of `finetune_curve`."""
-    if config.full:
-        adapter = init_full(lm.params)
-    else:
-        adapter = llama.init_lora(
-            jax.random.key(config.seed),
-            lm.params,
-            lm.cfg,
-            config.rank,
-            config.alpha,
-            config.targets,
-        )
-    tokens_at, ce, losses, final = [0], [untrained_ce], [], []
-    per_step = config.batch_size * config.seq_len
-    every = config.eval_every
-
-    def on_step(step: int, loss: float, state) -> None:
-        losses.append(loss)
-        seen = min(step * per_step, rows.shape[0] * config.seq_len)
-        last = step == config.steps
-        if last or (every and seen // every > tokens_at[-1] // every):
-            tokens_at.append(seen)
-            nll, n = heldout_nll(lm, state.adapter, heldout, config, mesh=mesh)
-            ce.append(float(nll.sum() / max(int(n.sum()), 1)))
-            final[:] = [nll.tolist(), n.tolist()]
-            log.info(
-                "downstream %s (seed %d): %d tokens, held-out CE %.4f",
-                name,
-                config.seed,
-                seen,
-                ce[-1],
-            )
-
-    train_tokens(
-        lm.params,
-        lm.cfg,
-        adapter,
-        list(rows),
-        config.train_config(),
-        name=f"downstream {name}",
-        progress=progress,
-        on_step=on_step,
-        mesh=mesh,
-    )
-    return Curve(name, tokens_at, ce, losses, *final, [ce])
 
 
 def evaluate_selections(
