@@ -445,6 +445,8 @@ def main():
     )
     ap.add_argument("--out", default="out/bench-finezip.json")
     args = ap.parse_args()
+    if Path(args.out).is_dir():  # else found at the first save, after an hour-long row
+        ap.error(f"--out {args.out} is a directory; give the JSON file to write")
     request_deterministic_xla()  # as the CLI does (GPU: no timing-dependent kernel choice)
 
     model = load_smollm2(args.dtype)
