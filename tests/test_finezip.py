@@ -5,6 +5,8 @@ the 8 fake devices)."""
 import bz2
 import dataclasses
 import os
+import platform
+import re
 import subprocess
 import sys
 import warnings
@@ -307,13 +309,27 @@ def test_payload_forgery_caught_by_original_checksum(tiny, model_archive):
 
 
 def test_other_environment_warns(tiny, model_archive):
+    """The header records the environment, the CPU included (architecture, vendor, model and a
+    digest of its instruction-set extensions); decoding elsewhere warns naming what differs.
+    Archives written before the CPU was recorded lack it and are not warned about it."""
     h, body = arc.unpack(model_archive)
-    env = dataclasses.replace(h.model.environment, jaxlib="0.0.1")
-    moved = arc.pack(h.size, h.sha256, "model", body, dataclasses.replace(h.model, environment=env))
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        assert finezip.decompress(moved, tiny) == CASES["code"]
-    assert any("another environment" in str(x.message) for x in w)
+    cpu = h.model.environment.cpu
+    assert cpu == finezip.api.cpu_signature() and cpu.split()[0] == platform.machine()
+    if Path("/proc/cpuinfo").exists():  # Linux: vendor, family/model, a digest of the extensions
+        assert re.fullmatch(r"\S+ \S+ [\d/]+ isa:[0-9a-f]{12}", cpu), cpu
+
+    def moved(**env):
+        env = dataclasses.replace(h.model.environment, **env)
+        model = dataclasses.replace(h.model, environment=env)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            restored = finezip.decompress(arc.pack(h.size, h.sha256, "model", body, model), tiny)
+        assert restored == CASES["code"]
+        return " ".join(str(x.message) for x in w if "another environment" in str(x.message))
+
+    assert "jaxlib '0.0.1'" in moved(jaxlib="0.0.1")
+    assert "cpu 'x86_64 AuthenticAMD 25/1 isa:0'" in moved(cpu="x86_64 AuthenticAMD 25/1 isa:0")
+    assert moved(cpu=None) == ""
 
 
 # ------------------------------------------------------------------------------ rank rule

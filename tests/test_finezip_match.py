@@ -214,11 +214,18 @@ def test_header_match_record_is_optional_only_without_a_match_coder(tiny):
 
 
 def _old_archive(name: str) -> tuple[bytes, arc.ModelInfo]:
-    """A model archive from tests/data written by an earlier jaxsel, and its model record;
-    skips the test outside the environment it was made in (decoding is bit-exact only there)."""
-    archive = (Path(__file__).parent / "data" / name).read_bytes()
+    """A model archive from tests/data written by an earlier jaxsel (tests/data/make_v3_fixtures.py
+    says how), and its model record. Decoding is bit-exact only in the environment it was made
+    in, CPU included (the header does not record the CPU; tests/data/finezip_v3.cpu does): the
+    test is skipped anywhere else."""
+    data = Path(__file__).parent / "data"
+    made_on = (data / "finezip_v3.cpu").read_text().strip()
+    here = finezip.api.environment()
+    if here.cpu != made_on:
+        pytest.skip(f"fixtures made on another CPU ({made_on}; here {here.cpu})")
+    archive = (data / name).read_bytes()
     m = finezip.read_header(archive)[0].model
-    here = dataclasses.replace(finezip.api.environment(), xla_flags=m.environment.xla_flags)
+    here = dataclasses.replace(here, xla_flags=m.environment.xla_flags, cpu=None)
     if here != m.environment:  # $XLA_FLAGS aside: the CLI tests add GPU-only flags to it
         pytest.skip(f"archive made in another environment ({m.environment})")
     return archive, m
@@ -249,6 +256,33 @@ def test_archive_made_with_attention_buckets_decodes(tiny):
         finezip.FineZipConfig(context=512, stride=256, batch_size=8, lanes=1, fallback=False),
     ).archive
     assert finezip.read_header(new)[0].model.spans == 1
+
+
+def test_archive_without_spans_decodes_with_legacy_buckets(tiny, monkeypatch):
+    """The fixture test above in any environment: an archive coded with the buckets older code
+    used (`engine.legacy_spans`: 2 for C = 512) and its header's `spans` then removed, as those
+    archives have it, decodes to the same bytes (the buckets change the attention's float sums:
+    on the 2-core VM the same archive recorded with spans = 1 fails its checksum)."""
+    make_plan = finezip.engine.make_plan
+    monkeypatch.setattr(
+        finezip.engine,
+        "make_plan",
+        lambda *a: (p := make_plan(*a))._replace(spans=finezip.engine.legacy_spans(p.context)),
+    )
+    data = (ENGLISH * 90).encode()
+    cfg = finezip.FineZipConfig(context=512, stride=256, batch_size=8, lanes=1, fallback=False)
+    archive = finezip.compress(data, tiny, cfg)
+    monkeypatch.undo()
+    header, body = arc.unpack(archive)
+    m = header.model
+    assert (m.context, m.spans) == (512, 2)
+
+    def with_spans(spans):
+        return arc.pack(
+            header.size, header.sha256, "model", body, dataclasses.replace(m, spans=spans)
+        )
+
+    assert finezip.decompress(with_spans(None), tiny) == data
 
 
 def test_registered():

@@ -184,6 +184,7 @@ class Environment(_Record):
     with a warning, never refused."""
 
     _where: ClassVar[str] = "model.environment."
+    _optional: ClassVar[tuple[str, ...]] = ("cpu",)
     platform: str = _f()
     device_kind: str = _f()
     devices: int = _f(1, 1 << 20)
@@ -192,6 +193,9 @@ class Environment(_Record):
     jax: str = _f()
     jaxlib: str = _f()
     constriction: str = _f()
+    # the host CPU as XLA:CPU compiles for it (`api.cpu_signature`); absent in archives written
+    # before it was recorded
+    cpu: str | None = _f(default=None)
 
 
 @dataclasses.dataclass(frozen=True)
