@@ -216,7 +216,7 @@ def test_header_match_record_is_optional_only_without_a_match_coder(tiny):
 def _old_archive(name: str) -> tuple[bytes, arc.ModelInfo]:
     """A model archive from tests/data written by an earlier jaxsel (tests/data/make_v3_fixtures.py
     says how), and its model record. Decoding is bit-exact only in the environment it was made
-    in, CPU included (the header does not record the CPU; tests/data/finezip_v3.cpu does): the
+    in, CPU included (these headers predate the CPU record; tests/data/finezip_v3.cpu has it): the
     test is skipped anywhere else."""
     data = Path(__file__).parent / "data"
     made_on = (data / "finezip_v3.cpu").read_text().strip()
@@ -277,12 +277,8 @@ def test_archive_without_spans_decodes_with_legacy_buckets(tiny, monkeypatch):
     m = header.model
     assert (m.context, m.spans) == (512, 2)
 
-    def with_spans(spans):
-        return arc.pack(
-            header.size, header.sha256, "model", body, dataclasses.replace(m, spans=spans)
-        )
-
-    assert finezip.decompress(with_spans(None), tiny) == data
+    legacy = arc.pack(header.size, header.sha256, "model", body, dataclasses.replace(m, spans=None))
+    assert finezip.decompress(legacy, tiny) == data
 
 
 def test_registered():
