@@ -443,7 +443,14 @@ def cmd_compress(argv):
         "--stride",
         type=int,
         help="tokens per sliding window, each pre-filling context - stride + 1 known tokens "
-        "(default context / 2)",
+        "(default context / 2; prefill windows only)",
+    )
+    p.add_argument(
+        "--sliding",
+        choices=("prefill", "ring"),
+        default="prefill",
+        help="how the context moves past a segment's first --context tokens: prefill windows of "
+        "--stride, or a ring KV cache (every token sees the context - 1 before it, no prefills)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="segments per device batch")
     p.add_argument(
@@ -497,6 +504,7 @@ def cmd_compress(argv):
         coder=args.coder,
         context=args.context,
         stride=args.stride,
+        sliding=args.sliding,
         batch_size=args.batch_size,
         fallback=not args.no_fallback,
         lora=lora,
@@ -526,7 +534,8 @@ def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
     header = finezip.read_header(archive)[0]
     payload = header.model.sections(header.body_len)[2]  # without LoRA blob, escapes, padding
     bpb = [8 * n / header.size for n in (payload, len(archive))]
-    what = f"context {c.plan.context}, stride {c.plan.stride}, {c.plan.seg_len}-token segments"
+    slide = "ring" if c.plan.sliding == "ring" else f"stride {c.plan.stride}"
+    what = f"context {c.plan.context}, {slide}, {c.plan.seg_len}-token segments"
     fig = plots.window_costs(c.window_bits / c.window_bytes, *bpb, what=what)
     log.info("compress: costs of %d windows -> %s", len(c.window_bits), plots.save(fig, path))
 

@@ -45,11 +45,15 @@ def random_params(cfg: LlamaConfig, seed: int = 0, qkv_bias: bool = False) -> di
     return p
 
 
-def np_forward(p, tokens, cfg: LlamaConfig, prefix=None, lora=None):
+def np_forward(p, tokens, cfg: LlamaConfig, prefix=None, lora=None, ring=None):
     """float64 logits [B, T, V] of an unpadded batch, written from the Llama paper/HF code
-    without sharing anything with jaxsel (prefix: (k, v) [L, P, KV, hd]; lora: (a, b, scale))."""
+    without sharing anything with jaxsel (prefix: (k, v) [L, P, KV, hd]; lora: (a, b, scale)).
+    ring = n: a sliding window with a sink, what a ring KV cache of n slots computes: position t
+    attends to position 0 and to the n - 1 positions up to t, and scores position 0 with its query
+    rotated at position min(t, n - 1) instead of t."""
     from jaxsel.models.llama import rope_inv_freq
 
+    assert ring is None or prefix is None
     p = _f64(p)
     b, t = tokens.shape
     hd, nh, nkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
@@ -57,10 +61,17 @@ def np_forward(p, tokens, cfg: LlamaConfig, prefix=None, lora=None):
     ang = np.arange(t)[:, None] * inv[None]
     cos, sin = np.cos(ang), np.sin(ang)
 
-    def rope(x):  # [B, T, N, hd], pairs (i, i + hd/2)
+    def rope(x, cos=cos, sin=sin):  # [B, T, N, hd], pairs (i, i + hd/2)
         x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
         c, s = cos[None, :, None], sin[None, :, None]
         return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1)
+
+    pos = np.arange(t)
+    allowed = pos[None, :] <= pos[:, None]
+    if ring is not None:
+        allowed &= (pos[None, :] == 0) | (pos[None, :] > pos[:, None] - ring + 1)
+        sink_ang = np.minimum(pos, ring - 1)[:, None] * inv[None]
+        sink_cs = np.cos(sink_ang), np.sin(sink_ang)
 
     def norm(x, w):
         return w * x / np.sqrt((x * x).mean(-1, keepdims=True) + cfg.rms_eps)
@@ -78,18 +89,22 @@ def np_forward(p, tokens, cfg: LlamaConfig, prefix=None, lora=None):
         q, k, v = mm(h, "wq", i), mm(h, "wk", i), mm(h, "wv", i)
         if "bq" in lp:
             q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
-        q = rope(q.reshape(b, t, nh, hd))
+        q_raw = q.reshape(b, t, nh, hd)
+        q = rope(q_raw)
         k = rope(k.reshape(b, t, nkv, hd))
         v = v.reshape(b, t, nkv, hd)
-        allowed = np.tril(np.ones((t, t), bool))
+        mask = allowed
         if prefix is not None:
             pk, pv = (np.broadcast_to(np.float64(a[i]), (b, *a.shape[1:])) for a in prefix)
             k, v = np.concatenate([pk, k], 1), np.concatenate([pv, v], 1)
-            allowed = np.concatenate([np.ones((t, pk.shape[1]), bool), allowed], 1)
+            mask = np.concatenate([np.ones((t, pk.shape[1]), bool), allowed], 1)
         rep = nh // nkv
         k, v = np.repeat(k, rep, axis=2), np.repeat(v, rep, axis=2)
         s = np.einsum("bthd,bshd->bhts", q, k) / math.sqrt(hd)
-        s = np.where(allowed, s, -np.inf)
+        if ring is not None:
+            q0 = rope(q_raw, *sink_cs)
+            s[..., 0] = np.einsum("bthd,bhd->bht", q0, k[:, 0]) / math.sqrt(hd)
+        s = np.where(mask, s, -np.inf)
         a = np.exp(s - s.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
         o = np.einsum("bhts,bshd->bthd", a, v).reshape(b, t, nh * hd)

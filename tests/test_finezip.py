@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jaxsel import cli, finezip
-from jaxsel.errors import ArchiveError
+from jaxsel.errors import ArchiveError, InputError
 from jaxsel.finezip import archive as arc
 from jaxsel.finezip import coders, engine
 from jaxsel.finezip.memorize import MemorizeConfig, frozen_a
@@ -196,6 +196,24 @@ def test_sample_estimate_skips_a_hopeless_model(tiny):
     assert finezip.decompress(res.archive, tiny) == data
 
 
+@pytest.mark.parametrize("coder", tuple(coders.CODERS))
+def test_ring_roundtrip(tiny, coder):
+    """A ring cache (no prefills) round trips through many wraps of its 16 slots; the header says
+    so (stride 1), prefill archives do not carry the field, and a stride with a ring is refused."""
+    data = CASES["english_3kb"] + CASES["code"] + CASES["unicode"]
+    kw = dict(coder=coder, fallback=False, context=16, batch_size=8, lanes=1)
+    res = roundtrip(data, tiny, sliding="ring", **kw)
+    m = finezip.read_header(res.archive)[0].model
+    assert (m.sliding, m.stride, m.context, m.spans) == ("ring", 1, 16, 1)
+    assert -(-res.n_tokens // (m.batch_size * m.n_batches)) > 4 * 16  # many wraps per segment
+    prefill = roundtrip(data, tiny, **kw)
+    assert b'"sliding"' not in prefill.archive and prefill.archive != res.archive
+    with pytest.raises(InputError, match="stride 4 with a ring"):
+        finezip.FineZipConfig(sliding="ring", stride=4)
+    with pytest.raises(InputError, match="sliding must be one of"):
+        finezip.FineZipConfig(sliding="window")
+
+
 def test_lanes_and_batches(tiny):
     data = CASES["english_3kb"]
     one = roundtrip(data, tiny, context=16, stride=8, batch_size=8, lanes=1, fallback=False)
@@ -222,7 +240,7 @@ def test_programs_compile_once(tiny):
     rank = coders.CODERS["rank"]
     fns = [
         engine.compiled_prefill(tiny.cfg, rank),
-        engine.compiled_step(tiny.cfg, rank, 24),
+        engine.compiled_step(tiny.cfg, rank, 24, False),
     ]
     before = [f._cache_size() for f in fns]
     data = CASES["english_3kb"][:1200]
@@ -439,6 +457,9 @@ def test_plan_and_segments(n):
     starts = [t for t in range(plan.seg_len) if plan.window(t) >= 0]
     assert starts == list(range(plan.context, plan.seg_len, plan.stride))
     assert all(p < plan.span(p) <= plan.context for p in range(plan.context))
+    ring = engine.make_plan(n, 32, 12, 4, 2, 8, sliding="ring")
+    assert ring._replace(sliding="prefill", stride=plan.stride) == plan and ring.stride == 1
+    assert all(ring.window(t) < 0 and ring.span(t) == ring.context for t in range(3 * n))
     lens = plan.lengths()
     assert all(
         np.all(batches[b, r, lens[b, r] :] == 0)

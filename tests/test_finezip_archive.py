@@ -169,6 +169,10 @@ def _mutations():
         "context_0": set_(["model", "context"], 0),
         "stride_0": set_(["model", "stride"], 0),
         "stride_beyond_context": set_(["model", "stride"], 41),
+        "sliding_unknown": set_(["model", "sliding"], "prefill"),
+        "ring_with_stride": lambda h: set_(["model", "stride"], 2)(
+            set_(["model", "sliding"], "ring")(h)
+        ),
         "n_batches_0": set_(["model", "n_batches"], 0),
         "segments_beyond_tokens": set_(["model", "n_batches"], 41),
         "batch_size_0": set_(["model", "batch_size"], 0),

@@ -324,6 +324,22 @@ def test_ac_archive_costs_are_the_teacher_forced_lm_costs(tiny):
     np.testing.assert_allclose(c.bits, token_bits(tiny, c.ids, c.plan), rtol=1e-3, atol=1e-3)
 
 
+def test_ring_archive_costs_add_up_and_have_no_teacher_forced_twin(tiny):
+    """A ring archive's recorded costs sum to its payload (as above), reported in blocks of C
+    tokens; `token_bits` refuses a ring plan instead of computing other contexts' costs."""
+    data = (ENGLISH * 12).encode()
+    kw = dict(coder="ac", context=32, sliding="ring", batch_size=8, lanes=1, fallback=False)
+    res = roundtrip(data, tiny, **kw)
+    c = archive_costs(res.archive, lambda dtype: tiny)
+    payload, streams = _payload_bits(res.archive)
+    total = c.bits.sum()
+    assert c.plan.sliding == "ring" and c.window_bytes.sum() == len(data)
+    assert len(c.window_bits) > c.plan.batch_size and c.window_bits.sum() == pytest.approx(total)
+    assert abs(payload - total) <= 64 * streams + 0.005 * total, (payload, total, streams)
+    with pytest.raises(InputError, match="no teacher-forced costs for a ring plan"):
+        token_bits(tiny, c.ids, c.plan)
+
+
 def test_rank_archive_costs_are_refused(tiny):
     res = roundtrip(ENGLISH.encode(), tiny, coder="rank", **FAST)
     with pytest.raises(InputError, match="rank-coded archive"):

@@ -149,6 +149,32 @@ def test_decode_equals_teacher_forcing(with_lora):
     assert int(cache.pos) == toks.shape[1]
 
 
+@pytest.mark.parametrize("with_lora", [False, True])
+def test_ring_decode_equals_a_sliding_window_with_a_sink(with_lora):
+    """A ring cache of n slots stepped over 5n tokens gives the logits of the float64
+    transcription of a sliding window with a sink (`np_forward(ring=n)`), which past position n
+    differ from full attention's; up to n they are plain decoding's."""
+    cfg, n, t = dataclasses.replace(TINY, rope_scaling=LLAMA3_ROPE), 8, 40
+    p = random_params(cfg, qkv_bias=True)
+    toks = _tokens(cfg, 2, t, seed=3)
+    lora, lora_ref = None, None
+    if with_lora:
+        lora = llama.init_lora(jax.random.key(2), p, cfg, rank=2, alpha=2.0, targets=("wq", "wv"))
+        lora = llama.Lora(lora.a, {k: v + 0.05 for k, v in lora.b.items()}, lora.scale)
+        lora_ref = (lora.a, lora.b, lora.scale)
+    ref = np_forward(p, toks, cfg, lora=lora_ref, ring=n)
+    full = np_forward(p, toks, cfg, lora=lora_ref)
+    np.testing.assert_allclose(ref[:, :n], full[:, :n], atol=1e-9)
+    assert np.abs(ref[:, n:] - full[:, n:]).max(axis=-1).min() > 1e-3  # every window matters
+    step = jax.jit(llama.decode_step, static_argnames=("cfg", "ring"), donate_argnames="cache")
+    cache = llama.init_cache(cfg, 2, n, ring=True)
+    for i in range(t):
+        out, cache = step(p, cache, jnp.asarray(toks[:, i]), cfg, lora=lora, ring=True)
+        np.testing.assert_allclose(out, ref[:, i], atol=2e-4, rtol=2e-4)
+    assert int(cache.pos) == t
+    assert [int(llama.ring_slot(q, n)) for q in (0, 7, 8, 14, 15, 16)] == [0, 7, 1, 7, 1, 2]
+
+
 def test_bf16_close_to_f32():
     p = random_params(TINY)
     toks = _tokens(TINY, 2, 16)

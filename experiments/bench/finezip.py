@@ -276,6 +276,15 @@ class _Tee(coders.BatchCoder):
             p.feed(t, out)
 
 
+def sliding_shape(ctx: int, spec: str) -> tuple[dict, str]:
+    """One `--strides` entry at context ctx: FineZipConfig fields and the row tag ("ring": a
+    ring cache, else a stride as a fraction of C)."""
+    if spec == "ring":
+        return {"context": ctx, "sliding": "ring"}, f" C={ctx} ring"
+    stride = max(1, round(ctx * float(spec)))
+    return {"context": ctx, "stride": stride}, f" C={ctx} S={stride}"
+
+
 def shared_pass(data: bytes, model, config: FineZipConfig) -> tuple[list[dict], dict]:
     """`SHARED`'s coders on `data` from ONE pass of the model (match on/off and both scopes
     differ only on the host, so one LM pass serves them all): each coder's exact payload in the
@@ -287,7 +296,7 @@ def shared_pass(data: bytes, model, config: FineZipConfig) -> tuple[list[dict], 
     ids = np.asarray(tok.encode(data.decode("utf-8")), np.int32)
     c = config
     plan = engine.make_plan(
-        len(ids), c.context, c.stride, c.batch_size, c.lanes, parallel.data_size()
+        len(ids), c.context, c.stride, c.batch_size, c.lanes, parallel.data_size(), c.sliding
     )
     batches, lengths = plan.to_batches(ids, tok.bos_id), plan.lengths()
     parts = {
@@ -306,6 +315,7 @@ def shared_pass(data: bytes, model, config: FineZipConfig) -> tuple[list[dict], 
             "tokens": plan.n_tokens,
             "context": plan.context,
             "stride": plan.stride,
+            "sliding": plan.sliding,
             "rows": plan.batch_size,
             "batches": plan.n_batches,
             "payload_bytes": len(payload),
@@ -314,7 +324,8 @@ def shared_pass(data: bytes, model, config: FineZipConfig) -> tuple[list[dict], 
             "shared_pass": list(SHARED),
             "payload_sha256": arc.sha256(payload),
         }
-        tag = f"finezip {name} C={plan.context} S={plan.stride}"
+        slide = "ring" if plan.sliding == "ring" else f"S={plan.stride}"
+        tag = f"finezip {name} C={plan.context} {slide}"
         rows.append(row(tag, len(data), len(archive), **extra))
         archives[tag] = archive
     return rows, archives
@@ -409,7 +420,8 @@ def main():
     ap.add_argument(
         "--strides",
         default="0.5",
-        help="strides as fractions of C (1.0 = a fresh window every C tokens, ~ chunking)",
+        help="strides as fractions of C (1.0 = a fresh window every C tokens, ~ chunking), or "
+        "'ring' (a ring KV cache, no prefills)",
     )
     ap.add_argument("--lanes", type=int, default=2, help="batches in flight")
     ap.add_argument(
@@ -487,10 +499,9 @@ def main():
     verify = {f"finezip {c}" for c in args.verify.split(",") if c}
     variants, contexts = {}, [int(c) for c in args.contexts.split(",")]
     for i, ctx in enumerate(contexts):
-        for frac in args.strides.split(","):
-            stride = max(1, round(ctx * float(frac)))
-            shape = dict(context=ctx, stride=stride, batch_size=batch, lanes=args.lanes)
-            tag = f" C={ctx} S={stride}"
+        for spec in args.strides.split(","):
+            shape, tag = sliding_shape(ctx, spec)
+            shape |= dict(batch_size=batch, lanes=args.lanes)
             for coder, extra in (
                 ("ac", {}),
                 ("ac-match", {}),
@@ -520,11 +531,9 @@ def main():
             print(f"  {name}: {json.dumps(rows[-1])}", flush=True)
             save()
         for i, ctx in enumerate(int(c) for c in args.shared.split(",") if c):
-            for frac in args.strides.split(","):
-                stride = max(1, round(ctx * float(frac)))
-                config = FineZipConfig(
-                    "ac", context=ctx, stride=stride, batch_size=batch, lanes=args.lanes
-                )
+            for spec in args.strides.split(","):
+                shape = sliding_shape(ctx, spec)[0]
+                config = FineZipConfig("ac", batch_size=batch, lanes=args.lanes, **shape)
                 shared, archives = shared_pass(data, model, config)
                 for r in shared:
                     real = next((x for x in rows if x["method"] == r["method"]), None)
@@ -552,8 +561,10 @@ def main():
             est.append(row("brotli -q 11", len(big), len(brotli.compress(big, quality=11))))
             est += estimate(big, model, 512, batch)
             for ctx in contexts:
-                for frac in args.strides.split(","):
-                    stride = max(1, round(ctx * float(frac)))
+                for spec in args.strides.split(","):
+                    if spec == "ring":  # no teacher-forced equivalent (`costs.token_bits`)
+                        continue
+                    stride = max(1, round(ctx * float(spec)))
                     est.append(estimate_sliding(big, model, ctx, stride, batch))
                     print(f"  {json.dumps(est[-1])}", flush=True)
             results[f"{corpus} (estimate)"] = {"bytes": len(big), "rows": est}

@@ -47,7 +47,9 @@ class FineZipConfig:
     context: C, the most tokens a prediction sees (KV-cache length; SmolLM2 was trained on 2048).
     stride: S, tokens coded per window after a segment's first C; each window pre-fills the
       C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more prefill.
-      None = C // 2.
+      None = C // 2 (a ring: 1).
+    sliding: "prefill" (windows of `stride`) or "ring" (a sliding KV cache: every token past the
+      first C sees the C - 1 before it, no prefills; `engine`).
     batch_size: segments coded side by side (the KV-cache batch; rounded to the `data` axis).
     lanes: batches in flight at once (overlaps host coding with device steps).
     fallback: also consider the model-free modes and keep whichever archive is smallest.
@@ -58,6 +60,7 @@ class FineZipConfig:
     coder: str = "ac-match"  # 64 KB, C=512: -20% bits/byte on licences, -2.5% on code vs "ac"
     context: int = 2048
     stride: int | None = None
+    sliding: str = "prefill"
     batch_size: int = 16
     lanes: int = 2
     fallback: bool = True
@@ -67,8 +70,13 @@ class FineZipConfig:
     def __post_init__(self):
         if self.coder not in coders.CODERS:
             raise InputError(f"coder must be one of {tuple(coders.CODERS)}, got {self.coder!r}")
+        if self.sliding not in engine.SLIDINGS:
+            raise InputError(f"sliding must be one of {engine.SLIDINGS}, got {self.sliding!r}")
+        if self.sliding == "ring" and self.stride not in (None, 1):
+            raise InputError(f"stride {self.stride} with a ring: it moves one token per step")
         if self.stride is None:
-            object.__setattr__(self, "stride", max(1, self.context // 2))
+            stride = 1 if self.sliding == "ring" else max(1, self.context // 2)
+            object.__setattr__(self, "stride", stride)
         if min(self.context, self.stride, self.batch_size, self.lanes) < 1:
             raise InputError("context, stride, batch_size and lanes must be >= 1")
         if self.stride > self.context:
@@ -349,6 +357,7 @@ def _model_archive(
         config.batch_size,
         config.lanes,
         parallel.data_size(),
+        config.sliding,
     )
     lora, blob, losses, lora_info = None, b"", [], None
     if config.lora.steps > 0:
@@ -425,6 +434,7 @@ def pack_model_archive(
         environment=environment(),
         match=None if match is None else arc.MatchInfo.of(match),
         spans=plan.spans,
+        sliding=None if plan.sliding == "prefill" else plan.sliding,
     )
     body = blob + escape + payload + bytes(pad)
     return arc.pack(size, digest, "model", body, info)
@@ -485,7 +495,8 @@ def parse(archive: bytes) -> Parsed:
 
 def _plan(m: arc.ModelInfo) -> engine.Plan:
     spans = engine.legacy_spans(m.context) if m.spans is None else m.spans
-    return engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches, spans)
+    sliding = m.sliding or "prefill"
+    return engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches, spans, sliding)
 
 
 def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:

@@ -264,7 +264,7 @@ class ModelInfo(_Record):
     """How the text was model-coded; the decompressor rebuilds the identical plan from it."""
 
     _where: ClassVar[str] = "model."
-    _optional: ClassVar[tuple[str, ...]] = ("match", "spans")
+    _optional: ClassVar[tuple[str, ...]] = ("match", "spans", "sliding")
     coder: str = _f(choices=tuple(coders.CODERS))
     model: str = _f(pattern=r"[\x21-\x7e]{1,256}")  # the LoadedLM fingerprint
     tokenizer: str = _f(pattern=r"[\x21-\x7e]{1,256}")
@@ -283,6 +283,8 @@ class ModelInfo(_Record):
     # attention-length buckets of the decode steps (`engine.Plan.spans`); absent in archives
     # written before it was recorded, which used `engine.legacy_spans(context)`
     spans: int | None = _f(1, 4, default=None)
+    # "ring" (`engine.Plan.sliding`); absent = prefill windows (every archive before rings)
+    sliding: str | None = _f(choices=("ring",), default=None)
 
     def _consistent(self):
         if (self.match is not None) != coders.CODERS[self.coder].uses_match:
@@ -303,6 +305,10 @@ class ModelInfo(_Record):
             _fail("model.stride", f"{self.stride} exceeds the context {self.context}")
         if self.spans is not None and self.spans > self.context:
             _fail("model.spans", f"{self.spans} exceeds the context {self.context}")
+        if self.sliding == "ring" and (self.stride != 1 or self.spans != 1):
+            _fail(
+                "model.sliding", f"ring needs stride 1 and spans 1, not {self.stride}, {self.spans}"
+            )
 
     def sections(self, body_len: int) -> tuple[int, int, int]:
         """Byte lengths of (LoRA blob, escape section, payload) in a body of `body_len`."""

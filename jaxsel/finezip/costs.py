@@ -53,8 +53,9 @@ def _bits_fn(cfg: llama.LlamaConfig):
 
 
 def _windows(plan: engine.Plan) -> list[tuple[int, int, int]]:
-    """(context start, first coded, end) token positions of every window, in text order."""
-    c, s = plan.context, plan.stride
+    """(context start, first coded, end) token positions of every window, in text order (a ring,
+    which has no windows, is reported in blocks of C tokens after the first C)."""
+    c, s = plan.context, plan.context if plan.sliding == "ring" else plan.stride
     out = []
     for start, n in enumerate(plan.lengths().reshape(-1)):
         base = start * plan.seg_len
@@ -67,7 +68,10 @@ def _windows(plan: engine.Plan) -> list[tuple[int, int, int]]:
 
 
 def token_bits(lm: LoadedLM, ids: np.ndarray, plan: engine.Plan, batch: int = 16) -> np.ndarray:
-    """-log2 p of each of `ids` [n] (float64 [n]) in the context `plan` codes it with."""
+    """-log2 p of each of `ids` [n] (float64 [n]) in the context `plan` codes it with (prefill
+    windows: a ring's kept keys and values depend on tokens no forward of C tokens sees)."""
+    if plan.sliding == "ring":
+        raise InputError("no teacher-forced costs for a ring plan: decode it (`archive_costs`)")
     ids = np.asarray(ids, np.int32)
     if ids.size != plan.n_tokens:
         raise InputError(f"{ids.size} tokens for a plan of {plan.n_tokens}")
@@ -102,7 +106,7 @@ def text_costs(data: bytes, lm: LoadedLM, plan: engine.Plan | FineZipConfig) -> 
     if isinstance(plan, FineZipConfig):
         c = plan
         plan = engine.make_plan(
-            ids.size, c.context, c.stride, c.batch_size, c.lanes, parallel.data_size()
+            ids.size, c.context, c.stride, c.batch_size, c.lanes, parallel.data_size(), c.sliding
         )
     return _per_window(lm, ids, token_bits(lm, ids, plan), plan)
 

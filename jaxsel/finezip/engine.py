@@ -10,6 +10,13 @@ pre-fills the cache with the P = C - S + 1 tokens just before it (`prefill`, one
 the last of them reading all C positions. So every token past the first C sees between
 C - S + 1 and C previous tokens; the first C see all of theirs.
 
+Ring (`Plan.sliding == "ring"`): no prefills at all. Every token is coded by a decode step into a
+cache of C slots used as a sliding window (`llama.decode_step(ring=True)`): bos stays in slot 0
+as the attention sink, positions 1, 2, … cycle through slots 1 … C - 1, so every token past the
+first C sees bos and exactly the C - 1 tokens before it, at the cost of one decode step per
+token (the prefill windows add a (C - S + 1)-token forward every S tokens). The keys and values
+kept in the ring were computed when their tokens were coded, with the context they had then.
+
 How losslessness is guaranteed. Compression and decompression run the *same* jitted programs
 (`compiled_step`, `compiled_prefill`: one executable per model config, coder, attention span
 and LoRA scale, a static field of the `Lora` pytree) on arrays of the same shapes, dtypes and
@@ -18,8 +25,9 @@ it has already decoded, which are the same by induction. A prefill reads only to
 earlier windows of its segment — all decoded before it runs — so its inputs are the same on
 both sides too; that it agrees with the decode steps only up to float rounding does not matter,
 because both sides use the prefill at the same places (the schedule is a function of the plan
-alone). Which attention span a step reads (`Plan.span`) is also a function of the position
-and the plan (its `spans` is in the header). Same programs + same inputs => bit-identical logits, so
+alone; a ring has no prefills, and the slot a step writes is a function of its position). Which
+attention span a step reads (`Plan.span`) is also a function of the position and the plan (its
+`spans` is in the header). Same programs + same inputs => bit-identical logits, so
 
 * `ac`: both sides hand bit-identical float32 probability rows to constriction, whose
   float -> integer-frequency quantisation is deterministic, so the range decoder inverts the
@@ -66,6 +74,8 @@ from jaxsel.models.llama import (
     unstack_layers,
 )
 
+SLIDINGS = ("prefill", "ring")  # how a segment's window moves past its first C tokens
+
 
 class Plan(NamedTuple):
     """Static shapes and the window schedule of a coding run; recorded in the archive header, so
@@ -77,6 +87,7 @@ class Plan(NamedTuple):
     batch_size: int  # B: segments per device batch (a multiple of the `data` axis size)
     n_batches: int  # batches coded side by side (host coding overlaps device steps)
     spans: int = 1  # attention-length buckets of a decode step (1: all C positions; see `span`)
+    sliding: str = "prefill"  # "prefill" windows of `stride`, or a "ring" cache (stride 1)
 
     @property
     def seg_len(self) -> int:
@@ -106,9 +117,9 @@ class Plan(NamedTuple):
 
     def window(self, t: int) -> int:
         """What codes segment position t: -1 = a decode step, else the position the prefill of
-        `prefill_len` tokens ends at (a window start past the first window)."""
+        `prefill_len` tokens ends at (a window start past the first window; never in a ring)."""
         c, s = self.context, self.stride
-        return t if t >= c and (t - c) % s == 0 else -1
+        return t if self.sliding == "prefill" and t >= c and (t - c) % s == 0 else -1
 
     def span(self, pos: int) -> int:
         """The attention span (static) of a decode step writing cache position `pos`: the
@@ -116,6 +127,8 @@ class Plan(NamedTuple):
         (the whole cache): XLA:CPU materialises a slice of the just-updated cache, ~1.1 GB of
         fresh pages per SmolLM2 step at B = 16, C = 2048, span 1536 (724 ms vs 144 ms a step,
         measured on the 2-core VM), so reading fewer positions cost 5x instead of saving."""
+        if self.sliding == "ring":
+            return self.context
         for k in range(1, self.spans + 1):
             span = -(-self.context * k // self.spans)
             if pos < span:
@@ -130,17 +143,25 @@ def legacy_spans(context: int) -> int:
 
 
 def make_plan(
-    n_tokens: int, context: int, stride: int, batch_size: int, lanes: int, multiple: int
+    n_tokens: int,
+    context: int,
+    stride: int,
+    batch_size: int,
+    lanes: int,
+    multiple: int,
+    sliding: str = "prefill",
 ) -> Plan:
     """Segments of at least `context` tokens where the input allows (so the context is used),
     at most `batch_size` rows (a multiple of `multiple`, the `data` axis size) in each of at most
-    `lanes` batches; the context shrinks to the segment and the stride to the context."""
+    `lanes` batches; the context shrinks to the segment and the stride to the context (a ring
+    records stride 1: its window moves one token per step)."""
     long_segments = max(1, n_tokens // context)
     n_batches = max(1, min(lanes, long_segments))
     rows = parallel.round_up(max(1, min(batch_size, long_segments // n_batches)), multiple)
     seg_len = -(-n_tokens // (rows * n_batches))
     context = max(1, min(context, seg_len))
-    return Plan(n_tokens, context, max(1, min(stride, context)), rows, n_batches)
+    stride = 1 if sliding == "ring" else max(1, min(stride, context))
+    return Plan(n_tokens, context, stride, rows, n_batches, sliding=sliding)
 
 
 def training_chunks(tokens: np.ndarray, chunk_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,13 +187,14 @@ def coding_step(
     cfg: LlamaConfig,
     coder: Coder,
     span: int,
+    ring: bool,
 ):
     """One decoding step of a batch of segments, shared verbatim by compressor and decompressor.
 
     tokens: [B] the tokens at position cache.pos (bos at 0); targets: [B] the true next tokens
     (compressor; anything for the decompressor); ranks: [B] the coded ranks (decompressor;
     anything for the compressor); lora: the adapter (its scale static) or None; span: attention
-    length bucket.
+    length bucket; ring: the cache is a sliding window (`decode_step`).
 
     Returns the updated cache and `coder.outputs` of the logits (for `ac` probabilities [B, V]
     float32, softmax on device, so no host-side float math enters the model; for `rank`,
@@ -180,7 +202,7 @@ def coding_step(
     the logits cannot differ between compression and decompression because they come from the
     same executable on the same inputs.
     """
-    logits, cache = decode_step(params, cache, tokens, cfg, lora=lora, span=span)
+    logits, cache = decode_step(params, cache, tokens, cfg, lora=lora, span=span, ring=ring)
     return cache, coder.outputs(logits, targets, ranks)
 
 
@@ -202,14 +224,14 @@ def prefill_step(
 
 
 @functools.cache
-def compiled_step(cfg: LlamaConfig, coder: Coder, span: int) -> Callable:
+def compiled_step(cfg: LlamaConfig, coder: Coder, span: int, ring: bool = False) -> Callable:
     """The jit boundary: `coding_step` with the cache and every per-row array sharded over the
     `data` axis, the cache donated (updated in place). Cached, so compressor and decompressor
     in one process share one executable and the loop never re-traces (jit keys a LoRA scale,
     static in the `Lora` treedef, by itself)."""
-    step = functools.partial(coding_step, cfg=cfg, coder=coder, span=span)
+    step = functools.partial(coding_step, cfg=cfg, coder=coder, span=span, ring=ring)
     return jax.jit(
-        step, out_shardings=(_cache_shardings(cfg), coder.out_sharding()), donate_argnums=(2,)
+        step, out_shardings=(_cache_shardings(cfg, ring), coder.out_sharding()), donate_argnums=(2,)
     )
 
 
@@ -222,16 +244,18 @@ def compiled_prefill(cfg: LlamaConfig, coder: Coder) -> Callable:
     )
 
 
-def _cache_shardings(cfg: LlamaConfig) -> KVCache:
+def _cache_shardings(cfg: LlamaConfig, ring: bool = False) -> KVCache:
     per_layer = (parallel.sharding("batch", None, None, None),) * cfg.num_layers
-    return KVCache(per_layer, per_layer, parallel.replicated())
+    sink = (parallel.sharding("batch", None, None),) * cfg.num_layers if ring else ()
+    return KVCache(per_layer, per_layer, parallel.replicated(), sink)
 
 
 def new_cache(cfg: LlamaConfig, plan: Plan) -> KVCache:
     """An empty, sharded cache; every layer's k and v get their own buffer (all donated)."""
-    shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.context))
+    ring = plan.sliding == "ring"
+    shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.context, ring))
     return jax.tree.map(
-        lambda s, d: jnp.zeros(s.shape, s.dtype, device=d), shapes, _cache_shardings(cfg)
+        lambda s, d: jnp.zeros(s.shape, s.dtype, device=d), shapes, _cache_shardings(cfg, ring)
     )
 
 
@@ -283,7 +307,7 @@ def run(
         live = [i for i in range(len(parts)) if t < steps[i]]
         start = plan.window(t)
         if start < 0:
-            fn = compiled_step(cfg, coder, plan.span(pos))
+            fn = compiled_step(cfg, coder, plan.span(pos), plan.sliding == "ring")
         outs = {}
         for i in live:
             tgt, rk = (jax.device_put(a, rows) for a in parts[i].inputs(t))

@@ -106,11 +106,15 @@ class KVCache(NamedTuple):
     position the next token goes to. Per-layer arrays (not one stacked [L, ...] array scanned
     over) let a jitted step update each layer in place: slicing a stacked cache in a layer loop
     copies it, which cost 3x the whole step for SmolLM2 at batch 64 x 512 on a 2-core CPU.
+    sink: ring caches only (`decode_step(ring=True)`), L arrays [B, KV, hd], the keys of
+    position 0 kept apart (reading them from `k` beside the in-place update copied the whole
+    cache: 2.5x the step).
     """
 
     k: tuple
     v: tuple
     pos: jax.Array
+    sink: tuple = ()
 
 
 # ----------------------------------------------------------------------------------- pieces
@@ -325,13 +329,14 @@ def token_logprobs(
     )
 
 
-def init_cache(cfg: LlamaConfig, batch: int, max_len: int) -> KVCache:
-    """An empty KV cache for `batch` rows and up to `max_len` positions."""
-    kv, hd = cfg.num_kv_heads, cfg.head_dim
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, ring: bool = False) -> KVCache:
+    """An empty KV cache for `batch` rows and up to `max_len` positions (slots of a ring)."""
+    kv, hd, n = cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
     # Distinct buffers, so a jitted step may donate (update in place) every one of them.
-    k = tuple(jnp.zeros((batch, kv, hd, max_len), cfg.compute_dtype) for _ in range(cfg.num_layers))
-    v = tuple(jnp.zeros((batch, kv, max_len, hd), cfg.compute_dtype) for _ in range(cfg.num_layers))
-    return KVCache(k, v, jnp.zeros((), jnp.int32))
+    k = tuple(jnp.zeros((batch, kv, hd, max_len), cfg.compute_dtype) for _ in range(n))
+    v = tuple(jnp.zeros((batch, kv, max_len, hd), cfg.compute_dtype) for _ in range(n))
+    sink = tuple(jnp.zeros((batch, kv, hd), cfg.compute_dtype) for _ in range(n)) if ring else ()
+    return KVCache(k, v, jnp.zeros((), jnp.int32), sink)
 
 
 def unstack_layers(params: dict) -> dict:
@@ -345,21 +350,33 @@ def unstack_layers(params: dict) -> dict:
     return {**params, "layers": tuple(jax.tree.map(itemgetter(i), layers) for i in range(n))}
 
 
-def _decode_attention(q: jax.Array, ck: jax.Array, cv: jax.Array, pos, span: int) -> jax.Array:
+def _decode_attention(
+    q: jax.Array, ck: jax.Array, cv: jax.Array, pos, span: int, sink: tuple | None = None
+) -> jax.Array:
     """One query per row over the cached positions ≤ pos. q: [B, KV, G, hd] (G = H / KV query
     heads per kv head), ck: [B, KV, hd, S], cv: [B, KV, S, hd] → [B, KV, G, hd]. Only the first
     `span` (static, > pos) positions are read (FineZip passes the cache length: on XLA:CPU a
     shorter span materialises the slice of the just-updated cache, see `engine.Plan.span`;
     archives made before that used length buckets and still decode with them). Multiply-and-sum
     rather than batched matmuls: with G = 3 rows per (row, head) pair XLA:CPU's batched dot ran
-    ~2x slower than these two fused loops, each one pass over the cache."""
+    ~2x slower than these two fused loops, each one pass over the cache. sink (ring caches, see
+    `decode_step`): (query [B, KV, G, hd], key [B, KV, hd]) whose score replaces slot 0's."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     f32 = jnp.float32
     ck, cv = ck[..., :span], cv[:, :, :span]
     s = jnp.sum(q[..., None].astype(f32) * ck[:, :, None], axis=-2) * scale  # [B, KV, G, S]
+    if sink is not None:
+        s0 = jnp.sum(sink[0].astype(f32) * sink[1][:, :, None].astype(f32), axis=-1) * scale
+        s = jnp.where(jnp.arange(ck.shape[-1]) == 0, s0[..., None], s)
     s = jnp.where(jnp.arange(ck.shape[-1]) <= pos, s, -jnp.inf)
     p = jax.nn.softmax(s, axis=-1)
     return jnp.sum(p[..., None] * cv[:, :, None], axis=-2).astype(q.dtype)
+
+
+def ring_slot(pos, n: int):
+    """The cache slot of position `pos` in a ring cache of n slots: slot 0 holds position 0 (the
+    sink, bos in FineZip) for good, positions ≥ 1 cycle through slots 1 … n − 1."""
+    return jnp.where(pos < n, pos, 1 + (pos - 1) % max(1, n - 1))
 
 
 def decode_step(
@@ -370,6 +387,7 @@ def decode_step(
     *,
     lora: Lora | None = None,
     span: int | None = None,
+    ring: bool = False,
 ) -> tuple[jax.Array, KVCache]:
     """One incremental step: tokens [B] int32 at position `cache.pos` (the same for every row).
 
@@ -378,33 +396,54 @@ def decode_step(
     hold stacked layers; pass `unstack_layers(params)` in a decode loop (see there). Donate the
     cache to update it in place. `span` (static): attention reads only the first `span` cache
     positions (must exceed `cache.pos`; default all).
+
+    ring (static): the cache of n slots is a sliding window over positions that grow without
+    bound (`ring_slot`): position 0 stays in slot 0 as an attention sink and every step at
+    pos ≥ n reads it and the n − 1 latest positions, with RoPE at the true positions (attention
+    sees only differences, at most n − 2) and slot 0 scored by the query rotated back to position
+    min(pos, n − 1), i.e. as if the sink stood just before the window, where a fresh window would
+    put it. Up to pos = n − 1 it is the plain step (to float rounding). Needs a cache from
+    `init_cache(..., ring=True)` (it keeps the sink's keys apart).
     """
     b = tokens.shape[0]
     kv, g = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads
     pos = cache.pos
     cos, sin = rope_cos_sin(jnp.full((b, 1), pos, jnp.int32), cfg)
+    slot, sink = pos, None
+    if ring:
+        n = cache.k[0].shape[-1]
+        slot = ring_slot(pos, n)
+        sink = rope_cos_sin(jnp.full((b, 1), jnp.minimum(pos, n - 1) - pos, jnp.int32), cfg)
     layers = unstack_layers(params)["layers"]
     x = params["embed"][tokens][:, None].astype(cfg.compute_dtype)
-    new_k, new_v = [], []
+    new_k, new_v, new_sink = [], [], []
     for i, lp in enumerate(layers):  # unrolled: per-layer cache arrays stay in place
         lora_l = (
             None if lora is None else (*jax.tree.map(itemgetter(i), (lora.a, lora.b)), lora.scale)
         )
         q, k, v = _qkv(x, lp, cos, sin, cfg, lora_l)  # [B, 1, H | KV, hd]
+        if ring:  # the sink's key: this token's at position 0, then kept in `cache.sink`
+            k0 = jnp.where(pos == 0, k[:, 0].astype(cache.k[i].dtype), cache.sink[i])
+            new_sink.append(k0)
         # Write first, then attend over the written cache: the update stays in place (a read of
         # the old buffer after an in-place write would force XLA to copy it).
         ck = jax.lax.dynamic_update_slice_in_dim(
-            cache.k[i], jnp.transpose(k, (0, 2, 3, 1)).astype(cache.k[i].dtype), pos, axis=3
+            cache.k[i], jnp.transpose(k, (0, 2, 3, 1)).astype(cache.k[i].dtype), slot, axis=3
         )
         cv = jax.lax.dynamic_update_slice_in_dim(
-            cache.v[i], jnp.transpose(v, (0, 2, 1, 3)).astype(cache.v[i].dtype), pos, axis=2
+            cache.v[i], jnp.transpose(v, (0, 2, 1, 3)).astype(cache.v[i].dtype), slot, axis=2
         )
-        attn = _decode_attention(q[:, 0].reshape(b, kv, g, -1), ck, cv, pos, span or ck.shape[-1])
+        sink_qk = None
+        if ring:
+            sink_qk = (apply_rope(q, *sink)[:, 0].reshape(b, kv, g, -1), k0)
+        attn = _decode_attention(
+            q[:, 0].reshape(b, kv, g, -1), ck, cv, pos, span or ck.shape[-1], sink_qk
+        )
         x = _finish(x, attn.reshape(b, 1, cfg.num_heads, -1), lp, cfg, lora_l)
         new_k.append(ck)
         new_v.append(cv)
     h = rms_norm(x[:, 0], params["final_norm"], cfg.rms_eps)
-    return lm_logits(params, h, cfg), KVCache(tuple(new_k), tuple(new_v), pos + 1)
+    return lm_logits(params, h, cfg), KVCache(tuple(new_k), tuple(new_v), pos + 1, tuple(new_sink))
 
 
 def prefill(
