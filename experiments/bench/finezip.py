@@ -189,7 +189,7 @@ def sweep_batch(model, context: int, sizes: list[int], steps: int = 4) -> dict[i
     pos = 3 * context // 4
     for b in sizes:
         plan = engine.make_plan(b * context, context, context, b, 1, parallel.data_size())
-        step = engine.compiled_step(model.cfg, coders.CODERS["ac"], plan.span(pos))
+        step = engine.compiled_step(model.cfg, coders.CODERS["ac"], plan.span(pos), False)
         cache = engine.new_cache(model.cfg, plan)._replace(pos=jnp.int32(pos))
         tok = jnp.zeros(plan.batch_size, jnp.int32)
         cache, probs = step(params, None, cache, tok, tok, tok)  # compile

@@ -224,7 +224,7 @@ def prefill_step(
 
 
 @functools.cache
-def compiled_step(cfg: LlamaConfig, coder: Coder, span: int, ring: bool = False) -> Callable:
+def compiled_step(cfg: LlamaConfig, coder: Coder, span: int, ring: bool) -> Callable:
     """The jit boundary: `coding_step` with the cache and every per-row array sharded over the
     `data` axis, the cache donated (updated in place). Cached, so compressor and decompressor
     in one process share one executable and the loop never re-traces (jit keys a LoRA scale,

@@ -409,11 +409,11 @@ def decode_step(
     kv, g = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads
     pos = cache.pos
     cos, sin = rope_cos_sin(jnp.full((b, 1), pos, jnp.int32), cfg)
-    slot, sink = pos, None
-    if ring:
+    slot = pos
+    if ring:  # the slot to write, and the rotation that takes a query to position min(pos, n-1)
         n = cache.k[0].shape[-1]
         slot = ring_slot(pos, n)
-        sink = rope_cos_sin(jnp.full((b, 1), jnp.minimum(pos, n - 1) - pos, jnp.int32), cfg)
+        back = rope_cos_sin(jnp.full((b, 1), jnp.minimum(pos, n - 1) - pos, jnp.int32), cfg)
     layers = unstack_layers(params)["layers"]
     x = params["embed"][tokens][:, None].astype(cfg.compute_dtype)
     new_k, new_v, new_sink = [], [], []
@@ -422,9 +422,11 @@ def decode_step(
             None if lora is None else (*jax.tree.map(itemgetter(i), (lora.a, lora.b)), lora.scale)
         )
         q, k, v = _qkv(x, lp, cos, sin, cfg, lora_l)  # [B, 1, H | KV, hd]
-        if ring:  # the sink's key: this token's at position 0, then kept in `cache.sink`
+        sink = None
+        if ring:  # the sink's key (this token's at position 0, then kept in `cache.sink`)
             k0 = jnp.where(pos == 0, k[:, 0].astype(cache.k[i].dtype), cache.sink[i])
             new_sink.append(k0)
+            sink = (apply_rope(q, *back)[:, 0].reshape(b, kv, g, -1), k0)
         # Write first, then attend over the written cache: the update stays in place (a read of
         # the old buffer after an in-place write would force XLA to copy it).
         ck = jax.lax.dynamic_update_slice_in_dim(
@@ -433,11 +435,8 @@ def decode_step(
         cv = jax.lax.dynamic_update_slice_in_dim(
             cache.v[i], jnp.transpose(v, (0, 2, 1, 3)).astype(cache.v[i].dtype), slot, axis=2
         )
-        sink_qk = None
-        if ring:
-            sink_qk = (apply_rope(q, *sink)[:, 0].reshape(b, kv, g, -1), k0)
         attn = _decode_attention(
-            q[:, 0].reshape(b, kv, g, -1), ck, cv, pos, span or ck.shape[-1], sink_qk
+            q[:, 0].reshape(b, kv, g, -1), ck, cv, pos, span or ck.shape[-1], sink
         )
         x = _finish(x, attn.reshape(b, 1, cfg.num_heads, -1), lp, cfg, lora_l)
         new_k.append(ck)
