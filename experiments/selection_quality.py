@@ -2,10 +2,11 @@
 
 Command (from the repository root):
 
-    .venv/bin/python experiments/selection_quality.py [--target humaneval|markdown]
+    .venv/bin/python experiments/selection_quality.py [--target humaneval|markdown|man|c|...]
         [--pool-size 400] [--tokens 4096] [--batch-size 4] [--doc-tokens 0] [--random-seeds 2]
         [--lamdas-epochs 1] [--train-seeds 1]
-        [--methods random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid]
+        [--methods random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid
+                   (also: hybrid-raw, hybrid-rrf)]
         [--out out/selection_quality] [--seed 0]
 
 What it does: a seeded random subsample of `--pool-size` documents of the embedded mixed pool
@@ -14,9 +15,10 @@ the methods (80%) and a held-out split (20%) that no method sees:
 
 - `--target humaneval` (default): the 164 HumanEval problems; precision counts the `python`
   domain.
-- `--target markdown`: 100 markdown documents of the embedded default (node modules' READMEs and
+- `--target markdown` (or any other domain of the pool: c, javascript, license, man, python):
+  100 documents of that domain of the embedded default (for markdown: node modules' READMEs and
   docs) drawn (seeded) from those *not* in the subsample, so target and pool never share a
-  document; precision counts the `markdown` domain (prose-like off-target domains: license
+  document; precision counts that domain (markdown's prose-like off-target domains: license
   texts, man pages).
 
 Every method scores the pool against the target with its default settings (except the ones
@@ -43,7 +45,8 @@ first few documents (4,096 tokens = 2-5 pool documents here); `--doc-tokens 128`
 first 128 tokens of each of the first 32 instead, so CE reflects more of the ranking.
 `zipfit-debias` is `zipfit --debias length`; `hybrid`
 is the default hybrid (zipfit + embed-sim, length-debiased members, z-score fusion; their
-scores reused from this run's workdir).
+scores reused from this run's workdir); `hybrid-raw` and `hybrid-rrf` (not in the default list)
+fuse the same members without length debiasing, by z-scores and by RRF.
 
 Results are written after every method (`<out>/results.json`, `<out>/table.md`), so an
 interrupted run shows what finished, marked as partial.
@@ -64,11 +67,19 @@ from jaxsel import downstream, methods
 from jaxsel.data.defaults import default_pool, humaneval_target
 from jaxsel.downstream import DownstreamConfig
 from jaxsel.evaluate import precision_at_k
-from jaxsel.methods import lamdas, zipfit
+from jaxsel.methods import hybrid, lamdas, zipfit
 from jaxsel.methods import random as random_method
 
 ALL = "random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid"
-TARGETS = {"humaneval": "python", "markdown": "markdown"}
+DOMAINS = ("c", "javascript", "license", "man", "markdown", "python")  # the embedded pool's
+TARGETS = {"humaneval": "python", **{d: d for d in DOMAINS}}
+HYBRID_VARIANTS = {  # other members or fusion settings than the default hybrid's
+    "hybrid-raw": {"debias": "none"},
+    "hybrid-rrf": {"debias": "none", "fusion": "rrf"},
+    "hybrid-dsir": {"of": "dsir,zipfit,embed-sim"},
+    "hybrid-dsir-raw": {"of": "dsir,zipfit,embed-sim", "debias": "none"},
+    "hybrid-dsir-es": {"of": "dsir,embed-sim"},
+}
 
 
 def method_and_config(name: str, args):
@@ -77,6 +88,8 @@ def method_and_config(name: str, args):
     if name == "lamdas":
         cfg = lamdas.Config(epochs=args.lamdas_epochs, max_tokens=128, train_max_tokens=128)
         return methods.get("lamdas"), cfg
+    if name in HYBRID_VARIANTS:
+        return methods.get("hybrid"), hybrid.Config(**HYBRID_VARIANTS[name])
     if name.startswith("random-"):
         return methods.get("random"), random_method.Config(seed=int(name.split("-")[1]))
     m = methods.get(name)
@@ -190,7 +203,7 @@ def main() -> None:
         method, cfg = method_and_config(name, args)
         t1 = time.perf_counter()
         kw = {"lm": lm} if name == "lamdas" else {}
-        wd = out / "work" / ("" if name == "hybrid" else name)
+        wd = out / "work" / ("" if name.startswith("hybrid") else name)
         scores = method.score(pool, target, cfg, workdir=wd, progress=False, **kw)
         score_s = time.perf_counter() - t1
         ranking = scores.ranking()

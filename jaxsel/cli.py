@@ -534,7 +534,7 @@ def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
     header = finezip.read_header(archive)[0]
     payload = header.model.sections(header.body_len)[2]  # without LoRA blob, escapes, padding
     bpb = [8 * n / header.size for n in (payload, len(archive))]
-    slide = "ring" if c.plan.sliding == "ring" else f"stride {c.plan.stride}"
+    slide = "ring" if c.plan.ring else f"stride {c.plan.stride}"
     what = f"context {c.plan.context}, {slide}, {c.plan.seg_len}-token segments"
     fig = plots.window_costs(c.window_bits / c.window_bytes, *bpb, what=what)
     log.info("compress: costs of %d windows -> %s", len(c.window_bits), plots.save(fig, path))

@@ -459,6 +459,7 @@ def test_plan_and_segments(n):
     assert all(p < plan.span(p) <= plan.context for p in range(plan.context))
     ring = engine.make_plan(n, 32, 12, 4, 2, 8, sliding="ring")
     assert ring._replace(sliding="prefill", stride=plan.stride) == plan and ring.stride == 1
+    assert ring.ring and not plan.ring
     assert all(ring.window(t) < 0 and ring.span(t) == ring.context for t in range(3 * n))
     lens = plan.lengths()
     assert all(

@@ -324,7 +324,7 @@ def shared_pass(data: bytes, model, config: FineZipConfig) -> tuple[list[dict], 
             "shared_pass": list(SHARED),
             "payload_sha256": arc.sha256(payload),
         }
-        slide = "ring" if plan.sliding == "ring" else f"S={plan.stride}"
+        slide = "ring" if plan.ring else f"S={plan.stride}"
         tag = f"finezip {name} C={plan.context} {slide}"
         rows.append(row(tag, len(data), len(archive), **extra))
         archives[tag] = archive

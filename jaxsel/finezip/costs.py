@@ -55,7 +55,7 @@ def _bits_fn(cfg: llama.LlamaConfig):
 def _windows(plan: engine.Plan) -> list[tuple[int, int, int]]:
     """(context start, first coded, end) token positions of every window, in text order (a ring,
     which has no windows, is reported in blocks of C tokens after the first C)."""
-    c, s = plan.context, plan.context if plan.sliding == "ring" else plan.stride
+    c, s = plan.context, plan.context if plan.ring else plan.stride
     out = []
     for start, n in enumerate(plan.lengths().reshape(-1)):
         base = start * plan.seg_len
@@ -70,7 +70,7 @@ def _windows(plan: engine.Plan) -> list[tuple[int, int, int]]:
 def token_bits(lm: LoadedLM, ids: np.ndarray, plan: engine.Plan, batch: int = 16) -> np.ndarray:
     """-log2 p of each of `ids` [n] (float64 [n]) in the context `plan` codes it with (prefill
     windows: a ring's kept keys and values depend on tokens no forward of C tokens sees)."""
-    if plan.sliding == "ring":
+    if plan.ring:
         raise InputError("no teacher-forced costs for a ring plan: decode it (`archive_costs`)")
     ids = np.asarray(ids, np.int32)
     if ids.size != plan.n_tokens:

@@ -10,7 +10,7 @@ pre-fills the cache with the P = C - S + 1 tokens just before it (`prefill`, one
 the last of them reading all C positions. So every token past the first C sees between
 C - S + 1 and C previous tokens; the first C see all of theirs.
 
-Ring (`Plan.sliding == "ring"`): no prefills at all. Every token is coded by a decode step into a
+Ring (`Plan.ring`): no prefills at all. Every token is coded by a decode step into a
 cache of C slots used as a sliding window (`llama.decode_step(ring=True)`): bos stays in slot 0
 as the attention sink, positions 1, 2, … cycle through slots 1 … C - 1, so every token past the
 first C sees bos and exactly the C - 1 tokens before it, at the cost of one decode step per
@@ -94,6 +94,10 @@ class Plan(NamedTuple):
         return -(-self.n_tokens // (self.batch_size * self.n_batches))
 
     @property
+    def ring(self) -> bool:
+        return self.sliding == "ring"
+
+    @property
     def prefill_len(self) -> int:
         return self.context - self.stride + 1
 
@@ -127,7 +131,7 @@ class Plan(NamedTuple):
         (the whole cache): XLA:CPU materialises a slice of the just-updated cache, ~1.1 GB of
         fresh pages per SmolLM2 step at B = 16, C = 2048, span 1536 (724 ms vs 144 ms a step,
         measured on the 2-core VM), so reading fewer positions cost 5x instead of saving."""
-        if self.sliding == "ring":
+        if self.ring:
             return self.context
         for k in range(1, self.spans + 1):
             span = -(-self.context * k // self.spans)
@@ -252,10 +256,9 @@ def _cache_shardings(cfg: LlamaConfig, ring: bool = False) -> KVCache:
 
 def new_cache(cfg: LlamaConfig, plan: Plan) -> KVCache:
     """An empty, sharded cache; every layer's k and v get their own buffer (all donated)."""
-    ring = plan.sliding == "ring"
-    shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.context, ring))
+    shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.context, plan.ring))
     return jax.tree.map(
-        lambda s, d: jnp.zeros(s.shape, s.dtype, device=d), shapes, _cache_shardings(cfg, ring)
+        lambda s, d: jnp.zeros(s.shape, s.dtype, device=d), shapes, _cache_shardings(cfg, plan.ring)
     )
 
 
@@ -307,7 +310,7 @@ def run(
         live = [i for i in range(len(parts)) if t < steps[i]]
         start = plan.window(t)
         if start < 0:
-            fn = compiled_step(cfg, coder, plan.span(pos), plan.sliding == "ring")
+            fn = compiled_step(cfg, coder, plan.span(pos), plan.ring)
         outs = {}
         for i in live:
             tgt, rk = (jax.device_put(a, rows) for a in parts[i].inputs(t))
