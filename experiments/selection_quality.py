@@ -6,7 +6,7 @@ Command (from the repository root):
         [--pool-size 400] [--tokens 4096] [--batch-size 4] [--doc-tokens 0] [--random-seeds 2]
         [--lamdas-epochs 1] [--train-seeds 1]
         [--methods random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid
-                   (also: hybrid-raw, hybrid-rrf)]
+                   (also: the HYBRID_VARIANTS below)]
         [--out out/selection_quality] [--seed 0]
 
 What it does: a seeded random subsample of `--pool-size` documents of the embedded mixed pool
@@ -45,8 +45,10 @@ first few documents (4,096 tokens = 2-5 pool documents here); `--doc-tokens 128`
 first 128 tokens of each of the first 32 instead, so CE reflects more of the ranking.
 `zipfit-debias` is `zipfit --debias length`; `hybrid`
 is the default hybrid (zipfit + embed-sim, length-debiased members, z-score fusion; their
-scores reused from this run's workdir); `hybrid-raw` and `hybrid-rrf` (not in the default list)
-fuse the same members without length debiasing, by z-scores and by RRF.
+scores reused from this run's workdir); the `HYBRID_VARIANTS` (not in the default list) fuse
+other members or the same ones otherwise: `hybrid-raw` and `hybrid-rrf` without length
+debiasing, by z-scores and by RRF; `hybrid-dsir` (dsir + zipfit + embed-sim), `hybrid-dsir-raw`
+(the same, not debiased) and `hybrid-dsir-es` (dsir + embed-sim) with the default fusion.
 
 Results are written after every method (`<out>/results.json`, `<out>/table.md`), so an
 interrupted run shows what finished, marked as partial.
