@@ -564,7 +564,7 @@ def main():
                 for spec in args.strides.split(","):
                     if spec == "ring":  # no teacher-forced equivalent (`costs.token_bits`)
                         continue
-                    stride = max(1, round(ctx * float(spec)))
+                    stride = sliding_shape(ctx, spec)[0]["stride"]
                     est.append(estimate_sliding(big, model, ctx, stride, batch))
                     print(f"  {json.dumps(est[-1])}", flush=True)
             results[f"{corpus} (estimate)"] = {"bytes": len(big), "rows": est}

@@ -123,7 +123,7 @@ class Plan(NamedTuple):
         """What codes segment position t: -1 = a decode step, else the position the prefill of
         `prefill_len` tokens ends at (a window start past the first window; never in a ring)."""
         c, s = self.context, self.stride
-        return t if self.sliding == "prefill" and t >= c and (t - c) % s == 0 else -1
+        return t if not self.ring and t >= c and (t - c) % s == 0 else -1
 
     def span(self, pos: int) -> int:
         """The attention span (static) of a decode step writing cache position `pos`: the
