@@ -19,8 +19,8 @@ import pytest
 
 from jaxsel import cli, finezip
 from jaxsel.errors import ArchiveError, InputError
+from jaxsel.finezip import api, coders, engine
 from jaxsel.finezip import archive as arc
-from jaxsel.finezip import coders, engine
 from jaxsel.finezip.memorize import MemorizeConfig, frozen_a
 from jaxsel.models import llama
 from jaxsel.models.loaders import LoadedLM, load_smollm2
@@ -212,6 +212,19 @@ def test_ring_roundtrip(tiny, coder):
         finezip.FineZipConfig(sliding="ring", stride=4)
     with pytest.raises(InputError, match="sliding must be one of"):
         finezip.FineZipConfig(sliding="window")
+
+
+def test_ring_warns_past_exact_positions(tiny, monkeypatch):
+    """A ring segment longer than float32's exact integers (2**24 positions; lowered here) warns
+    that RoPE loses precision, and still round trips; prefill windows (positions < C) do not."""
+    monkeypatch.setattr(api, "RING_EXACT_POSITIONS", 64)
+    data = CASES["english_3kb"]
+    kw = dict(coder="ac", fallback=False, context=16, batch_size=2, lanes=1)
+    with pytest.warns(RuntimeWarning, match="RoPE positions past 2"):
+        roundtrip(data, tiny, sliding="ring", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        roundtrip(data, tiny, **kw)
 
 
 def test_lanes_and_batches(tiny):

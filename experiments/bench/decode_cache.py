@@ -4,9 +4,11 @@ number format would cost in the attention over it.
 Command (from the repository root, after `make test` has built .venv):
 
     .venv/bin/python experiments/bench/decode_cache.py [--context 2048] [--batches 16,32,64]
-        [--reps 5] [--out out/bench-decode-cache.json]
+        [--reps 5] [--parts decode,attention,plans]
+        [--plans 512:256,2048:1024,2048:ring] [--plan-batch 16]
+        [--out out/bench-decode-cache.json]
 
-Hardware: any (the README numbers: the 2-core AMD EPYC VM, CPU only). Runtime: ~2 minutes there.
+Hardware: any (the README numbers: the 2-core AMD EPYC VM, CPU only). Runtime: ~5 minutes there.
 
 What it measures:
 - `llama.decode_step` of SmolLM2-135M (float32, the embedded weights) at position C - 8 of a
@@ -20,6 +22,14 @@ What it measures:
   uint16 and widened with a shift + bitcast inside the fused loop, as jnp.bfloat16 with
   `astype`, as bfloat16 through einsums with float32 accumulation, and float32 einsums. A
   narrower cache halves the bytes read; it only pays if XLA vectorises the widening.
+- Steady-state device time per coded token of whole FineZip plans (`--plans` C:S or C:ring, at
+  --plan-batch rows), with FineZip's own jitted programs (`engine.compiled_step` with the `ac`
+  coder, probabilities fetched to the host as the loop does, and `engine.compiled_prefill`): a
+  prefill plan codes S tokens per window with one prefill of C - S + 1 tokens and S - 1 decode
+  steps over all C positions, a ring one decode step per token, so ms/token = (prefill + (S - 1)
+  x step) / (S x B), resp. step / B; as ratios to the first plan (the issue-12 speed goal reads
+  C = 2048 against C = 512). Host-side coding (range coder, match model) is not included: it
+  overlaps the device steps in `engine.run`.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ import jax
 import jax.numpy as jnp
 from _timing import median_time
 
+from jaxsel import parallel
+from jaxsel.finezip import coders, engine
 from jaxsel.models import llama
 from jaxsel.models.loaders import load_smollm2
 
@@ -122,21 +134,71 @@ def attention_times(batch: int, context: int, reps: int, layers: int = 30) -> di
     return out
 
 
+def plan_times(lm, specs: list[str], batch: int, reps: int) -> list[dict]:
+    cfg, params = lm.cfg, llama.unstack_layers(lm.params)
+    coder = coders.get("ac")
+    rows = []
+    for spec in specs:
+        c, _, s = spec.partition(":")
+        context, sliding = int(c), "ring" if s == "ring" else "prefill"
+        plan = engine.make_plan(
+            batch * 4 * context, context, 1 if sliding == "ring" else int(s), batch, 1,
+            parallel.data_size(), sliding,
+        )  # fmt: skip
+        step = engine.compiled_step(cfg, coder, plan.span(context - 1), plan.ring)
+        tok = jnp.zeros(plan.batch_size, jnp.int32)
+        state = [engine.new_cache(cfg, plan)]
+
+        def one_step(state=state, step=step, tok=tok, pos=context - 1):
+            state[0], probs = step(
+                params, None, state[0]._replace(pos=jnp.int32(pos)), tok, tok, tok
+            )
+            jax.device_get(probs)
+
+        row = {"plan": spec, "batch": plan.batch_size, "step_ms": 1e3 * median_time(one_step, reps)}
+        per_window = row["step_ms"]
+        if not plan.ring:
+            prefill = engine.compiled_prefill(cfg, coder)
+            x = jnp.zeros((plan.batch_size, plan.prefill_len), jnp.int32)
+
+            def one_prefill(state=state, prefill=prefill, x=x, tok=tok):
+                state[0], probs = prefill(
+                    params, None, state[0]._replace(pos=jnp.int32(0)), x, tok, tok
+                )
+                jax.device_get(probs)
+
+            row["prefill_ms"] = 1e3 * median_time(one_prefill, max(1, reps // 2))
+            per_window = row["prefill_ms"] + (plan.stride - 1) * row["step_ms"]
+        row["ms_per_token"] = per_window / (plan.stride * plan.batch_size)
+        row["tokens_per_s"] = 1e3 / row["ms_per_token"]
+        row["vs_first"] = rows[0]["ms_per_token"] / row["ms_per_token"] if rows else 1.0
+        del state[0]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--context", type=int, default=2048)
     ap.add_argument("--batches", default="16,32,64")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--parts", default="decode,attention,plans")
+    ap.add_argument("--plans", default="512:256,2048:1024,2048:ring")
+    ap.add_argument("--plan-batch", type=int, default=16)
     ap.add_argument("--out", default="out/bench-decode-cache.json")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    report = {
-        "devices": [str(d) for d in jax.devices()],
-        "context": args.context,
-        "decode_step": step_times(load_smollm2(), args.context, batches, args.reps),
-        "attention_batch": batches[0],
-        "attention": attention_times(batches[0], args.context, args.reps),
-    }
+    parts = set(args.parts.split(","))
+    report = {"devices": [str(d) for d in jax.devices()], "context": args.context}
+    lm = load_smollm2()
+    if "decode" in parts:
+        report["decode_step"] = step_times(lm, args.context, batches, args.reps)
+    if "attention" in parts:
+        report["attention_batch"] = batches[0]
+        report["attention"] = attention_times(batches[0], args.context, args.reps)
+    if "plans" in parts:
+        report["plans"] = plan_times(lm, args.plans.split(","), args.plan_batch, args.reps)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
 
