@@ -442,15 +442,15 @@ def cmd_compress(argv):
     p.add_argument(
         "--stride",
         type=int,
-        help="tokens per sliding window, each pre-filling context - stride + 1 known tokens "
-        "(default context / 2; prefill windows only)",
+        help="tokens per prefill window, each pre-filling context - stride + 1 known tokens "
+        "(default context / 2); a stride selects prefill windows",
     )
     p.add_argument(
         "--sliding",
-        choices=("prefill", "ring"),
-        default="prefill",
-        help="how the context moves past a segment's first --context tokens: prefill windows of "
-        "--stride, or a ring KV cache (every token sees the context - 1 before it, no prefills)",
+        choices=("ring", "prefill"),
+        help="how the context moves past a segment's first --context tokens: a ring KV cache "
+        "(the default: every token sees the context - 1 before it, no prefills), or prefill "
+        "windows of --stride (the default when --stride is given)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="segments per device batch")
     p.add_argument(

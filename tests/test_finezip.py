@@ -145,9 +145,9 @@ HOSTILE = {
     ],
 )
 def test_hostile_inputs_roundtrip(tiny, case):
-    """Issue 12's hostile inputs, with the default configuration (auto mode) and, where there
-    is text, forced through the model with sliding windows (context 64, stride 24). 200 KB
-    through the model takes minutes on 8 fake CPU devices (slow; 20 KB runs by default)."""
+    """Issue 12's hostile inputs, with the default configuration (auto mode, a ring cache) and,
+    where there is text, forced through the model with prefill windows (context 64, stride 24).
+    200 KB through the model takes minutes on 8 fake CPU devices (slow; 20 KB by default)."""
     data = HOSTILE[case]
     assert finezip.decompress(finezip.compress(data, tiny), tiny) == data
     res = finezip.compress_detailed(
@@ -198,16 +198,20 @@ def test_sample_estimate_skips_a_hopeless_model(tiny):
 
 @pytest.mark.parametrize("coder", tuple(coders.CODERS))
 def test_ring_roundtrip(tiny, coder):
-    """A ring cache (no prefills) round trips through many wraps of its 16 slots; the header says
-    so (stride 1), prefill archives do not carry the field, and a stride with a ring is refused."""
+    """A ring cache (no prefills, the default) round trips through many wraps of its 16 slots;
+    the header says so (stride 1), prefill archives do not carry the field, a stride selects
+    prefill windows and a stride with a ring is refused."""
     data = CASES["english_3kb"] + CASES["code"] + CASES["unicode"]
     kw = dict(coder=coder, fallback=False, context=16, batch_size=8, lanes=1)
     res = roundtrip(data, tiny, sliding="ring", **kw)
     m = finezip.read_header(res.archive)[0].model
     assert (m.sliding, m.stride, m.context, m.spans) == ("ring", 1, 16, 1)
     assert -(-res.n_tokens // (m.batch_size * m.n_batches)) > 4 * 16  # many wraps per segment
-    prefill = roundtrip(data, tiny, **kw)
+    assert roundtrip(data, tiny, **kw).archive == res.archive  # the default
+    prefill = roundtrip(data, tiny, sliding="prefill", **kw)
     assert b'"sliding"' not in prefill.archive and prefill.archive != res.archive
+    assert finezip.FineZipConfig(stride=4).sliding == "prefill"
+    assert (finezip.FineZipConfig().sliding, finezip.FineZipConfig().stride) == ("ring", 1)
     with pytest.raises(InputError, match="stride 4 with a ring"):
         finezip.FineZipConfig(sliding="ring", stride=4)
     with pytest.raises(InputError, match="sliding must be one of"):
@@ -224,7 +228,7 @@ def test_ring_warns_past_exact_positions(tiny, monkeypatch):
         roundtrip(data, tiny, sliding="ring", **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        roundtrip(data, tiny, **kw)
+        roundtrip(data, tiny, sliding="prefill", **kw)
 
 
 def test_lanes_and_batches(tiny):
@@ -265,12 +269,16 @@ def test_programs_compile_once(tiny):
     assert [f._cache_size() for f in fns] == after
 
 
-def test_lora_memorises_and_roundtrips(tiny):
+@pytest.mark.parametrize("sliding", ["prefill", "ring"])
+def test_lora_memorises_and_roundtrips(tiny, sliding):
     """LoRA trained on a repetitive text lowers its loss (the adapters learn), the archive holds
-    exactly the float16 `b` factors, and it decodes with the stored adapters."""
+    exactly the float16 `b` factors, and it decodes with the stored adapters (prefill windows
+    and a ring that wraps)."""
     mem = MemorizeConfig(steps=12, rank=4, layers=0, lr=5e-2, batch_size=8)
     data = b"the cat sat on the mat; " * 40
-    res = roundtrip(data, tiny, fallback=False, lora=mem, **FAST)
+    shape = FAST if sliding == "prefill" else dict(context=16, batch_size=8)
+    res = roundtrip(data, tiny, fallback=False, lora=mem, **shape)
+    assert finezip.read_header(res.archive)[0].model.sliding == (None if shape is FAST else "ring")
     lora = finezip.read_header(res.archive)[0].model.lora
     out_dims = tiny.params["layers"]["wq"].shape[2] + tiny.params["layers"]["wv"].shape[2]
     assert res.lora_bytes == lora.len == 2 * 2 * 4 * out_dims  # float16 b only

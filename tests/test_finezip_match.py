@@ -326,7 +326,8 @@ def test_ac_archive_costs_are_the_teacher_forced_lm_costs(tiny):
 
 def test_ring_archive_costs_add_up_and_have_no_teacher_forced_twin(tiny):
     """A ring archive's recorded costs sum to its payload (as above), reported in blocks of C
-    tokens; `token_bits` refuses a ring plan instead of computing other contexts' costs."""
+    tokens; `token_bits` refuses a ring plan that wraps instead of computing other contexts'
+    costs, and gives one that never wraps its first window's costs."""
     data = (ENGLISH * 12).encode()
     kw = dict(coder="ac", context=32, sliding="ring", batch_size=8, lanes=1, fallback=False)
     res = roundtrip(data, tiny, **kw)
@@ -338,6 +339,13 @@ def test_ring_archive_costs_add_up_and_have_no_teacher_forced_twin(tiny):
     assert abs(payload - total) <= 64 * streams + 0.005 * total, (payload, total, streams)
     with pytest.raises(InputError, match="no teacher-forced costs for a ring plan"):
         token_bits(tiny, c.ids, c.plan)
+    # a ring that never wraps (segments within C) codes every token as the first window does
+    short = c.plan._replace(n_tokens=c.plan.batch_size * c.plan.context)
+    assert short.seg_len <= short.context
+    ids = c.ids[: short.n_tokens]
+    np.testing.assert_array_equal(
+        token_bits(tiny, ids, short), token_bits(tiny, ids, short._replace(sliding="prefill"))
+    )
 
 
 def test_rank_archive_costs_are_refused(tiny):

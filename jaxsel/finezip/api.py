@@ -45,11 +45,12 @@ class FineZipConfig:
       model of the text already coded, so long repeats cost ~nothing), "ac" (range coding under
       the full distribution) or "rank" (the paper: ranks + bzip2).
     context: C, the most tokens a prediction sees (KV-cache length; SmolLM2 was trained on 2048).
-    stride: S, tokens coded per window after a segment's first C; each window pre-fills the
-      C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more prefill.
-      None = C // 2 (a ring: 1).
-    sliding: "prefill" (windows of `stride`) or "ring" (a sliding KV cache: every token past the
-      first C sees the C - 1 before it, no prefills; `engine`).
+    stride: S, tokens coded per prefill window after a segment's first C; each window pre-fills
+      the C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more
+      prefill. None = C // 2 for prefill windows (a ring: 1).
+    sliding: "ring" (a sliding KV cache: every token past the first C sees the C - 1 before it,
+      no prefills; `engine`) or "prefill" (windows of `stride`). None = "ring", or "prefill"
+      when a stride is given.
     batch_size: segments coded side by side (the KV-cache batch; rounded to the `data` axis).
     lanes: batches in flight at once (overlaps host coding with device steps).
     fallback: also consider the model-free modes and keep whichever archive is smallest.
@@ -60,7 +61,7 @@ class FineZipConfig:
     coder: str = "ac-match"  # 64 KB, C=512: -20% bits/byte on licences, -2.5% on code vs "ac"
     context: int = 2048
     stride: int | None = None
-    sliding: str = "prefill"
+    sliding: str | None = None
     batch_size: int = 16
     lanes: int = 2
     fallback: bool = True
@@ -70,6 +71,8 @@ class FineZipConfig:
     def __post_init__(self):
         if self.coder not in coders.CODERS:
             raise InputError(f"coder must be one of {tuple(coders.CODERS)}, got {self.coder!r}")
+        if self.sliding is None:
+            object.__setattr__(self, "sliding", "ring" if self.stride is None else "prefill")
         if self.sliding not in engine.SLIDINGS:
             raise InputError(f"sliding must be one of {engine.SLIDINGS}, got {self.sliding!r}")
         if self.sliding == "ring" and self.stride not in (None, 1):

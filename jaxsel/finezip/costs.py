@@ -68,10 +68,14 @@ def _windows(plan: engine.Plan) -> list[tuple[int, int, int]]:
 
 
 def token_bits(lm: LoadedLM, ids: np.ndarray, plan: engine.Plan, batch: int = 16) -> np.ndarray:
-    """-log2 p of each of `ids` [n] (float64 [n]) in the context `plan` codes it with (prefill
-    windows: a ring's kept keys and values depend on tokens no forward of C tokens sees)."""
-    if plan.ring:
-        raise InputError("no teacher-forced costs for a ring plan: decode it (`archive_costs`)")
+    """-log2 p of each of `ids` [n] (float64 [n]) in the context `plan` codes it with: prefill
+    windows, or a ring whose segments fit in C (it never wraps: one window from bos). Once a
+    ring wraps, its kept keys and values depend on tokens no forward of C tokens sees."""
+    if plan.ring and plan.seg_len > plan.context:
+        raise InputError(
+            f"no teacher-forced costs for a ring plan whose segments ({plan.seg_len} tokens) pass "
+            f"its context ({plan.context}): decode its archive (`archive_costs`)"
+        )
     ids = np.asarray(ids, np.int32)
     if ids.size != plan.n_tokens:
         raise InputError(f"{ids.size} tokens for a plan of {plan.n_tokens}")

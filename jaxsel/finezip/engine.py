@@ -10,12 +10,13 @@ pre-fills the cache with the P = C - S + 1 tokens just before it (`prefill`, one
 the last of them reading all C positions. So every token past the first C sees between
 C - S + 1 and C previous tokens; the first C see all of theirs.
 
-Ring (`Plan.ring`): no prefills at all. Every token is coded by a decode step into a
-cache of C slots used as a sliding window (`llama.decode_step(ring=True)`): bos stays in slot 0
-as the attention sink, positions 1, 2, … cycle through slots 1 … C - 1, so every token past the
-first C sees bos and exactly the C - 1 tokens before it, at the cost of one decode step per
-token (the prefill windows add a (C - S + 1)-token forward every S tokens). The keys and values
-kept in the ring were computed when their tokens were coded, with the context they had then.
+Ring (`Plan.ring`; `api.FineZipConfig`'s default): no prefills at all. Every token is coded by a
+decode step into a cache of C slots used as a sliding window (`llama.decode_step(ring=True)`):
+bos stays in slot 0 as the attention sink, positions 1, 2, … cycle through slots 1 … C - 1, so
+every token past the first C sees bos and exactly the C - 1 tokens before it, at the cost of one
+decode step per token (the prefill windows add a (C - S + 1)-token forward every S tokens). The
+keys and values kept in the ring were computed when their tokens were coded, with the context
+they had then.
 
 How losslessness is guaranteed. Compression and decompression run the *same* jitted programs
 (`compiled_step`, `compiled_prefill`: one executable per model config, coder, attention span
