@@ -145,16 +145,25 @@ HOSTILE = {
     ],
 )
 def test_hostile_inputs_roundtrip(tiny, case):
-    """Issue 12's hostile inputs, with the default configuration (auto mode, a ring cache) and,
-    where there is text, forced through the model with prefill windows (context 64, stride 24).
-    200 KB through the model takes minutes on 8 fake CPU devices (slow; 20 KB by default)."""
+    """Issue 12's hostile inputs, with the default configuration (auto mode) and, where there
+    is text, forced through the model with the default ring cache (context 16, 8 rows, 64 for
+    200 KB: the ring wraps on every case longer than 128 tokens) and with prefill windows
+    (context 64, stride 24, 64 rows). 200 KB through the model takes minutes on 8 fake CPU
+    devices (slow; 20 KB by default)."""
     data = HOSTILE[case]
     assert finezip.decompress(finezip.compress(data, tiny), tiny) == data
-    res = finezip.compress_detailed(
-        data, tiny, finezip.FineZipConfig(context=64, stride=24, batch_size=64, fallback=False)
+    ring, prefill = (
+        dict(context=16, batch_size=8 if len(data) <= 20_000 else 64, lanes=1),
+        dict(context=64, stride=24, batch_size=64),
     )
-    assert finezip.decompress(res.archive, tiny) == data
-    assert (res.mode == "model") == (case not in ("empty", "random"))
+    for shape in (ring, prefill):
+        config = finezip.FineZipConfig(fallback=False, **shape)
+        res = finezip.compress_detailed(data, tiny, config)
+        assert finezip.decompress(res.archive, tiny) == data
+        assert (res.mode == "model") == (case not in ("empty", "random"))
+        if res.mode == "model":
+            sliding = finezip.read_header(res.archive)[0].model.sliding
+            assert sliding == ("ring" if shape is ring else None)
 
 
 def test_split_text_hand_case(smollm2):
