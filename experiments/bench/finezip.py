@@ -4,7 +4,7 @@ Command (from the repository root, after `make test` has built .venv):
 
     .venv/bin/python experiments/bench/finezip.py --bytes 1000000 --batch-sizes 64,128,256  # GPU
     .venv/bin/python experiments/bench/finezip.py --bytes 16384          # CPU sample, minutes
-    .venv/bin/python experiments/bench/finezip.py --bytes 262144 --coders "" \
+    .venv/bin/python experiments/bench/finezip.py --bytes 262144 --coders "" --strides 0.5 \
         --estimate-bytes 262144 --batch-sizes 8                           # CPU estimate
     .venv/bin/python experiments/bench/finezip.py --bytes 65536 --corpora english --coders "" \
         --shared 2048,512 --batch-sizes 16             # match model on/off, C 2048 and 512
@@ -419,9 +419,9 @@ def main():
     )
     ap.add_argument(
         "--strides",
-        default="0.5",
-        help="strides as fractions of C (1.0 = a fresh window every C tokens, ~ chunking), or "
-        "'ring' (a ring KV cache, no prefills)",
+        default="ring",
+        help="'ring' (a ring KV cache, no prefills: the library's default), or strides of prefill "
+        "windows as fractions of C (1.0 = a fresh window every C tokens, ~ chunking)",
     )
     ap.add_argument("--lanes", type=int, default=2, help="batches in flight")
     ap.add_argument(
