@@ -220,7 +220,8 @@ def test_ring_roundtrip(tiny, coder):
     prefill = roundtrip(data, tiny, sliding="prefill", **kw)
     assert b'"sliding"' not in prefill.archive and prefill.archive != res.archive
     assert finezip.FineZipConfig(stride=4).sliding == "prefill"
-    assert (finezip.FineZipConfig().sliding, finezip.FineZipConfig().stride) == ("ring", 1)
+    default = finezip.FineZipConfig()
+    assert (default.sliding, default.stride) == ("ring", 1)
     with pytest.raises(InputError, match="stride 4 with a ring"):
         finezip.FineZipConfig(sliding="ring", stride=4)
     with pytest.raises(InputError, match="sliding must be one of"):
@@ -287,8 +288,9 @@ def test_lora_memorises_and_roundtrips(tiny, sliding):
     data = b"the cat sat on the mat; " * 40
     shape = FAST if sliding == "prefill" else dict(context=16, batch_size=8)
     res = roundtrip(data, tiny, fallback=False, lora=mem, **shape)
-    assert finezip.read_header(res.archive)[0].model.sliding == (None if shape is FAST else "ring")
-    lora = finezip.read_header(res.archive)[0].model.lora
+    m = finezip.read_header(res.archive)[0].model
+    assert m.sliding == (None if shape is FAST else "ring")
+    lora = m.lora
     out_dims = tiny.params["layers"]["wq"].shape[2] + tiny.params["layers"]["wv"].shape[2]
     assert res.lora_bytes == lora.len == 2 * 2 * 4 * out_dims  # float16 b only
     assert len(res.lora_losses) == 12 and lora.steps == 12
