@@ -43,12 +43,14 @@ prefix for `--lamdas-epochs` epochs on the target truncated to 128 tokens and sc
 evaluation texts truncated to 128 tokens. A budget of whole documents is only the ranking's
 first few documents (4,096 tokens = 2-5 pool documents here); `--doc-tokens 128` trains on the
 first 128 tokens of each of the first 32 instead, so CE reflects more of the ranking.
-`zipfit-debias` is `zipfit --debias length`; `hybrid`
-is the default hybrid (zipfit + embed-sim, length-debiased members, z-score fusion; their
-scores reused from this run's workdir); the `HYBRID_VARIANTS` (not in the default list) fuse
-other members or the same ones otherwise: `hybrid-raw` and `hybrid-rrf` without length
-debiasing, by z-scores and by RRF; `hybrid-dsir` (dsir + zipfit + embed-sim), `hybrid-dsir-raw`
-(the same, not debiased) and `hybrid-dsir-es` (dsir + embed-sim) with the default fusion.
+`zipfit-debias` is `zipfit --debias length`; `hybrid` is the default hybrid (dsir + zipfit +
+embed-sim, members whose scores follow length debiased, z-score fusion; their scores reused
+from this run's workdir); the `HYBRID_VARIANTS` (not in the default list) fuse other members or
+the same ones otherwise, each setting spelled out: `hybrid-es` (zipfit + embed-sim, the default
+debiasing), `hybrid-length` (zipfit + embed-sim, every member debiased: the default before
+session 17), `hybrid-raw` and `hybrid-rrf` (zipfit + embed-sim, no debiasing, by z-scores and
+by RRF), `hybrid-dsir` and `hybrid-dsir-raw` (dsir + zipfit + embed-sim, every member or none
+debiased), `hybrid-dsir-es` (dsir + embed-sim, every member debiased).
 
 Results are written after every method (`<out>/results.json`, `<out>/table.md`), so an
 interrupted run shows what finished, marked as partial.
@@ -76,11 +78,13 @@ ALL = "random,dsir,zipfit,zipfit-debias,zipfit-fast,embed-sim,lamdas,hybrid"
 DOMAINS = ("c", "javascript", "license", "man", "markdown", "python")  # the embedded pool's
 TARGETS = {"humaneval": "python", **{d: d for d in DOMAINS}}
 HYBRID_VARIANTS = {  # other members or fusion settings than the default hybrid's
-    "hybrid-raw": {"debias": "none"},
-    "hybrid-rrf": {"debias": "none", "fusion": "rrf"},
-    "hybrid-dsir": {"of": "dsir,zipfit,embed-sim"},
+    "hybrid-es": {"of": "zipfit,embed-sim"},
+    "hybrid-length": {"of": "zipfit,embed-sim", "debias": "length"},
+    "hybrid-raw": {"of": "zipfit,embed-sim", "debias": "none"},
+    "hybrid-rrf": {"of": "zipfit,embed-sim", "debias": "none", "fusion": "rrf"},
+    "hybrid-dsir": {"of": "dsir,zipfit,embed-sim", "debias": "length"},
     "hybrid-dsir-raw": {"of": "dsir,zipfit,embed-sim", "debias": "none"},
-    "hybrid-dsir-es": {"of": "dsir,embed-sim"},
+    "hybrid-dsir-es": {"of": "dsir,embed-sim", "debias": "length"},
 }
 
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from test_zipfit import make_pool, make_target
 
 from jaxsel import cli, methods
@@ -128,8 +129,8 @@ def test_zscore_by_hand():
 
 @pytest.mark.parametrize("fusion", ["zscore", "rrf"])
 def test_length_debiased_fusion_by_hand(fusion):
-    """debias="length" (the default): each member standardised ((v - median) / std) within the
-    pool's length-quantile bins (2 bins for 100-149 items), then fused; written out by hand."""
+    """debias="length": each member standardised ((v - median) / std) within the pool's
+    length-quantile bins (2 bins for 100-149 items), then fused; written out by hand."""
     rng = np.random.default_rng(3)
     n = 120
     lengths = rng.permutation(np.arange(10, 5000))[:n]  # distinct: no ties at a bin edge
@@ -144,7 +145,7 @@ def test_length_debiased_fusion_by_hand(fusion):
             out[m] = (v[m] - np.median(v[m])) / v[m].std()
         return out
 
-    cfg = hybrid.Config(of="x,y", weights="1,3", fusion=fusion)
+    cfg = hybrid.Config(of="x,y", weights="1,3", fusion=fusion, debias="length")
     got = hybrid.fuse([_s(a), _s(b)], cfg, lengths)
     plain = hybrid.Config(of="x,y", weights="1,3", fusion=fusion, debias="none")
     want = hybrid.fuse([_s(by_hand(a)), _s(by_hand(b))], plain)
@@ -152,6 +153,18 @@ def test_length_debiased_fusion_by_hand(fusion):
     assert np.isneginf(got[[5, 17]]).all() == (fusion == "zscore")
     with pytest.raises(ValueError, match="needs the pool's lengths"):
         hybrid.fuse([_s(a), _s(b)], cfg)
+
+    # debias="auto" (the default) standardises only the members whose |Spearman(score, length)|
+    # (scipy's, over the ranked items) is >= 0.5: here the length-biased member a, not b
+    rho = [abs(spearmanr(v[np.isfinite(v)], lengths[np.isfinite(v)])[0]) for v in (a, b)]
+    assert rho[0] >= 0.5 > rho[1]
+    auto = hybrid.Config(of="x,y", weights="1,3", fusion=fusion)
+    assert auto.debias == "auto"
+    assert hybrid.to_debias([_s(a), _s(b)], auto, lengths) == [True, False]
+    got = hybrid.fuse([_s(a), _s(b)], auto, lengths)
+    np.testing.assert_allclose(got, hybrid.fuse([_s(by_hand(a)), _s(b)], plain), rtol=1e-12)
+    flat = np.full(n, 2.0)  # a constant member (Spearman undefined) is left as it is
+    assert hybrid.to_debias([_s(flat)], auto, lengths) == [False]
 
 
 @pytest.mark.parametrize("fusion", ["rrf", "zscore"])
@@ -164,6 +177,12 @@ def test_hybrid_equals_fusing_members(fusion, tmp_path):
     lengths = [len(t.encode("utf-8")) for t in pool.texts]
     np.testing.assert_array_equal(got.values, hybrid.fuse(singles, cfg, lengths))
     assert set(got.meta["members"]) == set(cfg.members)
+    confounded = [
+        m
+        for m, s in zip(cfg.members, singles, strict=True)
+        if abs(spearmanr(s.values, lengths)[0]) >= 0.5
+    ]
+    assert got.meta["length_debiased"] == confounded
     # members kept their shards in <workdir>/<member>; a rerun reuses them: same bytes
     assert (tmp_path / "zipfit" / "manifest.json").exists()
     again = hybrid.score(pool, target, cfg, workdir=tmp_path)
