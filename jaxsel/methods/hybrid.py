@@ -187,12 +187,17 @@ def fuse(
 ) -> np.ndarray:
     """[N] float64, the fused scores; `lengths` (pool byte lengths) are needed unless
     debias="none"."""
+    return _fuse(members, config, lengths)[0]
+
+
+def _fuse(members, config, lengths) -> tuple[np.ndarray, list[bool]]:
+    """(fused scores, which members were debiased)."""
     flags = to_debias(members, config, lengths)
     members = [debiased(s, lengths) if f else s for s, f in zip(members, flags, strict=True)]
     weights = config.weight_values
     if config.fusion == "rrf":
-        return reciprocal_rank_fusion(members, weights, config.rrf_k)
-    return zscore_fusion(members, weights)
+        return reciprocal_rank_fusion(members, weights, config.rrf_k), flags
+    return zscore_fusion(members, weights), flags
 
 
 def whole_pool(pool, target, config: Config, run: Run) -> Scores:
@@ -211,13 +216,13 @@ def whole_pool(pool, target, config: Config, run: Run) -> Scores:
     lengths = None
     if config.debias != "none":
         lengths = [len(t.encode("utf-8")) for b in pool.batches(READ_BATCH) for t in b.texts]
-    flags = to_debias(members, config, lengths)
+    values, flags = _fuse(members, config, lengths)
     meta = {
         "config": dataclasses.asdict(config),
         "members": {s.method: s.meta for s in members},
         "length_debiased": [s.method for s, f in zip(members, flags, strict=True) if f],
     }
-    return Scores(fuse(members, config, lengths), "hybrid", meta)
+    return Scores(values, "hybrid", meta)
 
 
 HYBRID = register(Method("hybrid", Config, whole_pool=whole_pool))
