@@ -44,11 +44,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxsel import methods
-from jaxsel.data.sources import READ_BATCH
 from jaxsel.errors import InputError, JaxselError
 from jaxsel.evaluate import spearman
 from jaxsel.methods import Method, Run, register, require_pool_and_target
-from jaxsel.methods.zipfit import length_debiased
+from jaxsel.methods.zipfit import length_debiased, pool_lengths
 from jaxsel.scores import Scores
 
 FUSIONS = ("zscore", "rrf")
@@ -215,7 +214,7 @@ def whole_pool(pool, target, config: Config, run: Run) -> Scores:
             raise JaxselError(f"hybrid: member {name!r} failed: {e}") from e
     lengths = None
     if config.debias != "none":
-        lengths = [len(t.encode("utf-8")) for b in pool.batches(READ_BATCH) for t in b.texts]
+        lengths = pool_lengths(pool)
     values, flags = _fuse(members, config, lengths)
     meta = {
         "config": dataclasses.asdict(config),

@@ -120,10 +120,14 @@ def _check(target: Corpus | None, debias: str, name: str) -> None:
         raise InputError(f"debias must be one of {', '.join(DEBIAS)}, got {debias!r}")
 
 
+def pool_lengths(pool) -> list[int]:
+    """The UTF-8 byte length of every pool document, streamed in pool order."""
+    return [len(t.encode("utf-8")) for b in pool.batches(READ_BATCH) for t in b.texts]
+
+
 def _rescore(state, values: np.ndarray, pool) -> np.ndarray:
     """debias="length": standardised within length bins of the whole pool."""
-    lengths = [len(t.encode("utf-8")) for b in pool.batches(READ_BATCH) for t in b.texts]
-    return length_debiased(values, lengths)
+    return length_debiased(values, pool_lengths(pool))
 
 
 def _debiased(config) -> bool:
