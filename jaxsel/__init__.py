@@ -6,7 +6,7 @@ Layers (data flows one way): host I/O (`jaxsel.data`, `jaxsel.compress`) -> devi
 `jaxsel.score` / `jaxsel.select` run any method by name on lists, files, DataFrames or datasets.
 """
 
-from jaxsel.data.corpus import Corpus
+from jaxsel.data.records import Corpus
 from jaxsel.errors import ArchiveError, AssetError, InputError, JaxselError
 from jaxsel.scores import Scores, select_budget, select_threshold, select_top_k
 

@@ -175,7 +175,7 @@ def read_selection(path, pool) -> list[int]:
     """Pool indices of a `jaxsel select` output (records with an `id`, best first), in file
     order. An id not in the pool, a duplicate or a record without an id is an InputError naming
     the file and line (`jaxsel.evaluate.selection_positions`)."""
-    from jaxsel.data.corpus import iter_jsonl
+    from jaxsel.data.formats import iter_jsonl
     from jaxsel.evaluate import selection_positions
 
     return selection_positions(pool, [(loc, rec) for _, loc, rec in iter_jsonl(path)], path)

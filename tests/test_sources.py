@@ -387,3 +387,17 @@ def test_duplicate_id_split_across_sorted_runs_of_a_stream(tmp_path, monkeypatch
         InputError, match=rf"^{p}:31: duplicate id 'doc-3' \(first seen at {p}:4\)$"
     ):
         list(open_source(p, part_bytes=300).batches(4))
+
+
+def test_inputs_are_the_files_and_directories_read(tmp_path):
+    a = _write_jsonl(tmp_path / "a.jsonl", _records(2))
+    b = _write_jsonl(tmp_path / "b.jsonl", _records(3))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "x.txt").write_text("x")
+    specs = [str(tmp_path / "*.jsonl"), tmp_path / "docs", a, f"hf:{tmp_path / 'hf'}"]
+    assert open_source(specs).inputs() == [a, b, tmp_path / "docs", tmp_path / "hf"]
+
+
+def test_inputs_of_tfds_is_the_prepared_dataset_directory(tfds_dir):
+    src = open_source("tfds:jaxsel_stdlib_heads:train", data_dir=tfds_dir)
+    assert src.inputs() == [tfds_dir / "jaxsel_stdlib_heads" / "1.0.0"]

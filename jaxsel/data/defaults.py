@@ -19,7 +19,9 @@ import os
 import sysconfig
 from pathlib import Path
 
-from jaxsel.data.corpus import Corpus, read_jsonl, write_jsonl
+from jaxsel.data.corpus import read_jsonl
+from jaxsel.data.records import Corpus
+from jaxsel.data.writers import write_jsonl
 from jaxsel.errors import AssetError
 
 log = logging.getLogger(__name__)

@@ -1,17 +1,13 @@
 """Streaming input: a pool is a list of *parts*, each read as a stream of fixed-size batches.
 
-A part is a unit of work that any process (or Ray task) can read on its own: a byte range of an
-uncompressed JSONL file (split at line starts), a whole `.jsonl.gz`, a Parquet row group, a group
-of files of a text directory, a shard of a TFDS split, or an arrow file of a Hugging Face dataset
-saved to disk. Rows are named by keys `(part index, row within part)`; the lexicographic order of
-keys is pool order, the order `read_corpus` reads, so ties in a selection break the same way
-whoever reads the pool. A batch never spans two parts, so `(part, batch)` names the same rows on
-any process or engine.
+The parts of each input are planned, and read, by its format (`jaxsel.data.formats`). Rows are
+named by keys `(part index, row within part)`; the lexicographic order of keys is pool order, the
+order `read_corpus` reads, so ties in a selection break the same way whoever reads the pool. A
+batch never spans two parts, so `(part, batch)` names the same rows on any process or engine.
 
 Only one batch is held in memory (the duplicate-id check keeps a 64-bit id digest per document
-in a temporary file, `IdDigests`). Every record passes the checks of `jaxsel.data.corpus`
-(`parse_jsonl_line`, `record_fields`, `check_id`, `keep_text`), so a stream and `read_corpus`
-accept and refuse the same input.
+in a temporary file, `IdDigests`). Every text passes `keep_text` (`jaxsel.data.records`) here,
+whatever its format, so a stream and `read_corpus` accept and refuse the same input.
 """
 
 from __future__ import annotations
@@ -19,30 +15,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
-import gzip
 import hashlib
-import json
-import logging
 import os
 import tempfile
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxsel.data.corpus import (
-    Corpus,
-    OnBad,
-    check_id,
-    keep_text,
-    parse_jsonl_line,
-    record_fields,
-)
+from jaxsel.data.formats import FORMATS, Format, Part, format_of
+from jaxsel.data.records import Corpus, OnBad, keep_text
 from jaxsel.errors import InputError
-
-log = logging.getLogger(__name__)
 
 PART_BYTES = 64 << 20  # byte range of an uncompressed JSONL part
 READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
@@ -68,32 +52,6 @@ class Batch(NamedTuple):
         return len(self.texts)
 
 
-class Part(NamedTuple):
-    """One unit of work.
-
-    Attributes:
-      index: position of the part in the pool (the first key column).
-      kind: "jsonl" (byte range), "jsonl.gz", "parquet" (row group), "text" (files of a
-        directory), "tfds" (a shard of a split) or "hf" (an arrow file).
-      path: the file (the directory for "text", the spec for "tfds").
-      start, stop: byte range ("jsonl"), row group [start, start+1) ("parquet"), record
-        range of the split ("tfds"); unused (0, 0) otherwise.
-      nbytes: size on disk, to balance processes.
-      first: number of the first line ("jsonl", 0 = not counted) or of the first row of the part
-        within its file/split ("parquet", "tfds", "hf"); ids of records without an id field.
-      files: relative paths of the part's files ("text").
-    """
-
-    index: int
-    kind: str
-    path: str
-    start: int = 0
-    stop: int = 0
-    nbytes: int = 0
-    first: int = 0
-    files: tuple[str, ...] = ()
-
-
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A pool as parts; see `open_source`. Picklable: workers rebuild nothing but the parts."""
@@ -105,6 +63,7 @@ class Source:
     on_empty: OnBad = "error"
     part_bytes: int = PART_BYTES
     files_per_part: int = FILES_PER_PART
+    kind: str | None = None  # read every spec as this format (a `FORMATS` key), not by its form
 
     @property
     def name(self) -> str:
@@ -116,7 +75,7 @@ class Source:
     def _parts(self) -> tuple[Part, ...]:
         parts: list[Part] = []
         for spec in self.specs:
-            for p in _plan(spec, self):
+            for p in self._format(spec).plan(spec, self):
                 parts.append(p._replace(index=len(parts)))
         if not parts:
             raise InputError(f"{self.name}: no documents")
@@ -125,6 +84,12 @@ class Source:
     def parts(self) -> list[Part]:
         """Every part of the pool, in pool order (computed once; reads no document)."""
         return list(self._parts)
+
+    def inputs(self) -> list[Path]:
+        """The files and directories the pool is read from, in order, once each: globs
+        expanded, a text or `hf:` dataset directory, a `tfds:` dataset's prepared directory."""
+        found = (p for spec in self.specs for p in self._format(spec).inputs(spec, self))
+        return list(dict.fromkeys(found))
 
     def batches(
         self, batch_size: int, parts: Sequence[Part] | None = None, check_ids: bool = True
@@ -159,7 +124,7 @@ class Source:
     def to_corpus(self) -> Corpus:
         """The whole pool in memory."""
         ids, texts, recs = [], [], []
-        for b in self.batches(4096):
+        for b in self.batches(READ_BATCH):
             ids += b.ids
             texts += b.texts
             recs += b.records
@@ -167,9 +132,12 @@ class Source:
 
     # -------------------------------------------------------------------------- per part
 
+    def _format(self, spec: str) -> Format:
+        return format_of(spec) if self.kind is None else FORMATS[self.kind]
+
     def _documents(self, part: Part) -> Iterator[tuple[Any, str, dict[str, Any]]]:
         """(id, text, record) of the part's documents that `keep_text` keeps."""
-        for ident, text, rec, where in _READERS[part.kind](self, part):
+        for ident, text, rec, where in FORMATS[part.kind].read(part, self):
             if keep_text(text, where, self.on_empty):
                 yield ident, text, rec
 
@@ -177,7 +145,7 @@ class Source:
         """(id, location) of the document with this key: re-reads its part (error path only)."""
         part = self._parts[key[0]]
         row = 0
-        for ident, text, _, where in _READERS[part.kind](self, part):
+        for ident, text, _, where in FORMATS[part.kind].read(part, self):
             if text.strip():
                 if row == key[1]:
                     return ident, str(where)
@@ -256,335 +224,13 @@ def parts_for_process(parts: Sequence[Part], process_index: int, process_count: 
     return list(parts[cuts[process_index] : cuts[process_index + 1]])
 
 
-# ------------------------------------------------------------------------------ planning
-
-
 def _is_glob(s: str) -> bool:
     return (
         not s.startswith(("tfds:", "hf:")) and any(c in s for c in "*?[") and not Path(s).exists()
     )
 
 
-def _plan(spec: str, src: Source) -> list[Part]:
-    if spec.startswith("tfds:"):
-        return _plan_tfds(spec, src)
-    if spec.startswith("hf:"):
-        return _plan_hf(spec)
-    path = Path(spec)
-    if path.is_dir():
-        return _plan_text_dir(path, src.files_per_part)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        return _plan_parquet(path)
-    if path.suffix == ".gz":
-        return [Part(0, "jsonl.gz", spec, nbytes=path.stat().st_size, first=1)]
-    return _plan_jsonl(path, src.part_bytes, count_lines=src.id_field is None)
-
-
-def _plan_jsonl(path: Path, part_bytes: int, count_lines: bool) -> list[Part]:
-    """Byte ranges of about `part_bytes`, each starting at a line start. Only the lines at the
-    cuts are read, unless ids are line numbers (then one pass counts each range's lines)."""
-    size = path.stat().st_size
-    cuts = [0]
-    with open(path, "rb") as f:
-        for target in range(part_bytes, size, part_bytes):
-            if target <= cuts[-1]:
-                continue
-            f.seek(target - 1)
-            f.readline()  # to the start of the first line beginning at or after `target`
-            if f.tell() < size and f.tell() > cuts[-1]:
-                cuts.append(f.tell())
-    cuts.append(size)
-    firsts = [0] * (len(cuts) - 1)
-    if count_lines:
-        firsts[0] = 1
-        with open(path, "rb") as f:
-            for i in range(1, len(firsts)):
-                firsts[i] = firsts[i - 1] + _count_newlines(f, cuts[i] - cuts[i - 1])
-    return [
-        Part(0, "jsonl", str(path), s, e, e - s, first)
-        for s, e, first in zip(cuts[:-1], cuts[1:], firsts, strict=True)
-        if e > s
-    ]
-
-
-def _count_newlines(f, nbytes: int) -> int:
-    n = 0
-    while nbytes > 0:
-        block = f.read(min(nbytes, 1 << 24))
-        if not block:
-            break
-        n += block.count(b"\n")
-        nbytes -= len(block)
-    return n
-
-
-def _plan_parquet(path: Path) -> list[Part]:
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.ParquetFile(path).metadata
-    except Exception as e:  # pyarrow raises many types for a bad file
-        raise InputError(f"{path}: unreadable Parquet ({e})") from None
-    parts, row = [], 0
-    for g in range(meta.num_row_groups):
-        rg = meta.row_group(g)
-        parts.append(Part(0, "parquet", str(path), g, g + 1, rg.total_byte_size, row))
-        row += rg.num_rows
-    return parts
-
-
-def _plan_text_dir(root: Path, files_per_part: int) -> list[Part]:
-    files = sorted(q for q in root.glob("**/*") if q.is_file())  # as read_text_dir
-    parts = []
-    for s in range(0, len(files), files_per_part):
-        group = files[s : s + files_per_part]
-        parts.append(
-            Part(
-                0,
-                "text",
-                str(root),
-                nbytes=sum(q.stat().st_size for q in group),
-                files=tuple(q.relative_to(root).as_posix() for q in group),
-            )
-        )
-    return parts
-
-
-def _parse_tfds(spec: str) -> tuple[str, str]:
-    body = spec[len("tfds:") :]
-    name, sep, split = body.rpartition(":")
-    if not sep or not name or not split:
-        raise InputError(f"{spec}: expected tfds:NAME[/CONFIG]:SPLIT")
-    return name, split
-
-
-@functools.cache
-def _tfds_builder(name: str, data_dir: str | None):
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise InputError(
-            "reading TFDS datasets needs tensorflow-datasets: pip install 'jaxsel[tfds]'"
-        ) from None
-    where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        prepared = builder.is_prepared()
-    except Exception:  # DatasetNotFoundError, or a registered dataset whose files are absent
-        prepared = False
-    if not prepared:
-        raise InputError(
-            f"tfds:{name}: not prepared in {where} (prepare it there first, e.g. "
-            f"`tfds build {name} --data_dir {where} --file_format array_record`)"
-        )
-    return builder
-
-
-def _plan_tfds(spec: str, src: Source) -> list[Part]:
-    name, split = _parse_tfds(spec)
-    builder = _tfds_builder(name, src.data_dir)
-    if split not in builder.info.splits:
-        raise InputError(f"{spec}: no split {split!r} (splits: {', '.join(builder.info.splits)})")
-    fmt = builder.info.file_format
-    if fmt is None or fmt.value != "array_record":
-        raise InputError(
-            f"{spec}: prepared as {fmt.value if fmt else 'an unknown format'} in "
-            f"{builder.data_dir}; streaming reads array_record (re-prepare with "
-            "`--file_format array_record`)"
-        )
-    parts, first = [], 0
-    for fi in builder.info.splits[split].file_instructions:
-        parts.append(
-            Part(0, "tfds", spec, first, first + fi.take, os.path.getsize(fi.filename), first)
-        )
-        first += fi.take
-    return parts
-
-
-def _hf_files(root: Path, spec: str) -> list[Path]:
-    if (root / "dataset_dict.json").is_file():
-        splits = json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
-        raise InputError(
-            f"{spec}: a DatasetDict; choose a split: " + ", ".join(f"hf:{root / s}" for s in splits)
-        )
-    state = root / "state.json"
-    if not state.is_file():
-        raise InputError(f"{spec}: not a dataset saved with Dataset.save_to_disk (no {state})")
-    try:
-        files = [root / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{state}: unreadable ({e})") from None
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise InputError(f"{spec}: {missing[0]} listed in state.json is missing")
-    return files
-
-
-def _plan_hf(spec: str) -> list[Part]:
-    import pyarrow as pa
-
-    parts, first = [], 0
-    for f in _hf_files(Path(spec[len("hf:") :]), spec):
-        try:
-            with pa.memory_map(str(f)) as m:
-                rows = sum(b.num_rows for b in pa.ipc.open_stream(m))
-        except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"{f}: unreadable arrow file ({e})") from None
-        parts.append(Part(0, "hf", str(f), nbytes=f.stat().st_size, first=first))
-        first += rows
-    return parts
-
-
-# ------------------------------------------------------------------------------- reading
-
-
-class _Line:
-    """`path:line` of a line in a byte range; counting the lines before the range is paid only
-    when the location is printed (an error)."""
-
-    __slots__ = ("part", "rel")
-
-    def __init__(self, part: Part, rel: int):
-        self.part, self.rel = part, rel
-
-    def __str__(self) -> str:
-        first = self.part.first or _first_line(self.part.path, self.part.start)
-        return f"{self.part.path}:{first + self.rel}"
-
-
-@functools.lru_cache(maxsize=64)
-def _first_line(path: str, start: int) -> int:
-    with open(path, "rb") as f:
-        return 1 + _count_newlines(f, start)
-
-
-def _read_jsonl(src: Source, part: Part):
-    with open(part.path, "rb") as f:
-        f.seek(part.start)
-        pos = part.start
-        for rel, raw in enumerate(f):
-            if pos >= part.stop:
-                break
-            pos += len(raw)
-            yield from _jsonl_record(src, part, rel, raw)
-
-
-def _read_jsonl_gz(src: Source, part: Part):
-    rel = -1
-    try:
-        with gzip.open(part.path, "rb") as f:
-            for rel, raw in enumerate(f):
-                yield from _jsonl_record(src, part, rel, raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"{part.path}: unreadable after line {rel + 1} ({e})") from None
-
-
-def _jsonl_record(src: Source, part: Part, rel: int, raw: bytes):
-    where = _Line(part, rel)
-    rec = parse_jsonl_line(raw, where, first=part.start == 0 and rel == 0)
-    if rec is not None:
-        ident, text = record_fields(rec, where, src.text_field, src.id_field, str(part.first + rel))
-        yield ident, text, rec, where
-
-
-def _read_parquet(src: Source, part: Part):
-    import pyarrow.parquet as pq
-
-    g = part.start
-    try:
-        pf = pq.ParquetFile(part.path)
-        names = pf.schema_arrow.names
-    except Exception as e:  # pyarrow raises many types for a bad file
-        raise InputError(f"{part.path}: unreadable Parquet ({e})") from None
-    for field in (src.text_field, src.id_field):
-        if field is not None and field not in names:
-            raise InputError(f"{part.path}: missing column {field!r} (columns: {sorted(names)})")
-    row = part.first
-    try:
-        for rb in pf.iter_batches(batch_size=4096, row_groups=[g]):
-            for rec in rb.to_pylist():
-                where = f"{part.path}: row group {g}, row {row}"
-                ident = str(row) if src.id_field is None else check_id(rec[src.id_field], where)
-                yield ident, rec[src.text_field], rec, where
-                row += 1
-    except OSError as e:
-        raise InputError(f"{part.path}: row group {g} unreadable ({e})") from None
-
-
-def _read_text(src: Source, part: Part):
-    root = Path(part.path)
-    for rel in part.files:
-        p = root / rel
-        try:
-            text = p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            if src.on_empty == "error":
-                raise InputError(f"{p}: not valid UTF-8 (byte {e.start})") from None
-            log.warning("%s: skipping non-UTF-8 file", p)
-            continue
-        yield rel, text, {"id": rel, "text": text}, str(p)
-
-
-def _plain(value: Any, where: str) -> Any:
-    """A TFDS value as JSON-able Python: bytes (Text features) decoded, numpy unwrapped."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{where}: not valid UTF-8 (byte {e.start})") from None
-    if isinstance(value, np.ndarray):
-        return [_plain(v, where) for v in value] if value.dtype == object else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: _plain(v, where) for k, v in value.items()}
-    return value
-
-
-def _read_tfds(src: Source, part: Part):
-    name, split = _parse_tfds(part.path)
-    data = _tfds_builder(name, src.data_dir).as_data_source(split=split)
-    for s in range(part.start, part.stop, 1024):
-        chunk = range(s, min(s + 1024, part.stop))
-        for i, raw in zip(chunk, data.__getitems__(list(chunk)), strict=True):
-            where = f"{part.path}: record {i}"
-            rec = {k: _plain(v, f"{where}, field {k!r}") for k, v in raw.items()}
-            ident, text = record_fields(rec, where, src.text_field, src.id_field, str(i))
-            yield ident, text, rec, where
-
-
-def _read_hf(src: Source, part: Part):
-    import pyarrow as pa
-
-    row = part.first
-    with pa.memory_map(part.path) as m:
-        reader = pa.ipc.open_stream(m)
-        names = reader.schema.names
-        for field in (src.text_field, src.id_field):
-            if field is not None and field not in names:
-                raise InputError(
-                    f"{part.path}: missing column {field!r} (columns: {sorted(names)})"
-                )
-        for rb in reader:
-            for rec in rb.to_pylist():
-                where = f"{part.path}: row {row}"
-                ident = str(row) if src.id_field is None else check_id(rec[src.id_field], where)
-                yield ident, rec[src.text_field], rec, where
-                row += 1
-
-
 _ID_ROW = np.dtype([("d", np.uint64), ("k", np.int64, (2,))])
-
-_READERS = {
-    "jsonl": _read_jsonl,
-    "jsonl.gz": _read_jsonl_gz,
-    "parquet": _read_parquet,
-    "text": _read_text,
-    "tfds": _read_tfds,
-    "hf": _read_hf,
-}
 
 
 def _batch(part: Part, ids, texts, recs, rows) -> Batch:

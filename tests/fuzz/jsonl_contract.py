@@ -4,7 +4,9 @@ replayed over the kept fuzz corpus by the test suite (`tests/test_reliability.py
 import math
 from pathlib import Path
 
-from jaxsel.data import corpus
+from jaxsel.data import read_jsonl
+from jaxsel.data.records import parse_jsonl_line
+from jaxsel.data.writers import json_line
 from jaxsel.errors import InputError
 
 
@@ -24,7 +26,7 @@ def check_file(path: Path) -> bool:
     (False), nothing else. An accepted corpus has unique ids, non-blank texts, and every record
     survives the writer's JSON line and the reader's parse unchanged (values and types)."""
     try:
-        c = corpus.read_jsonl(path)
+        c = read_jsonl(path)
     except InputError as e:
         msg = str(e)
         if "\n" in msg or str(path) not in msg:
@@ -33,7 +35,7 @@ def check_file(path: Path) -> bool:
     assert len(c) and len(set(c.ids)) == len(c.ids)
     assert all(isinstance(t, str) and t.strip() for t in c.texts)
     for n, rec in enumerate(c.records):
-        line = corpus.json_line(rec, path, n).encode("utf-8")
-        back = corpus.parse_jsonl_line(line, f"{path}:{n}")
+        line = json_line(rec, path, n).encode("utf-8")
+        back = parse_jsonl_line(line, f"{path}:{n}")
         assert same(rec, back), (rec, back)
     return True
