@@ -145,7 +145,7 @@ HOSTILE = {
     ],
 )
 def test_hostile_inputs_roundtrip(tiny, case):
-    """Issue 12's hostile inputs, with the default configuration (auto mode) and, where there
+    """Hostile inputs, with the default configuration (auto mode) and, where there
     is text, forced through the model with the default ring cache (context 16, 8 rows, 64 for
     200 KB: the ring wraps on every case longer than 128 tokens) and with prefill windows
     (context 64, stride 24, 64 rows). 200 KB through the model takes minutes on 8 fake CPU
@@ -197,10 +197,11 @@ def test_auto_mode_keeps_the_smallest(tiny):
 
 def test_sample_estimate_skips_a_hopeless_model(tiny):
     """A random model on repeated English: coding its first chunk (teacher-forced) predicts an
-    archive far larger than bz2's, so the coding loop never runs (issue 11, defect 11)."""
+    archive far larger than bz2's, so the coding loop never runs."""
     data = (ENGLISH * 60)[:20_000].encode()
     res = finezip.compress_detailed(data, tiny, finezip.FineZipConfig(context=64))
-    assert res.mode in ("bz2", "lzma") and "sample predicts" in res.reason, res.reason
+    assert res.mode in ("bz2", "lzma"), res.reason
+    assert "sample predicts" in res.reason or "needs at least" in res.reason, res.reason
     assert "code" not in res.seconds and "model" not in res.sizes
     assert finezip.decompress(res.archive, tiny) == data
 
@@ -218,8 +219,9 @@ def test_ring_roundtrip(tiny, coder):
     assert -(-res.n_tokens // (m.batch_size * m.n_batches)) > 4 * 16  # many wraps per segment
     assert roundtrip(data, tiny, **kw).archive == res.archive  # the default
     prefill = roundtrip(data, tiny, sliding="prefill", **kw)
-    assert b'"sliding"' not in prefill.archive and prefill.archive != res.archive
-    assert finezip.FineZipConfig(stride=4).sliding == "prefill"
+    assert "sliding" not in arc.header_json(prefill.archive)[0]["model"]
+    assert prefill.archive != res.archive
+    assert finezip.FineZipConfig(stride=1024).sliding == "prefill"
     default = finezip.FineZipConfig()
     assert (default.sliding, default.stride) == ("ring", 1)
     with pytest.raises(InputError, match="stride 4 with a ring"):
@@ -342,7 +344,9 @@ def test_older_format_version_refused(tiny, model_archive, version):
     version, before any decoding, naming the release that reads them."""
     old = model_archive[:4] + bytes([version]) + model_archive[5:]
     reader = {1: "jaxsel 0.1.0 up to", 2: "jaxsel 0.1.0 from", 7: "no jaxsel release"}[version]
-    with pytest.raises(ArchiveError, match=f"version {version}; this jaxsel reads 3 .*{reader}"):
+    with pytest.raises(
+        ArchiveError, match=rf"version {version}; this jaxsel reads \(3,\) .*{reader}"
+    ):
         finezip.decompress(old, tiny)
 
 

@@ -1,11 +1,11 @@
-"""FineZip archive hardening (issue 11, defects 5, 6, 11): bounded fallback decoding, the typed
-header validated in one place, and cheap decisions before any model is loaded or run. No test
-here loads SmolLM2: a model that must not be needed is a loader that fails the test if called."""
+"""FineZip archive hardening: bounded fallback decoding, the typed header validated in one
+place, bounds on the work a header can ask for, and cheap decisions before any model is loaded
+or run. No test here loads SmolLM2: a model that must not be needed is a loader that fails the
+test if called."""
 
 import bz2
 import json
 import lzma
-import struct
 import time
 import tracemalloc
 import zlib
@@ -34,9 +34,7 @@ def no_model(*_):
 
 def forge(header: dict, body: bytes, version: int = arc.VERSION) -> bytes:
     """An archive with any JSON header and a correct header checksum (what a forger can do)."""
-    raw = json.dumps(header).encode()
-    crc = struct.pack("<I", zlib.crc32(raw))
-    return b"FZIP" + bytes([version]) + struct.pack("<I", len(raw)) + raw + crc + body
+    return arc.frame(header, body, version)
 
 
 def env() -> arc.Environment:
@@ -69,7 +67,7 @@ def model_archive(coder="ac", n_tokens=40, **kw) -> tuple[bytes, dict]:
     )
     info = arc.ModelInfo(**{**fields, **kw})
     a = arc.pack(len(data), arc.sha256(data), "model", payload, info)
-    return a, json.loads(a[9 : 9 + struct.unpack_from("<I", a, 5)[0]])
+    return a, arc.header_json(a)[0]
 
 
 def refused(archive: bytes, match: str | None = None) -> str:
@@ -81,7 +79,7 @@ def refused(archive: bytes, match: str | None = None) -> str:
     return msg
 
 
-# ---------------------------------------------------------------- defect 5: decompression bombs
+# ------------------------------------------------------------------------- decompression bombs
 
 
 def test_bz2_bomb_refused_without_allocating():
@@ -128,11 +126,11 @@ def test_fallback_streams_must_be_exact(codec):
     refused(arc.pack(len(data) - 1, digest, codec, comp), "more than the declared")
 
 
-# ------------------------------------------------------------- defect 6: one header schema
+# ---------------------------------------------------------------------------- one header schema
 
 
 def _mutations():
-    """(name, function of the valid header dict) for every case of issue 11's defect 6."""
+    """(name, function of the valid header dict): malformed and inconsistent headers."""
 
     def set_(path, value):
         def f(h):
@@ -235,14 +233,17 @@ def test_valid_headers_pass_and_describe(tmp_path, capsys):
 
 
 def test_payload_padding_bounds_tokens_by_body():
-    """A payload that is shorter than n_tokens / 1024 bytes needs zero padding to be valid."""
+    """A payload that is shorter than n_tokens / TOKENS_PER_BYTE bytes needs zero padding to be
+    valid."""
     a, h = model_archive(n_tokens=100)
     payload = a[-h["body_len"] :]
     h = json.loads(json.dumps(h))
-    n = 1024 * len(payload) + 1
-    h["size"] = h["model"]["n_tokens"] = h["model"]["context"] = h["model"]["stride"] = n
-    msg = refused(forge(h, payload), "cannot be coded in")
-    assert "payload bytes" in msg
+    n = arc.TOKENS_PER_BYTE * len(payload) + 1
+    h["size"] = h["model"]["n_tokens"] = n
+    h["model"]["batch_size"] = 8  # rows split over the tests' 8 devices
+    h["model"]["context"] = h["model"]["stride"] = -(-n // 8)
+    msg = refused(forge(h, payload), f"exceeds {arc.TOKENS_PER_BYTE} per payload byte")
+    assert f"({len(payload)} bytes: {n - 1})" in msg
     h["model"]["pad"] = 1
     padded = payload + b"\0"
     h["body_len"], h["body_crc32"] = len(padded), zlib.crc32(padded)
@@ -251,6 +252,135 @@ def test_payload_padding_bounds_tokens_by_body():
     padded = payload + b"\1"
     h["body_crc32"] = zlib.crc32(padded)
     refused(forge(h, padded), "padding is not zero")
+
+
+# ---------------------------------------------------------------- work a header can ask for
+
+
+def busy_archive() -> tuple[dict, bytes]:
+    """The header dict and body of a valid ~1 KB `ac-match` archive that asks for all the
+    work its body allows: 50,000 tokens (64 per body byte, padded) in 16 ring segments,
+    context 2,048."""
+    payload = coders.pack_streams([np.arange(7, dtype=np.uint32)])
+    n = 50_000
+    pad = -(-n // arc.TOKENS_PER_BYTE) - len(payload)
+    info = arc.ModelInfo(
+        coder="ac-match",
+        model="f" * 64,
+        tokenizer="tok",
+        dtype="float32",
+        vocab_size=49152,
+        n_tokens=n,
+        context=2048,
+        stride=1,
+        batch_size=16,
+        n_batches=1,
+        pad=pad,
+        lora=None,
+        escape=None,
+        environment=env(),
+        match=arc.MatchInfo.of(MatchConfig()),
+        spans=1,
+        sliding="ring",
+    )
+    a = arc.pack(n, arc.sha256(b""), "model", payload + bytes(pad), info)
+    return arc.header_json(a)[0], a[-(len(payload) + pad) :]
+
+
+LORA = {"targets": ["wq", "wv"], "alpha": 8.0, "seed": 0, "steps": 1}
+# forged class -> (header changes by dotted path, format version, the error's field and bound)
+FORGED = {
+    "tokens_1024_per_byte": (
+        {"size": 800_768, "model.n_tokens": 800_768},
+        arc.VERSION,
+        "n_tokens 800768 exceeds 64 per payload byte (782 bytes: 50048)",
+    ),
+    "tokens_1024_per_byte_v3": (
+        {"size": 800_768, "model.n_tokens": 800_768},
+        3,
+        "n_tokens 800768 exceeds 64",
+    ),
+    "rows_and_devices_2e20": (
+        {"model.batch_size": 1 << 20, "model.environment.devices": 1 << 20},
+        arc.VERSION,
+        "batch_size 1048576 x 1 batches = 1048576 rows exceed 4096",
+    ),
+    "devices_2e20": (
+        {"model.environment.devices": 1 << 20},
+        arc.VERSION,
+        "batch_size 16 x 1 segments do not fit 50000 tokens on 1048576 devices",
+    ),
+    "rows_8192": (
+        {"model.batch_size": 8192},
+        arc.VERSION,
+        "batch_size 8192 x 1 batches = 8192 rows exceed 4096",
+    ),
+    "lanes_1024": (
+        {"model.n_batches": 1024},
+        arc.VERSION,
+        "batch_size 16 x 1024 batches = 16384 rows exceed 4096",
+    ),
+    "vocab_2e24": (
+        {"model.vocab_size": 1 << 24, "model.batch_size": 32},
+        arc.VERSION,
+        "vocab_size 16777216 x 32 rows = 536870912 probabilities per step exceed 268435456",
+    ),
+    "context_2e20": (
+        {"model.context": 1 << 20},
+        arc.VERSION,
+        "context 1048576 exceeds the segment length 3125",
+    ),
+    "prefill_stride_1": (
+        {"model.sliding": None},
+        arc.VERSION,
+        "stride 1 pre-fills 2048 tokens per window, more than 16 per coded token",
+    ),
+    "lora_rank_4096": (
+        {"model.lora": {**LORA, "rank": 4096, "layers": 4096, "len": 2}},
+        arc.VERSION,
+        "lora.rank 4096 x 4096 layers x 2 targets needs 67108864 bytes, more than the blob's 2",
+    ),
+    "match_compare_2e30": (
+        {"model.match.candidates": 1024, "model.match.max_len": 1 << 20},
+        arc.VERSION,
+        "match.candidates 1024 x max_len 1048576 = 1073741824 exceeds 65536",
+    ),
+}
+
+
+def test_busy_archive_is_valid_up_to_the_model():
+    header, body = busy_archive()
+    a = forge(header, body)
+    assert len(a) < 1500 and finezip.parse(a).header.model.n_tokens == 50_000
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        finezip.decompress(a, no_model)
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_forged_work_refused_before_the_model(case):
+    """A header that asks for more work or memory than any archive of its body length can
+    need (rows, devices, lanes, tokens, context, prefill, LoRA shape, match lookups) is refused
+    in header validation: one line naming the field, its value and the bound, in milliseconds,
+    without allocating, before any model is loaded (format 3 too)."""
+    changes, version, expect = FORGED[case]
+    header, body = busy_archive()
+    for path, value in changes.items():
+        *parents, key = path.split(".")
+        d = header
+        for k in parents:
+            d = d[k]
+        d[key] = value
+    forged = forge(header, body, version)
+    assert len(forged) <= 2048
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        msg = refused(forged)
+        seconds, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert msg.startswith("corrupted archive: header field model.") and expect in msg, msg
+    assert seconds < 2 and peak < 4 << 20, (seconds, peak)
 
 
 # -------------------------------------------------------------- property tests (hypothesis)
@@ -289,13 +419,17 @@ def test_any_dict_is_refused_cleanly_or_round_trips(d):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400), st.binary(max_size=40))
 def test_any_bytes_are_refused_cleanly_or_round_trip(prefix, body):
-    for archive in (prefix, b"FZIP\x03" + prefix, forge({"x": 1}, b"") + body):
+    for archive in (
+        prefix,
+        b"FZIP\x03" + prefix,
+        *(forge({"x": 1}, b"", v) + body for v in arc.READABLE),
+    ):
         try:
             header, got = arc.Header.from_bytes(archive)
         except ArchiveError as e:
             assert "\n" not in str(e)
             continue
-        assert header.to_bytes(got) == archive
+        assert arc.Header.from_bytes(header.to_bytes(got)) == (header, got)
 
 
 @settings(max_examples=200, deadline=None)
@@ -309,7 +443,7 @@ def test_any_bit_flip_of_a_valid_archive_is_caught(pos, flip):
         finezip.decompress(bytes(b), no_model)
 
 
-# --------------------------------------------- defect 11: cheap decisions before the model
+# ---------------------------------------------------------- cheap decisions before the model
 
 
 def test_repeated_character_compresses_in_seconds_without_the_model():

@@ -84,6 +84,13 @@ class FineZipConfig:
             raise InputError("context, stride, batch_size and lanes must be >= 1")
         if self.stride > self.context:
             raise InputError(f"stride {self.stride} exceeds context {self.context}")
+        prefill = self.context - self.stride + 1
+        if self.sliding == "prefill" and prefill > arc.PREFILL_RATIO * self.stride:
+            raise InputError(
+                f"stride {self.stride} pre-fills {prefill} tokens per window, more than "
+                f"{arc.PREFILL_RATIO} per coded token (the archive's bound): use a larger "
+                "stride or the ring"
+            )
 
 
 class Compressed(NamedTuple):
@@ -368,6 +375,12 @@ def _model_archive(
         parallel.data_size(),
         config.sliding,
     )
+    rows = plan.batch_size * plan.n_batches
+    if rows > arc.MAX_ROWS or rows * cfg.vocab_size > arc.MAX_TABLE:
+        raise InputError(
+            f"{rows} rows of {cfg.vocab_size} probabilities per step: the archive allows "
+            f"{arc.MAX_ROWS} rows and {arc.MAX_TABLE} probabilities (lower batch_size or lanes)"
+        )
     if plan.ring and plan.seg_len > RING_EXACT_POSITIONS:
         warnings.warn(
             f"ring segments of {plan.seg_len} tokens: RoPE positions past 2**24 are not exact in "
@@ -550,6 +563,11 @@ def decode_costs(archive: bytes, model=None, *, progress: bool = False) -> Decod
 def _decode_model(parsed: Parsed, model, record: bool, progress: bool) -> Decoded:
     header = parsed.header
     m = header.model
+    if m.batch_size % parallel.data_size():  # before the model loads
+        raise ArchiveError(
+            f"archive batch of {m.batch_size} rows cannot be split over "
+            f"{parallel.data_size()} devices (made on {m.environment.devices})"
+        )
     if model is None:
         from jaxsel.models.loaders import load_smollm2
 
@@ -589,11 +607,6 @@ def _check_model(m: arc.ModelInfo, model) -> None:
         raise ArchiveError(
             f"archive was coded in {m.dtype}; load the model with "
             f"dtype={m.dtype!r}, not {model.cfg.dtype!r}"
-        )
-    if m.batch_size % parallel.data_size():
-        raise ArchiveError(
-            f"archive batch of {m.batch_size} rows cannot be split over "
-            f"{parallel.data_size()} devices (made on {m.environment.devices})"
         )
 
 

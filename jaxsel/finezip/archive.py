@@ -7,8 +7,10 @@ Layout (all integers little-endian)::
 The header is a `Header` (frozen dataclasses all the way down) and `Header.from_bytes` is the one
 place an archive is parsed: the prefix, the header checksum, the JSON, then every field's type and
 range and the fields' consistency with each other and with the body (length, checksum). A header
-that passes is safe to act on: nothing downstream re-checks a field, and nothing a forged header
-says can make the decoder allocate more than the declared output needs (see `TOKENS_PER_BYTE`).
+that passes is safe to act on: nothing downstream re-checks a field, and the work and memory it
+asks of the decoder are bounded by the body's length (`TOKENS_PER_BYTE`) and a few constants
+(`MAX_ROWS`, `MAX_TABLE`, `PREFILL_RATIO`, `match.MAX_COMPARE`), all checked before any model is
+loaded.
 
 `body` = LoRA blob (`model.lora.len` bytes) + escape table and escaped bytes (`model.escape.len`)
 + the coded payload + `model.pad` zero bytes; `size` and `sha256` describe the original bytes
@@ -46,6 +48,7 @@ MAGIC = b"FZIP"
 # the same bytes as before it existed); 2: per-layer KV cache in the coding step (other float
 # rounding than 1).
 VERSION = 3
+READABLE = (3,)
 READERS = {  # older versions and the release that reads them
     1: "jaxsel 0.1.0 up to commit 8d13574 (2026-11-22)",
     2: "jaxsel 0.1.0 from commit 64b961e to 85c55d9 (2026-11-23 .. 2026-11-30)",
@@ -53,10 +56,27 @@ READERS = {  # older versions and the release that reads them
 FALLBACK_MODES = ("raw", "bz2", "lzma")
 MODES = ("model", *FALLBACK_MODES)
 DTYPES = ("float32", "bfloat16")
-# A model payload codes at most this many tokens per body byte (the writer pads the body with
-# zeros when a coder beats it, at most 1/1024 byte per token). It bounds what a forged header can
-# make the decoder allocate by the archive's own length: tokens <= 1024 * body_len.
-TOKENS_PER_BYTE = 1024
+# Every model payload codes at most this many tokens per body byte (payload + padding): the
+# writer pads the body with zero bytes when a coder beats it, so the decoding work an archive can
+# ask for is bounded by its own length. The coders alone bound nothing useful: constriction's
+# 24-bit quantisation leaves each of a vocabulary's V tokens at least 2**-24 of the probability,
+# so a range-coded token costs at least -log2(1 - (V - 1) / 2**24) bits (the coder narrows its
+# interval by that much and emits a 32-bit word per 32 bits of narrowing): 0.0042 bits for
+# V = 49,152, ~1,900 tokens per byte (measured: 0.0045 bits for a certain token). Ranks (one
+# varint byte at least) under bzip2 go further: 2 GiB of zero bytes take 1,522 bytes. 64 tokens
+# per byte (0.125 bits per token) pads only a text coded below that on average, by at most
+# n_tokens / 64 bytes (SmolLM2 on English: ~2.5 bits per token; 90 copies of one paragraph with
+# `ac-match` under a random model: 0.34).
+TOKENS_PER_BYTE = 64
+# Segments in flight (n_batches x batch_size; the default plan has at most 32) and the float32
+# probabilities they send to the host per step (rows x vocab_size: 1 GiB): besides the model,
+# what one decoding step allocates. The KV cache (rows x context positions, context <= the
+# segment length) is then bounded by the tokens. The writer refuses plans beyond either.
+MAX_ROWS = 4096
+MAX_TABLE = 1 << 28
+# Prefill windows: the most tokens pre-filled per coded token, (C - S + 1) / S (strides of C/2:
+# about 1; a ring: none).
+PREFILL_RATIO = 16
 MAX_HEADER = 1 << 16  # header JSON bytes
 MAX_INT = 2**53  # integers JSON round-trips exactly
 MAX_STR = 4096
@@ -214,6 +234,14 @@ class LoraInfo(_Record):
     def _consistent(self):
         if self.len % 2:
             _fail(f"{self._where}len", f"must be even (float16 factors), got {self.len}")
+        # b is [layers, rank, out] float16 per target, out >= 1: the blob bounds rank and layers
+        least = 2 * self.rank * self.layers * len(self.targets)
+        if least > self.len:
+            _fail(
+                f"{self._where}rank",
+                f"{self.rank} x {self.layers} layers x {len(self.targets)} targets needs "
+                f"{least} bytes, more than the blob's {self.len}",
+            )
 
     def meta(self) -> dict:
         """The dict `memorize.lora_from_blob` reads."""
@@ -250,6 +278,13 @@ class MatchInfo(_Record):
     def _consistent(self):
         if self.max_len < self.order:
             _fail(f"{self._where}max_len", f"{self.max_len} is below the order {self.order}")
+        compare = self.candidates * self.max_len
+        if compare > match.MAX_COMPARE:
+            _fail(
+                f"{self._where}candidates",
+                f"{self.candidates} x max_len {self.max_len} = {compare} exceeds "
+                f"{match.MAX_COMPARE} tokens compared per lookup",
+            )
 
     @classmethod
     def of(cls, config: match.MatchConfig) -> MatchInfo:
@@ -298,11 +333,29 @@ class ModelInfo(_Record):
                 f"{self.batch_size} x {self.n_batches} segments do not fit {self.n_tokens} "
                 f"tokens on {devices} devices",
             )
+        if n_seg > MAX_ROWS:
+            _fail(
+                "model.batch_size",
+                f"{self.batch_size} x {self.n_batches} batches = {n_seg} rows exceed {MAX_ROWS}",
+            )
+        if n_seg * self.vocab_size > MAX_TABLE:
+            _fail(
+                "model.vocab_size",
+                f"{self.vocab_size} x {n_seg} rows = {n_seg * self.vocab_size} probabilities "
+                f"per step exceed {MAX_TABLE}",
+            )
         seg_len = -(-self.n_tokens // n_seg)
         if self.context > seg_len:
             _fail("model.context", f"{self.context} exceeds the segment length {seg_len}")
         if self.stride > self.context:
             _fail("model.stride", f"{self.stride} exceeds the context {self.context}")
+        prefill = self.context - self.stride + 1
+        if self.sliding != "ring" and prefill > PREFILL_RATIO * self.stride:
+            _fail(
+                "model.stride",
+                f"{self.stride} pre-fills {prefill} tokens per window, more than "
+                f"{PREFILL_RATIO} per coded token (context {self.context})",
+            )
         if self.spans is not None and self.spans > self.context:
             _fail("model.spans", f"{self.spans} exceeds the context {self.context}")
         if self.sliding == "ring" and (self.stride != 1 or self.spans != 1):
@@ -348,47 +401,21 @@ class Header(_Record):
         if m.n_tokens > TOKENS_PER_BYTE * (payload + m.pad):
             _fail(
                 "model.n_tokens",
-                f"{m.n_tokens} cannot be coded in {payload + m.pad} payload bytes",
+                f"{m.n_tokens} exceeds {TOKENS_PER_BYTE} per payload byte "
+                f"({payload + m.pad} bytes: {TOKENS_PER_BYTE * (payload + m.pad)})",
             )
 
     def to_bytes(self, body: bytes) -> bytes:
-        """The archive: prefix, this header as JSON, its crc32, `body` (must match body_len/crc)."""
+        """The archive: prefix, this header, its crc32, `body` (must match body_len/crc)."""
         if len(body) != self.body_len or zlib.crc32(body) != self.body_crc32:
             raise ArchiveError("archive writer: body does not match body_len/body_crc32")
-        raw = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        crc = struct.pack("<I", zlib.crc32(raw))
-        return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw + crc + body
+        return frame(self.to_dict(), body)
 
     @classmethod
     def parse(cls, archive: bytes) -> tuple[Header, int]:
         """The header alone (body not checked) and the body's offset."""
-        if len(archive) < _PREFIX.size:
-            raise ArchiveError(f"not a FineZip archive: {len(archive)} bytes, too short")
-        magic, version, n = _PREFIX.unpack_from(archive)
-        if magic != MAGIC:
-            raise ArchiveError(f"not a FineZip archive (magic {magic!r}, expected {MAGIC!r})")
-        if version != VERSION:
-            reader = READERS.get(version, "no jaxsel release (unknown version)")
-            raise ArchiveError(
-                f"archive format version {version}; this jaxsel reads {VERSION} "
-                f"(version {version} is read by {reader})"
-            )
-        if n > MAX_HEADER:
-            raise ArchiveError(f"corrupted archive: header of {n} bytes (limit {MAX_HEADER})")
-        end = _PREFIX.size + n
-        if len(archive) < end + 4:
-            raise ArchiveError(
-                f"truncated archive: header needs {end + 4} bytes, got {len(archive)}"
-            )
-        raw = bytes(archive[_PREFIX.size : end])
-        (crc,) = struct.unpack_from("<I", archive, end)
-        if zlib.crc32(raw) != crc:
-            raise ArchiveError("corrupted archive: header checksum mismatch")
-        try:
-            d = json.loads(raw)
-        except (ValueError, RecursionError) as e:  # crc passed: a writer bug or a forged file
-            raise ArchiveError(f"corrupted archive: unreadable header ({str(e)[:80]})") from None
-        return cls.from_dict(d), end + 4
+        d, start = header_json(archive)
+        return cls.from_dict(d), start
 
     @classmethod
     def from_bytes(cls, archive: bytes) -> tuple[Header, bytes]:
@@ -404,6 +431,44 @@ class Header(_Record):
         if zlib.crc32(body) != header.body_crc32:
             raise ArchiveError("corrupted archive: body checksum mismatch")
         return header, body
+
+
+def frame(header: dict, body: bytes, version: int = VERSION) -> bytes:
+    """An archive of any JSON `header` (not validated) and `body`, in format `version`: the
+    writer behind `Header.to_bytes`, and what a forger can make."""
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    crc = struct.pack("<I", zlib.crc32(raw))
+    return _PREFIX.pack(MAGIC, version, len(raw)) + raw + crc + body
+
+
+def header_json(archive: bytes) -> tuple[object, int]:
+    """The header as parsed JSON, not validated (`Header.parse` does that), and the body's
+    offset. ArchiveError for another format, a truncated or corrupted prefix, or a header
+    that is not JSON of at most `MAX_HEADER` bytes."""
+    if len(archive) < _PREFIX.size:
+        raise ArchiveError(f"not a FineZip archive: {len(archive)} bytes, too short")
+    magic, version, n = _PREFIX.unpack_from(archive)
+    if magic != MAGIC:
+        raise ArchiveError(f"not a FineZip archive (magic {magic!r}, expected {MAGIC!r})")
+    if version not in READABLE:
+        reader = READERS.get(version, "no jaxsel release (unknown version)")
+        raise ArchiveError(
+            f"archive format version {version}; this jaxsel reads {READABLE} "
+            f"(version {version} is read by {reader})"
+        )
+    if n > MAX_HEADER:
+        raise ArchiveError(f"corrupted archive: header of {n} bytes (limit {MAX_HEADER})")
+    end = _PREFIX.size + n
+    if len(archive) < end + 4:
+        raise ArchiveError(f"truncated archive: header needs {end + 4} bytes, got {len(archive)}")
+    raw = bytes(archive[_PREFIX.size : end])
+    (crc,) = struct.unpack_from("<I", archive, end)
+    if zlib.crc32(raw) != crc:
+        raise ArchiveError("corrupted archive: header checksum mismatch")
+    try:  # crc passed: a writer bug or a forged file
+        return json.loads(raw), end + 4
+    except (ValueError, RecursionError) as e:
+        raise ArchiveError(f"corrupted archive: unreadable header ({str(e)[:80]})") from None
 
 
 def pack(size: int, digest: str, mode: str, body: bytes, model: ModelInfo | None = None) -> bytes:

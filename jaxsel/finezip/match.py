@@ -1,5 +1,5 @@
 """The match model of the `ac-match` coder: long repeats predicted from the text already coded,
-mixed with the LM's distribution in integer arithmetic (issue 12, item 2).
+mixed with the LM's distribution in integer arithmetic.
 
 Predictor (token level, as the match models of lpaq/cmix). For every segment it keeps the
 tokens coded so far; an index maps each `order`-gram to its most recent `candidates` end
@@ -41,6 +41,9 @@ from jaxsel.errors import InputError
 SCOPES = ("segment", "all")
 LM_BITS = 24  # q = floor(p * 2**LM_BITS) + 1
 LM_BINS = 4  # counter contexts by the LM's probability of the predicted token: >1/16, >1/256, ...
+# candidates x max_len: the most tokens a lookup compares (Python steps per coded token; the
+# defaults compare 8 x 1024)
+MAX_COMPARE = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +75,8 @@ class MatchConfig:
             raise InputError("match max_len must be in [order, 2**20], buckets in [1, 4096]")
         if not 2 <= self.limit <= 1 << 20:
             raise InputError("match limit must be in [2, 2**20]")
+        if self.candidates * self.max_len > MAX_COMPARE:
+            raise InputError(f"match candidates x max_len must be at most {MAX_COMPARE}")
 
 
 def lm_table(probs: np.ndarray) -> np.ndarray:

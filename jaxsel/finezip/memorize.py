@@ -130,19 +130,19 @@ def to_blob(b: dict) -> bytes:
 
 
 def lora_from_blob(blob: bytes, meta: dict, params: dict) -> Lora:
-    """The adapter both sides code with: a, full b (float32) and the static scale alpha / r."""
-    rank, layers = meta["rank"], meta["layers"]
-    a = frozen_a(params, meta["targets"], rank, meta["seed"])
+    """The adapter both sides code with: a, full b (float32) and the static scale alpha / r.
+    The blob's length is checked against the model's shapes before `a` is made, so a forged
+    rank allocates nothing."""
+    rank, layers, targets = meta["rank"], meta["layers"], sorted(meta["targets"])
+    n_layers = params["layers"][targets[0]].shape[0]
+    d_out = {k: params["layers"][k].shape[2] for k in targets}
+    if layers > n_layers or 2 * layers * rank * sum(d_out.values()) != len(blob):
+        raise ArchiveError("corrupted archive: LoRA blob does not match its header")
+    a = frozen_a(params, targets, rank, meta["seed"])
     b, off = {}, 0
-    for k in sorted(a):
-        n_layers, _, d_out = params["layers"][k].shape
-        count = layers * rank * d_out
-        if layers > n_layers or off + 2 * count > len(blob):
-            raise ArchiveError("corrupted archive: LoRA blob does not match its header")
+    for k in targets:
+        count = layers * rank * d_out[k]
         part = np.frombuffer(blob, "<f2", count=count, offset=off)
-        b[k] = part.astype(np.float32).reshape(layers, rank, d_out)
+        b[k] = part.astype(np.float32).reshape(layers, rank, d_out[k])
         off += 2 * count
-    if off != len(blob):
-        raise ArchiveError("corrupted archive: LoRA blob has trailing bytes")
-    n_layers = params["layers"][next(iter(a))].shape[0]
     return Lora(a, full_b(b, n_layers), meta["alpha"] / rank)

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing (atheris/libFuzzer) of FineZip's archive parser (issue 11).
+"""Coverage-guided fuzzing (atheris/libFuzzer) of FineZip's archive parser.
 
 Every input goes through `finezip.read_header` and `finezip.decompress` with a model loader that
 refuses to load: the parser must validate everything (header schema and consistency, body length
@@ -12,12 +12,11 @@ exception, a hang, a blown memory limit -- is a crash that libFuzzer reports and
         NEW_DIR tests/fuzz/corpus_archive
     python tests/fuzz/fuzz_archive.py --seeds tests/fuzz/corpus_archive  # (re)write the seeds
 
-The kept corpus (tests/fuzz/corpus_archive) is the seeds plus what the fuzzer found, minimised
-with `-merge=1`.
+The kept corpus (tests/fuzz/corpus_archive) is the seeds (format 4; `v3-*`: format 3) plus what
+the fuzzer found, minimised with `-merge=1`.
 """
 
 import contextlib
-import json
 import struct
 import sys
 import zlib
@@ -61,15 +60,16 @@ def repair(data: bytes) -> bytes:
         return a
     n = struct.unpack_from("<I", a, 5)[0]
     raw, body = a[9 : 9 + n], a[9 + n + 4 :]
-    if mode == 2:
+    a = a[:5] + struct.pack("<I", len(raw)) + raw + struct.pack("<I", zlib.crc32(raw)) + body
+    if mode == 2 and a[4] in arc.READABLE:
         try:
-            h = json.loads(raw)
-        except (ValueError, RecursionError):
+            h = arc.header_json(a)[0]
+        except ArchiveError:
             h = None
         if type(h) is dict:
             h["body_len"], h["body_crc32"] = len(body), zlib.crc32(body)
-            raw = json.dumps(h, sort_keys=True, separators=(",", ":")).encode()
-    return a[:5] + struct.pack("<I", len(raw)) + raw + struct.pack("<I", zlib.crc32(raw)) + body
+            a = arc.frame(h, body, a[4])
+    return a
 
 
 def test_one_input(data: bytes) -> None:
@@ -139,8 +139,11 @@ def main() -> None:
         d = Path(sys.argv[2])
         d.mkdir(parents=True, exist_ok=True)
         for name, data in seeds().items():
-            (d / name).write_bytes(b"\0" + data)
-            (d / f"repair-{name}").write_bytes(b"\2" + data)
+            header, start = arc.header_json(data)
+            for prefix, version in (("", arc.VERSION), ("v3-", 3)):
+                a = arc.frame(header, data[start:], version)
+                (d / f"{prefix}{name}").write_bytes(b"\0" + a)
+                (d / f"{prefix}repair-{name}").write_bytes(b"\2" + a)
         return
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
