@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from jaxsel import methods, pipeline
+from jaxsel.data.adapters import as_corpus, as_source
 from jaxsel.scores import Scores
 
 
@@ -38,10 +39,9 @@ def score(
       workdir: directory for resumable shards.
       **config: the method's options (fields of its Config).
     """
-    m = methods.get(method)
-    cfg = m.config(**config)
-    source = pipeline.as_source(pool, text_field, id_field)
-    target = None if target is None else pipeline.as_corpus(target, text_field, id_field)
+    m, cfg = methods.get(method)(**config)
+    source = as_source(pool, text_field, id_field)
+    target = None if target is None else as_corpus(target, text_field, id_field)
     with methods.Run(workdir, progress) as run:
         return pipeline.score(m, source, target, cfg, run)
 
@@ -67,10 +67,9 @@ def select(
     best-first prefix within a byte budget). With `out` the records are also written there
     (JSON Lines, or Parquet for *.parquet), as `jaxsel select --out` writes them.
     """
-    m = methods.get(method)
-    cfg = m.config(**config)
-    source = pipeline.as_source(pool, text_field, id_field)
-    target = None if target is None else pipeline.as_corpus(target, text_field, id_field)
+    m, cfg = methods.get(method)(**config)
+    source = as_source(pool, text_field, id_field)
+    target = None if target is None else as_corpus(target, text_field, id_field)
     with methods.Run(workdir, progress) as run:
         sel = pipeline.select(
             m, source, target, cfg, run, k=k, threshold=threshold, budget_bytes=budget_bytes

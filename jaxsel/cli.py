@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxsel import methods
+from jaxsel import flags, methods
 from jaxsel.data import outputs
 from jaxsel.errors import InputError, JaxselError
 
@@ -62,24 +62,16 @@ def _load_target(args):
     return _read(args.target, args) if getattr(args, "target", None) else humaneval_target()
 
 
-# Flags naming files or directories a command reads (those a parser lacks are skipped).
-INPUT_FLAGS = (
-    "pool",
-    "target",
-    "embeddings",
-    "scores",
-    "embed",
-    "model",
-    "input",
-    "selection",
-    "heldout",
-)
+# Flags naming files or directories a command reads (those a parser lacks are skipped); a
+# method's own input fields are marked in its Config (`input=True`) and added by `_method_parser`.
+INPUT_FLAGS = ("pool", "target", "model", "input", "selection", "heldout")
 
 
 def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
     """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
     an output that is one of the inputs, a directory, or not creatable/writable."""
-    inputs = [getattr(args, f, None) for f in INPUT_FLAGS] + list(more_inputs)
+    method_inputs = getattr(args, "method_inputs", ())
+    inputs = [getattr(args, f, None) for f in (*INPUT_FLAGS, *method_inputs)] + list(more_inputs)
     for flag, path in outs:
         outputs.check_output(path, inputs, flag)
     outputs.check_workdir(getattr(args, "workdir", None))
@@ -88,7 +80,7 @@ def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
 # ------------------------------------------------------------------------- score and select
 
 
-def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, methods.Method]:
+def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, methods.Entry]:
     """Two-phase parsing: --method picks the method, whose flags (generated from its Config)
     are then added."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -115,12 +107,14 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
     )
     g.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
     g.add_argument("--ray-workers", type=int, help="Ray actors at once (default: all CPUs)")
-    methods.add_config_args(p.add_argument_group(f"{method.name} options"), method.config_cls)
+    flags.add_config_args(p.add_argument_group(f"{method.name} options"), method.config_cls)
+    p.set_defaults(method_inputs=methods.fields_with(method.config_cls, "input"))
     return p, method
 
 
 def _start(args, method: methods.Method):
-    """Joins the job's processes (`parallel.initialize`) and returns the CPU-stage engine."""
+    """Joins the job's processes (`parallel.initialize`) and returns the CPU-stage engine, once
+    the method is known to run on it."""
     from jaxsel import parallel
 
     parallel.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -130,7 +124,11 @@ def _start(args, method: methods.Method):
         return None
     from jaxsel import ray_engine
 
-    ray_engine.check(method.name)
+    if "ray" not in method.engines:
+        on_ray = [n for n in methods.names() if "ray" in methods.get(n)()[0].engines]
+        raise InputError(
+            f"--engine ray runs the host-pool methods ({', '.join(on_ray)}), not {method.name}"
+        )
     if parallel.distributed():
         raise InputError("--engine ray runs from one process (Ray spreads the work itself)")
     return ray_engine.RayEngine(args.ray_address, args.ray_workers)
@@ -138,9 +136,9 @@ def _start(args, method: methods.Method):
 
 def _pool_source(args):
     """The pool as a stream (`jaxsel.data.sources`); the embedded default is in memory."""
+    from jaxsel.data.adapters import CorpusSource
     from jaxsel.data.defaults import default_pool
     from jaxsel.data.sources import open_source
-    from jaxsel.pipeline import CorpusSource
 
     if not args.pool:
         return CorpusSource(default_pool())
@@ -164,8 +162,8 @@ def cmd_score(argv):
     from jaxsel.data import write_jsonl
     from jaxsel.scores import json_score
 
+    method, cfg = method(flags.config_from_args(args, method.config_cls))
     engine = _start(args, method)
-    cfg = methods.config_from_args(args, method.config_cls)
     source, target = _pool_source(args), _load_target(args)
     t0 = time.perf_counter()
     with methods.Run(args.workdir, not args.no_progress, engine=engine) as run:
@@ -196,8 +194,8 @@ def cmd_select(argv):
         check_threshold(args.threshold)  # before any input is read
     if args.top_k is None and args.threshold is None and args.budget_bytes is None:
         args.top_k = 100
+    method, cfg = method(flags.config_from_args(args, method.config_cls))
     engine = _start(args, method)
-    cfg = methods.config_from_args(args, method.config_cls)
     source, target = _pool_source(args), _load_target(args)
     t0 = time.perf_counter()
     with methods.Run(args.workdir, not args.no_progress, engine=engine) as run:
@@ -302,9 +300,8 @@ def cmd_compare(argv):
     rows, curves = [], {}
     with methods.Run() as run:  # one Run: methods share loaded models (one LM for ppl, lamdas)
         for name in args.methods.split(","):
-            method = methods.get(name.strip())
             t0 = time.perf_counter()
-            scores = method.score(pool, target, run=run)
+            scores = methods.score(name.strip(), pool, target, run=run)
             secs = time.perf_counter() - t0
             rows.append(compare_row(scores, domains, pool.nbytes(), args.domain, args.k, secs))
             curves[scores.method] = precision_curve(
@@ -692,8 +689,7 @@ def cmd_downstream(argv):
         idx = downstream.read_selection(path, pool)
         selections[Path(path).stem] = [pool.texts[i] for i in idx]
     for name in names:
-        method = methods.get(name)
-        scores = method.score(pool, target, method.config_cls(), progress=not args.no_progress)
+        scores = methods.score(name, pool, target, progress=not args.no_progress)
         selections[name] = [pool.texts[i] for i in scores.ranking()]
     baseline = args.baseline or ("random" if "random" in selections else None)
     if baseline is not None and baseline not in selections:
@@ -720,6 +716,67 @@ def cmd_downstream(argv):
         downstream_curves(report, args.plot)
 
 
+# ------------------------------------------------------------------------------------ plan
+
+
+def cmd_plan(argv):
+    """compile a job's programs for a TPU slice here (no TPU needed): HBM per chip, roofline"""
+    from jaxsel import plan
+
+    p = argparse.ArgumentParser(
+        prog="jaxsel plan",
+        description="compile the programs a job runs for a TPU topology on this machine (the "
+        "libtpu wheel, no TPU) with the job's shapes and shardings, and print per program: HBM "
+        "per device beside the chip's, flops and HBM bytes per step, steps, a roofline time, "
+        "compile time and whether it fits. Exit status 1 when a program does not fit.",
+    )
+    p.add_argument(
+        "--topology", required=True, help=f"TPU slice ({', '.join(plan.KNOWN_TOPOLOGIES)})"
+    )
+    p.add_argument("--method", required=True, help=f"one of {', '.join(plan.METHODS)}")
+    p.add_argument(
+        "--pool-size", type=int, required=True, help="pool items (texts; GIP: embeddings)"
+    )
+    p.add_argument("--dim", type=int, default=384, help="GIP embedding dimension d")
+    p.add_argument("-k", type=int, default=1000, help="GIP greedy steps (items selected)")
+    p.add_argument("--mode", help="GIP mode: sc (default), ma, diversity")
+    p.add_argument("--algorithm", help="GIP algorithm: mp (default), lr")
+    p.add_argument("--form", default="matrix-free", help="GIP form: matrix-free, gram")
+    p.add_argument("--queries", type=int, default=1, help="GIP mode ma: score rows n")
+    p.add_argument("--model", default="smollm2-135m", help=f"one of {', '.join(plan.MODELS)}")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per text (LM programs)")
+    p.add_argument(
+        "--batch-size", type=int, help="texts per call (default: the method's own; rounded "
+        "up to a multiple of the devices, as jaxsel does)",
+    )  # fmt: skip
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--target-size", type=int, default=164, help="LAMDAS reference texts")
+    p.add_argument("--context", type=int, default=2048, help="FineZip KV-cache positions C")
+    p.add_argument(
+        "--mesh", choices=plan.MESHES, default="slice", help="slice: every chip of the "
+        "topology; host: one host's chips (what each process of a CLI job uses)",
+    )  # fmt: skip
+    p.add_argument("--json", metavar="OUT", help="write the plan as JSON here")
+    args = p.parse_args(argv)
+    _check_outputs(args, ("--json", args.json))
+    # Without a TPU here JAX's default backend falls back to the CPU and says so at INFO.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    job = plan.Job(
+        args.method, args.pool_size, args.dim, args.k, args.model, args.seq_len,
+        args.batch_size, args.dtype, args.mode, args.algorithm, args.form, args.queries,
+        args.target_size, args.context,
+    )  # fmt: skip
+    report = plan.run(args.topology, job, args.mesh)
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    if not report.fits:
+        for row in report.programs:
+            if not row.fits:
+                print(f"does not fit: {row.reason}", file=sys.stderr)
+        sys.exit(1)
+
+
 # ------------------------------------------------------------------------------------ main
 
 COMMANDS = {
@@ -731,6 +788,7 @@ COMMANDS = {
     "compress": cmd_compress,
     "decompress": cmd_decompress,
     "downstream": cmd_downstream,
+    "plan": cmd_plan,
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxsel.errors import InputError, JaxselError
+from jaxsel.stats import length_buckets, spearman
 
 
 def domain_mix(domains: Sequence[str]) -> dict[str, float]:
@@ -32,13 +33,6 @@ def precision_curve(ranked_domains: Sequence[str], domain: str) -> np.ndarray:
         raise InputError("precision curve of an empty ranking")
     hits = np.cumsum(np.asarray(ranked_domains, dtype=object) == domain, dtype=np.float64)
     return hits / np.arange(1, hits.size + 1)
-
-
-def length_buckets(lengths: Sequence[int], n_buckets: int = 4) -> np.ndarray:
-    """Bucket index (0 = shortest) of each item by pool length quantiles."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    edges = np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)[1:-1])
-    return np.searchsorted(edges, lengths, side="right")
 
 
 def precision_by_bucket(
@@ -73,23 +67,6 @@ def precision_by_bucket(
             }
         )
     return out
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    ra, rb = _avg_ranks(np.asarray(a, float)), _avg_ranks(np.asarray(b, float))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den else float("nan")
-
-
-def _avg_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(x.size)
-    ranks[order] = np.arange(x.size)
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=ranks)
-    return (sums / counts)[inv]
 
 
 def domains_of(pool, field: str) -> list[str]:

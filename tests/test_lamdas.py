@@ -21,6 +21,7 @@ from jaxsel.batching import pad_rows
 from jaxsel.data import Corpus, read_jsonl, write_jsonl
 from jaxsel.errors import AssetError, InputError
 from jaxsel.kernels import lamdas as K
+from jaxsel.lm.train import adapter_nll, init_train_state
 from jaxsel.methods import lamdas as M
 from jaxsel.models import loaders
 from jaxsel.models.llama import LlamaConfig, PrefixKV
@@ -217,7 +218,7 @@ def test_train_step_changes_only_the_prefix(tiny, one_device):
     tx, step = M._train_step_fn(TINY, one_device, 1e-2, 0.1)
     seqs, _ = tiny.tokenizer.encode_docs(REF[:2], 32)
     before = jax.tree.map(np.array, tiny.params)
-    state = K.init_train_state(PrefixKV(*map(np.copy, _prefix())), tx)
+    state = init_train_state(PrefixKV(*map(np.copy, _prefix())), tx)
     prefix0 = jax.tree.map(np.array, state.prefix)
     state, loss = step(state, tiny.params, *pad_rows(seqs, 2, 33))
     assert np.isfinite(float(loss)) and int(state.step) == 1
@@ -323,7 +324,7 @@ def test_training_lowers_reference_nll_on_smollm2(smollm2, one_device):
     cfg = M.Config(prefix_len=8, epochs=2, max_tokens=48, lr=1e-2, batch_size=4)
     seqs, _ = smollm2.tokenizer.encode_docs(ref, cfg.max_tokens)
     batch = pad_rows(seqs, 4, cfg.max_tokens + 1)
-    nll = jax.jit(K.reference_nll, static_argnames="cfg")
+    nll = jax.jit(adapter_nll, static_argnames="cfg")
     before = float(nll(M.init_prefix(smollm2, seqs, cfg), smollm2.params, *batch, cfg=smollm2.cfg))
     prefix, losses = M.train_prefix(smollm2, ref, cfg, mesh=one_device)
     after = float(nll(prefix, smollm2.params, *batch, cfg=smollm2.cfg))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_zipfit import make_pool, make_target
 
 import jaxsel
-from jaxsel import methods, pipeline
+from jaxsel import flags, methods, pipeline
 from jaxsel.cli import main
 from jaxsel.data import Corpus, read_jsonl, write_jsonl, write_records
 from jaxsel.errors import InputError
@@ -112,8 +112,8 @@ def test_dsir_bounded_ngram_cache_gives_the_same_scores(monkeypatch):
 def test_generated_flags_cover_every_config_field(name):
     m = methods.get(name)
     p = argparse.ArgumentParser()
-    methods.add_config_args(p, m.config_cls)
-    assert methods.config_from_args(p.parse_args([]), m.config_cls) == m.config_cls()
+    flags.add_config_args(p, m.config_cls)
+    assert flags.config_from_args(p.parse_args([]), m.config_cls) == m.config_cls()
     from jaxsel.cli import _method_parser
 
     for cmd in ("score", "select"):  # the flags fit beside the command's own (no clash)
@@ -121,16 +121,16 @@ def test_generated_flags_cover_every_config_field(name):
         assert full.parse_known_args(["--method", name])[0].method == name
     helptext = p.format_help()
     for f in dataclasses.fields(m.config_cls):
-        assert f.metadata["help"] and methods.flag_name(f) in helptext
+        assert f.metadata["help"] and flags.flag_name(f) in helptext
     # every field is reachable: set each one to a non-default value through its flag
     for f in dataclasses.fields(m.config_cls):
         value = _other_value(m.config_cls, f)
         if value is None:
             continue
-        args = p.parse_args([methods.flag_name(f), str(value)])
+        args = p.parse_args([flags.flag_name(f), str(value)])
         assert getattr(args, f.name) == value  # the flag reaches its field...
         try:
-            cfg = methods.config_from_args(args, m.config_cls)
+            cfg = flags.config_from_args(args, m.config_cls)
         except InputError:  # ...whose Config may refuse this made-up value (hybrid's --of x)
             continue
         assert getattr(cfg, f.name) == value
@@ -140,7 +140,7 @@ def test_generated_flags_cover_every_config_field(name):
 def _other_value(cls, f):
     if "choices" in f.metadata:
         return next((c for c in f.metadata["choices"] if c != f.default), None)
-    typ = methods._flag_type(cls, f)
+    typ = flags.scalar_type(cls, f)
     if typ is str:
         return "x"
     if typ is int:
@@ -159,10 +159,11 @@ def test_misspelled_options_are_errors(capsys):
 
 
 def test_method_contract_is_checked():
-    with pytest.raises(TypeError, match="needs prepare"):
-        methods.Method("x", object, prepare=lambda *a: None)
-    with pytest.raises(TypeError, match="excludes"):
-        methods.Method("x", object, whole_pool=lambda *a: None, prepare=lambda *a: None)
+    """Every field of both method types is required."""
+    with pytest.raises(TypeError, match="missing"):
+        methods.Streamed("x", object, prepare=lambda *a: None)
+    with pytest.raises(TypeError, match="missing"):
+        methods.WholePool("x", object, score=lambda *a: None)
 
 
 # ----------------------------------------------------------------------------------- API
@@ -376,8 +377,8 @@ def test_run_loads_each_model_once(monkeypatch):
     monkeypatch.setattr(loaders, "load_lm", lambda model, dtype: loads.append(model) or lm)
     ref = Corpus.from_texts(["def f(x): return x", "print(1)"])
     with methods.Run() as run:
-        a = ppl.PPL.prepare(None, ppl.Config(), run)
+        a = ppl.PPL.prepare(None, None, ppl.Config(), run)
         b = lamdas.LAMDAS.prepare(
-            ref, lamdas.Config(epochs=0, prefix_len=2, init="random", max_tokens=16), run
+            None, ref, lamdas.Config(epochs=0, prefix_len=2, init="random", max_tokens=16), run
         )
     assert a.lm is b.lm is lm and loads == [None]

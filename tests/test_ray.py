@@ -45,13 +45,17 @@ def _run(*args: str) -> None:
 
 def _on_ray(caplog) -> list[int]:
     """Batches scored on Ray per run, from the pipeline's log."""
-    msgs = [r.getMessage() for r in caplog.records if "batches scored on Ray" in r.getMessage()]
+    msgs = [
+        r.getMessage()
+        for r in caplog.records
+        if "batches computed on Ray" in r.getMessage() and "(counts)" not in r.getMessage()
+    ]
     caplog.clear()
     return [int(m.split(": ")[1].split()[0]) for m in msgs]
 
 
 def test_ray_engine_equals_local_and_resumes(cluster, tmp_path, caplog):
-    caplog.set_level("INFO", logger="jaxsel.pipeline")
+    caplog.set_level("INFO", logger="jaxsel")
     pool, target = _data(tmp_path)
     for method, extra in (("zipfit", ["--workers", "1", "--shard-size", "5"]),
                           ("dsir", ["--buckets", "256", "--shard-size", "4"])):  # fmt: skip
@@ -88,7 +92,11 @@ def test_ray_engine_equals_local_and_resumes(cluster, tmp_path, caplog):
 
 def _counted_on_ray(caplog) -> list[int]:
     """Batches of DSIR's first pass counted on Ray per run, from the engine's log."""
-    msgs = [r.getMessage() for r in caplog.records if "batches counted on Ray" in r.getMessage()]
+    msgs = [
+        r.getMessage()
+        for r in caplog.records
+        if "(counts): " in r.getMessage() and "batches computed on Ray" in r.getMessage()
+    ]
     return [int(m.split(": ")[1].split()[0]) for m in msgs]
 
 
@@ -130,7 +138,7 @@ def test_ray_engine_on_a_parquet_pool_equals_local(cluster, tmp_path, caplog):
 
     from jaxsel.data.sources import open_source
 
-    caplog.set_level("INFO", logger="jaxsel.pipeline")
+    caplog.set_level("INFO", logger="jaxsel")
     pool, target = _data(tmp_path)
     records = [r for b in open_source(pool).batches(64) for r in b.records]
     path = tmp_path / "pool.parquet"

@@ -68,6 +68,7 @@ from _proc import machine
 from jaxsel import parallel
 from jaxsel.data.defaults import default_pool
 from jaxsel.kernels import lamdas as K
+from jaxsel.lm.train import init_train_state
 from jaxsel.methods import lamdas
 from jaxsel.models import llama
 from jaxsel.models.loaders import load_smollm2
@@ -364,7 +365,7 @@ def main() -> None:
     tb = parallel.round_up(4, parallel.data_size(mesh))
     seq = filled_batch(lm, pool.texts, tb, 128)
     batch = (seq, np.ones_like(seq, bool))
-    state = jax.device_put(K.init_train_state(host_prefix, tx), rep)
+    state = jax.device_put(init_train_state(host_prefix, tx), rep)
     state, loss = step(state, params, *batch)
     jax.block_until_ready(loss)
     t0 = time.perf_counter()

@@ -19,19 +19,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxsel.kernels.loglik import sequence_loglik
-from jaxsel.lm.train import LOGIT_CHUNK, TrainState, adapter_nll, init_train_state
+from jaxsel.kernels.loglik import LOGIT_CHUNK, sequence_loglik
 from jaxsel.models import llama
 from jaxsel.models.llama import LlamaConfig, PrefixKV
 
 __all__ = [
-    "TrainState",
-    "init_train_state",
     "paired_logprobs",
     "paired_sums",
     "prefix_from_tokens",
     "random_prefix",
-    "reference_nll",
 ]
 
 
@@ -89,11 +85,9 @@ def paired_sums(
     return jnp.stack(sums, axis=-1)
 
 
-# ---------------------------------------------------------------------------------- training
 # Prefix tuning (eq. 1) is the LM runtime's adapter training (`jaxsel.lm.train`) with a PrefixKV
-# adapter: the loss is `reference_nll` = the runtime's `adapter_nll`, the mean token NLL of a
-# reference batch given the prefix (the prefix comes first so `jax.grad` differentiates it only).
-reference_nll = adapter_nll
+# adapter: its loss `adapter_nll` is the mean token NLL of a reference batch given the prefix
+# (the prefix comes first so `jax.grad` differentiates it only).
 
 
 # ------------------------------------------------------------------------------ initialisation

@@ -23,10 +23,9 @@ import numpy as np
 
 from jaxsel import parallel
 from jaxsel.batching import map_token_rows
-from jaxsel.kernels.loglik import sequence_loglik
+from jaxsel.kernels.loglik import LOGIT_CHUNK, sequence_loglik
 from jaxsel.lm.adapters import Adapter, adapter_hash, logprob_kwargs
 from jaxsel.lm.train import (
-    LOGIT_CHUNK,
     MICRO_TOKENS,
     check_context,
     interleave_groups,

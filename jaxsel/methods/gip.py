@@ -14,8 +14,8 @@ O(m²) memory, small pools).
 Embeddings come as an [m, d] array (one row per pool item, pool order; `jaxsel embed` writes
 one); rows are L2-normalised here, so F = normalised rows transposed. The target set is not used:
 GIP's quality signal is the scores. Selection is greedy, so k is needed up front: `jaxsel select
--k K` passes it (`Method.k_field`); `Scores.order` is the selection order and `meta["gains"]` the
-per-step gains.
+-k K` fills it (the Config field marked `k=True`); `Scores.order` is the selection order and
+`meta["gains"]` the per-step gains.
 
 Precision. MP's residual scores W shrink fast (MP+SC, 7.5k synthetic rows, d = 384: the best
 gain is 2e-5 of the first after 384 steps, 1e-6 after 636), while float32 rounding in W stays at
@@ -44,12 +44,12 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxsel import parallel
 from jaxsel.errors import InputError
 from jaxsel.kernels import gip as K
-from jaxsel.methods import Method, Run, register
+from jaxsel.methods import LOCAL, Run, WholePool, register
+from jaxsel.methods.runtime import count
 from jaxsel.scores import Scores
 from jaxsel.scores import _check_k as check_k
 
@@ -72,7 +72,7 @@ class Config:
     """GIP settings (field help: the CLI flags)."""
 
     embeddings: str | None = _opt(
-        None, "[N, d] .npy, one row per pool item in pool order (read memory-mapped)"
+        None, "[N, d] .npy, one row per pool item in pool order (read memory-mapped)", input=True
     )
     embed: str | None = _opt(
         None,
@@ -80,8 +80,9 @@ class Config:
         "BERT-family HF dir (texts truncated to 256 tokens; `jaxsel embed` keeps the .npy)",
         const="minilm",
         metavar="MODEL_DIR",
+        input=True,
     )
-    scores: str | None = _opt(None, "[n, N] .npy of external scores (MP+MA)")
+    scores: str | None = _opt(None, "[n, N] .npy of external scores (MP+MA)", input=True)
     mode: str | None = _opt(
         None,
         "sc: self-compression scores (None: sc, or ma with --scores); ma: --scores; "
@@ -103,6 +104,7 @@ class Config:
         None,
         "greedy steps, items selected in order (None: the -k of `jaxsel select`)",
         flag="--greedy-k",
+        k=True,
     )
     eps: float = _opt(1e-6, "ε of F_SᵀF_S + εI (greedy LR, diversity)")
     dtype: str = _opt(
@@ -277,46 +279,42 @@ def _load_npy(path: str, what: str, mmap: bool = False) -> np.ndarray:
         raise InputError(f"{path}: cannot read {what} as .npy ({e})") from None
 
 
+def _embedded(enc, batch) -> tuple[np.ndarray, dict]:
+    """float32 [b, D] sentence embeddings of a batch (a row does not depend on its batch)."""
+    from jaxsel.models.embed import embed_corpus
+
+    return embed_corpus(batch.texts, enc), {}
+
+
 def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
     """[N, D] embeddings of the pool, streamed: batch after batch of the pool is embedded
     (`embed_corpus`, length-sorted within the batch; a row does not depend on its batch) into a
     .npy written in place and returned memory-mapped, so no text is held beyond one batch. With
-    a workdir every batch's rows are also a resumable shard (`BatchShards` in `embed/`): a
-    rerun embeds only the batches without one. On several processes each embeds only its own
-    parts (`parallel.local_parts`, the split scoring uses) and the rows are gathered exactly,
-    in pool order, into every process's matrix (`_gather_rows`)."""
-    from jaxsel.data.sources import READ_BATCH, IdDigests
+    a workdir every batch's rows are also a resumable shard in `embed/` (the run's batch loop,
+    `Run.map_batches`): a rerun embeds only the batches without one. On several processes each
+    embeds only its own parts (the engine's split, the one scoring uses) and the rows are
+    gathered exactly, in pool order, into every process's matrix (`_gather_rows`)."""
+    from jaxsel.data.sources import READ_BATCH
     from jaxsel.models import bert
-    from jaxsel.models.embed import embed_corpus
-    from jaxsel.shards import BatchShards, fingerprint_texts, shard_name
 
     enc = run.model(("bert", model), lambda: bert.load_bert(None if model == "minilm" else model))
     key = {"what": "embed", "model": enc.fingerprint, "max_tokens": bert.DEFAULT_MAX_TOKENS}
-    store = None if run.workdir is None else BatchShards(run.subdir("embed"), key, READ_BATCH)
-    parts = parallel.local_parts(pool)
-    if parts is None:
-        ids, read = None, functools.partial(pool.batches, READ_BATCH)
-    else:  # duplicate ids: looked for across all processes after the pass, as scoring does
-        ids, read = IdDigests(), functools.partial(pool.batches, READ_BATCH, parts, check_ids=False)
-    n = sum(len(b.texts) for b in read())
+    parts = run.engine.parts(pool)
+    mine = pool.batches(READ_BATCH) if parts is None else pool.batches(READ_BATCH, parts, False)
+    n = sum(len(b.texts) for b in mine)
+    if run.workdir is not None:  # the matrix is written beside the shards
+        os.makedirs(run.workdir, exist_ok=True)
     tmp = run.enter(tempfile.TemporaryDirectory(prefix="jaxsel-embed-", dir=run.workdir))
     path = os.path.join(tmp, "embeddings.npy" if parts is None else "mine.npy")
     out, start = None, 0
-    with tqdm(total=n, unit="doc", desc="embed", disable=not run.progress) as bar:
-        for batch in read():
-            if ids is not None:
-                ids.add(batch)
-            name = shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
-            fp = fingerprint_texts(batch.texts)
-            done = None if store is None else store.load(name, fp)
-            rows = done[0] if done is not None else embed_corpus(batch.texts, enc)
-            if done is None and store is not None:
-                store.save(name, rows, {}, fp)
-            if out is None:
-                out = np.lib.format.open_memmap(path, "w+", rows.dtype, (n, rows.shape[1]))
-            out[start : start + len(rows)] = rows
-            start += len(rows)
-            bar.update(len(rows))
+    make = functools.partial(functools.partial, _embedded, enc)  # make() -> the batch fn
+    for _, rows, _ in run.map_batches(
+        pool, make, batch_size=READ_BATCH, key=key, subdir="embed", desc="embed"
+    ):
+        if out is None:
+            out = np.lib.format.open_memmap(path, "w+", rows.dtype, (n, rows.shape[1]))
+        out[start : start + len(rows)] = rows
+        start += len(rows)
     if start != n or (out is None and parts is None):
         raise InputError(f"{pool.name}: {start} documents read for embedding, {n} counted")
     log.info("gip: embeddings of %d documents here", n)
@@ -325,7 +323,6 @@ def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
         del out
     if parts is None:
         return np.load(path, mmap_mode="r")
-    ids.verify(pool.locate, parallel.gathered)
     mine = np.load(path, mmap_mode="r") if n else None
     return _gather_rows(mine, os.path.join(tmp, "embeddings.npy"), _GATHER_ROWS, pool.name)
 
@@ -351,12 +348,10 @@ def _gather_rows(mine: np.ndarray | None, path: str, block: int, name: str) -> n
     return np.load(path, mmap_mode="r")
 
 
-def whole_pool(pool, target, config: Config, run: Run) -> Scores:
+def score_pool(pool, target, config: Config, run: Run) -> Scores:
     """GIP greedy selection over the pool: `order` = the k items in selection order, values
     k, k−1, ..., 1 for them and -inf (not ranked) for the rest. The target set is not used;
     the embeddings are read memory-mapped."""
-    from jaxsel.pipeline import count
-
     if (config.embeddings is None) == (config.embed is None):
         raise InputError(
             "gip needs --embeddings E.npy: one row per pool item, in pool order "
@@ -419,5 +414,5 @@ def whole_pool(pool, target, config: Config, run: Run) -> Scores:
     return Scores(values, "gip", meta, order=sel.order)
 
 
-GIP = register(Method("gip", Config, whole_pool=whole_pool, k_field="k"))
-score = GIP.score
+GIP = WholePool("gip", Config, score_pool, LOCAL)
+score = register(GIP).score

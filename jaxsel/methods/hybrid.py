@@ -1,9 +1,10 @@
 """hybrid: rank fusion of registered methods (`--of dsir,zipfit,embed-sim`, the default).
 
-Each member is run once with its default settings on the same pool and target. Compression and
-n-gram scores rank short documents first (Spearman(score, length) = -0.92 for ZIP-FIT and -0.93
-for DSIR on the embedded default with the HumanEval target), and a member whose ranking is
-mostly length puts short off-target documents at the head of the fusion. So with
+Each member is run once on the same pool and target, with its own options
+(`--of 'zipfit(compressor=gzip),embed-sim(reduce=max)'`; none given: the method's defaults).
+Compression and n-gram scores rank short documents first (Spearman(score, length) = -0.92 for
+ZIP-FIT and -0.93 for DSIR on the embedded default with the HumanEval target), and a member
+whose ranking is mostly length puts short off-target documents at the head of the fusion. So with
 `debias="auto"` (default) a member whose |Spearman(score, pool byte length)| is at least 0.5
 has its scores standardised within quantile bins of length first (`zipfit.length_debiased`, the
 rule of `zipfit --debias length`): within a length bin only target similarity is left. Members
@@ -40,15 +41,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxsel import methods
 from jaxsel.errors import InputError, JaxselError
-from jaxsel.evaluate import spearman
-from jaxsel.methods import Method, Run, register, require_pool_and_target
+from jaxsel.flags import scalar_type
+from jaxsel.methods import LOCAL, Method, Run, WholePool, register, require_pool_and_target
+from jaxsel.methods.runtime import score as run_score
 from jaxsel.methods.zipfit import length_debiased, pool_lengths
 from jaxsel.scores import Scores
+from jaxsel.stats import spearman
 
 FUSIONS = ("zscore", "rrf")
 DEBIAS = ("auto", "length", "none")
@@ -64,7 +68,9 @@ class Config:
     """hybrid settings (field help: the CLI flags)."""
 
     of: str = _opt(
-        "dsir,zipfit,embed-sim", "comma-separated member methods, each run once (defaults)"
+        "dsir,zipfit,embed-sim",
+        "comma-separated member methods, each run once, with options in parentheses: "
+        "'zipfit(compressor=gzip,level=6),embed-sim(reduce=max)' (default: each its defaults)",
     )
     weights: str | None = _opt(None, "comma-separated non-negative weight per member (None: all 1)")
     fusion: str = _opt(
@@ -80,7 +86,20 @@ class Config:
 
     @property
     def members(self) -> tuple[str, ...]:
-        return tuple(m.strip() for m in self.of.split(",") if m.strip())
+        """The member specs of `of`: "name" or "name(option=value,...)"."""
+        specs, depth, cur = [], 0, ""
+        for ch in self.of + ",":
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if ch == "," and depth == 0:
+                specs.append(cur.strip())
+                cur = ""
+            else:
+                cur += ch
+        return tuple(s for s in specs if s)
+
+    def member_methods(self) -> list[tuple[str, Method, Any]]:
+        """(spec, method value, its Config) of every member, configured by its options."""
+        return [(spec, *_member(spec)) for spec in self.members]
 
     @property
     def weight_values(self) -> tuple[float, ...]:
@@ -107,18 +126,55 @@ class Config:
             raise InputError("hybrid: --of needs at least one member method")
         if len(set(of)) != len(of):
             raise InputError(f"hybrid: a member is listed twice in {self.of}")
-        if "hybrid" in of:
+        if any(_name(m) == "hybrid" for m in of):
             raise InputError("hybrid: a hybrid cannot be its own member")
-        unknown = [m for m in of if m not in methods.names()]
+        unknown = [_name(m) for m in of if _name(m) not in methods.names()]
         if unknown:
             raise InputError(
                 f"hybrid: unknown member {unknown[0]!r}; choose from {', '.join(methods.names())}"
             )
+        self.member_methods()  # every member's options parse and validate
         w = np.asarray(self.weight_values, np.float64)
         if w.shape != (len(of),):
             raise InputError(f"hybrid: {w.size} weights for {len(of)} members ({self.of})")
         if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
             raise InputError(f"hybrid: weights must be finite, >= 0, not all 0: {self.weights}")
+
+
+def _name(spec: str) -> str:
+    return spec.split("(", 1)[0].strip()
+
+
+def _member(spec: str) -> tuple[Method, Any]:
+    """A member spec "name(option=value,...)" as (method value, Config); option values are
+    read as the Config field's type (bool: true/false)."""
+    entry = methods.get(_name(spec))
+    body = spec[len(_name(spec)) :].strip()
+    if body and not (body.startswith("(") and body.endswith(")")):
+        raise InputError(f"hybrid: member {spec!r}: expected name(option=value,...)")
+    fields = {f.name: f for f in dataclasses.fields(entry.config_cls)}
+    options = {}
+    for item in filter(None, (x.strip() for x in body[1:-1].split(","))):
+        key, eq, text = (s.strip() for s in item.partition("="))
+        key = key.replace("-", "_")
+        if not eq or key not in fields:
+            raise InputError(
+                f"hybrid: member {spec!r}: {item!r} is not option=value of {entry.name} "
+                f"(options: {', '.join(fields)})"
+            )
+        typ = scalar_type(entry.config_cls, fields[key])
+        try:
+            if typ is bool:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(text)
+                options[key] = text.lower() == "true"
+            else:
+                options[key] = None if text.lower() == "none" else typ(text)
+        except ValueError:
+            raise InputError(
+                f"hybrid: member {spec!r}: {key}={text!r} is not a {typ.__name__}"
+            ) from None
+    return entry(**options)
 
 
 def ranks(scores: Scores) -> np.ndarray:
@@ -199,30 +255,29 @@ def _fuse(members, config, lengths) -> tuple[np.ndarray, list[bool]]:
     return zscore_fusion(members, weights), flags
 
 
-def whole_pool(pool, target, config: Config, run: Run) -> Scores:
+def score_pool(pool, target, config: Config, run: Run) -> Scores:
     """Runs every member once on (pool, target) and fuses their rankings."""
     config.check()
     require_pool_and_target(None, target, "hybrid")
     members = []
-    for name in config.members:
-        method = methods.get(name)
-        sub = Run(run.subdir(name), run.progress, run.mesh, models=run.models)
+    for spec, method, member_config in config.member_methods():
+        sub = Run(run.subdir(spec), run.progress, run.mesh, models=run.models)
         try:
             with sub:
-                members.append(method.score(pool, target, method.config_cls(), run=sub))
+                members.append(run_score(method, pool, target, member_config, sub))
         except JaxselError as e:
-            raise JaxselError(f"hybrid: member {name!r} failed: {e}") from e
+            raise JaxselError(f"hybrid: member {spec!r} failed: {e}") from e
     lengths = None
     if config.debias != "none":
         lengths = pool_lengths(pool)
     values, flags = _fuse(members, config, lengths)
     meta = {
         "config": dataclasses.asdict(config),
-        "members": {s.method: s.meta for s in members},
+        "members": {spec: s.meta for spec, s in zip(config.members, members, strict=True)},
         "length_debiased": [s.method for s, f in zip(members, flags, strict=True) if f],
     }
     return Scores(values, "hybrid", meta)
 
 
-HYBRID = register(Method("hybrid", Config, whole_pool=whole_pool))
-score = HYBRID.score
+HYBRID = WholePool("hybrid", Config, score_pool, LOCAL)
+score = register(HYBRID).score

@@ -49,7 +49,7 @@ from jaxsel.lm.adapters import adapter_hash
 from jaxsel.lm.score import reducer_fn, score_texts
 from jaxsel.lm.store import AdapterStore
 from jaxsel.lm.train import TrainConfig, check_context, train_tokens
-from jaxsel.methods import BatchScores, Method, Run, register
+from jaxsel.methods import LOCAL, BatchScores, Run, Streamed, register
 from jaxsel.models.llama import LlamaConfig, PrefixKV
 from jaxsel.models.loaders import DTYPES, LoadedLM
 from jaxsel.shards import fingerprint_texts
@@ -70,7 +70,9 @@ class Config:
     """LAMDAS settings; defaults are the paper's (A.5) where it gives them (field help: the CLI
     flags)."""
 
-    model: str | None = _opt(None, "GGUF file or HF directory (None: SmolLM2-135M, embedded)")
+    model: str | None = _opt(
+        None, "GGUF file or HF directory (None: SmolLM2-135M, embedded)", input=True
+    )
     dtype: str = _opt("float32", "compute dtype of the model", choices=DTYPES)
     prefix_len: int = _opt(30, "P, prefix positions per layer (paper: 30)")
     init: str = _opt(
@@ -321,7 +323,7 @@ class State(NamedTuple):
     mesh: jax.sharding.Mesh
 
 
-def prepare(target: Corpus | None, config: Config, run: Run) -> State:
+def prepare(pool, target: Corpus | None, config: Config, run: Run) -> State:
     """Trains (or restores) the domain prefix on `target`, once.
 
     With a workdir and no `config.prefix_dir`, the prefix is checkpointed in workdir/prefix,
@@ -373,7 +375,5 @@ def describe(state: State, stats: dict) -> dict:
     }
 
 
-LAMDAS = register(
-    Method("lamdas", Config, prepare=prepare, score_batch=score_batch, describe=describe)
-)
-score = LAMDAS.score
+LAMDAS = Streamed("lamdas", Config, prepare, score_batch, describe, LOCAL)
+score = register(LAMDAS).score

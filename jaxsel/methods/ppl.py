@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxsel.errors import InputError
 from jaxsel.lm import score as lm_score
-from jaxsel.methods import BatchScores, Method, Run, register
+from jaxsel.methods import LOCAL, BatchScores, Run, Streamed, register
 from jaxsel.models import llama
 from jaxsel.models.loaders import DTYPES, LoadedLM
 
@@ -38,7 +38,9 @@ def _opt(default, help: str, **flag):
 class Config:
     """Perplexity scoring settings (field help: the CLI flags)."""
 
-    model: str | None = _opt(None, "*.gguf file or HF directory (None: the embedded SmolLM2-135M)")
+    model: str | None = _opt(
+        None, "*.gguf file or HF directory (None: the embedded SmolLM2-135M)", input=True
+    )
     dtype: str = _opt("float32", "compute dtype", choices=DTYPES)
     max_tokens: int = _opt(512, "texts are truncated to their first N tokens")
     batch_size: int = _opt(8, "texts per device call (rounded up to a multiple of the devices)")
@@ -90,7 +92,7 @@ class State(NamedTuple):
     mesh: jax.sharding.Mesh
 
 
-def prepare(target, config: Config, run: Run) -> State:
+def prepare(pool, target, config: Config, run: Run) -> State:
     """Loads the model (once per run); `target` is not used."""
     lm = run.lm(config.model, config.dtype)
     key = {
@@ -130,5 +132,5 @@ def describe(state: State, stats: dict) -> dict:
     }
 
 
-PPL = register(Method("ppl", Config, prepare=prepare, score_batch=score_batch, describe=describe))
-score = PPL.score
+PPL = Streamed("ppl", Config, prepare, score_batch, describe, LOCAL)
+score = register(PPL).score

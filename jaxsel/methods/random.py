@@ -7,7 +7,8 @@ import dataclasses
 
 import numpy as np
 
-from jaxsel.methods import Method, Run, register
+from jaxsel.methods import LOCAL, Run, WholePool, register
+from jaxsel.methods.runtime import count
 from jaxsel.scores import Scores
 
 
@@ -16,13 +17,11 @@ class Config:
     seed: int = dataclasses.field(default=0, metadata={"help": "random seed"})
 
 
-def whole_pool(pool, target, config: Config, run: Run) -> Scores:
+def score_pool(pool, target, config: Config, run: Run) -> Scores:
     """Uniform [0, 1) scores; the same seed and pool size give the same selection."""
-    from jaxsel.pipeline import count
-
     values = np.random.default_rng(config.seed).random(count(pool))
     return Scores(values, "random", {"seed": config.seed})
 
 
-RANDOM = register(Method("random", Config, whole_pool=whole_pool))
-score = RANDOM.score
+RANDOM = WholePool("random", Config, score_pool, LOCAL)
+score = register(RANDOM).score

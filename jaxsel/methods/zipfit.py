@@ -39,9 +39,17 @@ from jaxsel.compress.pool import EXECUTORS, chunks, default_workers
 from jaxsel.data import Corpus
 from jaxsel.data.sources import READ_BATCH
 from jaxsel.errors import InputError
-from jaxsel.evaluate import length_buckets
-from jaxsel.methods import BatchScores, Method, Run, register, require_pool_and_target
+from jaxsel.methods import (
+    LOCAL_AND_RAY,
+    BatchScores,
+    Run,
+    Streamed,
+    register,
+    require_pool_and_target,
+)
+from jaxsel.methods.passes import rescored
 from jaxsel.shards import fingerprint_texts
+from jaxsel.stats import length_buckets
 
 DEBIAS = ("none", "length")
 DICT_BYTES = 1 << 20  # zipfit-fast: target bytes per zstd dictionary (well inside its window)
@@ -61,7 +69,7 @@ class Config:
     debias: str = _opt(
         "none", "'length': standardise scores within length bins (not the paper's)", choices=DEBIAS
     )
-    workers: int = _opt(0, "compressor threads/processes (0 = all cores)")
+    workers: int = _opt(0, "compressor threads/processes (0 = all cores)", per_worker=True)
     executor: str = _opt(
         "auto",
         "compressor pool: threads, processes or batch (zstd); auto: measured per codec",
@@ -78,7 +86,7 @@ class FastConfig:
     debias: str = _opt(
         "none", "'length': standardise scores within length bins (not the paper's)", choices=DEBIAS
     )
-    workers: int = _opt(0, "compressor threads (0 = all cores)")
+    workers: int = _opt(0, "compressor threads (0 = all cores)", per_worker=True)
     shard_size: int = _opt(4096, "pool items per batch and per resumable shard (with --workdir)")
 
 
@@ -125,13 +133,15 @@ def pool_lengths(pool) -> list[int]:
     return [len(t.encode("utf-8")) for b in pool.batches(READ_BATCH) for t in b.texts]
 
 
-def _rescore(state, values: np.ndarray, pool) -> np.ndarray:
+def _rescore(values: np.ndarray, pool, config) -> np.ndarray:
     """debias="length": standardised within length bins of the whole pool."""
     return length_debiased(values, pool_lengths(pool))
 
 
-def _debiased(config) -> bool:
-    return config.debias == "length"
+def _build(method: Streamed):
+    """The method for a config: streamed, or with the length-debiasing rescore pass."""
+    debiased = rescored(method, _rescore)
+    return lambda config: debiased if config.debias == "length" else method
 
 
 class State(NamedTuple):
@@ -141,7 +151,7 @@ class State(NamedTuple):
     meta: dict
 
 
-def prepare(target: Corpus | None, config: Config, run: Run) -> State:
+def prepare(pool, target: Corpus | None, config: Config, run: Run) -> State:
     """C(y_j) of every target, once, in a compressor pool that lives as long as the run."""
     _check(target, config.debias, "zipfit")
     codec = codecs.get(config.compressor, config.level)
@@ -178,18 +188,8 @@ def describe(state: State, stats: dict) -> dict:
     return {**state.meta, "pairs": int(stats.get("pairs", 0))}
 
 
-ZIPFIT = register(
-    Method(
-        "zipfit",
-        Config,
-        prepare=prepare,
-        score_batch=score_batch,
-        describe=describe,
-        rescores=_debiased,
-        rescore=_rescore,
-    )
-)
-score = ZIPFIT.score
+ZIPFIT = Streamed("zipfit", Config, prepare, score_batch, describe, LOCAL_AND_RAY)
+score = register(ZIPFIT, _build(ZIPFIT)).score
 
 
 def _dict_groups(ys: list[bytes]) -> list[bytes]:
@@ -226,7 +226,7 @@ class FastState(NamedTuple):
     meta: dict
 
 
-def prepare_fast(target: Corpus | None, config: FastConfig, run: Run) -> FastState:
+def prepare_fast(pool, target: Corpus | None, config: FastConfig, run: Run) -> FastState:
     """The target set as zstd dictionaries (precomputed for the level), once."""
     import zstandard
 
@@ -270,15 +270,7 @@ def describe_fast(state: FastState, stats: dict) -> dict:
     return dict(state.meta)
 
 
-ZIPFIT_FAST = register(
-    Method(
-        "zipfit-fast",
-        FastConfig,
-        prepare=prepare_fast,
-        score_batch=score_batch_fast,
-        describe=describe_fast,
-        rescores=_debiased,
-        rescore=_rescore,
-    )
+ZIPFIT_FAST = Streamed(
+    "zipfit-fast", FastConfig, prepare_fast, score_batch_fast, describe_fast, LOCAL_AND_RAY
 )
-score_fast = ZIPFIT_FAST.score
+score_fast = register(ZIPFIT_FAST, _build(ZIPFIT_FAST)).score

@@ -1,0 +1,80 @@
+"""Any pool form as a stream or an in-memory Corpus: the adapters behind `jaxsel.score`,
+`jaxsel.select` and `jaxsel.methods.score` (lists of texts or records, a Corpus, a path or a
+"tfds:"/"hf:" spec, a pandas DataFrame, an HF Dataset, or a Source)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from jaxsel.data import Batch, Corpus, open_source, read_corpus
+from jaxsel.errors import InputError
+
+
+class CorpusSource:
+    """A Source (`jaxsel.data.sources`) over an in-memory Corpus: one part, corpus order."""
+
+    def __init__(self, corpus: Corpus):
+        self.corpus = corpus
+        self.name = corpus.name
+
+    def to_corpus(self) -> Corpus:
+        return self.corpus
+
+    def parts(self) -> list[int]:
+        return [0]
+
+    def batches(self, batch_size: int, parts: Sequence[int] | None = None) -> Iterator[Batch]:
+        c = self.corpus
+        if parts is not None and list(parts) != [0]:
+            return
+        for s in range(0, len(c), batch_size):
+            e = min(s + batch_size, len(c))
+            keys = np.stack([np.zeros(e - s, np.int64), np.arange(s, e, dtype=np.int64)], axis=1)
+            yield Batch(list(c.ids[s:e]), list(c.texts[s:e]), list(c.records[s:e]), keys)
+
+
+def _records_corpus(records: list[dict], text_field: str, id_field: str | None, name: str):
+    for n, r in enumerate(records):
+        if text_field not in r:
+            raise InputError(f"{name} item {n}: missing field {text_field!r} (fields: {sorted(r)})")
+        if id_field is not None and id_field not in r:
+            raise InputError(f"{name} item {n}: missing field {id_field!r}")
+    return Corpus.from_records(records, text_field, id_field, name)
+
+
+def as_corpus(data, text_field: str = "text", id_field: str | None = "id") -> Corpus:
+    """A Corpus from a Corpus, a list of texts or records, a path, a pandas DataFrame, an HF
+    `Dataset`, or a Source (read whole: for target sets, which stay in memory)."""
+    if isinstance(data, Corpus):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return read_corpus(data, text_field, id_field)
+    if hasattr(data, "to_corpus"):
+        return data.to_corpus()
+    module = type(data).__module__
+    if module.startswith("pandas") and hasattr(data, "to_dict"):
+        return _records_corpus(data.to_dict("records"), text_field, id_field, "DataFrame")
+    if module.startswith("datasets") and hasattr(data, "column_names"):
+        return _records_corpus([dict(r) for r in data], text_field, id_field, "Dataset")
+    if isinstance(data, (list, tuple)):
+        if all(isinstance(t, str) for t in data):
+            return Corpus.from_texts(list(data))
+        if all(isinstance(r, dict) for r in data):
+            return _records_corpus(list(data), text_field, id_field, "records")
+    raise InputError(
+        f"cannot read a corpus from {type(data).__name__}: give texts, records, a Corpus, a "
+        "path, a pandas DataFrame or an HF Dataset"
+    )
+
+
+def as_source(pool, text_field: str = "text", id_field: str | None = "id"):
+    """A Source (`.parts()`, `.batches(batch_size)`) over any pool form `as_corpus` takes;
+    paths and "tfds:"/"hf:" specs are streamed (`jaxsel.data.sources.open_source`)."""
+    if hasattr(pool, "batches") and hasattr(pool, "parts"):
+        return pool
+    if isinstance(pool, (str, os.PathLike)):
+        return open_source(pool, text_field, id_field)
+    return CorpusSource(as_corpus(pool, text_field, id_field))
