@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
 
 # The tests' extras on top of the main job's install (torch/transformers, TFDS, Ray only here).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ref,tfds,ray,plot,notebook]'
+	$(PY) -m pip install -q -e '.[dev,ref,tfds,ray,plot,notebook,tpu]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -274,7 +274,8 @@ class Coder:
         """Inside the jitted step: what leaves the device for logits [B, V] (float32)."""
         raise NotImplementedError
 
-    def out_sharding(self):
+    def out_sharding(self, mesh=None):
+        """The sharding of `outputs` on `mesh` (default `parallel.data_mesh()`)."""
         raise NotImplementedError
 
     def encoders(
@@ -359,8 +360,8 @@ class AcCoder(Coder):
     def outputs(self, logits, targets, ranks):
         return jax.nn.softmax(logits, axis=-1)
 
-    def out_sharding(self):
-        return parallel.sharding("batch", "vocab")
+    def out_sharding(self, mesh=None):
+        return parallel.sharding("batch", "vocab", mesh=mesh)
 
     def encoders(self, batches, lengths, match):
         return [_AcEncode(t, n) for t, n in zip(batches, lengths, strict=True)]
@@ -410,8 +411,8 @@ class RankCoder(Coder):
     def outputs(self, logits, targets, ranks):
         return rank_of(logits, targets), token_at_rank(logits, ranks)
 
-    def out_sharding(self):
-        rows = parallel.sharding("batch")
+    def out_sharding(self, mesh=None):
+        rows = parallel.sharding("batch", mesh=mesh)
         return (rows, rows)
 
     def encoders(self, batches, lengths, match):

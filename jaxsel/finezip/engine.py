@@ -229,15 +229,14 @@ def prefill_step(
 
 
 @functools.cache
-def compiled_step(cfg: LlamaConfig, coder: Coder, span: int, ring: bool) -> Callable:
+def compiled_step(cfg: LlamaConfig, coder: Coder, span: int, ring: bool, mesh=None) -> Callable:
     """The jit boundary: `coding_step` with the cache and every per-row array sharded over the
-    `data` axis, the cache donated (updated in place). Cached, so compressor and decompressor
-    in one process share one executable and the loop never re-traces (jit keys a LoRA scale,
-    static in the `Lora` treedef, by itself)."""
+    `data` axis of `mesh` (default `parallel.data_mesh()`), the cache donated (updated in
+    place). Cached, so compressor and decompressor in one process share one executable and the
+    loop never re-traces (jit keys a LoRA scale, static in the `Lora` treedef, by itself)."""
     step = functools.partial(coding_step, cfg=cfg, coder=coder, span=span, ring=ring)
-    return jax.jit(
-        step, out_shardings=(_cache_shardings(cfg, ring), coder.out_sharding()), donate_argnums=(2,)
-    )
+    out = (_cache_shardings(cfg, ring, mesh), coder.out_sharding(mesh))
+    return jax.jit(step, out_shardings=out, donate_argnums=(2,))
 
 
 @functools.cache
@@ -249,10 +248,10 @@ def compiled_prefill(cfg: LlamaConfig, coder: Coder) -> Callable:
     )
 
 
-def _cache_shardings(cfg: LlamaConfig, ring: bool = False) -> KVCache:
-    per_layer = (parallel.sharding("batch", None, None, None),) * cfg.num_layers
-    sink = (parallel.sharding("batch", None, None),) * cfg.num_layers if ring else ()
-    return KVCache(per_layer, per_layer, parallel.replicated(), sink)
+def _cache_shardings(cfg: LlamaConfig, ring: bool = False, mesh=None) -> KVCache:
+    per_layer = (parallel.sharding("batch", None, None, None, mesh=mesh),) * cfg.num_layers
+    sink = (parallel.sharding("batch", None, None, mesh=mesh),) * cfg.num_layers if ring else ()
+    return KVCache(per_layer, per_layer, parallel.replicated(mesh), sink)
 
 
 def new_cache(cfg: LlamaConfig, plan: Plan) -> KVCache:
