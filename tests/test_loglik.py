@@ -10,8 +10,8 @@ import pytest
 from llama_ref import np_forward, random_params
 from test_llama import TINY, logits_of
 
-from jaxsel.kernels.loglik import sequence_loglik, token_logprobs_and_ranks
 from jaxsel.models import llama
+from jaxsel.models.logprobs import sequence_loglik, token_logprobs_and_ranks
 
 
 def _np_ref(logits, targets):

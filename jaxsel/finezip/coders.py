@@ -30,7 +30,7 @@ import numpy as np
 from jaxsel import parallel
 from jaxsel.errors import ArchiveError, InputError
 from jaxsel.finezip.match import MatchConfig, MatchModel
-from jaxsel.kernels.loglik import token_logprobs_and_ranks
+from jaxsel.models.logprobs import token_logprobs_and_ranks
 
 # xz's decoder allocates its dictionary as the stream header says: bound it (preset 9 needs 65 MiB).
 _LZMA_MEMLIMIT = 128 << 20
@@ -208,7 +208,7 @@ def order_keys(logits: jax.Array) -> jax.Array:
 
 def rank_of(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Rank of each target under its row's logits (FineZip's payload): the project's rank rule
-    (`kernels.loglik`), rank(t) = #{j : l_j > l_t} + #{j < t : l_j == l_t}, i.e. t's position
+    (`models.logprobs`), rank(t) = #{j : l_j > l_t} + #{j < t : l_j == l_t}, i.e. t's position
     when tokens are sorted by logit descending, ties by index. logits: [B, V] float32,
     targets: [B] int32 -> [B] int32."""
     ones = jnp.ones((logits.shape[0], 1), bool)

@@ -19,9 +19,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxsel.kernels.loglik import LOGIT_CHUNK, sequence_loglik
 from jaxsel.models import llama
 from jaxsel.models.llama import LlamaConfig, PrefixKV
+from jaxsel.models.logprobs import LOGIT_CHUNK, sequence_loglik
 
 __all__ = [
     "paired_logprobs",
@@ -56,7 +56,8 @@ def paired_logprobs(
 
     Returns:
       (log p(y_t | y_<t, C), log p(y_t | y_<t)), each [B, T-1] float32, 0 at padding. The
-      [2B, T, V] logits are never stored whole (`loglik` projects the vocabulary in chunks).
+      [2B, T, V] logits are never stored whole (`models.logprobs` projects the vocabulary in
+      chunks).
     """
     b, t = tokens.shape
     if conditioned is None:

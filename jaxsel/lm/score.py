@@ -7,7 +7,7 @@ sums (tokens = [bos, y_1..y_n] right-padded, mask marks the real positions); it 
 first `max_tokens` tokens, grouped shortest first into batches padded to a few bucket lengths
 (`jaxsel.batching.map_token_rows`), and with a workdir scored in resumable shards keyed by the
 model, the adapter's hash, the reducer and the texts. A call's rows are reduced in groups of at
-most `micro_tokens` padded tokens and the vocabulary projection runs in chunks (`kernels.loglik`):
+most `micro_tokens` padded tokens and the vocabulary projection runs in chunks (`models.logprobs`):
 no [B, T, V] array, and no [B, H, T, T] attention for a whole call, exists at once.
 """
 
@@ -23,7 +23,6 @@ import numpy as np
 
 from jaxsel import parallel
 from jaxsel.batching import map_token_rows
-from jaxsel.kernels.loglik import LOGIT_CHUNK, sequence_loglik
 from jaxsel.lm.adapters import Adapter, adapter_hash, logprob_kwargs
 from jaxsel.lm.train import (
     MICRO_TOKENS,
@@ -33,6 +32,7 @@ from jaxsel.lm.train import (
     token_buckets,
 )
 from jaxsel.models import llama
+from jaxsel.models.logprobs import LOGIT_CHUNK, sequence_loglik
 
 
 class TokenScores(NamedTuple):

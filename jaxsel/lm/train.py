@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 from jaxsel import parallel
 from jaxsel.batching import bucket_for, bucket_lengths, pad_rows
 from jaxsel.errors import InputError
-from jaxsel.kernels.loglik import LOGIT_CHUNK
 from jaxsel.lm.adapters import Adapter, frozen, logprob_kwargs, trainable_leaves
 from jaxsel.lm.store import AdapterStore
 from jaxsel.models import llama
 from jaxsel.models.llama import LlamaConfig
+from jaxsel.models.logprobs import LOGIT_CHUNK
 
 log = logging.getLogger(__name__)
 

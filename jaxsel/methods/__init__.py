@@ -129,13 +129,14 @@ def require_pool_and_target(pool, target, name: str) -> None:
 
 
 def names() -> list[str]:
-    return sorted(_MODULES)
+    """The built-in methods and every method registered since (a method of your own)."""
+    return sorted({*_MODULES, *_REGISTRY})
 
 
 def get(name: str) -> Entry:
-    if name not in _MODULES:
-        raise InputError(f"unknown method {name!r}; choose one of {', '.join(names())}")
     if name not in _REGISTRY:
+        if name not in _MODULES:
+            raise InputError(f"unknown method {name!r}; choose one of {', '.join(names())}")
         importlib.import_module(_MODULES[name])
     return _REGISTRY[name]
 

@@ -266,7 +266,7 @@ def score_pool(pool, target, config: Config, run: Run) -> Scores:
             with sub:
                 members.append(run_score(method, pool, target, member_config, sub))
         except JaxselError as e:
-            raise JaxselError(f"hybrid: member {spec!r} failed: {e}") from e
+            raise type(e)(f"hybrid: member {spec!r} failed: {e}") from e
     lengths = None
     if config.debias != "none":
         lengths = pool_lengths(pool)

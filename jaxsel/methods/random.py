@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxsel.errors import InputError
 from jaxsel.methods import LOCAL, Run, WholePool, register
 from jaxsel.methods.runtime import count
 from jaxsel.scores import Scores
@@ -19,7 +20,10 @@ class Config:
 
 def score_pool(pool, target, config: Config, run: Run) -> Scores:
     """Uniform [0, 1) scores; the same seed and pool size give the same selection."""
-    values = np.random.default_rng(config.seed).random(count(pool))
+    n = count(pool)
+    if not n:
+        raise InputError("random: the pool is empty")
+    values = np.random.default_rng(config.seed).random(n)
     return Scores(values, "random", {"seed": config.seed})
 
 

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsel.kernels.loglik import token_logprobs_and_ranks
+from jaxsel.models.logprobs import token_logprobs_and_ranks
 
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
