@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 
 from jaxsel import methods, pipeline
-from jaxsel.data.adapters import as_corpus, as_source
+from jaxsel.data.adapters import as_corpus, as_source, inputs_of
+from jaxsel.data.outputs import Output, check_job
 from jaxsel.scores import Scores
 
 
@@ -69,6 +70,7 @@ def select(
     """
     m, cfg = methods.get(method)(**config)
     source = as_source(pool, text_field, id_field)
+    check_job([Output("out", out)], inputs_of(source, target), workdir)
     target = None if target is None else as_corpus(target, text_field, id_field)
     with methods.Run(workdir, progress) as run:
         sel = pipeline.select(

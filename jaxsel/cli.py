@@ -7,7 +7,9 @@ import argparse
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,14 +69,16 @@ def _load_target(args):
 INPUT_FLAGS = ("pool", "target", "model", "input", "selection", "heldout")
 
 
-def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
-    """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
-    an output that is one of the inputs, a directory, or not creatable/writable."""
-    method_inputs = getattr(args, "method_inputs", ())
-    inputs = [getattr(args, f, None) for f in (*INPUT_FLAGS, *method_inputs)] + list(more_inputs)
-    for flag, path in outs:
-        outputs.check_output(path, inputs, flag)
-    outputs.check_workdir(getattr(args, "workdir", None))
+def _check_outputs(args, *outs: tuple, more_inputs=()) -> None:
+    """Refuses every output location (`(flag, path[, directory])`) and the workdir before any
+    work, against everything the command reads (`jaxsel.data.outputs.check_job`)."""
+    from jaxsel.data.adapters import inputs_of
+
+    flags = (*INPUT_FLAGS, *getattr(args, "method_inputs", ()), "config")
+    specs = [more_inputs] + [getattr(args, f, None) for f in flags]
+    specs = [s for v in specs for s in (v if isinstance(v, (list, tuple)) else [v]) if s]
+    inputs = inputs_of(*specs, data_dir=getattr(args, "data_dir", None))
+    outputs.check_job(outs, inputs, getattr(args, "workdir", None))
 
 
 # ------------------------------------------------------------------------- score and select
@@ -118,6 +122,7 @@ def _start(args, method: methods.Method):
     from jaxsel import parallel
 
     parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    _trap_sigterm()  # again: JAX's TPU runtime, when installed, sets its own handler on start
     if args.engine == "local":
         if args.ray_address is not None or args.ray_workers is not None:
             raise InputError("--ray-address and --ray-workers go with --engine ray")
@@ -241,7 +246,7 @@ def cmd_eval(argv):
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
     p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K and the domain mix")
     args = p.parse_args(argv)
-    outputs.check_output(args.plot, [*args.selection, args.pool], "--plot")
+    _check_outputs(args, ("--plot", args.plot))
     from jaxsel.data.corpus import iter_jsonl
     from jaxsel.evaluate import selection_report
 
@@ -802,8 +807,55 @@ def _tell_peers(e: Exception, message: str) -> None:
             parallel.announce_failure(message)
 
 
+def _stopped(e: KeyboardInterrupt) -> tuple[int, str]:
+    """Exit status and line of a job stopped by a signal (or by a peer process that died)."""
+    if "jaxsel.parallel" in sys.modules:
+        from jaxsel import parallel
+
+        if parallel.lost_peer():
+            return 2, f"error: {parallel.lost_peer()}"
+    resume = "(finished shards are kept; rerun with the same --workdir to resume)"
+    if isinstance(e, Terminated):
+        return 143, f"terminated {resume}"
+    return 130, f"interrupted {resume}"
+
+
+def _stop_now(code: int) -> None:
+    """A stopped process of a several-process job exits at once: JAX's exit barrier would hold
+    it until every peer ends; the peers see it go and stop within seconds (`parallel.leave`)."""
+    if "jaxsel.parallel" in sys.modules:  # (a job that never started JAX has no peers)
+        from jaxsel import parallel
+
+        parallel.exit_now(code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as SIGINT raises KeyboardInterrupt: the job unwinds
+    (compressor pools stop, finished shards stay) and exits with one line."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def _trap_sigterm() -> None:
+    """SIGTERM raises `Terminated` (signal handlers belong to the main thread)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    before = signal.getsignal(signal.SIGTERM)
+    _trap_sigterm()
+    try:
+        return _main(argv)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -827,12 +879,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except BrokenPipeError:
         return 0
-    except KeyboardInterrupt:
-        print(
-            "interrupted (finished shards are kept; rerun with the same --workdir to resume)",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as e:
+        code, line = _stopped(e)
+        print(line, file=sys.stderr)
+        _stop_now(code)
+        return code
     return 0
 
 

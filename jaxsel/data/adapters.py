@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -78,3 +79,16 @@ def as_source(pool, text_field: str = "text", id_field: str | None = "id"):
     if isinstance(pool, (str, os.PathLike)):
         return open_source(pool, text_field, id_field)
     return CorpusSource(as_corpus(pool, text_field, id_field))
+
+
+def inputs_of(*data, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The files and directories these inputs read (`Source.inputs`: globs expanded, `hf:` and
+    text directories, a `tfds:` dataset's directory), for `jaxsel.data.outputs.check_job`;
+    in-memory data reads none."""
+    found: list[Path] = []
+    for d in data:
+        if isinstance(d, (str, os.PathLike)):
+            d = open_source(d, data_dir=data_dir)
+        if hasattr(d, "inputs"):
+            found += d.inputs()
+    return found

@@ -1,12 +1,21 @@
 """Every file jaxsel writes goes through here: checked before any work, written atomically.
 
-- `check_output` / `check_workdir` run before models load or scoring starts: an output that is
-  (or resolves to, through symlinks or hard links) one of the inputs or lies inside an input
-  directory, a directory, below a file, or not writable is refused with one line naming it.
+- `check_job` runs before models load or scoring starts, for the CLI and the Python API alike.
+  Every output (a file, a directory output, a sidecar) is compared with every input the job
+  reads (`jaxsel.data.sources.Source.inputs`: globs expanded, `hf:` and text directories,
+  `tfds:` dataset directories), with the workdir and with the other outputs, by real identity:
+  `os.stat`'s device and inode (symlinks and hard links), and every directory above a path.
+  Refused with one line naming it: an output that is an input, lies inside an input directory,
+  or (a directory output) contains one; two outputs that are one file; an output at the
+  workdir's own names (`manifest.json`, `shard-*`) or in its subdirectories; a workdir that is
+  or lies inside an input directory; a socket or a block device; a directory where a file goes
+  (or the reverse); a location that cannot be created or written.
 - `atomic_open` writes a fresh temporary file in the destination's directory
   (`tempfile.mkstemp`: an unpredictable name opened with O_EXCL, so a symlink planted there is
   never followed) and moves it over the destination with `os.replace` only once it is complete.
   A crash leaves the old file (or none), never a partial one; a failed write removes its temp.
+  A character device (`/dev/null`) or a FIFO is opened and written in place, never replaced.
+- `atomic_dir` is the same for a directory output: written beside, renamed into place whole.
 """
 
 from __future__ import annotations
@@ -14,15 +23,37 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from jaxsel.errors import InputError, JaxselError
 
 STDOUT = "-"
+DIR_META = "jaxsel.meta.json"  # the sidecar of a directory output, inside it
+WORKDIR_FILES = ("manifest.json", "shard-")  # names a workdir's jobs write (prefixes)
+
+
+class Output(NamedTuple):
+    """An output location; `what` names it in messages (e.g. "--out"); a `directory` output is
+    written whole by `atomic_dir`."""
+
+    what: str
+    path: str | os.PathLike | None
+    directory: bool = False
+
+
+def sidecar_of(path: str | os.PathLike, directory: bool = False) -> Path | None:
+    """The provenance sidecar of an output: `<out>.meta.json`, `<dir>/jaxsel.meta.json` for a
+    directory output; None for stdout and outputs written in place (devices, FIFOs)."""
+    if str(path) == STDOUT or _in_place(path):
+        return None
+    return Path(path) / DIR_META if directory else Path(f"{path}.meta.json")
 
 
 def _umask() -> int:
@@ -31,13 +62,148 @@ def _umask() -> int:
     return mask
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
+def _stat(path: str | os.PathLike) -> os.stat_result | None:
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror}") from None
+
+
+def _in_place(path: str | os.PathLike) -> bool:
+    """A character device or a FIFO: written in place, never replaced."""
+    return _special(_stat(path))
+
+
+def _special(st: os.stat_result | None) -> bool:
+    return st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode))
+
+
+class _Where(NamedTuple):
+    """Where a path really is: as given, symlinks resolved, its stat (None: absent) and the
+    (device, inode) of every existing directory above it."""
+
+    path: Path
+    real: Path
+    st: os.stat_result | None
+    above: frozenset[tuple[int, int]]
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> _Where:
+        real = Path(os.path.realpath(path))
+        above = {(s.st_dev, s.st_ino) for s in map(_stat, real.parents) if s is not None}
+        return cls(Path(path), real, _stat(real), frozenset(above))
+
+    def same(self, other: _Where) -> bool:
+        if self.st is None or other.st is None:
+            return self.st is other.st and self.real == other.real
+        return (self.st.st_dev, self.st.st_ino) == (other.st.st_dev, other.st.st_ino)
+
+    def inside(self, d: _Where) -> bool:
+        """Below the directory `d` (at any depth)."""
+        if d.st is None:
+            return d.real in self.real.parents
+        return stat.S_ISDIR(d.st.st_mode) and (d.st.st_dev, d.st.st_ino) in self.above
+
+    def is_dir(self) -> bool:
+        return self.st is not None and stat.S_ISDIR(self.st.st_mode)
+
+
+def _check_kind(o: Output, w: _Where) -> None:
+    """What is at the output location can be written (replaced, or written in place)."""
+    if w.st is None:
+        return
+    mode = w.st.st_mode
+    if stat.S_ISDIR(mode) and not o.directory:
+        raise InputError(f"{o.what} {o.path}: is a directory")
+    if stat.S_ISDIR(mode):
+        if any(os.scandir(w.real)) and not (w.real / DIR_META).is_file():
+            raise InputError(
+                f"{o.what} {o.path}: a directory that jaxsel did not write (no {DIR_META}); "
+                "refusing to replace it"
+            )
+    elif o.directory:
+        raise InputError(f"{o.what} {o.path}: exists and is not a directory")
+    elif not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        kind = (
+            "a socket" if stat.S_ISSOCK(mode) else "a block device" if stat.S_ISBLK(mode) else None
+        )
+        raise InputError(f"{o.what} {o.path}: is {kind or 'not a file'}; refusing to write it")
+
+
+def _owned_by_workdir(w: _Where, wd: _Where, directory: bool) -> bool:
+    """An output the workdir's jobs could write over: in a subdirectory of it, a directory
+    output in it, or a file at one of its own names."""
+    if not w.inside(wd):
         return False
+    top = _Where.of(w.real.parent).same(wd)
+    return directory or not top or w.real.name.startswith(WORKDIR_FILES)
+
+
+def check_job(
+    outs: Iterable[Output | tuple],
+    inputs: Iterable[str | os.PathLike | None] = (),
+    workdir: str | os.PathLike | None = None,
+) -> None:
+    """Refuses a job's output locations before any work is done (see the module docstring).
+
+    Args:
+      outs: `Output`s (or `(what, path[, directory])` tuples); None paths and "-" (stdout) pass.
+      inputs: the files and directories the job reads; None entries are ignored.
+      workdir: the job's work directory, if any.
+    """
+    ins = [_Where.of(p) for p in inputs if p is not None and str(p) != STDOUT]
+    wd = None if workdir is None else _Where.of(workdir)
+    if wd is not None:
+        for i in ins:
+            if i.is_dir() and (wd.same(i) or wd.inside(i)):
+                raise InputError(f"--workdir {workdir}: is (inside) the input directory {i.path}")
+            if i.inside(wd) and i.real.name.startswith(WORKDIR_FILES):
+                raise InputError(f"--workdir {workdir}: would write over the input {i.path}")
+    done: list[tuple[Output, _Where]] = []
+    for o in map(lambda t: Output(*t), outs):
+        if o.path is None or str(o.path) == STDOUT:
+            continue
+        w = _Where.of(o.path)
+        _check_kind(o, w)
+        for i in ins:
+            if w.same(i):
+                raise InputError(
+                    f"{o.what} {o.path}: is the input {i.path}; refusing to overwrite it"
+                )
+            if i.is_dir() and w.inside(i):
+                # a text-directory pool would read the output back as a document next time
+                raise InputError(f"{o.what} {o.path}: is inside the input directory {i.path}")
+            if o.directory and i.inside(w):
+                raise InputError(f"{o.what} {o.path}: contains the input {i.path}")
+        if wd is not None:
+            if wd.same(w) or (o.directory and wd.inside(w)):
+                raise InputError(f"{o.what} {o.path}: is (or contains) --workdir {workdir}")
+            if _owned_by_workdir(w, wd, o.directory):
+                raise InputError(
+                    f"{o.what} {o.path}: is where --workdir {workdir} keeps its own files "
+                    "(write it beside them, or elsewhere)"
+                )
+        for p, q in done:
+            if w.same(q) and not _special(w.st):
+                raise InputError(f"{o.what} {o.path}: is also {p.what}")
+            if (p.directory and w.inside(q)) or (o.directory and q.inside(w)):
+                raise InputError(f"{o.what} {o.path}: is inside (or contains) {p.what} {p.path}")
+        done.append((o, w))
+    for o, w in done:  # probes write: only once nothing was refused
+        if not _special(w.st):
+            _writable_dir(Path(o.path).parent, o.what)
+    check_workdir(workdir)
+
+
+def check_output(
+    path: str | os.PathLike | None,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    what: str = "output",
+) -> None:
+    """`check_job` of one output file."""
+    check_job([Output(what, path)], inputs)
 
 
 def _writable_dir(path: Path, what: str) -> None:
@@ -57,35 +223,6 @@ def _writable_dir(path: Path, what: str) -> None:
     os.unlink(probe)
 
 
-def check_output(
-    path: str | os.PathLike | None,
-    inputs: Iterable[str | os.PathLike | None] = (),
-    what: str = "output",
-) -> None:
-    """Refuses an output location before any work is done (see the module docstring).
-
-    Args:
-      path: the output file; None or "-" (stdout) pass.
-      inputs: files (or directories) the command reads; None entries are ignored.
-      what: how the message names the output (e.g. "--out").
-    """
-    if path is None or str(path) == STDOUT:
-        return
-    out = Path(path)
-    real_parents = Path(os.path.realpath(out)).parents
-    for src in inputs:
-        if src is None or str(src) == STDOUT:
-            continue
-        if _same_file(out, Path(src)):
-            raise InputError(f"{what} {out}: is the input {src}; refusing to overwrite it")
-        if Path(src).is_dir() and Path(os.path.realpath(src)) in real_parents:
-            # a text-directory pool would read the output back as a document next time
-            raise InputError(f"{what} {out}: is inside the input directory {src}")
-    if out.is_dir():
-        raise InputError(f"{what} {out}: is a directory")
-    _writable_dir(out.parent, what)
-
-
 def check_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> None:
     """A work directory must be a writable directory or creatable; None passes."""
     if path is None:
@@ -99,12 +236,21 @@ def check_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> No
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Opens a fresh temp file beside `path`; on success it replaces `path` (parents created).
+    A character device or a FIFO at `path` is opened and written in place instead.
 
     `mode` is "wb" or "w" (UTF-8 text). The file gets the usual 0o666 & ~umask permissions.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
+    text = {"encoding": "utf-8"} if mode == "w" else {}
+    if _in_place(path):
+        try:
+            with open(path, mode, **text) as f:
+                yield f
+        except OSError as e:
+            raise JaxselError(f"{path}: cannot write ({e.strerror or e})") from None
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -112,7 +258,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
         raise JaxselError(f"{path}: cannot write ({e.strerror})") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+        with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -120,6 +266,35 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, JaxselError):
+            raise JaxselError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary directory beside `path`, renamed to `path` once the block completes
+    (a previous jaxsel output there is replaced: moved aside, then deleted), so the directory
+    appears whole or not at all; on failure the temporary directory is removed."""
+    path = Path(path)
+    _check_kind(Output("output", path, True), _Where.of(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise JaxselError(f"{path}: cannot write ({e.strerror})") from None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, JaxselError):
             raise JaxselError(f"{path}: cannot write ({e.strerror or e})") from None
         raise

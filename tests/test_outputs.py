@@ -1,0 +1,267 @@
+"""What a job reads is never what it writes: every input form (globs, `hf:` and text
+directories, `tfds:` data, the API's paths) against every output (`--out`, `--plot`, the
+workdir) by real identity, outputs against each other, and outputs that are not regular files
+written in place, never replaced. Each refused case exits 2 with one line and leaves the
+input's bytes and mtime as they were."""
+
+import os
+import shutil
+import socket
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from test_sources import _records, _tiny_tfds_builder, _write_jsonl
+
+import jaxsel
+from jaxsel.cli import main
+from jaxsel.errors import InputError
+
+TFDS = "tfds:jaxsel_stdlib_heads:train"
+
+
+@pytest.fixture(scope="module")
+def tfds_built(tmp_path_factory):
+    _, builder_cls = _tiny_tfds_builder()
+    data_dir = tmp_path_factory.mktemp("tfds")
+    builder_cls(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    return data_dir
+
+
+@pytest.fixture()
+def w(tmp_path, tfds_built):
+    """A pool in every form: JSONL, a saved HF dataset, a text directory, a TFDS split."""
+    import datasets
+
+    recs = _records(12)
+    _write_jsonl(tmp_path / "pool.jsonl", recs)
+    _write_jsonl(tmp_path / "target.jsonl", [{"id": "t", "name": "t", "text": "def f(x): x"}])
+    datasets.Dataset.from_list(recs).save_to_disk(str(tmp_path / "hf"))
+    (tmp_path / "docs").mkdir()
+    for i, r in enumerate(recs):
+        (tmp_path / "docs" / f"{i}.txt").write_text(r["text"])
+    shutil.copytree(tfds_built, tmp_path / "tfds")
+    return tmp_path
+
+
+def _snapshot(path: Path) -> dict:
+    """Type, mtime and bytes of a file, or of every entry below a directory (and its own mtime)."""
+    entries = [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]
+    return {
+        str(p): (os.lstat(p).st_mode, os.lstat(p).st_mtime_ns, p.is_file() and p.read_bytes())
+        for p in entries
+    }
+
+
+def _select(w, *extra):
+    target = ["--target", str(w / "target.jsonl")]
+    return main(["select", "--no-progress", "-k", "2", *target, *extra])
+
+
+def _score(w, *extra):
+    return main(["score", "--no-progress", "--target", str(w / "target.jsonl"), *extra])
+
+
+def _api(**kw):
+    try:
+        jaxsel.select(k=2, **kw)
+    except InputError as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        return 2
+    return 0
+
+
+def _tfds_shard(w):
+    return str(sorted((w / "tfds").rglob("*.array_record-*"))[0])
+
+
+def _finished_workdir(w):
+    _score(w, "--pool", str(w / "pool.jsonl"), "--workdir", str(w / "wd"), "--out", str(w / "s"))
+    return w / "wd"
+
+
+def _socket(w):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(w / "sock"))
+    return w / "sock"
+
+
+# (victim, run): the victim is made (or named) before the run; the run must be refused.
+REFUSED = {
+    "glob pool, out = a matched file": (
+        lambda w: w / "pool.jsonl",
+        lambda w: _select(w, "--pool", str(w / "poo*.jsonl"), "--out", str(w / "pool.jsonl")),
+    ),
+    "glob target, out = a matched file": (
+        lambda w: w / "target.jsonl",
+        lambda w: main(
+            ["select", "--no-progress", "-k", "2", "--pool", str(w / "pool.jsonl")]
+            + ["--target", str(w / "targ*.jsonl"), "--out", str(w / "target.jsonl")]
+        ),
+    ),
+    "hf pool, out = its arrow file": (
+        lambda w: w / "hf",
+        lambda w: _select(
+            w, "--pool", f"hf:{w / 'hf'}", "--out", str(w / "hf/data-00000-of-00001.arrow")
+        ),
+    ),
+    "hf pool, out = its state.json": (
+        lambda w: w / "hf",
+        lambda w: _select(w, "--pool", f"hf:{w / 'hf'}", "--out", str(w / "hf/state.json")),
+    ),
+    "tfds pool, out = a prepared shard under --data-dir": (
+        lambda w: w / "tfds",
+        lambda w: _select(
+            w,
+            "--pool",
+            TFDS,
+            "--data-dir",
+            str(w / "tfds"),
+            "--id-field",
+            "name",
+            "--out",
+            _tfds_shard(w),
+        ),  # fmt: skip
+    ),
+    "workdir = the text-directory pool": (
+        lambda w: w / "docs",
+        lambda w: _score(
+            w, "--pool", str(w / "docs"), "--workdir", str(w / "docs"), "--out", str(w / "s")
+        ),
+    ),
+    "workdir inside the text-directory pool": (
+        lambda w: w / "docs",
+        lambda w: _score(
+            w, "--pool", str(w / "docs"), "--workdir", str(w / "docs/wd"), "--out", str(w / "s")
+        ),
+    ),
+    "api: out = pool": (
+        lambda w: w / "pool.jsonl",
+        lambda w: _api(
+            pool=str(w / "pool.jsonl"), target=str(w / "target.jsonl"), out=str(w / "pool.jsonl")
+        ),
+    ),  # fmt: skip
+    "api: out = target": (
+        lambda w: w / "target.jsonl",
+        lambda w: _api(
+            pool=str(w / "pool.jsonl"), target=str(w / "target.jsonl"), out=str(w / "target.jsonl")
+        ),
+    ),  # fmt: skip
+    "api: out inside an hf pool": (
+        lambda w: w / "hf",
+        lambda w: _api(
+            pool=f"hf:{w / 'hf'}", target=str(w / "target.jsonl"), out=str(w / "hf/state.json")
+        ),
+    ),  # fmt: skip
+    "compare --out X --plot X": (
+        lambda w: (w / "X").write_text("a finished report") and w / "X",
+        lambda w: main(
+            ["compare", "--methods", "random", "--pool", str(w / "pool.jsonl"), "--target"]
+            + [str(w / "target.jsonl"), "--out", str(w / "X"), "--plot", str(w / "X")]
+        ),
+    ),
+    "compare --out X --plot a hard link of X": (
+        lambda w: (w / "X").write_text("a finished report") and w / "X",
+        lambda w: (
+            os.link(w / "X", w / "Y")
+            or main(
+                ["compare", "--methods", "random", "--pool", str(w / "pool.jsonl"), "--target"]
+                + [str(w / "target.jsonl"), "--out", str(w / "X"), "--plot", str(w / "Y")]
+            )
+        ),
+    ),  # fmt: skip
+    "score --workdir WD --out WD/manifest.json": (
+        _finished_workdir,
+        lambda w: _score(
+            w,
+            "--pool",
+            str(w / "pool.jsonl"),
+            "--workdir",
+            str(w / "wd"),
+            "--out",
+            str(w / "wd/manifest.json"),
+        ),  # fmt: skip
+    ),
+    "score --workdir WD --out WD": (
+        _finished_workdir,
+        lambda w: _score(
+            w, "--pool", str(w / "pool.jsonl"), "--workdir", str(w / "wd"), "--out", str(w / "wd")
+        ),
+    ),
+    "out = a symlink to the pool": (
+        lambda w: w / "pool.jsonl",
+        lambda w: (
+            (w / "link").symlink_to(w / "pool.jsonl")
+            or _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "link"))
+        ),
+    ),
+    "out = a hard link of the pool": (
+        lambda w: w / "pool.jsonl",
+        lambda w: (
+            os.link(w / "pool.jsonl", w / "hard")
+            or _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "hard"))
+        ),
+    ),
+    "out inside the pool directory through a symlinked alias": (
+        lambda w: w / "docs",
+        lambda w: (
+            (w / "alias").symlink_to(w / "docs")
+            or _select(w, "--pool", str(w / "docs"), "--out", str(w / "alias/new.jsonl"))
+        ),
+    ),
+    "out = a socket": (
+        _socket,
+        lambda w: _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "sock")),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_an_output_that_is_an_input_is_refused_and_the_input_untouched(w, case, capsys):
+    make_victim, run = REFUSED[case]
+    victim = make_victim(w)
+    before = _snapshot(victim)
+    capsys.readouterr()
+    assert run(w) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert _snapshot(victim) == before
+
+
+@pytest.fixture()
+def null_clone(w):
+    """A character device like /dev/null (major 1, minor 3), made here (root only)."""
+    node = w / "null"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return node
+
+
+def test_a_character_device_output_is_written_in_place(w, null_clone):
+    st = os.stat(null_clone)
+    assert _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(null_clone)) == 0
+    after = os.stat(null_clone)
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (st.st_ino, st.st_rdev)
+    assert not list(w.glob(".null.*")) and not (w / "null.meta.json").exists()
+
+
+def test_a_fifo_output_is_written_in_place(w):
+    _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "ref.jsonl"))
+    os.mkfifo(w / "fifo")
+    got = []
+    reader = threading.Thread(target=lambda: got.append((w / "fifo").read_bytes()))
+    reader.start()
+    assert _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "fifo")) == 0
+    reader.join(10)
+    assert got == [(w / "ref.jsonl").read_bytes()]
+    assert stat.S_ISFIFO(os.lstat(w / "fifo").st_mode)
+
+
+def test_outputs_beside_the_workdir_files_are_allowed(w):
+    wd = w / "wd"
+    pool = ["--pool", str(w / "pool.jsonl"), "--workdir", str(wd)]
+    assert _score(w, *pool, "--out", str(wd / "scores.jsonl")) == 0
+    assert (wd / "manifest.json").is_file() and (wd / "scores.jsonl").is_file()
