@@ -252,30 +252,13 @@ class _Skip(NamedTuple):
     reason: str
 
 
-def _min_model_archive(data_len: int, digest: str, n_tokens: int, extra: int) -> int:
-    """A lower bound on any model archive of an input: the shortest header the archive can have
-    (every string at its shortest), `extra` body bytes (adapters, escapes) and the payload floor
-    of `arc.TOKENS_PER_BYTE` tokens per byte. Exact, so skipping on it never costs ratio."""
-    env = arc.Environment("", "", 1, "", "", "", "", "")
-    info = arc.ModelInfo(
-        coder="ac",
-        model="x",
-        tokenizer="x",
-        dtype="float32",
-        vocab_size=2,
-        n_tokens=1,
-        context=1,
-        stride=1,
-        batch_size=1,
-        n_batches=1,
-        pad=0,
-        lora=None,
-        escape=None,
-        environment=env,
-        spans=1,
-    )
-    head = len(arc.pack(max(data_len, 1), digest, "model", b"\0", info)) - 1
-    return head + extra + -(-n_tokens // arc.TOKENS_PER_BYTE)
+def _min_model_archive(n_tokens: int, extra: int) -> int:
+    """A lower bound on any model archive of `n_tokens` tokens: `arc.MIN_OVERHEAD`, `extra`
+    body bytes (adapters, escapes) and the payload floor of `arc.TOKENS_PER_BYTE` tokens per
+    byte, so skipping on it never costs ratio. (No bound on the deflated header is usable
+    before the model is known: a model header costs ~100 bytes, a fallback one ~50, so even
+    tiny texts may be smaller model-coded and the model is loaded for every text.)"""
+    return arc.MIN_OVERHEAD + extra + -(-n_tokens // arc.TOKENS_PER_BYTE)
 
 
 def compress_detailed(
@@ -283,10 +266,11 @@ def compress_detailed(
 ) -> Compressed:
     """`compress`, returning the archive together with per-mode sizes and timings.
 
-    The model-free candidates are made first (seconds); with `config.fallback` the model is not
-    even loaded when the shortest possible model archive is already larger than the best of them,
-    nor run when coding a sample (the first chunk, teacher-forced) predicts that the model
-    archive would be more than `FAR` times the best of them (e.g. one repeated character)."""
+    The model-free candidates are made first (seconds); with `config.fallback` the model does
+    not code the text when its tokens alone need a larger archive than the best of them (the
+    payload floor of `arc.TOKENS_PER_BYTE`), nor when coding a sample (the first chunk,
+    teacher-forced) predicts that the model archive would be more than `FAR` times the best of
+    them (e.g. one repeated character)."""
     data = bytes(data)
     seconds, archives = {}, {}
     digest = arc.sha256(data)
@@ -299,8 +283,6 @@ def compress_detailed(
     invalid = len(_INVALID.findall(data.decode("utf-8", errors="surrogateescape")))
     if data and invalid > MAX_ESCAPED * len(data):
         reason = f"not text: {invalid} of {len(data)} bytes are not valid UTF-8"
-    elif data and config.fallback and _min_model_archive(len(data), digest, 1, 0) >= best:
-        reason = f"a model archive cannot be smaller than {best} bytes (model-free)"
     elif data:
         model = _load(model)
         t0 = time.perf_counter()
@@ -313,7 +295,7 @@ def compress_detailed(
             reason = "no text to code"
         seconds["tokenize"] = time.perf_counter() - t0
         if ids is not None and config.fallback:
-            skip = _model_cannot_win(ids, split, model, config, len(data), digest, best)
+            skip = _model_cannot_win(ids, split, model, config, best)
             seconds["estimate"] = time.perf_counter() - t0 - seconds["tokenize"]
             if skip is not None:
                 ids, reason = None, skip.reason
@@ -340,11 +322,11 @@ def compress_detailed(
 FAR = 2.0
 
 
-def _model_cannot_win(ids, split: Split, model, config, size: int, digest: str, best: int):
+def _model_cannot_win(ids, split: Split, model, config, best: int):
     """`_Skip` when the model archive cannot (exact bound) or will not by far (a sample of the
     first chunk, teacher-forced, extrapolated to all tokens) beat `best` bytes; else None."""
     extra = len(coders.varint_encode(split.runs)) + len(split.escaped) if split.escaped else 0
-    floor = _min_model_archive(size, digest, len(ids), extra)
+    floor = _min_model_archive(len(ids), extra)
     if floor >= best:
         return _Skip(f"a model archive needs at least {floor} bytes, model-free {best}")
     n = min(len(ids), config.context, 512)

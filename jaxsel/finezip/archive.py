@@ -2,21 +2,22 @@
 
 Layout (all integers little-endian)::
 
-    b"FZIP" | version u8 | header_len u32 | header (UTF-8 JSON) | crc32(header) u32 | body
+    b"FZIP" | version u8 | header_len u32 | header | crc32(header) u32 | body
 
-The header is a `Header` (frozen dataclasses all the way down) and `Header.from_bytes` is the one
-place an archive is parsed: the prefix, the header checksum, the JSON, then every field's type and
-range and the fields' consistency with each other and with the body (length, checksum). A header
-that passes is safe to act on: nothing downstream re-checks a field, and the work and memory it
-asks of the decoder are bounded by the body's length (`TOKENS_PER_BYTE`) and a few constants
-(`MAX_ROWS`, `MAX_TABLE`, `PREFILL_RATIO`, `match.MAX_COMPARE`), all checked before any model is
-loaded.
+The header is the canonical JSON of a `Header` (sorted keys, no spaces), stored raw-deflated with
+a preset dictionary (`HEADER_DICT`) in format 4 and as plain UTF-8 in format 3, which is still
+read. `Header.from_bytes` is the one place an archive is parsed: the prefix, the header checksum,
+the JSON, then every field's type and range and the fields' consistency with each other and with
+the body (length, checksum). A header that passes is safe to act on: nothing downstream re-checks
+a field, and the work and memory it asks of the decoder are bounded by the body's length
+(`TOKENS_PER_BYTE`) and a few constants (`MAX_ROWS`, `MAX_TABLE`, `PREFILL_RATIO`,
+`match.MAX_COMPARE`), all checked before any model is loaded.
 
 `body` = LoRA blob (`model.lora.len` bytes) + escape table and escaped bytes (`model.escape.len`)
 + the coded payload + `model.pad` zero bytes; `size` and `sha256` describe the original bytes
-(the restored output is verified against them). JSON keeps the header self-describing for
-`jaxsel compress --info` and costs ~500 bytes, which only matters for inputs so small that the
-fallback modes win anyway.
+(the restored output is verified against them). The JSON keeps the header self-describing for
+`jaxsel compress --info`; deflated against a typical header it costs ~100 bytes (800 as plain
+JSON), which matters for small inputs.
 
 Modes: "model" (LLM-coded text), "raw", "bz2", "lzma" (model-free fallbacks, chosen when the
 input is not text the tokenizer round-trips, or whenever one of them is smaller). Fallback bodies
@@ -42,17 +43,36 @@ from jaxsel.finezip import coders, match
 from jaxsel.models.llama import LORA_TARGETS
 
 MAGIC = b"FZIP"
-# 3: typed header (nested model/lora/escape/match/environment records, vocab size, padding),
-# sliding context (segments, context, stride), attention length buckets, the `ac-match` coder
-# (its `model.match` record is optional: absent = no match model, so an `ac`/`rank` archive is
-# the same bytes as before it existed); 2: per-layer KV cache in the coding step (other float
-# rounding than 1).
-VERSION = 3
-READABLE = (3,)
+# 4: the header JSON raw-deflated with `HEADER_DICT` (a 4 KB text's archive: 1,320 -> ~600
+# bytes). 3: plain JSON; typed header (nested model/lora/escape/match/environment records, vocab
+# size, padding), sliding context (segments, context, stride), attention length buckets, the
+# `ac-match` coder (its `model.match` record is optional: absent = no match model). 2: per-layer
+# KV cache in the coding step (other float rounding than 1).
+VERSION = 4
+READABLE = (3, 4)
 READERS = {  # older versions and the release that reads them
     1: "jaxsel 0.1.0 up to commit 8d13574 (2026-11-22)",
     2: "jaxsel 0.1.0 from commit 64b961e to 85c55d9 (2026-11-23 .. 2026-11-30)",
 }
+# Format 4's preset dictionary: the field names and common values of a header, so that deflate
+# codes them as short back-references (the hashes of SmolLM2-135M and its tokenizer, the
+# deterministic XLA flags). Part of the format: changing it needs a new version.
+HEADER_DICT = (
+    b'{"alpha":16.0,"layers":30,"len":0,"rank":8,"seed":0,"steps":0,"targets":["wq","wv"]}'
+    b'{"len":0,"runs":0,"table":0}"mode":"bz2","model":null,"mode":"lzma","mode":"raw",'
+    b'"coder":"ac","coder":"rank","dtype":"bfloat16","platform":"gpu","device_kind":"NVIDIA '
+    b'H100 80GB HBM3","sliding":"ring","machine":"aarch64","cpu":"x86_64 AuthenticAMD 25/1 isa:'
+    b'","xla_flags":"--xla_force_host_platform_device_count=8 --xla_gpu_deterministic_ops=true'
+    b' --xla_gpu_autotune_level=0"}{"body_crc32":0,"body_len":0,"mode":"model","model":'
+    b'{"batch_size":16,"coder":"ac-match","context":2048,"dtype":"float32","environment":'
+    b'{"constriction":"0.5.0","cpu":"x86_64 GenuineIntel 6/143 isa:","device_kind":"cpu",'
+    b'"devices":1,"jax":"0.10.2","jaxlib":"0.10.2","machine":"x86_64","platform":"cpu",'
+    b'"xla_flags":"--xla_gpu_deterministic_ops=true --xla_gpu_autotune_level=0"},"escape":null,'
+    b'"lora":null,"match":{"buckets":32,"candidates":8,"limit":1023,"max_len":1024,"order":4,'
+    b'"scope":"all"},"model":"c33f03f07da35c4924d657dbcfa3c6ae09bd5c399c6637c4566f7b6fb30b2c82",'
+    b'"n_batches":1,"n_tokens":1,"pad":0,"sliding":"ring","spans":1,"stride":1,'
+    b'"tokenizer":"61ddb02419b882f725f5a9577b19bf19","vocab_size":49152},"sha256":"","size":'
+)
 FALLBACK_MODES = ("raw", "bz2", "lzma")
 MODES = ("model", *FALLBACK_MODES)
 DTYPES = ("float32", "bfloat16")
@@ -81,6 +101,9 @@ MAX_HEADER = 1 << 16  # header JSON bytes
 MAX_INT = 2**53  # integers JSON round-trips exactly
 MAX_STR = 4096
 _PREFIX = struct.Struct("<4sBI")  # magic, version, header_len
+# The fewest bytes an archive spends besides its body: the prefix, a header of at least one
+# byte (deflated), its crc32.
+MIN_OVERHEAD = _PREFIX.size + 1 + 4
 
 
 def sha256(data: bytes) -> str:
@@ -434,9 +457,12 @@ class Header(_Record):
 
 
 def frame(header: dict, body: bytes, version: int = VERSION) -> bytes:
-    """An archive of any JSON `header` (not validated) and `body`, in format `version`: the
-    writer behind `Header.to_bytes`, and what a forger can make."""
+    """An archive of any JSON `header` (not validated) and `body`, in format `version` (3 or
+    4): the writer behind `Header.to_bytes`, and what a forger can make."""
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    if version == 4:
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=HEADER_DICT)
+        raw = deflate.compress(raw) + deflate.flush()
     crc = struct.pack("<I", zlib.crc32(raw))
     return _PREFIX.pack(MAGIC, version, len(raw)) + raw + crc + body
 
@@ -444,7 +470,7 @@ def frame(header: dict, body: bytes, version: int = VERSION) -> bytes:
 def header_json(archive: bytes) -> tuple[object, int]:
     """The header as parsed JSON, not validated (`Header.parse` does that), and the body's
     offset. ArchiveError for another format, a truncated or corrupted prefix, or a header
-    that is not JSON of at most `MAX_HEADER` bytes."""
+    that is not (deflated) JSON of at most `MAX_HEADER` bytes."""
     if len(archive) < _PREFIX.size:
         raise ArchiveError(f"not a FineZip archive: {len(archive)} bytes, too short")
     magic, version, n = _PREFIX.unpack_from(archive)
@@ -466,8 +492,13 @@ def header_json(archive: bytes) -> tuple[object, int]:
     if zlib.crc32(raw) != crc:
         raise ArchiveError("corrupted archive: header checksum mismatch")
     try:  # crc passed: a writer bug or a forged file
+        if version == 4:
+            inflate = zlib.decompressobj(-15, zdict=HEADER_DICT)
+            raw = inflate.decompress(raw, MAX_HEADER)
+            if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
+                raise ValueError(f"not one deflate stream of at most {MAX_HEADER} bytes")
         return json.loads(raw), end + 4
-    except (ValueError, RecursionError) as e:
+    except (ValueError, RecursionError, zlib.error) as e:
         raise ArchiveError(f"corrupted archive: unreadable header ({str(e)[:80]})") from None
 
 
@@ -514,7 +545,7 @@ def describe(header: Header, archive_len: int) -> str:
     """Human-readable header for `jaxsel compress --info`."""
     size = header.size
     lines = [
-        f"FineZip archive v{VERSION}: {archive_len} bytes for {size} original bytes"
+        f"FineZip archive: {archive_len} bytes for {size} original bytes"
         + (
             f" ({8 * archive_len / size:.3f} bits/byte, ratio {size / archive_len:.3f})"
             if size
