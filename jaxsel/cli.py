@@ -69,16 +69,14 @@ def _load_target(args):
 INPUT_FLAGS = ("pool", "target", "model", "input", "selection", "heldout")
 
 
-def _check_outputs(args, *outs: tuple, more_inputs=()) -> None:
-    """Refuses every output location (`(flag, path[, directory])`) and the workdir before any
-    work, against everything the command reads (`jaxsel.data.outputs.check_job`)."""
-    from jaxsel.data.adapters import inputs_of
-
-    flags = (*INPUT_FLAGS, *getattr(args, "method_inputs", ()), "config")
-    specs = [more_inputs] + [getattr(args, f, None) for f in flags]
-    specs = [s for v in specs for s in (v if isinstance(v, (list, tuple)) else [v]) if s]
-    inputs = inputs_of(*specs, data_dir=getattr(args, "data_dir", None))
-    outputs.check_job(outs, inputs, getattr(args, "workdir", None))
+def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
+    """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
+    an output that is one of the inputs, a directory, or not creatable/writable."""
+    method_inputs = getattr(args, "method_inputs", ())
+    inputs = [getattr(args, f, None) for f in (*INPUT_FLAGS, *method_inputs)] + list(more_inputs)
+    for flag, path in outs:
+        outputs.check_output(path, inputs, flag)
+    outputs.check_workdir(getattr(args, "workdir", None))
 
 
 # ------------------------------------------------------------------------- score and select
@@ -246,7 +244,7 @@ def cmd_eval(argv):
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
     p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K and the domain mix")
     args = p.parse_args(argv)
-    _check_outputs(args, ("--plot", args.plot))
+    outputs.check_output(args.plot, [*args.selection, args.pool], "--plot")
     from jaxsel.data.corpus import iter_jsonl
     from jaxsel.evaluate import selection_report
 

@@ -11,14 +11,27 @@ process then reads its own parts of the pool (`jaxsel.data.parts_for_process`), 
 local devices, and the per-process results meet in `allgather_rows` (rows of any dtype, carried
 bit for bit, so a float64 score gathers exactly). A process that fails says so in the
 coordination service's key-value store (`announce_failure`); the others stop at their next
-`barrier` with one line naming it, instead of waiting out JAX's timeouts.
+`barrier` with one line naming it, instead of waiting out JAX's timeouts. A process that dies
+without a word (`kill -9`, out of memory, a lost host) is seen by the connections of the
+start-up handshake, which stay open for the job: the others exit with status 2 and one line
+within seconds (`leave`), where JAX would abort them with a native trace after its heartbeat
+timeout.
 """
 
 from __future__ import annotations
 
+import _thread
+import atexit
 import functools
+import ipaddress
 import json
+import os
+import re
+import selectors
+import signal
 import socket
+import sys
+import threading
 import time
 from typing import NamedTuple
 
@@ -73,10 +86,11 @@ def initialize(
     if jax.distributed.is_initialized():
         return processes()
     if all(given):
+        _address(coordinator)
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise InputError(f"--process-id {process_id} is not in [0, {num_processes})")
         if num_processes > 1:
-            _handshake(coordinator, num_processes, process_id, timeout_s)
+            _watch(_handshake(coordinator, num_processes, process_id, timeout_s))
             jax.distributed.initialize(
                 coordinator, num_processes, process_id, initialization_timeout=timeout_s
             )
@@ -105,11 +119,30 @@ def processes() -> Processes:
     return Processes(jax.process_index(), jax.process_count())
 
 
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+
+
 def _address(coordinator: str) -> tuple[str, int]:
+    """(host, port) of "HOST:PORT" or "[IPV6]:PORT", port 1..65535; else an InputError."""
     host, sep, port = coordinator.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise InputError(f"--coordinator {coordinator!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
+    bad = f"--coordinator {coordinator!r}: "
+    usage = bad + "expected HOST:PORT (an IPv6 host in brackets: [::1]:PORT)"
+    if not sep or not host or not (port.isascii() and port.isdigit()):
+        raise InputError(usage)
+    if not 1 <= int(port) <= 65535:
+        raise InputError(bad + f"port {int(port)} is not in 1..65535")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed or ":" in host:
+        host = host[1:-1] if bracketed else host
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise InputError(usage) from None
+        if not bracketed:
+            raise InputError(bad + f"an IPv6 host goes in brackets: [{host}]:{port}")
+    elif not _HOST.fullmatch(host):
+        raise InputError(bad + f"{host!r} is not a host name or address")
+    return host, int(port)
 
 
 def _send(conn: socket.socket, msg: dict) -> None:
@@ -117,16 +150,20 @@ def _send(conn: socket.socket, msg: dict) -> None:
 
 
 def _recv(conn: socket.socket) -> dict:
-    with conn.makefile("r", encoding="utf-8") as f:
-        line = f.readline()
-    if not line:
-        raise ConnectionError("closed")
+    """One line, read byte by byte: what follows it on the connection is `_watching`'s."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = conn.recv(1)
+        if not byte:
+            raise ConnectionError("closed")
+        line += byte
     return json.loads(line)
 
 
-def _handshake(coordinator: str, n: int, pid: int, timeout_s: float) -> None:
+def _handshake(coordinator: str, n: int, pid: int, timeout_s: float) -> dict[int, socket.socket]:
     """Every process tells process 0 its (count, id); process 0 answers all of them "ok" once
-    n-1 distinct peers with its count have arrived, or the first disagreement to everyone."""
+    n-1 distinct peers with its count have arrived, or the first disagreement to everyone.
+    Returns the connections, open: process 0's to every other process, the others' to it."""
     host, port = _address(coordinator)
     deadline = time.monotonic() + timeout_s
     if pid != 0:
@@ -141,21 +178,24 @@ def _handshake(coordinator: str, n: int, pid: int, timeout_s: float) -> None:
                         "running there?)"
                     ) from None
                 time.sleep(0.2)
-        with conn:
-            conn.settimeout(max(deadline - time.monotonic(), 1))
+        conn.settimeout(max(deadline - time.monotonic(), 1))
+        try:
             _send(conn, {"count": n, "id": pid})
-            try:
-                reply = _recv(conn)
-            except (OSError, ValueError):
-                raise InputError(
-                    f"coordinator {coordinator} did not confirm the {n} processes within "
-                    f"{timeout_s:g} s"
-                ) from None
+            reply = _recv(conn)
+        except (OSError, ValueError):
+            conn.close()
+            raise InputError(
+                f"coordinator {coordinator} did not confirm the {n} processes within "
+                f"{timeout_s:g} s"
+            ) from None
         if "error" in reply:
+            conn.close()
             raise InputError(reply["error"])
-        return
+        return {0: conn}
     peers: dict[int, socket.socket] = {}
-    with socket.create_server(("", port)) as server:
+    dual = socket.has_dualstack_ipv6()  # IPv6 peers too ([::1]:PORT)
+    family = socket.AF_INET6 if dual else socket.AF_INET
+    with socket.create_server(("", port), family=family, dualstack_ipv6=dual) as server:
         try:
             while len(peers) < n - 1:
                 server.settimeout(max(deadline - time.monotonic(), 0.01))
@@ -188,9 +228,116 @@ def _handshake(coordinator: str, n: int, pid: int, timeout_s: float) -> None:
                 peers[other] = conn
             for c in peers.values():
                 _send(c, {"ok": True})
-        finally:
+        except BaseException:
             for c in peers.values():
                 c.close()
+            raise
+    return peers
+
+
+_PEERS: dict[int, socket.socket] = {}  # process index -> its handshake connection, kept open
+_LEAVING = threading.Event()  # set once this process said goodbye (or stops for a lost peer)
+_SENDING = threading.Lock()
+_LOST: list[int] = []  # the peer whose death stops this process
+GRACE_S = 5.0  # how long the main thread has to stop the job after a peer died
+
+
+def _watch(peers: dict[int, socket.socket]) -> None:
+    """Watches the peers' connections for the rest of the job (a daemon thread); `leave` says
+    goodbye at exit. TCP keepalive notices a host that vanished (about 25 s)."""
+    for c in peers.values():
+        c.settimeout(None)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for opt, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, opt):
+                c.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+    _PEERS.update(peers)
+    atexit.register(leave)
+    threading.Thread(target=_watching, name="jaxsel-peers", daemon=True).start()
+
+
+def _watching() -> None:
+    sel = selectors.DefaultSelector()
+    pending = {}
+    for index, c in _PEERS.items():
+        sel.register(c, selectors.EVENT_READ, index)
+        pending[index] = b""
+    while sel.get_map():
+        for key, _ in sel.select():
+            try:
+                data = key.fileobj.recv(4096)
+            except OSError:
+                data = b""
+            if _LEAVING.is_set():
+                return
+            if not data:
+                _lost(key.data)
+            *lines, pending[key.data] = (pending[key.data] + data).split(b"\n")
+            for line in lines:
+                if line == b"bye":  # it finished (or failed and said so through `barrier`)
+                    sel.unregister(key.fileobj)
+                elif line.startswith(b"lost "):  # relayed by process 0
+                    _lost(int(line[5:]))
+
+
+def _lost(index: int) -> None:
+    """Process `index` died without a word: tells the others (process 0 relays) and exits 2.
+    Process 0 first stops the job in its main thread as SIGTERM does (compressor pools
+    close; the CLI says `lost_peer()`), for up to `GRACE_S`; the others exit at once, since
+    JAX aborts them (SIGABRT) as soon as its coordination service, in process 0, is gone."""
+    with _SENDING:
+        if _LEAVING.is_set():
+            return
+        _LEAVING.set()
+        _LOST.append(index)
+        for other, c in _PEERS.items():
+            if other != index:
+                try:
+                    c.sendall(f"lost {index}\n".encode())
+                except OSError:
+                    pass
+    if 0 not in _PEERS:  # this is process 0
+        _thread.interrupt_main(signal.SIGTERM)
+        time.sleep(GRACE_S)
+    print(f"error: {lost_peer()}", file=sys.stderr, flush=True)
+    from multiprocessing import util
+
+    util._run_finalizers(0)  # unlinks this process's semaphores (compressor pools)
+    os._exit(2)
+
+
+def lost_peer() -> str | None:
+    """Why this process stops when a peer died without a word (None otherwise)."""
+    if not _LOST:
+        return None
+    return (
+        f"process {_LOST[0]} of the job stopped before the job ended (killed, or its host "
+        "lost); stopping"
+    )
+
+
+def leave() -> None:
+    """Says goodbye to the peers: this process ends, its connections close without alarm
+    (called at exit)."""
+    with _SENDING:
+        if _LEAVING.is_set():
+            return
+        _LEAVING.set()
+        for c in _PEERS.values():
+            try:
+                c.sendall(b"bye\n")
+            except OSError:
+                pass
+
+
+def exit_now(code: int) -> None:
+    """Ends a process of a several-process job at once (a stopped job: SIGTERM, SIGINT),
+    without goodbye or JAX's exit barrier, which would hold it until every peer ends: the
+    peers see its connections close and stop within seconds. No-op on one process."""
+    if _PEERS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:

@@ -12,6 +12,11 @@ with the pool (the N x n pair list is never built). Three executors:
 the 2-core development VM: all three within noise of each other in wall time, threads using the
 least CPU per pair, except lzma (each call allocates its ~90 MB match finder), where processes
 were ahead in every run.
+
+Worker processes never outlive the job: they ignore SIGINT (a Ctrl-C reaches the whole process
+group; the job stops them), exit as soon as the job process ends however it ends (`kill -9`
+too: they watch it, since their parent is the forkserver, not the job), and `close` kills them
+rather than waiting for the chunks in flight.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import select
+import signal
+import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,9 +67,37 @@ _W_CODEC: Codec | None = None
 _W_YS: Sequence[bytes] = ()
 
 
-def _init_worker(codec: Codec, ys: Sequence[bytes]) -> None:
+def _init_worker(codec: Codec, ys: Sequence[bytes], job: int) -> None:
     global _W_CODEC, _W_YS
     _W_CODEC, _W_YS = codec, ys
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(job,), daemon=True).start()
+
+
+def _exit_with(job: int) -> None:
+    """Ends this worker when process `job` ends. The worker's parent is the forkserver, which
+    stays up while any worker holds its pipe open, so neither a parent-death signal nor the
+    forkserver's own exit would end the worker after a `kill -9` of the job."""
+    try:
+        fd = os.pidfd_open(job)  # readable once the job has ended (Linux >= 5.3)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd (not Linux): poll
+        while _alive(job):
+            time.sleep(1)
+        os._exit(1)
+    select.select([fd], [], [])
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:  # pragma: no cover - only without pidfd
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _worker_pairs(xs: Sequence[bytes]) -> np.ndarray:
@@ -107,7 +144,7 @@ class CompressorPool:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             self._ex = cf.ProcessPoolExecutor(
-                self.workers, ctx, _init_worker, (codec, self.targets)
+                self.workers, ctx, _init_worker, (codec, self.targets, os.getpid())
             )
         else:
             self._ex = cf.ThreadPoolExecutor(self.workers)
@@ -120,6 +157,11 @@ class CompressorPool:
         self.close()
 
     def close(self) -> None:
+        """Stops the workers now: nothing waits for their results any more (the job ended, or
+        stops on an error or a signal), so chunks in flight are not worth finishing."""
+        if isinstance(self._ex, cf.ProcessPoolExecutor):
+            for p in list(self._ex._processes.values()):  # (Python 3.14: kill_workers())
+                p.kill()
         if self._ex is not None:
             self._ex.shutdown(cancel_futures=True)
 

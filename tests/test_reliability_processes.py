@@ -1,0 +1,250 @@
+"""Processes stop cleanly: a signalled `jaxsel score` (SIGTERM, Ctrl-C) exits with one line and
+its compressor pool gone, `kill -9` leaves no process behind, a finished shard survives every
+stop and the rerun equals a fresh run; `--coordinator` is checked before anything starts, and a
+process of a several-process job that dies makes the others exit 2 with one line."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_multihost import free_port
+
+from jaxsel import parallel
+from jaxsel.cli import main
+from jaxsel.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+}
+USAGE = "expected HOST:PORT (an IPv6 host in brackets: [::1]:PORT)"
+RESUME = "(finished shards are kept; rerun with the same --workdir to resume)"
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """`jaxsel score` arguments over a two-file pool of 24 CPython module heads against
+    HumanEval with lzma in a 2-process compressor pool (12 shards of about 0.1 s), and the bytes
+    a fresh run writes."""
+    import json
+    import sysconfig
+
+    root = tmp_path_factory.mktemp("job")
+    heads = [p.read_text(errors="replace")[:2000]
+             for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:24]]  # fmt: skip
+    for f in range(2):
+        with open(root / f"pool-{f}.jsonl", "w") as out:
+            for i in range(12 * f, 12 * f + 12):
+                out.write(json.dumps({"id": i, "text": heads[i]}) + "\n")
+    args = ["score", "--pool", str(root / "pool-*.jsonl"), "--compressor", "lzma",
+            "--workers", "2", "--shard-size", "2", "--no-progress"]  # fmt: skip
+    fresh = _cli([*args, "--out", str(root / "fresh.jsonl")])
+    assert fresh.wait(timeout=120) == 0, fresh.stderr.read()
+    return root, args, (root / "fresh.jsonl").read_bytes()
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxsel.cli", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: a Ctrl-C reaches only the job
+    )
+
+
+def _when_shards(workdir: Path, n: int, *procs: subprocess.Popen) -> None:
+    """Waits until `n` shards are committed in `workdir` (the jobs still running)."""
+    deadline = time.monotonic() + 60
+    while len(list(workdir.glob("shard-*.npy"))) < n:
+        assert all(p.poll() is None for p in procs), "the job ended before it was stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        try:
+            parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError):
+            continue
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == parent and p not in found]
+        found.update(kids)
+        todo += kids
+    return found
+
+
+def _alive_after(pids: set[int], seconds: float = 10) -> set[int]:
+    """Those of `pids` still running (not zombies) after waiting up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = set()
+        for p in pids:
+            try:
+                if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(p)
+            except OSError:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _said(stderr: str) -> list[str]:
+    """The lines of stderr that are not the job's log (INFO/WARNING lines)."""
+    return [x for x in stderr.splitlines() if not x.startswith(("INFO ", "WARNING "))]
+
+
+def _resumed_equals_fresh(job, workdir: Path) -> None:
+    root, args, fresh = job
+    out = workdir.with_suffix(".jsonl")
+    p = _cli([*args, "--workdir", str(workdir), "--out", str(out)])
+    assert p.wait(timeout=120) == 0, p.stderr.read()
+    assert out.read_bytes() == fresh
+
+
+@pytest.mark.parametrize(
+    "how, code, line",
+    [
+        ("SIGTERM", 143, f"terminated {RESUME}"),
+        ("SIGINT to the process group (Ctrl-C)", 130, f"interrupted {RESUME}"),
+    ],
+)
+def test_a_signal_stops_the_job_with_one_line_and_its_pool(job, how, code, line):
+    root, args, fresh = job
+    wd = root / f"wd-{code}"
+    p = _cli([*args, "--workdir", str(wd), "--out", str(wd.with_suffix(".jsonl"))])
+    _when_shards(wd, 2, p)
+    kids = _descendants(p.pid)
+    assert len(kids) >= 3  # resource tracker, forkserver, workers
+    if how == "SIGTERM":
+        p.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=30)  # (a leftover holding stderr open would block here)
+    assert p.returncode == code and _said(err) == [line], err[-3000:]
+    assert not _alive_after(kids)
+    assert not wd.with_suffix(".jsonl").exists()
+    if how == "SIGTERM":
+        _resumed_equals_fresh(job, wd)
+
+
+def test_kill_9_leaves_no_process_and_resume_is_exact(job):
+    root, args, fresh = job
+    wd = root / "wd-9"
+    p = _cli([*args, "--workdir", str(wd), "--out", str(wd.with_suffix(".jsonl"))])
+    _when_shards(wd, 2, p)
+    kids = _descendants(p.pid)
+    assert len(kids) >= 3
+    p.kill()
+    p.communicate(timeout=30)
+    assert not _alive_after(kids, 5)
+    _resumed_equals_fresh(job, wd)
+
+
+# ------------------------------------------------------------------------------ coordinator
+
+
+@pytest.mark.parametrize(
+    "address, msg",
+    [
+        ("127.0.0.1:0", "port 0 is not in 1..65535"),
+        ("localhost:99999", "port 99999 is not in 1..65535"),
+        ("::1:1234", "an IPv6 host goes in brackets: [::1]:1234"),
+        ("!!!:1234", "'!!!' is not a host name or address"),
+        ("!!!:12:34", USAGE),
+        ("[::zz]:1234", USAGE),
+        ("host:", USAGE),
+        ("host:+80", USAGE),
+    ],
+)
+def test_bad_coordinator_is_one_line_before_anything_starts(tmp_path, capsys, address, msg):
+    argv = ["score", "--pool", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "o"),
+            "--coordinator", address, "--num-processes", "2", "--process-id", "1"]  # fmt: skip
+    t0 = time.monotonic()
+    assert main(argv) == 2
+    assert time.monotonic() - t0 < 10  # not the handshake's wait for peers
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --coordinator {address!r}: {msg}"
+
+
+@pytest.mark.parametrize(
+    "address, want",
+    [("[::1]:1234", ("::1", 1234)), ("node-7.example:65535", ("node-7.example", 65535))],
+)
+def test_good_coordinator_addresses(address, want):
+    assert parallel._address(address) == want
+
+
+def test_handshake_over_ipv6_keeps_its_connections():
+    """Process 0 listens on both stacks: a peer reaches it at [::1]."""
+    import socket
+
+    if not socket.has_dualstack_ipv6():
+        pytest.skip("no IPv6 here")
+    port, got = free_port(), {}
+
+    def run(pid):
+        got[pid] = parallel._handshake(f"[::1]:{port}", 2, pid, 20)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(got[0]) == [1] and sorted(got[1]) == [0]
+    for conns in got.values():
+        for c in conns.values():
+            c.close()
+
+
+def test_initialize_checks_the_address_of_one_process_too():
+    with pytest.raises(InputError, match="port 70000 is not in 1..65535"):
+        parallel.initialize("127.0.0.1:70000", 1, 0)
+
+
+# ------------------------------------------------------------------- several JAX processes
+
+
+@pytest.mark.parametrize("victim, sig", [(1, "SIGKILL"), (1, "SIGTERM"), (0, "SIGKILL")])
+def test_a_process_that_dies_stops_the_others_in_seconds(job, victim, sig):
+    """Process 1 killed: process 0 stops the job in order and says so in one line. Process 0
+    (JAX's coordination service) killed: process 1 exits 2 with the same line at once, racing
+    JAX's own abort on the lost service, whose log lines may precede the exit."""
+    root, args, fresh = job
+    wd = root / f"wd-2p-{victim}-{sig}"
+    port = free_port()
+    procs = [
+        _cli([*args, "--workdir", str(wd), "--out", str(wd.with_suffix(".jsonl")),
+              "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)])
+        for i in range(2)
+    ]  # fmt: skip
+    _when_shards(wd, 2, *procs)
+    kids = _descendants(procs[0].pid) | _descendants(procs[1].pid)
+    procs[victim].send_signal(getattr(signal, sig))
+    t0 = time.monotonic()
+    survivor = procs[1 - victim]
+    _, err = survivor.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    want = (f"error: process {victim} of the job stopped before the job ended (killed, or its "
+            "host lost); stopping")  # fmt: skip
+    assert survivor.returncode == 2, err[-3000:]
+    assert (_said(err) == [want]) if victim else (want in err.splitlines()), err[-3000:]
+    _, err = procs[victim].communicate(timeout=30)
+    if sig == "SIGTERM":
+        assert procs[victim].returncode == 143 and _said(err) == [f"terminated {RESUME}"], err
+    assert not _alive_after(kids)
