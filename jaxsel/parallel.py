@@ -516,8 +516,3 @@ def pad_axis(x: np.ndarray, size: int, axis: int = 0, value=0) -> np.ndarray:
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, pad)
     return np.pad(x, widths, constant_values=value)
-
-
-def put(x, *logical: str | None, mesh: Mesh | None = None) -> jax.Array:
-    """device_put with the sharding of the given logical axes."""
-    return jax.device_put(x, sharding(*logical, mesh=mesh))

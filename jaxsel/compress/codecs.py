@@ -143,7 +143,3 @@ def get(name: str, level: int | None = None) -> Codec:
     if not spec.lo <= level <= spec.hi:
         raise InputError(f"{name} level must be in {spec.lo}..{spec.hi}, got {level}")
     return Codec(name, int(level))
-
-
-def default_level(name: str) -> int:
-    return get(name).level
