@@ -256,8 +256,9 @@ def _min_model_archive(n_tokens: int, extra: int) -> int:
     """A lower bound on any model archive of `n_tokens` tokens: `arc.MIN_OVERHEAD`, `extra`
     body bytes (adapters, escapes) and the payload floor of `arc.TOKENS_PER_BYTE` tokens per
     byte, so skipping on it never costs ratio. (No bound on the deflated header is usable
-    before the model is known: a model header costs ~100 bytes, a fallback one ~50, so even
-    tiny texts may be smaller model-coded and the model is loaded for every text.)"""
+    before the model is known: with the prefix, a model header costs ~130 bytes and a fallback
+    one ~90, so even tiny texts may be smaller model-coded and the model is loaded for every
+    text.)"""
     return arc.MIN_OVERHEAD + extra + -(-n_tokens // arc.TOKENS_PER_BYTE)
 
 
