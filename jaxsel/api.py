@@ -16,7 +16,16 @@ import os
 from jaxsel import methods, pipeline
 from jaxsel.data.adapters import as_corpus, as_source, inputs_of
 from jaxsel.data.outputs import Output, check_job
-from jaxsel.scores import Scores
+from jaxsel.flags import check_options
+from jaxsel.scores import Scores, check_rule
+
+
+def _method(name: str, options: dict):
+    """(method value, Config) of a registry name and keyword options, each option checked
+    against its Config field first (`jaxsel.flags.check_options`)."""
+    entry = methods.get(name)
+    check_options(entry.config_cls, options)
+    return entry(**options)
 
 
 def score(
@@ -40,7 +49,7 @@ def score(
       workdir: directory for resumable shards.
       **config: the method's options (fields of its Config).
     """
-    m, cfg = methods.get(method)(**config)
+    m, cfg = _method(method, config)
     source = as_source(pool, text_field, id_field)
     target = None if target is None else as_corpus(target, text_field, id_field)
     with methods.Run(workdir, progress) as run:
@@ -68,7 +77,8 @@ def select(
     best-first prefix within a byte budget). With `out` the records are also written there
     (JSON Lines, or Parquet for *.parquet), as `jaxsel select --out` writes them.
     """
-    m, cfg = methods.get(method)(**config)
+    check_rule(k, threshold, budget_bytes)  # before any input is read
+    m, cfg = _method(method, config)
     source = as_source(pool, text_field, id_field)
     check_job([Output("out", out)], inputs_of(source, target), workdir)
     target = None if target is None else as_corpus(target, text_field, id_field)

@@ -247,6 +247,10 @@ def cmd_eval(argv):
     outputs.check_output(args.plot, [*args.selection, args.pool], "--plot")
     from jaxsel.data.corpus import iter_jsonl
     from jaxsel.evaluate import selection_report
+    from jaxsel.scores import _check_k
+
+    if args.k is not None:
+        _check_k(args.k)  # before any input is read (0 is not "no -k")
 
     pool = _load_pool(args)
     files = {path: [(loc, rec) for _, loc, rec in iter_jsonl(path)] for path in args.selection}
@@ -297,6 +301,10 @@ def cmd_compare(argv):
     args = p.parse_args(argv)
     _check_outputs(args, ("--out", args.out), ("--plot", args.plot))
     from jaxsel.evaluate import compare_row, domains_of, precision_curve
+    from jaxsel.scores import _check_k
+
+    for k in args.k:
+        _check_k(k)  # before the methods run
 
     pool, target = _load_pool(args), _load_target(args)
     domains = domains_of(pool, args.field)

@@ -90,7 +90,8 @@ def selection_report(
     ranking, is_scores = selection_ranking(pool, rows, name)
     domains = domains_of(pool, field)
     # default cut-off: a tenth of the pool for scores (at least 1), the whole selection otherwise
-    k = k or (max(1, len(pool) // 10) if is_scores else len(ranking))
+    if k is None:
+        k = max(1, len(pool) // 10) if is_scores else len(ranking)
     ranked = [domains[i] for i in ranking]
     report = {
         "k": k,
@@ -138,6 +139,9 @@ def selection_ranking(pool, rows: Sequence[tuple[str, dict]], name: str) -> tupl
     first = rows[0][1]
     is_scores = "score" in first and len(sel) == len(pool) and "text" not in first
     if not is_scores:
+        for loc, rec in rows:  # unused here, but a score that is not a number is a damaged file
+            if "score" in rec:
+                score_from_json(rec["score"], loc)
         return np.array(sel), False
     vals = np.empty(len(pool))
     for (loc, rec), n in zip(rows, sel, strict=True):

@@ -6,10 +6,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import numbers
 import sys
 import types
 import typing
 from typing import Any
+
+from jaxsel.errors import InputError
+
+# Fields every Config that has them means alike: the least value each takes (numpy's
+# generators take no negative seed; a batch holds at least one document).
+LEAST = {"seed": 0, "shard_size": 1}
+# a field's scalar type -> the values it takes (numpy's too), in words
+KINDS = {
+    bool: (bool, "True or False"),
+    int: (numbers.Integral, "an integer"),
+    float: (numbers.Real, "a number"),
+    str: (str, "a string"),
+}
 
 
 def scalar_type(cls: type, field: dataclasses.Field) -> type:
@@ -58,4 +73,25 @@ def add_config_args(parser, config_cls: type) -> None:
 def config_from_args(args: argparse.Namespace, config_cls: type, **overrides) -> Any:
     """The Config from parsed flags (`add_config_args`); `overrides` replace fields."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
-    return config_cls(**{**values, **overrides})
+    values.update(overrides)
+    check_options(config_cls, values)
+    return config_cls(**values)
+
+
+def check_options(config_cls: type, options: dict[str, Any]) -> None:
+    """Options by field name (the Python API's keywords, parsed flags), checked before the Config
+    is built as a flag's type checks its text: of the field's scalar type (an int for a float
+    too, None where the default is None), floats finite, `LEAST` bounds. Unknown names are the
+    Config's to refuse."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    for name, value in options.items():
+        if name not in fields or (value is None and fields[name].default is None):
+            continue
+        typ = scalar_type(config_cls, fields[name])
+        kind, what = KINDS[typ]
+        if not isinstance(value, kind) or (typ is not bool and isinstance(value, bool)):
+            raise InputError(f"option {name} must be {what}, got {value!r}")
+        if typ is float and not math.isfinite(value):
+            raise InputError(f"option {name} must be finite, got {value!r}")
+        if name in LEAST and value < LEAST[name]:
+            raise InputError(f"option {name} must be >= {LEAST[name]}, got {value!r}")

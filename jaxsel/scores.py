@@ -8,6 +8,7 @@ top-K then takes that sequence's prefix.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -80,12 +81,13 @@ def score_from_json(value: Any, loc: str) -> float:
     return float(value)
 
 
-def _check_k(k: int, n: int) -> None:
+def _check_k(k: int, n: int | None = None) -> None:
+    """k must be a positive integer, at most `n` (the pool's size) when given."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
         raise InputError(f"k must be an integer, got {k!r}")
     if k <= 0:
         raise InputError(f"k must be positive, got {k}")
-    if k > n:
+    if n is not None and k > n:
         raise InputError(f"k={k} is larger than the pool ({n} items)")
 
 
@@ -100,10 +102,32 @@ def select_top_k(scores: Scores, k: int) -> np.ndarray:
     return scores.ranking()[:k]
 
 
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def check_threshold(threshold: float) -> None:
-    """A selection threshold must be a finite number."""
-    if not np.isfinite(threshold):
-        raise InputError(f"threshold must be a finite number, got {threshold}")
+    """A selection threshold must be a finite number (not a string, a bool, nan or inf)."""
+    if not (_real(threshold) and np.isfinite(threshold)):
+        raise InputError(f"threshold must be a finite number, got {threshold!r}")
+
+
+def check_budget(budget: float) -> None:
+    """A size budget must be a positive finite number (nan would select everything)."""
+    if not (_real(budget) and 0 < budget < np.inf):
+        raise InputError(f"budget must be a positive finite number, got {budget!r}")
+
+
+def check_rule(k: int | None, threshold: float | None, budget_bytes: float | None) -> None:
+    """Exactly one selection rule, valid: top-K, score > threshold, or a byte budget."""
+    if sum(x is not None for x in (k, threshold, budget_bytes)) != 1:
+        raise InputError("give exactly one of k, threshold, budget_bytes")
+    if k is not None:
+        _check_k(k)
+    if threshold is not None:
+        check_threshold(threshold)
+    if budget_bytes is not None:
+        check_budget(budget_bytes)
 
 
 def select_threshold(scores: Scores, threshold: float) -> np.ndarray:
@@ -123,8 +147,7 @@ def select_budget(scores: Scores, sizes: Sequence[int], budget: int) -> np.ndarr
     sizes = np.asarray(sizes, dtype=np.int64)
     if sizes.shape != scores.values.shape:
         raise InputError(f"sizes has {sizes.size} entries for {len(scores)} scores")
-    if budget <= 0:
-        raise InputError(f"budget must be positive, got {budget}")
+    check_budget(budget)
     r = scores.ranking()
     csum = np.cumsum(sizes[r])
     return r[: int(np.searchsorted(csum, budget, side="right"))]
