@@ -7,6 +7,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -880,11 +881,12 @@ def _main(argv: list[str]) -> int:
         _tell_peers(e, str(e))
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout left (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no flush error at exit)
+        return 0
     except Exception as e:
         _tell_peers(e, f"{type(e).__name__}: {e}")
         raise
-    except BrokenPipeError:
-        return 0
     except KeyboardInterrupt as e:
         code, line = _stopped(e)
         print(line, file=sys.stderr)

@@ -248,3 +248,16 @@ def test_a_process_that_dies_stops_the_others_in_seconds(job, victim, sig):
     if sig == "SIGTERM":
         assert procs[victim].returncode == 143 and _said(err) == [f"terminated {RESUME}"], err
     assert not _alive_after(kids)
+
+
+def test_a_reader_that_leaves_stdout_ends_the_job_quietly():
+    """`jaxsel select --out - | head`: the closed pipe is exit 0, not a traceback."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "jaxsel.cli", "select", "--method", "dsir", "-k", "300",
+         "--no-progress"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    p.stdout.read(100)
+    p.stdout.close()  # more than a pipe's buffer is still to come
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 0 and _said(err) == [], err[-3000:]
