@@ -216,15 +216,12 @@ def run(topology: str, job: Job, mesh: str = "slice") -> Report:
     if mesh not in MESHES:
         raise PlanError(f"unknown mesh {mesh!r}; choose one of {', '.join(MESHES)}")
     topo = load_topology(topology)
-    meshes = [(mesh, slice_mesh(topo) if mesh == "slice" else host_mesh(topo))]
-    if job.method == "gip" and mesh == "slice" and topo.hosts > 1:
-        meshes.append(("host", host_mesh(topo)))
-    built = []
-    for name, m in meshes:
-        if job.method == "gip" and name == "host" and mesh == "slice":
-            built.append((name, programs.gip(job, m, topo.chip.hbm_bytes, label=" (one host)")))
-        else:
-            built += [(name, p) for p in programs.build(job, m, topo.chip.hbm_bytes)]
+    the_mesh = slice_mesh(topo) if mesh == "slice" else host_mesh(topo)
+    built = [(mesh, p) for p in programs.build(job, the_mesh, topo.chip.hbm_bytes)]
+    if job.method in ("gip", "all") and mesh == "slice" and topo.hosts > 1:
+        # what each process of a multi-host CLI job runs: GIP over its own host's chips
+        p = programs.gip(job, host_mesh(topo), topo.chip.hbm_bytes, label=" (one host)")
+        built.insert(1, ("host", p))
     t0 = time.perf_counter()
     rows = [compile_program(p, topo, name) for name, p in built]
     return Report(

@@ -68,6 +68,7 @@ class Instr(NamedTuple):
     operands: tuple[str, ...]  # names of the operand instructions
     args: str  # the raw operand text (a constant's value)
     attrs: str
+    root: bool = False
 
 
 class Costs(NamedTuple):
@@ -147,7 +148,9 @@ def parse(text: str) -> tuple[dict[str, list[Instr]], str]:
             continue
         m = _INSTR.match(line)
         if m:
-            comps[current].append(_parse_instr(m.group(2), m.group(3)))
+            comps[current].append(
+                _parse_instr(m.group(2), m.group(3))._replace(root=bool(m.group(1)))
+            )
     if entry is None:
         raise ValueError("no ENTRY computation in the HLO text")
     return comps, entry
@@ -269,7 +272,7 @@ def _flops(ins: Instr, symbols: dict[str, str]) -> float:
     lhs_l, rhs_l, out_l = labels.groups()
     if len(lhs_l) != len(lhs[0][1]) or len(rhs_l) != len(rhs[0][1]) or len(out_l) != len(out[0][1]):
         return 0.0
-    window = dict(re.findall(r"(\w+)=([\dx_]+)", _window(ins.attrs)))
+    window = dict(re.findall(r"(\w+)=([-\dx_]+)", _window(ins.attrs)))
     macs = out[0][1][out_l.index("b")] * out[0][1][out_l.index("f")] * rhs[0][1][rhs_l.index("i")]
     for d in sorted(c for c in out_l if c.isdigit()):
         i = int(d)
@@ -278,7 +281,7 @@ def _flops(ins: Instr, symbols: dict[str, str]) -> float:
             n_in=lhs[0][1][lhs_l.index(d)],
             n_out=out[0][1][out_l.index(d)],
             stride=_field(window, "stride", i, 1),
-            pad_lo=int(_field(window, "pad", i, "0_0").split("_")[0]),
+            pad_lo=int(re.match(r"-?\d+", _field(window, "pad", i, "0_0")).group()),
             lhs_dilate=_field(window, "lhs_dilate", i, 1),
             rhs_dilate=_field(window, "rhs_dilate", i, 1),
         )
@@ -338,6 +341,35 @@ def _sliced_reads(comp: str, comps: dict[str, list[Instr]]) -> dict[int, float]:
     return out
 
 
+def _in_place(comp: str, comps: dict[str, list[Instr]]) -> tuple[set[int], dict[int, str]]:
+    """The parameters of a fused computation that it updates in place (its root, or an element
+    of its root tuple, is a dynamic-update-slice of the parameter, as a scan writes one
+    iteration's slice into a stacked buffer), and {root element: the update's shape}: the
+    buffer is neither read nor written whole, only the update is written."""
+    body = {i.name: i for i in comps.get(comp, [])}
+    root = next((i for i in body.values() if i.root), None)
+    if root is None:
+        return set(), {}
+
+    def through_bitcasts(i: Instr | None) -> Instr | None:
+        while i is not None and i.opcode == "bitcast" and i.operands:
+            i = body.get(i.operands[0])
+        return i
+
+    elements = [body.get(o) for o in root.operands] if root.opcode == "tuple" else [root]
+    params, updates = set(), {}
+    for k, e in enumerate(elements):
+        e = through_bitcasts(e)
+        if e is None or e.opcode != "dynamic-update-slice" or len(e.operands) < 2:
+            continue
+        buffer = through_bitcasts(body.get(e.operands[0]))
+        update = body.get(e.operands[1])
+        if buffer is not None and buffer.opcode == "parameter" and update is not None:
+            params.add(int(buffer.args))
+            updates[k] = update.shape
+    return params, updates
+
+
 def _instr_bytes(
     ins: Instr, symbols: dict[str, str], comps: dict[str, list[Instr]], hbm_only: bool = False
 ) -> float:
@@ -347,22 +379,39 @@ def _instr_bytes(
         return 0.0
     if ins.opcode.endswith("-start"):  # async pairs: the moved array once (a tuple shape)
         return max(
-            (shape_bytes(f"{dt}[{','.join(map(str, d))}]{lay}", hbm_only)
-             for dt, d, lay in arrays(ins.shape)),
+            (shape_bytes(_array_text(a), hbm_only) for a in arrays(ins.shape)),
             default=0.0,
         )  # fmt: skip
-    sliced = {}
+    sliced, in_place, updates = {}, set(), {}
     if ins.opcode == "fusion":
         m = re.search(r"calls=%?([^\s,}]+)", ins.attrs)
-        sliced = _sliced_reads(m.group(1), comps) if m else {}
-    total = shape_bytes(ins.shape, hbm_only)
+        if m:
+            sliced = _sliced_reads(m.group(1), comps)
+            in_place, updates = _in_place(m.group(1), comps)
+    elif ins.opcode == "dynamic-update-slice" and len(ins.operands) > 1:
+        in_place, updates = {0}, {0: symbols.get(ins.operands[1], "")}
+    outputs = arrays(ins.shape) if ins.shape.startswith("(") else [None]
+    total = 0.0
+    for k, out in enumerate(outputs):
+        whole = ins.shape if out is None else _array_text(out)
+        if k in updates:  # only the update is written (if the buffer is in device memory)
+            total += shape_bytes(updates[k]) if shape_bytes(whole, hbm_only) else 0.0
+        else:
+            total += shape_bytes(whole, hbm_only)
     for pos, o in enumerate(ins.operands):
         shape = symbols.get(o, "")
+        if pos in in_place:
+            continue
         if pos in sliced:
             total += sliced[pos] if shape_bytes(shape, hbm_only) else 0.0
         else:
             total += shape_bytes(shape, hbm_only)
     return total
+
+
+def _array_text(array: tuple[str, tuple[int, ...], str]) -> str:
+    dt, dims, layout = array
+    return f"{dt}[{','.join(map(str, dims))}]{layout}"
 
 
 def analyze(text: str) -> Costs:

@@ -54,7 +54,7 @@ MODELS = {
         rope_scaling=(("factor", 8.0), *_LLAMA3_ROPE), **_LLAMA3,
     ),
 }  # fmt: skip
-METHODS = ("gip", "embed", "ppl", "lamdas", "train", "finezip")
+METHODS = ("gip", "embed", "ppl", "lamdas", "train", "finezip", "all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -521,7 +521,7 @@ def finezip(job, mesh, capacity) -> Program:
 
 
 def build(job: Job, mesh, capacity: float) -> list[Program]:
-    """The programs `job.method` runs."""
+    """The programs `job.method` runs (`all`: every method's)."""
     build = {
         "gip": lambda: [gip(job, mesh, capacity)],
         "embed": lambda: [embed(job, mesh, capacity)],
@@ -537,7 +537,14 @@ def build(job: Job, mesh, capacity: float) -> list[Program]:
         ],
         "finezip": lambda: [finezip(job, mesh, capacity)],
     }
+    if job.method == "all":
+        return [p for name in METHODS[:-1] for p in build[name]() if not _repeat(name, p)]
     return build[job.method]()
+
+
+def _repeat(method: str, p: Program) -> bool:
+    """`all` plans LAMDAS's prefix training once (under lamdas, not again under train)."""
+    return method == "train" and p.name.startswith("lamdas")
 
 
 __all__ = ["METHODS", "MODELS", "Job", "Program", "build"]
