@@ -88,11 +88,11 @@ def main() -> None:
         lm, prefix, pool.texts, cfg, progress=args.progress, workdir=out / "default-scores"
     )
     t2 = time.perf_counter()
-    n_tok = np.maximum(terms[:, 3], 1)
+    n_tok = np.maximum(terms.n_tokens, 1)
     rankings = {
         "lamdas (per-token ratio)": lamdas.ratio_scores(terms, "mean"),
-        "lamdas (sequence ratio)": terms[:, 0],  # log of the sum variant: same order, no overflow
-        "plain-model perplexity": terms[:, 2] / n_tok,  # higher mean log p = lower perplexity
+        "lamdas (sequence ratio)": terms.log_ratio,  # log of the sum variant: same order
+        "plain-model perplexity": terms.plain / n_tok,  # higher mean log p = lower perplexity
     }
     n_py = domains.count("python")
     k10 = len(pool) // 10
@@ -115,7 +115,7 @@ def main() -> None:
         "train_nll_per_epoch": losses,
         "train_seconds": round(t1 - t0, 1),
         "score_seconds": round(t2 - t1, 1),
-        "tokens_scored": int(terms[:, 3].sum()),
+        "tokens_scored": int(terms.n_tokens.sum()),
         "retention": retention,
         "selection_tau1_mix": domain_mix(at_one),
         "median_score_by_domain": by_domain,

@@ -220,7 +220,7 @@ def heldout_nll(lm, adapter, heldout: Sequence[str], config: DownstreamConfig, *
         name="downstream",
         mesh=mesh,
     )
-    return -res.values[:, 0], res.n_tokens
+    return -res.values.total, res.n_tokens
 
 
 def heldout_ce(

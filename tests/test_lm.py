@@ -94,10 +94,10 @@ def test_score_texts_with_lora_equals_numpy(lm, batch_size, micro_tokens, groups
         lg = lg[:-1]
         lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
         ref = float(np.sum(lg[np.arange(len(ids) - 1), ids[1:]] - lse))
-        np.testing.assert_allclose(res.values[r, 0], ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(res.values.total[r], ref, rtol=1e-4, atol=1e-4)
         assert res.n_tokens[r] == len(ids) - 1
         assert res.truncated[r] == (len(lm.tokenizer.encode(text)) > 12)
-    assert res.values.shape == (len(TEXTS), 1) and res.truncated.any()
+    assert res.values.total.shape == (len(TEXTS),) and res.truncated.any()
 
 
 def test_length_grouped_epochs_cover_every_text_once():

@@ -15,6 +15,7 @@ y_1..y_n (the bos makes the first text token predicted too), 0 at padding.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ from jaxsel.models.llama import LlamaConfig, PrefixKV
 from jaxsel.models.logprobs import LOGIT_CHUNK, sequence_loglik
 
 __all__ = [
+    "PairedSums",
     "paired_logprobs",
     "paired_sums",
     "prefix_from_tokens",
@@ -76,14 +78,20 @@ def paired_logprobs(
     return lp[:, 0], lp[:, 1]
 
 
+class PairedSums(NamedTuple):
+    """`paired_sums`' result: per-row sums over the real tokens, each [B]."""
+
+    log_ratio: jax.Array  # sum of log p(y_t | y_<t, C) - log p(y_t | y_<t)
+    conditioned: jax.Array  # sum of log p(y_t | y_<t, C)
+    plain: jax.Array  # sum of log p(y_t | y_<t)
+
+
 def paired_sums(
     params: dict, prefix: PrefixKV, tokens: jax.Array, mask: jax.Array, *, cfg: LlamaConfig
-) -> jax.Array:
-    """The LM runtime reducer of LAMDAS scoring: per row [B, 3] = (sum of the log-ratio,
-    sum log p(y_t | y_<t, C), sum log p(y_t | y_<t)) over the real tokens."""
+) -> PairedSums:
+    """The LM runtime reducer of LAMDAS scoring (eq. 3's terms, summed over each row)."""
     cond, plain = paired_logprobs(params, prefix, tokens, mask, cfg)
-    sums = [sequence_loglik(x, mask[:, 1:])[0] for x in (cond - plain, cond, plain)]
-    return jnp.stack(sums, axis=-1)
+    return PairedSums(*(sequence_loglik(x, mask[:, 1:])[0] for x in (cond - plain, cond, plain)))
 
 
 # Prefix tuning (eq. 1) is the LM runtime's adapter training (`jaxsel.lm.train`) with a PrefixKV

@@ -1,20 +1,23 @@
 """One text-scoring loop for every LM-based part of jaxsel: per-text reductions of token
 log-probabilities under a frozen model and an optional adapter.
 
-A *reducer* is a pure function `(params, adapter, tokens, mask, *, cfg) -> [B, c]` of per-row
-sums (tokens = [bos, y_1..y_n] right-padded, mask marks the real positions); it is jitted once per
-(reducer, model, mesh) with rows sharded over `data`. Texts are tokenised, truncated to their
-first `max_tokens` tokens, grouped shortest first into batches padded to a few bucket lengths
-(`jaxsel.batching.map_token_rows`), and with a workdir scored in resumable shards keyed by the
-model, the adapter's hash, the reducer and the texts. A call's rows are reduced in groups of at
-most `micro_tokens` padded tokens and the vocabulary projection runs in chunks (`models.logprobs`):
-no [B, T, V] array, and no [B, H, T, T] attention for a whole call, exists at once.
+A *reducer* is a pure function `(params, adapter, tokens, mask, *, cfg) -> R` whose return
+annotation R is a NamedTuple of per-row sums, each [B] (tokens = [bos, y_1..y_n] right-padded,
+mask marks the real positions); it is jitted once per (reducer, model, mesh) with rows sharded
+over `data`, and `score_texts` returns an R of [N] float64 columns. Texts are tokenised,
+truncated to their first `max_tokens` tokens, grouped shortest first into batches padded to a
+few bucket lengths (`jaxsel.batching.map_token_rows`), and with a workdir scored in resumable
+shards keyed by the model, the adapter's hash, the reducer and the texts. A call's rows are
+reduced in groups of at most `micro_tokens` padded tokens and the vocabulary projection runs in
+chunks (`models.logprobs`): no [B, T, V] array, and no [B, H, T, T] attention for a whole call,
+exists at once.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import typing
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -38,7 +41,8 @@ from jaxsel.models.logprobs import LOGIT_CHUNK, sequence_loglik
 class TokenScores(NamedTuple):
     """Per-text results of `score_texts`.
 
-    values: [N, c] float64, the reducer's columns (e.g. sum of token log-probs).
+    values: the reducer's NamedTuple of [N] float64 columns (e.g. `Total.total`, the sum of
+      token log-probs).
     n_tokens: [N] int64, tokens scored (the first token of a text is predicted from the
       separator, so a text of n tokens after truncation scores n).
     truncated: [N] bool, the text had more than `max_tokens` tokens.
@@ -49,11 +53,17 @@ class TokenScores(NamedTuple):
     truncated: np.ndarray
 
 
-def sum_logprob(params: dict, adapter: Adapter | None, tokens, mask, *, cfg) -> jax.Array:
-    """[B, 1]: sum of log p(y_t | y_<t) over each row's real tokens, under the adapted model."""
+class Total(NamedTuple):
+    """`sum_logprob`'s result per row."""
+
+    total: jax.Array  # [B] sum of log p(y_t | y_<t) over the row's real tokens
+
+
+def sum_logprob(params: dict, adapter: Adapter | None, tokens, mask, *, cfg) -> Total:
+    """The sum of log p(y_t | y_<t) over each row's real tokens, under the adapted model."""
     kw = logprob_kwargs(adapter)
     lp, _ = llama.token_logprobs(params, tokens, mask, cfg, chunk_tokens=LOGIT_CHUNK, **kw)
-    return sequence_loglik(lp, mask[:, 1:])[0][:, None]
+    return Total(sequence_loglik(lp, mask[:, 1:])[0])
 
 
 def _grouped(params, adapter, tokens, mask, groups: int, *, reducer: Callable, cfg):
@@ -65,7 +75,7 @@ def _grouped(params, adapter, tokens, mask, groups: int, *, reducer: Callable, c
     out = jax.lax.map(
         lambda xs: reducer(params, adapter, *xs, cfg=cfg), interleave_groups((tokens, mask), groups)
     )
-    return out.swapaxes(0, 1).reshape(tokens.shape[0], -1)
+    return jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(tokens.shape[0]), out)
 
 
 @functools.cache
@@ -76,7 +86,7 @@ def reducer_fn(reducer: Callable, cfg: llama.LlamaConfig, mesh):
     return jax.jit(
         functools.partial(_grouped, reducer=reducer, cfg=cfg),
         in_shardings=(rep, rep, rows, rows),
-        out_shardings=parallel.sharding("batch", None, mesh=mesh),
+        out_shardings=parallel.sharding("batch", mesh=mesh),
         static_argnums=4,
     )
 
@@ -115,9 +125,11 @@ def score_texts(
     data = parallel.data_size(mesh)
     rows = parallel.round_up(batch_size, data)
 
+    columns = typing.get_type_hints(reducer)["return"]  # the reducer's NamedTuple
+
     def reduce(tokens, mask):
         groups = row_groups(rows, tokens.shape[1], data, micro_tokens)
-        return fn(params, dev_adapter, tokens, mask, groups)
+        return np.stack([np.asarray(x) for x in fn(params, dev_adapter, tokens, mask, groups)], -1)
 
     out = map_token_rows(
         lm.tokenizer,
@@ -140,4 +152,5 @@ def score_texts(
         progress=progress,
         desc=name,
     )
-    return TokenScores(out[:, :-2], out[:, -2].astype(np.int64), out[:, -1].astype(bool))
+    values = columns(*(out[:, i] for i in range(len(columns._fields))))
+    return TokenScores(values, out[:, -2].astype(np.int64), out[:, -1].astype(bool))

@@ -274,6 +274,16 @@ def load_prefix(path: str | os.PathLike, lm: LoadedLM, epoch: int | None = None)
 # ---------------------------------------------------------------------------------- scoring
 
 
+class Terms(NamedTuple):
+    """Per-text sums over its (first max_tokens) tokens, each [N]."""
+
+    log_ratio: np.ndarray  # float64: sum of log p(y_t | y_<t, C) - log p(y_t | y_<t)
+    conditioned: np.ndarray  # float64: sum of log p(y_t | y_<t, C)
+    plain: np.ndarray  # float64: sum of log p(y_t | y_<t)
+    n_tokens: np.ndarray  # int64: tokens scored
+    truncated: np.ndarray  # bool: the text had more than max_tokens tokens
+
+
 def likelihood_terms(
     lm: LoadedLM,
     prefix: PrefixKV,
@@ -283,9 +293,8 @@ def likelihood_terms(
     workdir: str | os.PathLike | None = None,
     progress: bool = False,
     mesh=None,
-) -> np.ndarray:
-    """Per-text sums over its (first max_tokens) tokens, [N, 5] float64: sum log-ratio,
-    sum log p(y_t|y_<t,C), sum log p(y_t|y_<t), number of tokens scored, 1 if truncated.
+) -> Terms:
+    """Eq. 3's terms of every text (`Terms`).
 
     The LM runtime's `score_texts` with the `K.paired_sums` reducer: texts shortest first in
     batches of `score_batch_size` (padded to a multiple of the device count and to a bucket
@@ -304,12 +313,14 @@ def likelihood_terms(
         progress=progress,
         mesh=mesh,
     )
-    return np.column_stack([res.values, res.n_tokens, res.truncated]).astype(np.float64)
+    return Terms(*res.values, res.n_tokens, res.truncated)
 
 
-def ratio_scores(terms: np.ndarray, ratio: str = "mean") -> np.ndarray:
-    """s(y) from `likelihood_terms` rows: exp(mean log-ratio) or exp(sum log-ratio)."""
-    log_s = terms[:, 0] / np.maximum(terms[:, 3], 1) if ratio == "mean" else terms[:, 0]
+def ratio_scores(terms: Terms, ratio: str = "mean") -> np.ndarray:
+    """s(y) from `likelihood_terms`: exp(mean log-ratio) or exp(sum log-ratio), [N]."""
+    log_s = terms.log_ratio
+    if ratio == "mean":
+        log_s = log_s / np.maximum(terms.n_tokens, 1)
     with np.errstate(over="ignore"):
         return np.exp(log_s)
 
@@ -349,14 +360,14 @@ def prepare(pool, target: Corpus | None, config: Config, run: Run) -> State:
 def score_batch(state: State, batch) -> BatchScores:
     """s(y) of each candidate of the batch (eq. 3)."""
     terms = likelihood_terms(state.lm, state.prefix, batch.texts, state.config, mesh=state.mesh)
-    tokens = terms[:, 3]
+    tokens = terms.n_tokens
     stats = {
         "documents": len(tokens),
         "tokens_scored": int(tokens.sum()),
-        "truncated": int(terms[:, 4].sum()),
-        "mean_log_ratio_sum": float((terms[:, 0] / np.maximum(tokens, 1)).sum()),
-        "loglik_conditioned": float(terms[:, 1].sum()),
-        "loglik_plain": float(terms[:, 2].sum()),
+        "truncated": int(terms.truncated.sum()),
+        "mean_log_ratio_sum": float((terms.log_ratio / np.maximum(tokens, 1)).sum()),
+        "loglik_conditioned": float(terms.conditioned.sum()),
+        "loglik_plain": float(terms.plain.sum()),
     }
     return BatchScores(ratio_scores(terms, state.config.ratio), stats)
 

@@ -107,7 +107,7 @@ def prepare(pool, target, config: Config, run: Run) -> State:
 def score_batch(state: State, batch) -> BatchScores:
     """-mean token NLL of each text (its first max_tokens tokens); -inf without a token."""
     res = text_logliks(state.lm, batch.texts, state.config, mesh=state.mesh)
-    total, tokens = res.values[:, 0], res.n_tokens
+    total, tokens = res.values.total, res.n_tokens
     values = np.where(tokens > 0, total / np.maximum(tokens, 1), -np.inf)
     stats = {
         "loglik": float(total.sum()),
