@@ -33,7 +33,7 @@ from jaxsel.data.sources import READ_BATCH
 from jaxsel.data.writers import json_line, write_records
 from jaxsel.errors import InputError
 from jaxsel.methods import Entry, Method, Run, Streamed, fields_with, runtime
-from jaxsel.scores import Scores, _check_k, check_threshold, json_score
+from jaxsel.scores import Scores, _check_k, check_rule, json_score
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +153,6 @@ class Selected(NamedTuple):
     records: list | None = None
 
 
-def _check_rule(k, threshold, budget_bytes) -> None:
-    if sum(x is not None for x in (k, threshold, budget_bytes)) != 1:
-        raise InputError("give exactly one of k, threshold, budget_bytes")
-    if k is not None:
-        _check_k(k, k)
-    if threshold is not None:
-        check_threshold(threshold)
-    if budget_bytes is not None and budget_bytes <= 0:
-        raise InputError(f"budget must be positive, got {budget_bytes}")
-
-
 def select(
     method: Method,
     source,
@@ -179,7 +168,7 @@ def select(
     byte budget) over the pool, best first, ties by pool order; one scoring pass. On several
     processes each keeps its own candidates (its top-K, its items above the threshold), which
     are gathered and merged by the same rule: every process returns the same selection."""
-    _check_rule(k, threshold, budget_bytes)
+    check_rule(k, threshold, budget_bytes)
     k_fields = fields_with(method.config_cls, "k")  # a greedy method's step count
     unset = [f for f in k_fields if getattr(config, f) is None]
     if k is not None and unset:

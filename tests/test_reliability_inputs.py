@@ -171,9 +171,6 @@ def _dataset_dict():
     )
 
 
-@pytest.mark.xfail(
-    strict=True, raises=(TypeError, ValueError), reason="as_corpus reads it as a DataFrame/Dataset"
-)
 @pytest.mark.parametrize("make", [_series, _dataset_dict], ids=["Series", "DatasetDict"])
 @pytest.mark.parametrize("role", ["pool", "target"])
 def test_series_or_dataset_dict_is_one_line(make, role):

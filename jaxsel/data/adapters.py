@@ -56,10 +56,12 @@ def as_corpus(data, text_field: str = "text", id_field: str | None = "id") -> Co
     if hasattr(data, "to_corpus"):
         return data.to_corpus()
     module = type(data).__module__
-    if module.startswith("pandas") and hasattr(data, "to_dict"):
+    if module.startswith("pandas") and hasattr(data, "columns"):  # a DataFrame, not a Series
         return _records_corpus(data.to_dict("records"), text_field, id_field, "DataFrame")
-    if module.startswith("datasets") and hasattr(data, "column_names"):
+    if module.startswith("datasets") and isinstance(getattr(data, "column_names", None), list):
         return _records_corpus([dict(r) for r in data], text_field, id_field, "Dataset")
+    if module.startswith("datasets") and isinstance(getattr(data, "column_names", None), dict):
+        raise InputError(f"a DatasetDict holds splits {sorted(data)}: give one, e.g. data['train']")
     if isinstance(data, (list, tuple)):
         if all(isinstance(t, str) for t in data):
             return Corpus.from_texts(list(data))
