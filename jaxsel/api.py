@@ -15,7 +15,8 @@ import os
 
 from jaxsel import methods, pipeline
 from jaxsel.data.adapters import as_corpus, as_source, inputs_of
-from jaxsel.data.outputs import Output, check_job
+from jaxsel.data.outputs import check_job
+from jaxsel.data.writers import out_spec
 from jaxsel.flags import check_options
 from jaxsel.scores import Scores, check_rule
 
@@ -74,18 +75,28 @@ def select(
     """The selected records (every input field plus "score"), best first, ties by pool order.
 
     Exactly one rule: `k` (top-K), `threshold` (score > threshold) or `budget_bytes` (the
-    best-first prefix within a byte budget). With `out` the records are also written there
-    (JSON Lines, or Parquet for *.parquet), as `jaxsel select --out` writes them.
+    best-first prefix within a byte budget). With `out` the records are also written there in
+    the format of its name (.jsonl, .jsonl.gz, .jsonl.zst, .parquet, .array_record) with a
+    `<out>.meta.json` sidecar, as `jaxsel select --out` writes them.
     """
     check_rule(k, threshold, budget_bytes)  # before any input is read
     m, cfg = _method(method, config)
     source = as_source(pool, text_field, id_field)
-    check_job([Output("out", out)], inputs_of(source, target), workdir)
+    spec = None if out is None else out_spec(out, what="out")
+    check_job([] if spec is None else spec.outputs("out"), inputs_of(source, target), workdir)
+    given = target
     target = None if target is None else as_corpus(target, text_field, id_field)
     with methods.Run(workdir, progress) as run:
         sel = pipeline.select(
             m, source, target, cfg, run, k=k, threshold=threshold, budget_bytes=budget_bytes
         )
-    if out is not None:
-        pipeline.write_selection(out, source, sel)
+    if spec is not None:
+        rule = {"top_k": k, "threshold": threshold, "budget_bytes": budget_bytes}
+        paths = {"pool": pool, "target": given, "workdir": workdir}
+        options = {n: str(v) for n, v in paths.items() if isinstance(v, (str, os.PathLike))}
+        options |= {"text_field": text_field, "id_field": id_field or "", **rule, **config}
+        how = pipeline.provenance("jaxsel.select", m, cfg, source, given or target)
+        pipeline.write_selection(
+            spec, source, sel, {"method": method, **options, "provenance": how}
+        )
     return pipeline.selected_records(source, sel)

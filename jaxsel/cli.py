@@ -16,6 +16,7 @@ from pathlib import Path
 
 from jaxsel import flags, methods
 from jaxsel.data import outputs
+from jaxsel.data.writers import OUT_FORMATS
 from jaxsel.errors import InputError, JaxselError
 
 log = logging.getLogger("jaxsel")
@@ -70,14 +71,16 @@ def _load_target(args):
 INPUT_FLAGS = ("pool", "target", "model", "input", "selection", "heldout")
 
 
-def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
-    """Refuses every output location (`(flag, path)` pairs) and the workdir before any work:
-    an output that is one of the inputs, a directory, or not creatable/writable."""
-    method_inputs = getattr(args, "method_inputs", ())
-    inputs = [getattr(args, f, None) for f in (*INPUT_FLAGS, *method_inputs)] + list(more_inputs)
-    for flag, path in outs:
-        outputs.check_output(path, inputs, flag)
-    outputs.check_workdir(getattr(args, "workdir", None))
+def _check_outputs(args, *outs: tuple, more_inputs=()) -> None:
+    """Refuses every output location (`(flag, path[, directory])`) and the workdir before any
+    work, against everything the command reads (`jaxsel.data.outputs.check_job`)."""
+    from jaxsel.data.adapters import inputs_of
+
+    flags = (*INPUT_FLAGS, *getattr(args, "method_inputs", ()), "config")
+    specs = [more_inputs] + [getattr(args, f, None) for f in flags]
+    specs = [s for v in specs for s in (v if isinstance(v, (list, tuple)) else [v]) if s]
+    inputs = inputs_of(*specs, data_dir=getattr(args, "data_dir", None))
+    outputs.check_job(outs, inputs, getattr(args, "workdir", None))
 
 
 # ------------------------------------------------------------------------- score and select
@@ -86,12 +89,20 @@ def _check_outputs(args, *outs: tuple[str, str | None], more_inputs=()) -> None:
 def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, methods.Entry]:
     """Two-phase parsing: --method picks the method, whose flags (generated from its Config)
     are then added."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--method", default="zipfit")
-    known, _ = pre.parse_known_args(argv)
-    method = methods.get(known.method)
+    known = _pre_parser().parse_known_args(argv)[0]
+    from_file = flags.read_config_file(known.config) if known.config else {}
+    method = methods.get(known.method or from_file.get("method") or "zipfit")
     p = argparse.ArgumentParser(prog=f"jaxsel {cmd}", description=f"{cmd} a pool with a method")
     p.add_argument("--method", default="zipfit", choices=methods.names())
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="options from a JSON (or YAML) file: keys are the flags without dashes, e.g. "
+        '{"method": "zipfit", "top_k": 100}; an output\'s .meta.json is one (flags given here win)',
+    )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved options as JSON and exit"
+    )
     _add_data_args(p)
     p.add_argument("--workdir", help="directory for resumable shards of long scoring jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -110,9 +121,68 @@ def _method_parser(cmd: str, argv: list[str]) -> tuple[argparse.ArgumentParser, 
     )
     g.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
     g.add_argument("--ray-workers", type=int, help="Ray actors at once (default: all CPUs)")
+    g = p.add_argument_group("output (--out, with its provenance in <out>.meta.json)")
+    g.add_argument(
+        "--out-format",
+        choices=tuple(OUT_FORMATS),
+        help="format of --out (default: by its extension: .jsonl, .jsonl.gz, .jsonl.zst, "
+        ".parquet, .array_record); hf: a datasets.save_to_disk directory",
+    )
+    g.add_argument("--out-shards", type=int, help="write --out as a directory of N files")
+    g.add_argument(
+        "--max-rows-per-file", type=int, help="write --out as a directory of files of N rows"
+    )
     flags.add_config_args(p.add_argument_group(f"{method.name} options"), method.config_cls)
     p.set_defaults(method_inputs=methods.fields_with(method.config_cls, "input"))
     return p, method
+
+
+def _pre_parser() -> argparse.ArgumentParser:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method")
+    pre.add_argument("--config")
+    return pre
+
+
+def _parse_args(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parses `argv` over the options of `--config FILE` (flags given on the command line win;
+    a selection rule given there replaces the file's)."""
+    path = _pre_parser().parse_known_args(argv)[0].config
+    options = flags.read_config(path, p) if path else {}
+    rules = ("top_k", "threshold", "budget_bytes")
+    given = p.parse_args(argv, argparse.Namespace(**dict.fromkeys(rules)))
+    if any(getattr(given, r) is not None for r in rules):
+        options = {k: v for k, v in options.items() if k not in rules}
+    p.set_defaults(**options)
+    return p.parse_args(argv)
+
+
+# options a sidecar does not record: how one run is placed and shown, not what it computes
+RUN_ONLY = ("no_progress", "coordinator", "num_processes", "process_id", "ray_address")
+
+
+def _options(p: argparse.ArgumentParser, args) -> dict:
+    """The resolved options of a run by name: what `--print-config` prints and a sidecar
+    records (itself a valid `--config` file)."""
+    skip = (*flags.NOT_OPTIONS, *RUN_ONLY)
+    return {a.dest: getattr(args, a.dest) for a in p._actions if a.dest not in skip}
+
+
+def _out_spec(args):
+    from jaxsel.data.writers import out_spec
+
+    return out_spec(args.out, args.out_format, args.out_shards, args.max_rows_per_file)
+
+
+def _sidecar(cmd: str, argv, p, args, method, cfg, source, target) -> dict:
+    """An output's sidecar: the resolved options plus how the output was made."""
+    from jaxsel import pipeline
+    from jaxsel.data.sources import open_source
+
+    if args.target:  # the target's files, not its texts, are fingerprinted
+        target = open_source(args.target, data_dir=args.data_dir)
+    how = pipeline.provenance(cmd, method, cfg, source, target, args.engine, ["jaxsel", cmd, *argv])
+    return {**_options(p, args), "provenance": how}
 
 
 def _start(args, method: methods.Method):
@@ -153,17 +223,23 @@ def _pool_source(args):
 
 
 def cmd_score(argv):
-    """write one score per pool item (JSONL, pool order)"""
+    """write one score per pool item (pool order)"""
     p, method = _method_parser("score", argv)
     p.add_argument(
         "--out",
-        required=True,
-        help="output JSONL: one {id, score} per pool item (score null: not ranked by the method)",
+        help="output (required): one {id, score} per pool item, pool order (score null: not "
+        "ranked by the method)",
     )
-    args = p.parse_args(argv)
-    _check_outputs(args, ("--out", args.out))
+    args = _parse_args(p, argv)
+    if args.print_config:
+        print(json.dumps(_options(p, args), indent=1))
+        return
+    if args.out is None:
+        p.error("the following arguments are required: --out")
+    out = _out_spec(args)
+    _check_outputs(args, *out.outputs())
     from jaxsel import parallel, pipeline
-    from jaxsel.data import write_jsonl
+    from jaxsel.data.writers import write_output
     from jaxsel.scores import json_score
 
     method, cfg = method(flags.config_from_args(args, method.config_cls))
@@ -173,7 +249,8 @@ def cmd_score(argv):
     with methods.Run(args.workdir, not args.no_progress, engine=engine) as run:
         rows = pipeline.score_rows(method, source, target, cfg, run)
         if parallel.is_writer():
-            write_jsonl(args.out, ({"id": i, "score": json_score(s)} for i, s in rows))
+            meta = _sidecar("score", argv, p, args, method, cfg, source, target)
+            write_output(out, ({"id": i, "score": json_score(s)} for i, s in rows), meta=meta)
         else:
             for _ in rows:  # takes part in the gathering; process 0 writes
                 pass
@@ -188,16 +265,22 @@ def cmd_select(argv):
     g.add_argument("-k", "--top-k", type=int, help="keep the K best items")
     g.add_argument("--threshold", type=float, help="keep items scoring above this")
     g.add_argument("--budget-bytes", type=int, help="keep the best items up to this many bytes")
-    p.add_argument("--out", default="-", help="output JSONL/Parquet of the selected records")
-    args = p.parse_args(argv)
-    _check_outputs(args, ("--out", args.out))
+    p.add_argument(
+        "--out", default="-", help="output of the selected records, best first (default: stdout)"
+    )
+    args = _parse_args(p, argv)
+    if args.top_k is None and args.threshold is None and args.budget_bytes is None:
+        args.top_k = 100
+    if args.print_config:
+        print(json.dumps(_options(p, args), indent=1))
+        return
+    out = _out_spec(args)
+    _check_outputs(args, *out.outputs())
     from jaxsel import parallel, pipeline
     from jaxsel.scores import check_threshold
 
     if args.threshold is not None:
         check_threshold(args.threshold)  # before any input is read
-    if args.top_k is None and args.threshold is None and args.budget_bytes is None:
-        args.top_k = 100
     method, cfg = method(flags.config_from_args(args, method.config_cls))
     engine = _start(args, method)
     source, target = _pool_source(args), _load_target(args)
@@ -213,7 +296,9 @@ def cmd_select(argv):
             threshold=args.threshold,
             budget_bytes=args.budget_bytes,
         )
-    pipeline.write_selection(args.out, source, sel)
+    if parallel.is_writer():
+        meta = _sidecar("select", argv, p, args, method, cfg, source, target)
+        pipeline.write_selection(out, source, sel, meta)
     parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
     log.info(
         "%s: selected %d of %d items in %.2f s -> %s",
@@ -245,7 +330,7 @@ def cmd_eval(argv):
     p.add_argument("-k", type=int, help="precision@K cut-off (default: selection size)")
     p.add_argument("--plot", metavar="PNG", help="also plot precision@K vs K and the domain mix")
     args = p.parse_args(argv)
-    outputs.check_output(args.plot, [*args.selection, args.pool], "--plot")
+    _check_outputs(args, ("--plot", args.plot))
     from jaxsel.data.corpus import iter_jsonl
     from jaxsel.evaluate import selection_report
     from jaxsel.scores import _check_k

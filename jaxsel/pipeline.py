@@ -17,9 +17,10 @@ selection the same for the items above it; nothing holds texts or records of the
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -27,10 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxsel import parallel
-from jaxsel.data.adapters import as_corpus
-from jaxsel.data.outputs import atomic_open
+from jaxsel.data.adapters import as_corpus, fingerprint
 from jaxsel.data.sources import READ_BATCH
-from jaxsel.data.writers import json_line, write_records
+from jaxsel.data.writers import OutSpec, json_line, out_spec, write_output
 from jaxsel.errors import InputError
 from jaxsel.methods import Entry, Method, Run, Streamed, fields_with, runtime
 from jaxsel.scores import Scores, _check_k, check_rule, json_score
@@ -245,36 +245,59 @@ def selected_records(source, sel: Selected) -> list[dict]:
     return out
 
 
-def write_selection(path: str | os.PathLike, source, sel: Selected) -> None:
-    """Writes the selected records best first: Parquet for *.parquet, JSON Lines otherwise
-    ("-" = stdout). JSON Lines are spilled to a temporary file in pool order and copied out in
-    rank order, so memory does not grow with the selection; the output appears whole or not
+def write_selection(
+    out: str | os.PathLike | OutSpec, source, sel: Selected, meta: dict | None = None
+) -> None:
+    """Writes the selected records best first in `out`'s format (`jaxsel.data.writers`: by its
+    name, "-" = stdout), with `meta` as its sidecar. Records not kept while scoring are spilled
+    to a temporary file in pool order and read back in rank order, so memory does not grow
+    with the selection (Parquet and "hf" hold one file's rows); the output appears whole or not
     at all. On several processes only process 0 writes."""
     if not parallel.is_writer():
         return
-    if str(path).endswith(".parquet") or sel.records is not None:
-        write_records(path, selected_records(source, sel))
+    spec = out if isinstance(out, OutSpec) else out_spec(out)
+    if sel.records is not None:
+        write_output(spec, selected_records(source, sel), len(sel.keys), meta)
         return
     offsets = np.zeros(len(sel.keys) + 1, np.int64)
     with tempfile.TemporaryFile() as spill:
         for r, rec in _picked(source, sel):
-            line = json_line(rec, path, r).encode("utf-8")
+            line = json_line(rec, spec.path, r).encode("utf-8")
             offsets[r] = spill.tell()
             offsets[-1] = max(offsets[-1], spill.tell() + len(line))
             spill.write(line)
         ends = np.append(np.sort(offsets[:-1]), offsets[-1])
         size = dict(zip(ends[:-1].tolist(), np.diff(ends).tolist(), strict=True))
 
-        def lines():
+        def ranked():
             for off in offsets[:-1].tolist():
                 spill.seek(off)
-                yield spill.read(size[off])
+                yield json.loads(spill.read(size[off]))
 
-        if str(path) == "-":
-            for line in lines():
-                sys.stdout.buffer.write(line)
-            sys.stdout.buffer.flush()
-            return
-        with atomic_open(path, "wb") as f:
-            for line in lines():
-                f.write(line)
+        write_output(spec, ranked(), len(sel.keys), meta)
+
+
+def provenance(
+    command: str, method: Method, config, source, target, engine: str = "local", argv=None
+) -> dict:
+    """How an output was made (its sidecar's "provenance"): jaxsel's version, the command and
+    its command line, the UTC time, the method with its full resolved config and seed, the
+    sha256 of the pool and of the target (`jaxsel.data.adapters.fingerprint`: input files'
+    bytes, or in-memory texts), the engine and the number of processes."""
+    import jaxsel
+
+    cfg = dataclasses.asdict(config)
+    return {
+        "jaxsel_version": jaxsel.__version__,
+        "command": command,
+        "argv": None if argv is None else list(argv),
+        "cwd": os.getcwd(),  # relative paths among the options are relative to this
+        "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "method": method.name,
+        "config": cfg,
+        "seed": cfg.get("seed"),
+        "pool_sha256": fingerprint(source),
+        "target_sha256": None if target is None else fingerprint(target),
+        "engine": engine,
+        "processes": parallel.processes().count,
+    }

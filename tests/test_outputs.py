@@ -1,8 +1,8 @@
 """What a job reads is never what it writes: every input form (globs, `hf:` and text
-directories, `tfds:` data, the API's paths) against every output (`--out`, `--plot`, the
-workdir) by real identity, outputs against each other, and outputs that are not regular files
-written in place, never replaced. Each refused case exits 2 with one line and leaves the
-input's bytes and mtime as they were."""
+directories, `tfds:` data, the API's paths) against every output (`--out`, `--plot`, sidecars,
+directory outputs, the workdir) by real identity, outputs against each other, and outputs that
+are not regular files written in place, never replaced. Each refused case exits 2 with one line
+and leaves the input's bytes and mtime as they were."""
 
 import os
 import shutil
@@ -77,21 +77,42 @@ def _tfds_shard(w):
 
 
 def _finished_workdir(w):
-    _score(w, "--pool", str(w / "pool.jsonl"), "--workdir", str(w / "wd"), "--out", str(w / "s"))
+    pool = ["--pool", str(w / "pool.jsonl"), "--workdir", str(w / "wd")]
+    assert _score(w, *pool, "--out", str(w / "s.jsonl")) == 0
     return w / "wd"
 
 
 def _socket(w):
     s = socket.socket(socket.AF_UNIX)
-    s.bind(str(w / "sock"))
-    return w / "sock"
+    s.bind(str(w / "sock.jsonl"))
+    return w / "sock.jsonl"
 
 
-# (victim, run): the victim is made (or named) before the run; the run must be refused.
+def _compare(w, out, plot):
+    pool = ["--pool", str(w / "pool.jsonl"), "--target", str(w / "target.jsonl")]
+    return main(["compare", "--methods", "random", *pool, "--out", out, "--plot", plot])
+
+
+def _pool_in_an_output(w):
+    assert (
+        _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "sel"), "--out-format", "hf")
+        == 0
+    )
+    shutil.copy(w / "pool.jsonl", w / "sel/pool.jsonl")
+    return w / "sel"
+
+
+def _report(w):
+    (w / "X").write_text("a finished report")
+    return w / "X"
+
+
+# case: (make the victim, run the job, what the one line says); the job must be refused.
 REFUSED = {
     "glob pool, out = a matched file": (
         lambda w: w / "pool.jsonl",
         lambda w: _select(w, "--pool", str(w / "poo*.jsonl"), "--out", str(w / "pool.jsonl")),
+        "is the input",
     ),
     "glob target, out = a matched file": (
         lambda w: w / "target.jsonl",
@@ -99,16 +120,33 @@ REFUSED = {
             ["select", "--no-progress", "-k", "2", "--pool", str(w / "pool.jsonl")]
             + ["--target", str(w / "targ*.jsonl"), "--out", str(w / "target.jsonl")]
         ),
+        "is the input",
     ),
     "hf pool, out = its arrow file": (
         lambda w: w / "hf",
         lambda w: _select(
-            w, "--pool", f"hf:{w / 'hf'}", "--out", str(w / "hf/data-00000-of-00001.arrow")
-        ),
+            w,
+            "--pool",
+            f"hf:{w / 'hf'}",
+            "--out",
+            str(w / "hf/data-00000-of-00001.arrow"),
+            "--out-format",
+            "jsonl",
+        ),  # fmt: skip
+        "inside the input directory",
     ),
     "hf pool, out = its state.json": (
         lambda w: w / "hf",
-        lambda w: _select(w, "--pool", f"hf:{w / 'hf'}", "--out", str(w / "hf/state.json")),
+        lambda w: _select(
+            w,
+            "--pool",
+            f"hf:{w / 'hf'}",
+            "--out",
+            str(w / "hf/state.json"),
+            "--out-format",
+            "jsonl",
+        ),  # fmt: skip
+        "inside the input directory",
     ),
     "tfds pool, out = a prepared shard under --data-dir": (
         lambda w: w / "tfds",
@@ -122,55 +160,68 @@ REFUSED = {
             "name",
             "--out",
             _tfds_shard(w),
+            "--out-format",
+            "array_record",
         ),  # fmt: skip
+        "inside the input directory",
     ),
     "workdir = the text-directory pool": (
         lambda w: w / "docs",
         lambda w: _score(
-            w, "--pool", str(w / "docs"), "--workdir", str(w / "docs"), "--out", str(w / "s")
-        ),
+            w,
+            "--pool",
+            str(w / "docs"),
+            "--workdir",
+            str(w / "docs"),
+            "--out",
+            str(w / "s.jsonl"),
+        ),  # fmt: skip
+        "the input directory",
     ),
     "workdir inside the text-directory pool": (
         lambda w: w / "docs",
         lambda w: _score(
-            w, "--pool", str(w / "docs"), "--workdir", str(w / "docs/wd"), "--out", str(w / "s")
-        ),
+            w,
+            "--pool",
+            str(w / "docs"),
+            "--workdir",
+            str(w / "docs/wd"),
+            "--out",
+            str(w / "s.jsonl"),
+        ),  # fmt: skip
+        "the input directory",
     ),
     "api: out = pool": (
         lambda w: w / "pool.jsonl",
         lambda w: _api(
             pool=str(w / "pool.jsonl"), target=str(w / "target.jsonl"), out=str(w / "pool.jsonl")
         ),
+        "is the input",
     ),  # fmt: skip
     "api: out = target": (
         lambda w: w / "target.jsonl",
         lambda w: _api(
             pool=str(w / "pool.jsonl"), target=str(w / "target.jsonl"), out=str(w / "target.jsonl")
         ),
+        "is the input",
     ),  # fmt: skip
     "api: out inside an hf pool": (
         lambda w: w / "hf",
         lambda w: _api(
-            pool=f"hf:{w / 'hf'}", target=str(w / "target.jsonl"), out=str(w / "hf/state.json")
+            pool=f"hf:{w / 'hf'}", target=str(w / "target.jsonl"), out=str(w / "hf/x.jsonl")
         ),
+        "inside the input directory",
     ),  # fmt: skip
     "compare --out X --plot X": (
-        lambda w: (w / "X").write_text("a finished report") and w / "X",
-        lambda w: main(
-            ["compare", "--methods", "random", "--pool", str(w / "pool.jsonl"), "--target"]
-            + [str(w / "target.jsonl"), "--out", str(w / "X"), "--plot", str(w / "X")]
-        ),
+        _report,
+        lambda w: _compare(w, str(w / "X"), str(w / "X")),
+        "is also --out",
     ),
     "compare --out X --plot a hard link of X": (
-        lambda w: (w / "X").write_text("a finished report") and w / "X",
-        lambda w: (
-            os.link(w / "X", w / "Y")
-            or main(
-                ["compare", "--methods", "random", "--pool", str(w / "pool.jsonl"), "--target"]
-                + [str(w / "target.jsonl"), "--out", str(w / "X"), "--plot", str(w / "Y")]
-            )
-        ),
-    ),  # fmt: skip
+        _report,
+        lambda w: os.link(w / "X", w / "Y") or _compare(w, str(w / "X"), str(w / "Y")),
+        "is also --out",
+    ),
     "score --workdir WD --out WD/manifest.json": (
         _finished_workdir,
         lambda w: _score(
@@ -181,27 +232,60 @@ REFUSED = {
             str(w / "wd"),
             "--out",
             str(w / "wd/manifest.json"),
+            "--out-format",
+            "jsonl",
         ),  # fmt: skip
+        "keeps its own files",
     ),
     "score --workdir WD --out WD": (
         _finished_workdir,
         lambda w: _score(
-            w, "--pool", str(w / "pool.jsonl"), "--workdir", str(w / "wd"), "--out", str(w / "wd")
+            w,
+            "--pool",
+            str(w / "pool.jsonl"),
+            "--workdir",
+            str(w / "wd"),
+            "--out",
+            str(w / "wd"),
+            "--out-format",
+            "jsonl",
+        ),  # fmt: skip
+        "is a directory",
+    ),
+    "select --out-format hf --out an earlier output now holding the pool": (
+        _pool_in_an_output,
+        lambda w: _select(
+            w, "--pool", str(w / "sel/pool.jsonl"), "--out", str(w / "sel"), "--out-format", "hf"
         ),
+        "contains the input",
+    ),
+    "select --out-format hf --out a directory jaxsel did not write": (
+        lambda w: w / "docs",
+        lambda w: _select(
+            w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "docs"), "--out-format", "hf"
+        ),
+        "did not write",
     ),
     "out = a symlink to the pool": (
         lambda w: w / "pool.jsonl",
         lambda w: (
-            (w / "link").symlink_to(w / "pool.jsonl")
-            or _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "link"))
+            (w / "link.jsonl").symlink_to(w / "pool.jsonl")
+            or _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "link.jsonl"))
         ),
+        "is the input",
     ),
     "out = a hard link of the pool": (
         lambda w: w / "pool.jsonl",
         lambda w: (
-            os.link(w / "pool.jsonl", w / "hard")
-            or _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "hard"))
+            os.link(w / "pool.jsonl", w / "hard.jsonl")
+            or _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "hard.jsonl"))
         ),
+        "is the input",
+    ),
+    "out's sidecar = the pool": (
+        lambda w: os.replace(w / "pool.jsonl", w / "s.jsonl.meta.json") or w / "s.jsonl.meta.json",
+        lambda w: _select(w, "--pool", str(w / "s.jsonl.meta.json"), "--out", str(w / "s.jsonl")),
+        "sidecar",
     ),
     "out inside the pool directory through a symlinked alias": (
         lambda w: w / "docs",
@@ -209,30 +293,32 @@ REFUSED = {
             (w / "alias").symlink_to(w / "docs")
             or _select(w, "--pool", str(w / "docs"), "--out", str(w / "alias/new.jsonl"))
         ),
+        "inside the input directory",
     ),
     "out = a socket": (
         _socket,
-        lambda w: _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "sock")),
+        lambda w: _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "sock.jsonl")),
+        "is a socket",
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_an_output_that_is_an_input_is_refused_and_the_input_untouched(w, case, capsys):
-    make_victim, run = REFUSED[case]
+    make_victim, run, says = REFUSED[case]
     victim = make_victim(w)
     before = _snapshot(victim)
     capsys.readouterr()
     assert run(w) == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, errors
+    assert len(errors) == 1 and says in errors[0], errors
     assert _snapshot(victim) == before
 
 
 @pytest.fixture()
 def null_clone(w):
     """A character device like /dev/null (major 1, minor 3), made here (root only)."""
-    node = w / "null"
+    node = w / "null.jsonl"
     try:
         os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     except PermissionError:
@@ -245,19 +331,20 @@ def test_a_character_device_output_is_written_in_place(w, null_clone):
     assert _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(null_clone)) == 0
     after = os.stat(null_clone)
     assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (st.st_ino, st.st_rdev)
-    assert not list(w.glob(".null.*")) and not (w / "null.meta.json").exists()
+    assert not list(w.glob(".null*")) and not (w / "null.jsonl.meta.json").exists()
 
 
 def test_a_fifo_output_is_written_in_place(w):
     _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "ref.jsonl"))
-    os.mkfifo(w / "fifo")
+    fifo = w / "fifo.jsonl"
+    os.mkfifo(fifo)
     got = []
-    reader = threading.Thread(target=lambda: got.append((w / "fifo").read_bytes()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
     reader.start()
-    assert _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(w / "fifo")) == 0
+    assert _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(fifo)) == 0
     reader.join(10)
     assert got == [(w / "ref.jsonl").read_bytes()]
-    assert stat.S_ISFIFO(os.lstat(w / "fifo").st_mode)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and not (w / "fifo.jsonl.meta.json").exists()
 
 
 def test_outputs_beside_the_workdir_files_are_allowed(w):

@@ -213,7 +213,7 @@ def test_embeddings_input_is_not_an_output(files, capsys):
     emb = files / "E.npy"
     np.save(emb, np.ones((10, 4)))
     argv = ["select", "--method", "gip", "--pool", str(files / "pool.jsonl"), "-k", "2"]
-    assert main([*argv, "--embeddings", str(emb), "--out", str(emb)]) == 2
+    assert main([*argv, "--embeddings", str(emb), "--out", str(emb), "--out-format", "jsonl"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(emb), np.ones((10, 4)))
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,9 @@ class CorpusSource:
 
     def to_corpus(self) -> Corpus:
         return self.corpus
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.corpus)
 
     def parts(self) -> list[int]:
         return [0]
@@ -94,3 +98,17 @@ def inputs_of(*data, data_dir: str | os.PathLike | None = None) -> list[Path]:
         if hasattr(d, "inputs"):
             found += d.inputs()
     return found
+
+
+def fingerprint(data, data_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of a pool or target: of the bytes of its input files (`Source.fingerprint`), or
+    of its texts (length-prefixed UTF-8) when it lives in memory."""
+    if isinstance(data, (str, os.PathLike)):
+        data = open_source(data, data_dir=data_dir)
+    if hasattr(data, "fingerprint"):
+        return data.fingerprint()
+    digest = hashlib.sha256()
+    for text in as_corpus(data).texts:
+        b = text.encode("utf-8")
+        digest.update(len(b).to_bytes(8, "little") + b)
+    return digest.hexdigest()

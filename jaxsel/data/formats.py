@@ -1,12 +1,12 @@
 """Input formats, one class each: `plan` cuts a spec into parts, `read` yields a part's documents.
 
 A part is a unit of work that any process (or Ray task) can read on its own: a byte range of an
-uncompressed JSONL file (split at line starts), a whole `.jsonl.gz`, a Parquet row group, a group
-of files of a text directory, a shard of a TFDS split, or an arrow file of a Hugging Face dataset
-saved to disk. `read` yields (id, text, record, location) for every record of a part, each record
-checked (`jaxsel.data.records`: `parse_jsonl_line`, `record_fields`, `check_id`); keeping or
-refusing a text (`keep_text`) is the reader's, the same for every format. `format_of` is the one
-place a spec's form picks its format.
+uncompressed JSONL file (split at line starts), a whole `.jsonl.gz` or `.jsonl.zst`, a Parquet
+row group, a group of files of a text directory, a shard of a TFDS split, or an arrow file of a
+Hugging Face dataset saved to disk. `read` yields (id, text, record, location) for every record
+of a part, each record checked (`jaxsel.data.records`: `parse_jsonl_line`, `record_fields`,
+`check_id`); keeping or refusing a text (`keep_text`) is the reader's, the same for every format.
+`format_of` is the one place a spec's form picks its format.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class Part(NamedTuple):
     Attributes:
       index: position of the part in the pool (the first key column).
       kind: the format that reads it (a `FORMATS` key): "jsonl" (byte range), "jsonl.gz",
-        "parquet" (row group), "text" (files of a directory), "tfds" (a shard of a split) or "hf"
-        (an arrow file).
+        "jsonl.zst", "parquet" (row group), "text" (files of a directory), "tfds" (a shard of a
+        split) or "hf" (an arrow file).
       path: the file (the directory for "text", the spec for "tfds").
       start, stop: byte range ("jsonl"), row group [start, start+1) ("parquet"), record
         range of the split ("tfds"); unused (0, 0) otherwise.
@@ -167,6 +167,47 @@ class JsonlGz(Jsonl):
             raise InputError(f"{part.path}: unreadable after line {rel + 1} ({e})") from None
 
 
+class JsonlZst(JsonlGz):
+    """JSON Lines, zstd-compressed: like `.jsonl.gz`, the whole file is one part; a truncated
+    or damaged stream is one error naming the file and the last line read."""
+
+    kind = "jsonl.zst"
+
+    def records(self, part: Part) -> Iterator[tuple[_Line, dict[str, Any]]]:
+        import zstandard
+
+        rel, pending = -1, b""
+        try:
+            with open(part.path, "rb") as f:
+                for block in _zstd_blocks(f):
+                    *lines, pending = (pending + block).split(b"\n")
+                    for line in lines:
+                        rel += 1
+                        yield from _parsed(part, rel, line + b"\n")
+            if pending:
+                yield from _parsed(part, rel + 1, pending)
+        except (OSError, zstandard.ZstdError) as e:
+            raise InputError(f"{part.path}: unreadable after line {rel + 1} ({e})") from None
+
+
+def _zstd_blocks(f) -> Iterator[bytes]:
+    """The decompressed bytes of the zstd frames in `f`, one after another; a frame cut short
+    raises (zstandard's stream reader would end quietly)."""
+    import zstandard
+
+    d, ended = zstandard.ZstdDecompressor().decompressobj(), True
+    while data := f.read(1 << 20):
+        while data:
+            ended = False
+            yield d.decompress(data)
+            data = b""
+            if d.eof:  # a frame ended: the rest of the data starts the next one
+                data, ended = d.unused_data, True
+                d = zstandard.ZstdDecompressor().decompressobj()
+    if not ended:
+        raise zstandard.ZstdError("the stream ends inside a frame (truncated)")
+
+
 class _Line:
     """`path:line` of a line in a byte range; counting the lines before the range is paid only
     when the location is printed (an error)."""
@@ -206,8 +247,9 @@ def _parsed(part: Part, rel: int, raw: bytes) -> Iterator[tuple[_Line, dict[str,
 
 
 def jsonl_kind(path: str | os.PathLike) -> str:
-    """The JSON Lines format of a file: "jsonl.gz" for *.gz, "jsonl" otherwise."""
-    return JsonlGz.kind if Path(path).suffix == ".gz" else Jsonl.kind
+    """The JSON Lines format of a file: "jsonl.gz" for *.gz, "jsonl.zst" for *.zst, "jsonl"
+    otherwise."""
+    return {".gz": JsonlGz.kind, ".zst": JsonlZst.kind}.get(Path(path).suffix, Jsonl.kind)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -468,13 +510,13 @@ def _plain(value: Any, where: str) -> Any:
 # ------------------------------------------------------------------------------- registry
 
 FORMATS: dict[str, Format] = {
-    f.kind: f for f in (Jsonl(), JsonlGz(), Parquet(), TextDir(), Tfds(), HfDisk())
+    f.kind: f for f in (Jsonl(), JsonlGz(), JsonlZst(), Parquet(), TextDir(), Tfds(), HfDisk())
 }
 
 
 def format_of(spec: str) -> Format:
     """The format that reads `spec`, by its form: "tfds:" and "hf:" specs, a directory of text
-    files, *.parquet, and JSON Lines (*.gz compressed) for any other path."""
+    files, *.parquet, and JSON Lines (*.gz, *.zst compressed) for any other path."""
     if spec.startswith("tfds:"):
         return FORMATS["tfds"]
     if spec.startswith("hf:"):

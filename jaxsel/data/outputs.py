@@ -35,7 +35,7 @@ import numpy as np
 from jaxsel.errors import InputError, JaxselError
 
 STDOUT = "-"
-DIR_META = "jaxsel.meta.json"  # the sidecar of a directory output, inside it
+DIR_META = "_jaxsel.meta.json"  # a directory output's sidecar ("_": dataset readers skip it)
 WORKDIR_FILES = ("manifest.json", "shard-")  # names a workdir's jobs write (prefixes)
 
 
@@ -49,7 +49,7 @@ class Output(NamedTuple):
 
 
 def sidecar_of(path: str | os.PathLike, directory: bool = False) -> Path | None:
-    """The provenance sidecar of an output: `<out>.meta.json`, `<dir>/jaxsel.meta.json` for a
+    """The provenance sidecar of an output: `<out>.meta.json`, `<dir>/_jaxsel.meta.json` for a
     directory output; None for stdout and outputs written in place (devices, FIFOs)."""
     if str(path) == STDOUT or _in_place(path):
         return None
@@ -269,6 +269,35 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
         if isinstance(e, OSError) and not isinstance(e, JaxselError):
             raise JaxselError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """For writers that open a file by name: a fresh name in a new temporary directory beside
+    `path`, moved over `path` once the block completes (copied into a device or FIFO)."""
+    path = Path(path)
+    in_place = _in_place(path)
+    try:
+        if not in_place:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        where = None if in_place else path.parent
+        d = tempfile.TemporaryDirectory(dir=where, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise JaxselError(f"{path}: cannot write ({e.strerror})") from None
+    with d:
+        tmp = Path(d.name) / path.name
+        yield tmp
+        try:
+            if in_place:
+                with open(tmp, "rb") as src, open(path, "wb") as f:
+                    shutil.copyfileobj(src, f)
+            else:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, path)
+        except OSError as e:
+            raise JaxselError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 @contextlib.contextmanager

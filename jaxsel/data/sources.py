@@ -18,7 +18,7 @@ import glob
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -90,6 +90,10 @@ class Source:
         expanded, a text or `hf:` dataset directory, a `tfds:` dataset's prepared directory."""
         found = (p for spec in self.specs for p in self._format(spec).inputs(spec, self))
         return list(dict.fromkeys(found))
+
+    def fingerprint(self) -> str:
+        """sha256 of the bytes the pool is read from (`fingerprint_files` of `inputs`)."""
+        return fingerprint_files(self.inputs())
 
     def batches(
         self, batch_size: int, parts: Sequence[Part] | None = None, check_ids: bool = True
@@ -200,6 +204,20 @@ def open_source(
         part_bytes,
         files_per_part,
     )
+
+
+def fingerprint_files(paths: Iterable[str | os.PathLike]) -> str:
+    """sha256 over the bytes of these files and of every file below these directories, files
+    in sorted path order."""
+    files: set[Path] = set()
+    for p in map(Path, paths):
+        files |= {q for q in p.rglob("*") if q.is_file()} if p.is_dir() else {p}
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        with open(f, "rb") as data:
+            while block := data.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def parts_for_process(parts: Sequence[Part], process_index: int, process_count: int) -> list[Part]:
