@@ -318,7 +318,7 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_untouched(w, case, 
 @pytest.fixture()
 def null_clone(w):
     """A character device like /dev/null (major 1, minor 3), made here (root only)."""
-    node = w / "null.jsonl"
+    node = w / "null"
     try:
         os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     except PermissionError:
@@ -327,11 +327,12 @@ def null_clone(w):
 
 
 def test_a_character_device_output_is_written_in_place(w, null_clone):
+    """...as JSON Lines, as stdout is: a device's name says nothing of a format."""
     st = os.stat(null_clone)
     assert _select(w, "--pool", str(w / "pool.jsonl"), "--out", str(null_clone)) == 0
     after = os.stat(null_clone)
     assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (st.st_ino, st.st_rdev)
-    assert not list(w.glob(".null*")) and not (w / "null.jsonl.meta.json").exists()
+    assert not list(w.glob(".null*")) and not (w / "null.meta.json").exists()
 
 
 def test_a_fifo_output_is_written_in_place(w):

@@ -51,7 +51,7 @@ class Output(NamedTuple):
 def sidecar_of(path: str | os.PathLike, directory: bool = False) -> Path | None:
     """The provenance sidecar of an output: `<out>.meta.json`, `<dir>/_jaxsel.meta.json` for a
     directory output; None for stdout and outputs written in place (devices, FIFOs)."""
-    if str(path) == STDOUT or _in_place(path):
+    if str(path) == STDOUT or in_place(path):
         return None
     return Path(path) / DIR_META if directory else Path(f"{path}.meta.json")
 
@@ -71,7 +71,7 @@ def _stat(path: str | os.PathLike) -> os.stat_result | None:
         raise InputError(f"{path}: {e.strerror}") from None
 
 
-def _in_place(path: str | os.PathLike) -> bool:
+def in_place(path: str | os.PathLike) -> bool:
     """A character device or a FIFO: written in place, never replaced."""
     return _special(_stat(path))
 
@@ -244,7 +244,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     text = {"encoding": "utf-8"} if mode == "w" else {}
-    if _in_place(path):
+    if in_place(path):
         try:
             with open(path, mode, **text) as f:
                 yield f
@@ -276,11 +276,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """For writers that open a file by name: a fresh name in a new temporary directory beside
     `path`, moved over `path` once the block completes (copied into a device or FIFO)."""
     path = Path(path)
-    in_place = _in_place(path)
+    special = in_place(path)
     try:
-        if not in_place:
+        if not special:
             path.parent.mkdir(parents=True, exist_ok=True)
-        where = None if in_place else path.parent
+        where = None if special else path.parent
         d = tempfile.TemporaryDirectory(dir=where, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise JaxselError(f"{path}: cannot write ({e.strerror})") from None
@@ -288,7 +288,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp = Path(d.name) / path.name
         yield tmp
         try:
-            if in_place:
+            if special:
                 with open(tmp, "rb") as src, open(path, "wb") as f:
                     shutil.copyfileobj(src, f)
             else:

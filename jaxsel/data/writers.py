@@ -29,6 +29,7 @@ from jaxsel.data.outputs import (
     atomic_dir,
     atomic_open,
     atomic_path,
+    in_place,
     sidecar_of,
     write_text,
 )
@@ -89,6 +90,8 @@ def out_spec(
         if n is not None and n <= 0:
             raise InputError(f"{flag} must be positive, got {n}")
     named = next((f for f, ext in OUT_FORMATS.items() if ext and path.endswith(ext)), None)
+    if named is None and in_place(path):  # /dev/null, a FIFO: a stream, like stdout
+        named = "jsonl"
     if path == STDOUT:
         if fmt not in (None, "jsonl") or shards is not None or max_rows is not None:
             raise InputError(f"{what} -: standard output takes one JSON Lines stream")
