@@ -390,3 +390,44 @@ def downstream_figure(report: dict):
 def downstream_curves(report: dict, path: str | Path) -> None:
     """`downstream_figure` written as a PNG (`jaxsel downstream --plot`)."""
     save(downstream_figure(report), path)
+
+
+def alignment_vs_ce(
+    names: Sequence[str],
+    alignment: Sequence[float],
+    ce: Sequence[float],
+    untrained_ce: float,
+    *,
+    slope: float,
+    intercept: float,
+    ce_range: Sequence[tuple[float, float]] | None = None,
+    title: str = "",
+):
+    """ZIP-FIT Figure 3: one point per dataset at (its alignment to the target, held-out target
+    CE after fine-tuning on it), labelled with its name, with each point's seed range as an
+    error bar (`ce_range[i]` = (lowest, highest) seed CE), the fitted line
+    CE = slope * alignment + intercept (dashed red) and the untrained CE (dashed grey)."""
+    x, y = np.asarray(alignment, np.float64), np.asarray(ce, np.float64)
+    if x.size < 2 or x.size != y.size or x.size != len(names):
+        raise InputError(f"{len(names)} names, {x.size} alignments and {y.size} CEs to plot")
+    fig, axes = _figure(height=4.2)
+    ax = axes[0, 0]
+    colors = _colors(list(names))
+    yerr = None
+    if ce_range is not None:
+        r = np.asarray(ce_range, np.float64).reshape(-1, 2)
+        yerr = np.stack([y - r[:, 0], r[:, 1] - y])
+    for i, n in enumerate(names):
+        err = None if yerr is None else yerr[:, i : i + 1]
+        ax.errorbar(x[i], y[i], yerr=err, fmt="o", ms=7, color=colors[n], capsize=3)
+        ax.annotate(n, (x[i], y[i]), fontsize=8, xytext=(5, 4), textcoords="offset points")
+    pad = 0.05 * (x.max() - x.min() or 1.0)
+    xs = np.array([x.min() - pad, x.max() + pad])
+    ax.plot(xs, slope * xs + intercept, color="C3", ls="--", lw=1.2, label="linear fit")
+    ax.axhline(untrained_ce, color="grey", ls="--", lw=1, label=f"untrained ({untrained_ce:.3f})")
+    ax.set_xlabel("ZIP-FIT alignment to the target (mean over the dataset's sample)")
+    ax.set_ylabel("held-out target CE after fine-tuning (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig
