@@ -372,17 +372,36 @@ def window_costs(bits_per_byte: np.ndarray, payload_bpb: float, archive_bpb: flo
 # ------------------------------------------------------------------------------- downstream
 
 
+def seed_band(curve: Mapping) -> tuple[np.ndarray, np.ndarray] | None:
+    """The lowest and highest seed CE at each evaluated token count of a report curve
+    (`Curve._asdict()`: `ce_seeds[s][i]`), or None with fewer than two seeds."""
+    seeds = np.asarray(curve.get("ce_seeds") or [], np.float64)
+    if seeds.ndim != 2 or seeds.shape[0] < 2:
+        return None
+    return seeds.min(axis=0), seeds.max(axis=0)
+
+
 def downstream_figure(report: dict):
     """Held-out cross-entropy vs training tokens, one line per selection (a `jaxsel downstream`
-    report), with the untrained model's CE as a dashed line."""
+    report; with several fine-tuning seeds the line is their mean and a band spans the lowest
+    to the highest seed), with the untrained model's CE as a dashed line."""
     fig, axes = _figure()
     ax = axes[0, 0]
+    colors = _colors(list(report["curves"]))
+    seeds = 1
     for name, c in report["curves"].items():
-        ax.plot(c["tokens"], c["ce"], marker="o", label=name)
+        ax.plot(c["tokens"], c["ce"], marker="o", label=name, color=colors[name])
+        band = seed_band(c)
+        if band is not None:
+            seeds = max(seeds, len(c["ce_seeds"]))
+            ax.fill_between(c["tokens"], *band, color=colors[name], alpha=0.2, lw=0)
     ax.axhline(report["untrained_ce"], color="grey", linestyle="--", label="untrained")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("held-out CE (nats/token)")
-    ax.set_title("downstream: held-out target cross-entropy")
+    title = "downstream: held-out target cross-entropy"
+    if seeds > 1:
+        title += f"\n(mean of {seeds} fine-tuning seeds; band: lowest to highest seed)"
+    ax.set_title(title)
     ax.legend(fontsize="small")
     return fig
 

@@ -271,3 +271,46 @@ def test_downstream_figure_draws_the_report():
     np.testing.assert_array_equal(lines["b"][1], [3.0, 2.8])
     np.testing.assert_array_equal(lines["untrained"][1], [3.0, 3.0])
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+
+
+def test_downstream_plot_draws_the_seed_band(tmp_path, figures):
+    """With several fine-tuning seeds each curve is their mean and a band spans the lowest to
+    the highest seed at every evaluated token count; with one seed there is no band."""
+    seeds = {
+        "a": [[3.0, 2.6, 2.4], [3.0, 2.5, 2.2], [3.0, 2.7, 2.3]],
+        "b": [[3.0, 2.9, 2.8], [3.0, 2.8, 2.85], [3.0, 2.95, 2.7]],
+    }
+    report = {
+        "curves": {
+            n: {"tokens": [0, 32, 64], "ce": np.mean(s, 0).tolist(), "ce_seeds": s}
+            for n, s in seeds.items()
+        },
+        "untrained_ce": 3.0,
+    }
+    for n, s in seeds.items():
+        lo, hi = plots.seed_band(report["curves"][n])
+        np.testing.assert_array_equal(lo, np.min(s, 0))
+        np.testing.assert_array_equal(hi, np.max(s, 0))
+    plots.downstream_curves(report, tmp_path / "d.png")
+    _png_ok(tmp_path / "d.png")
+    ax = figures[-1].axes[0]
+    lines = _lines(ax)
+    for (n, s), band in zip(seeds.items(), ax.collections, strict=True):
+        np.testing.assert_allclose(lines[n][1], np.mean(s, 0))
+        # fill_between's polygon: the lower bound left to right, the upper right to left
+        xy = band.get_paths()[0].vertices
+        for x, lo, hi in zip([0, 32, 64], np.min(s, 0), np.max(s, 0), strict=True):
+            at = xy[np.isclose(xy[:, 0], x), 1]
+            np.testing.assert_allclose([at.min(), at.max()], [lo, hi])
+        assert band.get_facecolor()[0][:3] == pytest.approx(_line_color(ax, n))
+    assert "band: lowest to highest seed" in ax.get_title()
+    one = {"curves": {"a": {"tokens": [0, 64], "ce": [3.0, 2.5], "ce_seeds": [[3.0, 2.5]]}}}
+    one["untrained_ce"] = 3.0
+    assert plots.seed_band(one["curves"]["a"]) is None
+    assert not plots.downstream_figure(one).axes[0].collections
+
+
+def _line_color(ax, label):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(next(ln for ln in ax.get_lines() if ln.get_label() == label).get_color())
