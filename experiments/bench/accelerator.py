@@ -168,9 +168,9 @@ def run_program(p, mesh_devices, peak_flops, bw, reps, key, vocab, gip_m=None) -
         "row_tokens": p.row_tokens,
     }
     if p.row_tokens:
-        tokens = p.rows * p.row_tokens
-        row["tokens_per_s"] = tokens / seconds
-        row["samples_per_s"] = p.rows / seconds
+        real = p.rows - p.host.get("padding_rows_per_step", 0)  # rows that carry a text
+        row["tokens_per_s"] = real * p.row_tokens / seconds
+        row["samples_per_s"] = real / seconds
     return row
 
 

@@ -297,6 +297,9 @@ def format_table(r: Report) -> str:
         coll = ", ".join(f"{k} {v:.3g}" for k, v in p.collectives_per_step.items()) or "none"
         host = ", ".join(f"{k} {_si(v)}" for k, v in p.host.items())
         warn = "" if p.split_ok else " REPLICATED? arguments exceed the split share"
+        pad, rows = p.host.get("padding_rows_per_step", 0), p.host.get("rows_per_step", 0)
+        if pad:
+            warn += f"; {pad} of {rows} rows per call are padding: --batch-size {rows} fills them"
         out.append(
             f"{p.program} [{p.mesh}]: {p.bound}-bound, {_seconds(p.step_seconds)}/step; "
             f"collectives/step: {coll} ({_si(p.collective_bytes_per_step, 'B')}); "

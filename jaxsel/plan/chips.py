@@ -64,10 +64,11 @@ def libtpu_available() -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
-    """libtpu's C++ start-up warns on stderr that it finds no TPU VM metadata (accelerator type,
-    worker hostnames): true and irrelevant for compiling. Its fd 2 output is dropped while it
-    loads; Python exceptions are unaffected."""
+def quiet_stderr():
+    """Drops what native code writes to fd 2 meanwhile (Python exceptions are unaffected):
+    libtpu's start-up warns that it finds no TPU VM metadata (accelerator type, worker
+    hostnames), true and irrelevant for compiling; XLA logs a stack trace when jaxlib cannot
+    read back a program's HLO (`hlo.optimized_text` then reads XLA's own dump)."""
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
@@ -97,7 +98,7 @@ def load_topology(name: str) -> Topology:
     from jax.experimental import topologies
 
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             desc = topologies.get_topology_desc(topology_name=name, platform="tpu")
             mesh = topologies.make_mesh(desc, (len(desc.devices),), ("data",))
     except (RuntimeError, ValueError, NotImplementedError, jax.errors.JaxRuntimeError) as e:

@@ -459,8 +459,11 @@ def optimized_text(compiled, recompile) -> str:
     dumping the text itself, which is read from the dump."""
     import jax
 
+    from jaxsel.plan.chips import quiet_stderr
+
     try:
-        return compiled.as_text()
+        with quiet_stderr():
+            return compiled.as_text()
     except jax.errors.JaxRuntimeError:
         with tempfile.TemporaryDirectory(prefix="jaxsel-plan-") as tmp:
             recompile({"xla_dump_to": tmp, "xla_dump_hlo_as_text": True})

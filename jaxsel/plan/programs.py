@@ -183,12 +183,16 @@ def _refuse_replicated(replicated: float, capacity: float, what: str) -> str | N
     return None
 
 
-def _lm_host(mesh, rows: int, length: int, docs: int) -> dict:
-    """What one host of the mesh handles: its share of the documents and of every batch."""
+def _lm_host(mesh, rows: int, real: int, length: int, docs: int) -> dict:
+    """What one host of the mesh handles: its share of the documents and of every call's rows;
+    `real` of the `rows` rows of a call carry a text (jaxsel rounds a batch of `real` texts up
+    to a multiple of the data axis with empty rows)."""
     hosts = len({d.process_index for d in mesh.devices.flat})
     return {
         "docs_per_host": -(-docs // hosts),
-        "tokens_per_host_per_step": rows * length // hosts,
+        "rows_per_step": rows,
+        "padding_rows_per_step": rows - real,
+        "tokens_per_host_per_step": real * length // hosts,
     }
 
 
@@ -271,7 +275,8 @@ def _scoring(job, mesh, capacity, name, reducer, adapter, default_batch) -> Prog
     replicated = nbytes(params) + nbytes(adapter)
     refused = _refuse_replicated(replicated, capacity, f"{name}: params replicated")
     fn = None if refused else score.reducer_fn(reducer, cfg, mesh)
-    steps = -(-job.pool_size // rows)
+    batch = job.batch_size or default_batch
+    steps = -(-job.pool_size // batch)
     return Program(
         name,
         fn,
@@ -281,7 +286,7 @@ def _scoring(job, mesh, capacity, name, reducer, adapter, default_batch) -> Prog
         nbytes((tokens, mask)),
         replicated,
         data,
-        _lm_host(mesh, rows, length, job.pool_size),
+        _lm_host(mesh, rows, batch, length, job.pool_size),
         refused,
         rows,
         length,
@@ -350,7 +355,7 @@ def _training(job, mesh, capacity, name, adapter, tconfig, steps) -> Program:
         nbytes((tokens, mask)),
         replicated,
         data,
-        _lm_host(mesh, rows, length, steps * rows),
+        _lm_host(mesh, rows, tconfig.batch_size, length, steps * tconfig.batch_size),
         refused,
         rows,
         length,
@@ -420,12 +425,12 @@ def embed(job, mesh, capacity) -> Program:
         "embed minilm",
         None if refused else E._embed_fn(cfg, mesh),
         (params, tokens, mask),
-        -(-job.pool_size // rows),
+        -(-job.pool_size // (job.batch_size or 32)),
         1,
         nbytes((tokens, mask)),
         replicated,
         data,
-        _lm_host(mesh, rows, length, job.pool_size),
+        _lm_host(mesh, rows, job.batch_size or 32, length, job.pool_size),
         refused,
         rows,
         length,
@@ -512,7 +517,7 @@ def finezip(job, mesh, capacity) -> Program:
         split,
         replicated + nbytes(cache.pos),
         data,
-        _lm_host(mesh, rows, 1, job.pool_size),
+        _lm_host(mesh, rows, rows, 1, job.pool_size),
         refused,
         rows,
         1,
