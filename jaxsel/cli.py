@@ -843,8 +843,8 @@ def cmd_plan(argv):
     p.add_argument("--model", default="smollm2-135m", help=f"one of {', '.join(plan.MODELS)}")
     p.add_argument("--seq-len", type=int, default=512, help="tokens per text (LM programs)")
     p.add_argument(
-        "--batch-size", type=int, help="texts per call (default: the method's own; rounded "
-        "up to a multiple of the devices, as jaxsel does)",
+        "--batch-size", type=int, help="texts per call (default: the method's own; LAMDAS: "
+        "its scoring batch); jaxsel rounds a call up to a multiple of the devices with empty rows",
     )  # fmt: skip
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--target-size", type=int, default=164, help="LAMDAS reference texts")

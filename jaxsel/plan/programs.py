@@ -364,12 +364,11 @@ def _training(job, mesh, capacity, name, adapter, tconfig, steps) -> Program:
 
 
 def lamdas_train(job, mesh, capacity) -> Program:
-    """Prefix tuning (LAMDAS eq. 1): its default epochs over --target-size reference texts."""
+    """Prefix tuning (LAMDAS eq. 1): its default epochs and batch over --target-size reference
+    texts."""
     from jaxsel.methods import lamdas as L
 
-    config = L.Config(
-        max_tokens=job.seq_len, **({"batch_size": job.batch_size} if job.batch_size else {})
-    )
+    config = L.Config(max_tokens=job.seq_len)  # (--batch-size is the scoring batch)
     tconfig = L._train_config(config)
     adapter = _prefix(job.cfg, config.prefix_len)
     steps = config.epochs * -(-job.target_size // tconfig.batch_size)
