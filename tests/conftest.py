@@ -39,3 +39,25 @@ def tiny_bert_dir(tmp_path_factory):
     model.save_pretrained(path, safe_serialization=True)
     shutil.copy(minilm_dir() / "tokenizer.json", path / "tokenizer.json")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded SmolLM2-135M (`load_smollm2`), loaded once for the whole run."""
+    from jaxsel.models.loaders import load_smollm2
+
+    return load_smollm2()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """A random 2-layer Llama (`test_llama.TINY`) with a tiny BPE tokenizer: the fast LM."""
+    import tokenizers
+    from llama_ref import random_params, tiny_tokenizer_json
+    from test_llama import TINY
+
+    from jaxsel.models.loaders import LoadedLM
+    from jaxsel.models.tokenizer import Tokenizer
+
+    tok = Tokenizer(tokenizers.Tokenizer.from_str(tiny_tokenizer_json(TINY.vocab_size)), 0, 0)
+    return LoadedLM(TINY, random_params(TINY, seed=7), tok, "tiny")

@@ -10,17 +10,12 @@ import shutil
 
 import numpy as np
 import pytest
-import tokenizers
-from llama_ref import random_params, tiny_tokenizer_json
-from test_llama import TINY
 from test_zipfit import make_pool, make_target
 
 from jaxsel import methods, pipeline
 from jaxsel.data import Corpus
 from jaxsel.data.adapters import CorpusSource
 from jaxsel.errors import InputError
-from jaxsel.models.loaders import LoadedLM
-from jaxsel.models.tokenizer import Tokenizer
 
 # Small settings per built-in method, so that the whole matrix runs in seconds on 2 cores.
 # "{bert}" is replaced by a tiny random BERT directory; a method not listed runs its defaults.
@@ -35,12 +30,6 @@ OPTIONS = {
     "embed-sim": {"model": "{bert}", "shard_size": 4},
     "hybrid": {"of": "dsir(buckets=256),zipfit(workers=1),random"},
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_lm():
-    tok = Tokenizer(tokenizers.Tokenizer.from_str(tiny_tokenizer_json(TINY.vocab_size)), 0, 0)
-    return LoadedLM(TINY, random_params(TINY, seed=7), tok, "tiny")
 
 
 def _pool() -> Corpus:

@@ -231,11 +231,6 @@ def test_cli_downstream_full_and_doc_tokens_equal_the_library_call(tiny, tmp_pat
     assert got["texts_used"] == ref["texts_used"] == {"sel": 7}
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    return loaders.load_smollm2()
-
-
 @pytest.mark.slow  # ~50 s on the idle 2-core VM; the tiny-model tests are the fast siblings
 def test_target_domain_beats_random_text_on_smollm2(smollm2):
     """Held-out HumanEval problems: LoRA on other HumanEval problems lowers their CE; the same

@@ -23,7 +23,7 @@ from jaxsel.finezip import api, coders, engine
 from jaxsel.finezip import archive as arc
 from jaxsel.finezip.memorize import MemorizeConfig, frozen_a
 from jaxsel.models import llama
-from jaxsel.models.loaders import LoadedLM, load_smollm2
+from jaxsel.models.loaders import LoadedLM
 
 ENGLISH = (
     "The licenses for most software and other practical works are designed to take away your "
@@ -77,11 +77,6 @@ def tiny_lm(tokenizer, seed: int) -> LoadedLM:
         "final_norm": jnp.ones(d),
     }
     return LoadedLM(cfg, params, tokenizer, f"tiny-random-{seed}")
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return load_smollm2()
 
 
 @pytest.fixture(scope="module")

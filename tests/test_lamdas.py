@@ -315,11 +315,6 @@ def test_random_init_and_bad_input(tiny, tiny_dirs):
 # --------------------------------------------------------------------------- real SmolLM2
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    return loaders.load_smollm2()
-
-
 def test_training_lowers_reference_nll_on_smollm2(smollm2, one_device):
     from jaxsel.data.defaults import humaneval_target
 

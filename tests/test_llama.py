@@ -55,11 +55,6 @@ def _tokens(cfg, b, t, seed=1):
     return np.random.default_rng(seed).integers(0, cfg.vocab_size, (b, t)).astype(np.int32)
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    return loaders.load_smollm2()
-
-
 # --------------------------------------------------------------------- numpy reference
 
 

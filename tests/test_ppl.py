@@ -3,24 +3,15 @@ batching, sharding (8 fake devices), truncation or resumption; one compile per b
 
 import numpy as np
 import pytest
-import tokenizers
-from llama_ref import np_forward, random_params, tiny_tokenizer_json
+from llama_ref import np_forward
 from test_llama import TINY
 
 from jaxsel import methods, parallel
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
 from jaxsel.methods import ppl
-from jaxsel.models.loaders import LoadedLM
-from jaxsel.models.tokenizer import Tokenizer
 
 TEXTS = ["hello world", "a", "def f(x):\n    return x\n" * 3, "ü€🙂", "zz" * 30, "\x04"]
-
-
-@pytest.fixture(scope="module")
-def tiny_lm():
-    tok = Tokenizer(tokenizers.Tokenizer.from_str(tiny_tokenizer_json(TINY.vocab_size)), 0, 0)
-    return LoadedLM(TINY, random_params(TINY, seed=7), tok, "tiny")
 
 
 def _ref(lm, text, max_tokens):
