@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -498,3 +499,31 @@ def test_a_bad_line_only_process_1_reads_stops_both_in_one_line(tmp_path, method
         assert "Traceback" not in r.stderr and "Terminating process" not in r.stderr
     assert not out.exists() and not list(tmp_path.glob("sel*"))
     assert took < 60, took  # start-up included; the exit barrier alone would take 300 s
+
+
+def test_any_process_count_on_one_file_writes_the_same_bytes(tmp_path):
+    """One 17 MB JSONL file (3 parts of 8 MiB): 1, 2, 3 and 5 processes write the same bytes,
+    with parts to spare, one each, and two processes that read nothing but take part in every
+    gather. DSIR (a pool pass, then scores) on a one-part file: 3 processes, 2 of them idle."""
+    import json
+
+    big = tmp_path / "big.jsonl"
+    rng = np.random.default_rng(0)
+    words = np.array(["def", "return", "the", "of", "x", "import", "class", "data", "=", "("])
+    with open(big, "w") as f:
+        for i in range(8500):
+            text = " ".join(words[rng.integers(0, len(words), 470)])
+            f.write(json.dumps({"id": f"d{i}", "text": text}) + "\n")
+    assert 16e6 < big.stat().st_size < 18e6
+    target = tmp_path / "t.jsonl"
+    target.write_text(json.dumps({"id": 0, "text": "def f(x): return x"}) + "\n")
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(big.read_text().splitlines(keepends=True)[:60]))
+    for pool, method, counts in ((big, "random", (1, 2, 3, 5)), (small, "dsir", (1, 3))):
+        outs = []
+        for n in counts:
+            out = tmp_path / f"{method}-{n}.jsonl"
+            _cli(["select", "--method", method, "--pool", str(pool), "--target", str(target),
+                  "-k", "25", "--out", str(out), "--no-progress"], n, free_port())  # fmt: skip
+            outs.append(out.read_bytes())
+        assert outs[0].count(b"\n") == 25 and all(o == outs[0] for o in outs), method

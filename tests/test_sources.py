@@ -269,8 +269,9 @@ def test_parts_for_process_cover_each_part_once(tmp_path):
         got = [parts_for_process(parts, i, count) for i in range(count)]
         assert all(got) and sum(got, []) == parts
         assert got == [parts_for_process(parts, i, count) for i in range(count)]
-    with pytest.raises(InputError, match=r"has 1 part\(s\) for 2 processes and cannot be split"):
-        parts_for_process(parts[:1], 0, 2)
+    # fewer parts than processes: one part each, the rest read nothing
+    got = [parts_for_process(parts[:2], i, 5) for i in range(5)]
+    assert got == [[parts[0]], [parts[1]], [], [], []]
     with pytest.raises(InputError, match=r"process index 2 is not in \[0, 2\)"):
         parts_for_process(parts, 2, 2)
 

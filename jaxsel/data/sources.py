@@ -28,7 +28,10 @@ from jaxsel.data.formats import FORMATS, Format, Part, format_of
 from jaxsel.data.records import Corpus, OnBad, keep_text
 from jaxsel.errors import InputError
 
-PART_BYTES = 64 << 20  # byte range of an uncompressed JSONL part
+# Byte range of an uncompressed JSONL part: the unit of work of a process or a Ray task, so a
+# 1 GB file keeps 128 hosts busy; fixed (not derived from the process count), so the shard
+# names of a job are the same on any number of processes and a job resumes across counts.
+PART_BYTES = 8 << 20
 READ_BATCH = 4096  # documents per batch for passes that only read (counting, output)
 FILES_PER_PART = 256  # files of a text directory per part
 
@@ -222,15 +225,14 @@ def fingerprint_files(paths: Iterable[str | os.PathLike]) -> str:
 
 def parts_for_process(parts: Sequence[Part], process_index: int, process_count: int) -> list[Part]:
     """The parts process `process_index` of `process_count` reads: contiguous runs of parts of
-    about equal bytes, each part to exactly one process, the same on every process."""
+    about equal bytes, each part to exactly one process, the same on every process. With fewer
+    parts than processes each part has a process of its own and the others read nothing (they
+    still take part in the job's gathers, with no rows)."""
     if not 0 <= process_index < process_count:
         raise InputError(f"process index {process_index} is not in [0, {process_count})")
     n = len(parts)
-    if n < process_count:
-        raise InputError(
-            f"the input has {n} part(s) for {process_count} processes and cannot be split "
-            "further (a .jsonl.gz or an arrow file is one part); give more files"
-        )
+    if n <= process_count:
+        return list(parts[process_index : process_index + 1])
     cum = np.cumsum([max(p.nbytes, 1) for p in parts])
     # Cut before the first part whose cumulative size reaches q/P of the total, keeping at least
     # one part on each side of every cut.
