@@ -76,7 +76,7 @@ class ShardStore:
         if manifest.is_file():
             try:
                 old = json.loads(manifest.read_bytes())
-            except (ValueError, UnicodeDecodeError) as e:
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
                 raise InputError(
                     f"{manifest}: not a readable manifest ({e}); delete it (shards are verified "
                     "against the job on their own) or use another --workdir"

@@ -4,6 +4,7 @@ directory outputs, the workdir) by real identity, outputs against each other, an
 are not regular files written in place, never replaced. Each refused case exits 2 with one line
 and leaves the input's bytes and mtime as they were."""
 
+import json
 import os
 import shutil
 import socket
@@ -353,3 +354,27 @@ def test_outputs_beside_the_workdir_files_are_allowed(w):
     pool = ["--pool", str(w / "pool.jsonl"), "--workdir", str(wd)]
     assert _score(w, *pool, "--out", str(wd / "scores.jsonl")) == 0
     assert (wd / "manifest.json").is_file() and (wd / "scores.jsonl").is_file()
+
+
+def test_unwritable_parquet_values_and_a_runaway_manifest_are_one_line(tmp_path, capsys):
+    """An integer id past int64 written as Parquet; a manifest of 100,000 '[' in a workdir."""
+    pool, target = tmp_path / "pool.jsonl", tmp_path / "t.jsonl"
+    pool.write_text(
+        "".join(
+            json.dumps({"id": 2**70 if i == 0 else i, "text": f"def f{i}(): pass"}) + "\n"
+            for i in range(12)
+        )
+    )
+    target.write_text(json.dumps({"id": 0, "text": "def g(): return 1"}) + "\n")
+    common = ["--pool", str(pool), "--target", str(target), "--no-progress"]
+    assert main(["select", *common, "-k", "3", "--out", str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "do not fit one parquet schema" in err[-1]
+    assert not (tmp_path / "o.parquet").exists()
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "manifest.json").write_text("[" * 100_000)
+    argv = ["score", *common, "--workdir", str(wd), "--out", str(tmp_path / "s.jsonl")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "not a readable manifest" in err[-1]

@@ -402,3 +402,36 @@ def test_inputs_are_the_files_and_directories_read(tmp_path):
 def test_inputs_of_tfds_is_the_prepared_dataset_directory(tfds_dir):
     src = open_source("tfds:jaxsel_stdlib_heads:train", data_dir=tfds_dir)
     assert src.inputs() == [tfds_dir / "jaxsel_stdlib_heads" / "1.0.0"]
+
+
+def test_damaged_tfds_shard_is_one_line(tfds_dir, tmp_path):
+    """A prepared TFDS split whose array_record shard was damaged on disk: one line naming the
+    split and the records, never array_record's RuntimeError."""
+    import shutil
+
+    copy = tmp_path / "tfds"
+    shutil.copytree(tfds_dir, copy)
+    (shard,) = sorted(copy.rglob("*train.array_record*"))
+    data = bytearray(shard.read_bytes())
+    for i in range(64, len(data) - 64, 97):  # flip bytes all through the records
+        data[i] ^= 0x5A
+    shard.write_bytes(bytes(data))
+    src = open_source("tfds:jaxsel_stdlib_heads:train", id_field="name", data_dir=copy)
+    with pytest.raises(InputError) as e:
+        list(src.batches(8))
+    assert "\n" not in str(e.value) and "tfds:jaxsel_stdlib_heads:train" in str(e.value)
+
+
+def test_damaged_parquet_page_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "p.parquet"
+    rows = [{"id": i, "text": "hello world " * 50 + str(i)} for i in range(200)]
+    pq.write_table(pa.Table.from_pylist(rows), p, compression="NONE")
+    data = bytearray(p.read_bytes())
+    data[2000] ^= 0xFF  # inside the first data page's text values
+    p.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"p.parquet: row group 0, near row \d+ unreadable") as e:
+        list(open_source(p).batches(50))
+    assert "\n" not in str(e.value)

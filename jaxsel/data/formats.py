@@ -301,8 +301,11 @@ class Parquet(Format):
                 for rec in rb.to_pylist():
                     yield _row_doc(rec, row, f"{part.path}: row group {g}, row {row}", opts)
                     row += 1
-        except OSError as e:
-            raise InputError(f"{part.path}: row group {g} unreadable ({e})") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:  # damaged pages, bad UTF-8
+            msg = " ".join(str(e).split())  # pyarrow's messages span lines
+            raise InputError(
+                f"{part.path}: row group {g}, near row {row} unreadable ({msg})"
+            ) from None
 
 
 class HfDisk(Format):
@@ -450,7 +453,14 @@ class Tfds(Format):
         data = _tfds_builder(name, opts.data_dir).as_data_source(split=split)
         for s in range(part.start, part.stop, 1024):
             chunk = range(s, min(s + 1024, part.stop))
-            for i, raw in zip(chunk, data.__getitems__(list(chunk)), strict=True):
+            try:
+                raws = data.__getitems__(list(chunk))
+            except Exception as e:  # array_record: RuntimeError "Corrupted Riegeli/records file"
+                msg = " ".join(str(e).split())[:300]
+                raise InputError(
+                    f"{part.path}: records {s}..{chunk[-1]} unreadable (a damaged shard? {msg})"
+                ) from None
+            for i, raw in zip(chunk, raws, strict=True):
                 where = f"{part.path}: record {i}"
                 rec = {k: _plain(v, f"{where}, field {k!r}") for k, v in raw.items()}
                 ident, text = record_fields(rec, where, opts.text_field, opts.id_field, str(i))

@@ -143,7 +143,7 @@ def _table(path, fmt: str, records: list[dict[str, Any]], schema=None):
 
     try:
         table = pa.Table.from_pylist(records, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:  # e.g. an int past int64
         raise InputError(
             f"{path}: records do not fit one {fmt} schema ({e}); write .jsonl"
         ) from None
