@@ -34,8 +34,8 @@ On a TPU slice the programs and their costs are the ones `jaxsel plan --mesh hos
 the slice's host (same chips, same shapes), so the ratio compares the plan with the machine.
 
 Hardware: not run on an accelerator yet (none was attached to the development VM). `--smoke`
-ran on the 2-core development VM (CPU, jax 0.10.2) in 100 s of wall time at load 17 (24 CPU-s);
-its numbers only show that the script works.
+ran on the 2-core development VM (CPU, jax 0.10.2) in 54-100 s of wall time at load 10-17
+(24 CPU-s); its numbers only show that the script works.
 """
 
 from __future__ import annotations

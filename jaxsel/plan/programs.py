@@ -228,7 +228,8 @@ def gip(job: Job, mesh, capacity: float, label: str = "") -> Program:
     if has_scores:
         args.append(jax.ShapeDtypeStruct((job.queries, m_pad), jnp.float32, sharding=pool))
     split = nbytes(args)
-    name = f"gip {algorithm}/{mode} {job.form}{label}"
+    what = "diversity" if mode == "diversity" else f"{algorithm}/{mode}"
+    name = f"gip {what} {job.form}{label}"
     refused = None
     if split / data > capacity:
         refused = f"{name}: F's share is {_gb(split / data)} per device > {_gb(capacity)} HBM"
