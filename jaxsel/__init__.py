@@ -22,6 +22,7 @@ __all__ = [
     "select_budget",
     "select_threshold",
     "select_top_k",
+    "forget_models",
 ]
 __version__ = "0.1.0"
 
@@ -29,7 +30,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `score`/`select` load the pipeline (and JAX) on first use, so that importing a host-pool
     # method (a Ray worker, a compressor process) does not pay for JAX.
-    if name in ("score", "select"):
+    if name in ("score", "select", "forget_models"):
         from jaxsel import api
 
         return getattr(api, name)
@@ -37,4 +38,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "score", "select"})
+    return sorted({*globals(), "score", "select", "forget_models"})

@@ -5,8 +5,15 @@
     best = jaxsel.select(pool, target, method="dsir", k=100)             # records, best first
 
 `pool` and `target` may be a list of texts (or of records), a `Corpus`, a path (JSONL(.gz),
-Parquet, a directory of text files), a pandas DataFrame or a Hugging Face `Dataset`; keyword
-options are the method's Config fields, and an unknown one is an error.
+Parquet, a directory of text files, `tfds:NAME:SPLIT` with `data_dir`, `hf:PATH`), a pandas
+DataFrame or a Hugging Face `Dataset` (records without an id field are numbered); keyword options
+are the method's Config fields, and an unknown one is an error. `select` answers in the pool's
+own type: a DataFrame for a DataFrame, a `Dataset` for a Dataset (each with a "score" column),
+else a list of records.
+
+Models loaded by one call (an LM, an encoder) are kept for the next ones in this process, so a
+second `jaxsel.score(..., method="embed-sim")` does not load the encoder again;
+`forget_models()` lets them go.
 """
 
 from __future__ import annotations
@@ -17,8 +24,31 @@ from jaxsel import methods, pipeline
 from jaxsel.data.adapters import as_corpus, as_source, inputs_of
 from jaxsel.data.outputs import check_job
 from jaxsel.data.writers import out_spec
+from jaxsel.errors import InputError
 from jaxsel.flags import check_options
 from jaxsel.scores import Scores, check_rule
+
+_MODELS: dict = {}  # loaded models kept across calls in this process (`forget_models`)
+
+
+def forget_models() -> None:
+    """Drops the models that earlier calls loaded (their memory is freed once unreferenced)."""
+    _MODELS.clear()
+
+
+def _as_callers_type(pool, records: list[dict]):
+    """The selected records in the pool's own container type (DataFrame, Dataset) or a list."""
+    module = type(pool).__module__
+    if module.startswith("pandas") and hasattr(pool, "columns"):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(records, columns=[*pool.columns, "score"])
+    if module.startswith("datasets") and isinstance(getattr(pool, "column_names", None), list):
+        import datasets
+
+        columns = {c: [r[c] for r in records] for c in [*pool.column_names, "score"]}
+        return datasets.Dataset.from_dict(columns)
+    return records
 
 
 def _method(name: str, options: dict):
@@ -36,6 +66,8 @@ def score(
     *,
     text_field: str = "text",
     id_field: str | None = "id",
+    on_empty: str = "error",
+    data_dir: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
     progress: bool = False,
     **config,
@@ -47,13 +79,16 @@ def score(
         for methods that do not use one: random, ppl, gip).
       method: a registry name (`jaxsel.methods.names()`).
       text_field, id_field: record fields of the text and id (files, DataFrames, datasets).
+      on_empty: "error" or "skip" (logged) for documents with an empty text.
+      data_dir: TFDS data directory of `tfds:` inputs.
       workdir: directory for resumable shards.
       **config: the method's options (fields of its Config).
     """
+    _check_on_empty(on_empty)
     m, cfg = _method(method, config)
-    source = as_source(pool, text_field, id_field)
-    target = None if target is None else as_corpus(target, text_field, id_field)
-    with methods.Run(workdir, progress) as run:
+    source = as_source(pool, text_field, id_field, on_empty, data_dir)
+    target = None if target is None else as_corpus(target, text_field, id_field, on_empty, data_dir)
+    with methods.Run(workdir, progress, models=_MODELS) as run:
         return pipeline.score(m, source, target, cfg, run)
 
 
@@ -68,11 +103,14 @@ def select(
     out: str | os.PathLike | None = None,
     text_field: str = "text",
     id_field: str | None = "id",
+    on_empty: str = "error",
+    data_dir: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
     progress: bool = False,
     **config,
-) -> list[dict]:
-    """The selected records (every input field plus "score"), best first, ties by pool order.
+):
+    """The selected records (every input field plus "score"), best first, ties by pool order:
+    a DataFrame for a DataFrame pool, a `Dataset` for a Dataset, else a list of dicts.
 
     Exactly one rule: `k` (top-K), `threshold` (score > threshold) or `budget_bytes` (the
     best-first prefix within a byte budget). With `out` the records are also written there in
@@ -80,13 +118,15 @@ def select(
     `<out>.meta.json` sidecar, as `jaxsel select --out` writes them.
     """
     check_rule(k, threshold, budget_bytes)  # before any input is read
+    _check_on_empty(on_empty)
     m, cfg = _method(method, config)
-    source = as_source(pool, text_field, id_field)
+    source = as_source(pool, text_field, id_field, on_empty, data_dir)
     spec = None if out is None else out_spec(out, what="out")
-    check_job([] if spec is None else spec.outputs("out"), inputs_of(source, target), workdir)
+    inputs = inputs_of(source, target, data_dir=data_dir)
+    check_job([] if spec is None else spec.outputs("out"), inputs, workdir)
     given = target
-    target = None if target is None else as_corpus(target, text_field, id_field)
-    with methods.Run(workdir, progress) as run:
+    target = None if target is None else as_corpus(target, text_field, id_field, on_empty, data_dir)
+    with methods.Run(workdir, progress, models=_MODELS) as run:
         sel = pipeline.select(
             m, source, target, cfg, run, k=k, threshold=threshold, budget_bytes=budget_bytes
         )
@@ -99,4 +139,9 @@ def select(
         pipeline.write_selection(
             spec, source, sel, {"method": method, **options, "provenance": how}
         )
-    return pipeline.selected_records(source, sel)
+    return _as_callers_type(pool, pipeline.selected_records(source, sel))
+
+
+def _check_on_empty(on_empty) -> None:
+    if on_empty not in ("error", "skip"):
+        raise InputError(f"on_empty must be 'error' or 'skip', got {on_empty!r}")

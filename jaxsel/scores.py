@@ -35,6 +35,15 @@ class Scores:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     order: np.ndarray | None = None
 
+    def to_pandas(self):
+        """A DataFrame with one row per pool item, in pool order: "score" (and "rank", 1 =
+        best, ties by pool order)."""
+        import pandas as pd
+
+        rank = np.empty(len(self.values), np.int64)
+        rank[self.ranking()] = np.arange(1, len(self.values) + 1)
+        return pd.DataFrame({"score": self.values, "rank": rank})
+
     def __post_init__(self):
         v = np.asarray(self.values, dtype=np.float64)
         if v.ndim != 1:

@@ -182,7 +182,7 @@ def test_api_accepts_every_pool_form(tmp_path):
     for form in (pool, str(path), path, df, ds, list(pool.records)):
         np.testing.assert_array_equal(jaxsel.score(form, target).values, want)
     np.testing.assert_array_equal(jaxsel.score(list(pool.texts), list(target.texts)).values, want)
-    best = jaxsel.select(df, target, k=3)
+    best = jaxsel.select(df, target, k=3).to_dict("records")  # a DataFrame for a DataFrame
     idx = select_top_k(Scores(want, "zipfit"), 3)
     assert best == [{**pool.records[i], "score": float(want[i])} for i in idx]
     with pytest.raises(InputError, match="cannot read a corpus from int"):

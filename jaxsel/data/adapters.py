@@ -41,50 +41,68 @@ class CorpusSource:
             yield Batch(list(c.ids[s:e]), list(c.texts[s:e]), list(c.records[s:e]), keys)
 
 
-def _records_corpus(records: list[dict], text_field: str, id_field: str | None, name: str):
+def _records_corpus(records: list[dict], text_field, id_field, name: str, on_empty="error"):
+    """Records as a Corpus; when no record has the id field, rows are numbered ("0", "1", ...)."""
+    if id_field is not None and not any(id_field in r for r in records):
+        id_field = None
     for n, r in enumerate(records):
         if text_field not in r:
             raise InputError(f"{name} item {n}: missing field {text_field!r} (fields: {sorted(r)})")
         if id_field is not None and id_field not in r:
             raise InputError(f"{name} item {n}: missing field {id_field!r}")
-    return Corpus.from_records(records, text_field, id_field, name)
+    return Corpus.from_records(records, text_field, id_field, name, on_empty)
 
 
-def as_corpus(data, text_field: str = "text", id_field: str | None = "id") -> Corpus:
+def as_corpus(
+    data,
+    text_field: str = "text",
+    id_field: str | None = "id",
+    on_empty: str = "error",
+    data_dir: str | os.PathLike | None = None,
+) -> Corpus:
     """A Corpus from a Corpus, a list of texts or records, a path, a pandas DataFrame, an HF
-    `Dataset`, or a Source (read whole: for target sets, which stay in memory)."""
+    `Dataset`, or a Source (read whole: for target sets, which stay in memory). In-memory
+    records without an id field are numbered; `on_empty="skip"` drops empty texts (logged)."""
     if isinstance(data, Corpus):
         return data
     if isinstance(data, (str, os.PathLike)):
-        return read_corpus(data, text_field, id_field)
+        return read_corpus(data, text_field, id_field, on_empty, data_dir)
     if hasattr(data, "to_corpus"):
         return data.to_corpus()
     module = type(data).__module__
     if module.startswith("pandas") and hasattr(data, "columns"):  # a DataFrame, not a Series
-        return _records_corpus(data.to_dict("records"), text_field, id_field, "DataFrame")
+        records = data.to_dict("records")
+        return _records_corpus(records, text_field, id_field, "DataFrame", on_empty)
     if module.startswith("datasets") and isinstance(getattr(data, "column_names", None), list):
-        return _records_corpus([dict(r) for r in data], text_field, id_field, "Dataset")
+        records = [dict(r) for r in data]
+        return _records_corpus(records, text_field, id_field, "Dataset", on_empty)
     if module.startswith("datasets") and isinstance(getattr(data, "column_names", None), dict):
         raise InputError(f"a DatasetDict holds splits {sorted(data)}: give one, e.g. data['train']")
     if isinstance(data, (list, tuple)):
         if all(isinstance(t, str) for t in data):
             return Corpus.from_texts(list(data))
         if all(isinstance(r, dict) for r in data):
-            return _records_corpus(list(data), text_field, id_field, "records")
+            return _records_corpus(list(data), text_field, id_field, "records", on_empty)
     raise InputError(
         f"cannot read a corpus from {type(data).__name__}: give texts, records, a Corpus, a "
         "path, a pandas DataFrame or an HF Dataset"
     )
 
 
-def as_source(pool, text_field: str = "text", id_field: str | None = "id"):
+def as_source(
+    pool,
+    text_field: str = "text",
+    id_field: str | None = "id",
+    on_empty: str = "error",
+    data_dir: str | os.PathLike | None = None,
+):
     """A Source (`.parts()`, `.batches(batch_size)`) over any pool form `as_corpus` takes;
     paths and "tfds:"/"hf:" specs are streamed (`jaxsel.data.sources.open_source`)."""
     if hasattr(pool, "batches") and hasattr(pool, "parts"):
         return pool
     if isinstance(pool, (str, os.PathLike)):
-        return open_source(pool, text_field, id_field)
-    return CorpusSource(as_corpus(pool, text_field, id_field))
+        return open_source(pool, text_field, id_field, data_dir, on_empty)
+    return CorpusSource(as_corpus(pool, text_field, id_field, on_empty))
 
 
 def inputs_of(*data, data_dir: str | os.PathLike | None = None) -> list[Path]:

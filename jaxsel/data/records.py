@@ -86,13 +86,15 @@ class Corpus:
         text_field: str = "text",
         id_field: str | None = "id",
         name: str = "corpus",
+        on_empty: OnBad = "error",
     ) -> Corpus:
         """Builds a corpus from records holding `text_field` and `id_field` (ids keep their
-        type; None numbers them "0", "1", ...); every field is kept."""
+        type; None numbers them "0", "1", ...); every field is kept. Records with an empty
+        text are an error, or skipped (logged) with `on_empty="skip"`."""
         ids = [str(n) if id_field is None else r[id_field] for n, r in enumerate(records)]
         texts = [r[text_field] for r in records]
         where = [f"{name} item {n}" for n in range(len(records))]
-        return _validated(ids, texts, list(records), name, where)
+        return _validated(ids, texts, list(records), name, where, on_empty)
 
     def subset(self, indices: Iterable[int]) -> Corpus:
         idx = list(indices)
@@ -160,10 +162,14 @@ def _check_items(ids: Sequence[Any], texts: Sequence[Any], where: Sequence[str])
         seen[i] = n
 
 
-def _validated(ids, texts, records, name, where) -> Corpus:
+def _validated(ids, texts, records, name, where, on_empty: OnBad = "error") -> Corpus:
     """Checks texts, ids and duplicates; `where[i]` locates item i for messages."""
-    for t, w in zip(texts, where, strict=True):
-        keep_text(t, w)
+    keep = [
+        i for i, (t, w) in enumerate(zip(texts, where, strict=True)) if keep_text(t, w, on_empty)
+    ]
+    if len(keep) < len(texts):
+        ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
+        records, where = [records[i] for i in keep], [where[i] for i in keep]
     _check_items(ids, texts, where)
     return Corpus(tuple(ids), tuple(texts), tuple(records), name, _checked=True)
 

@@ -147,7 +147,7 @@ class Run:
         self.workdir = None if workdir is None else str(workdir)
         self.progress = progress
         self.mesh = mesh
-        self.models: dict = dict(models or {})
+        self.models: dict = {} if models is None else models  # shared with the caller's
         self._stack = contextlib.ExitStack()
         engine = LocalEngine() if engine is None else engine
         self.engine = self.enter(engine) if hasattr(engine, "__enter__") else engine

@@ -1,0 +1,93 @@
+"""The Python API meets the data where it is: DataFrames and Datasets without an id column,
+results in the caller's own type, empty texts skipped on request, TFDS with a data_dir, models
+kept across calls, and one-line errors for the containers it cannot read."""
+
+import numpy as np
+import pytest
+from test_sources import tfds_dir  # noqa: F401 (a fixture)
+from test_zipfit import make_pool, make_target
+
+import jaxsel
+from jaxsel.errors import InputError
+
+
+def _frame():
+    pd = pytest.importorskip("pandas")
+    pool = make_pool(10, seed=4, long_doc=False)
+    return pd.DataFrame({"text": list(pool.texts), "n": range(10)})  # no id column
+
+
+def test_a_frame_without_ids_selects_into_a_frame():
+    df = _frame()
+    target = list(make_target(2).texts)
+    scores = jaxsel.score(df, target, method="dsir")
+    best = jaxsel.select(df, target, method="dsir", k=4)
+    assert type(best) is type(df) and list(best.columns) == ["text", "n", "score"]
+    want = sorted(range(10), key=lambda i: (-scores.values[i], i))[:4]
+    assert best["n"].tolist() == want
+    np.testing.assert_array_equal(best["score"].to_numpy(), scores.values[want])
+    table = scores.to_pandas()
+    assert table["score"].tolist() == scores.values.tolist()
+    assert table["rank"].to_numpy()[want].tolist() == [1, 2, 3, 4]
+
+
+def test_a_dataset_selects_into_a_dataset():
+    datasets = pytest.importorskip("datasets")
+    df = _frame()
+    ds = datasets.Dataset.from_pandas(df, preserve_index=False)
+    target = list(make_target(2).texts)
+    best = jaxsel.select(ds, target, method="dsir", k=3)
+    assert isinstance(best, datasets.Dataset) and best.column_names == ["text", "n", "score"]
+    assert best["n"] == jaxsel.select(df, target, method="dsir", k=3)["n"].tolist()
+
+
+def test_empty_texts_are_skipped_when_asked():
+    records = [
+        {"id": "a", "text": "def f(): pass"},
+        {"id": "b", "text": " "},
+        {"id": "c", "text": "x = 1"},
+    ]
+    with pytest.raises(InputError, match="on_empty='skip'"):
+        jaxsel.score(records, ["def g(): pass"], method="dsir")
+    got = jaxsel.select(records, ["def g(): pass"], method="dsir", k=2, on_empty="skip")
+    assert sorted(r["id"] for r in got) == ["a", "c"]
+    with pytest.raises(InputError, match="on_empty must be"):
+        jaxsel.score(records, ["x"], method="dsir", on_empty="drop")
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [None, 5, ["a text", {"text": "a record"}], "series", "dataset-dict"],
+    ids=["None", "int", "mixed", "Series", "DatasetDict"],
+)
+def test_containers_it_cannot_read_are_one_line(pool):
+    if pool == "series":
+        pool = pytest.importorskip("pandas").Series(["a", "b"])
+    elif pool == "dataset-dict":
+        datasets = pytest.importorskip("datasets")
+        pool = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["a"]})})
+    with pytest.raises(InputError) as e:
+        jaxsel.score(pool, ["t"], method="dsir")
+    assert "\n" not in str(e.value)
+
+
+def test_tfds_with_a_data_dir(tfds_dir):  # noqa: F811
+    spec = "tfds:jaxsel_stdlib_heads:train"
+    got = jaxsel.score(spec, ["import os"], method="dsir", id_field="name", data_dir=tfds_dir)
+    assert len(got) == 37
+
+
+def test_models_are_kept_across_calls(tiny_bert_dir, monkeypatch):
+    from jaxsel.models import bert
+
+    loads = []
+    real = bert.load_bert
+    monkeypatch.setattr(bert, "load_bert", lambda *a, **k: loads.append(a) or real(*a, **k))
+    jaxsel.forget_models()
+    pool, target = list(make_pool(6, long_doc=False).texts), list(make_target(2).texts)
+    first = jaxsel.score(pool, target, method="embed-sim", model=str(tiny_bert_dir))
+    again = jaxsel.score(pool, target, method="embed-sim", model=str(tiny_bert_dir))
+    assert len(loads) == 1 and again.values.tobytes() == first.values.tobytes()
+    jaxsel.forget_models()
+    jaxsel.score(pool, target, method="embed-sim", model=str(tiny_bert_dir))
+    assert len(loads) == 2
