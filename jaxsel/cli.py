@@ -4,7 +4,6 @@ library. Errors a user can cause print one line (`error: ...`) and exit with sta
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -14,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from jaxsel import flags, methods
+import jaxsel
+from jaxsel import commands, flags, methods
 from jaxsel.data import outputs
 from jaxsel.data.writers import OUT_FORMATS
 from jaxsel.errors import InputError, JaxselError
@@ -471,203 +471,6 @@ def cmd_embed(argv):
     outputs.save_npy(args.out, emb)
 
 
-# --------------------------------------------------------------------------------- finezip
-
-
-def _read_bytes(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: {e.strerror}") from None
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        outputs.write_bytes(path, data)
-
-
-def cmd_compress(argv):
-    """FineZip: lossless LLM compression of any file (`--info ARCHIVE` prints a header)"""
-    from jaxsel.finezip import FineZipConfig, MemorizeConfig, request_deterministic_xla
-    from jaxsel.finezip.match import MatchConfig
-
-    request_deterministic_xla()  # before JAX starts a backend
-    from jaxsel.finezip.coders import CODERS
-
-    mem = MemorizeConfig()
-    p = argparse.ArgumentParser(
-        prog="jaxsel compress",
-        description="compress INPUT into the archive OUTPUT ('-' = stdin/stdout); text is coded "
-        "with a causal LM, anything else (or anything smaller that way) with raw/bz2/lzma",
-    )
-    p.add_argument("input", help="file to compress, or the archive to describe with --info")
-    p.add_argument("output", nargs="?", help="archive to write")
-    p.add_argument("--info", action="store_true", help="print the header of the archive INPUT")
-    p.add_argument(
-        "--plot",
-        metavar="PNG",
-        help="with --info: plot the bits/byte of every coding window (decompresses: needs "
-        "the model)",
-    )
-    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument(
-        "--coder",
-        choices=tuple(CODERS),
-        default="ac-match",
-        help="ac: range coding under the full distribution; ac-match: ac mixed with a match "
-        "model of the text already coded (long repeats cost ~nothing); rank: ranks + bzip2",
-    )
-    p.add_argument(
-        "--match-scope",
-        choices=("all", "segment"),
-        default="all",
-        help="ac-match: find repeats in every segment coded so far (all) or only in the "
-        "segment being coded",
-    )
-    p.add_argument(
-        "--context", type=int, default=2048, help="most previous tokens a prediction sees"
-    )
-    p.add_argument(
-        "--stride",
-        type=int,
-        help="tokens per prefill window, each pre-filling context - stride + 1 known tokens "
-        "(default context / 2); a stride selects prefill windows",
-    )
-    p.add_argument(
-        "--sliding",
-        choices=("ring", "prefill"),
-        help="how the context moves past a segment's first --context tokens: a ring KV cache "
-        "(the default: every token sees the context - 1 before it, no prefills), or prefill "
-        "windows of --stride (the default when --stride is given)",
-    )
-    p.add_argument("--batch-size", type=int, default=16, help="segments per device batch")
-    p.add_argument(
-        "--no-fallback",
-        action="store_true",
-        help="model-code text even when raw/bz2/lzma would be smaller",
-    )
-    p.add_argument("--progress", action="store_true", help="progress bar on stderr")
-    g = p.add_argument_group("online memorisation (LoRA trained on the input, stored)")
-    g.add_argument("--lora-steps", type=int, default=0, help="optimizer steps (0 = no LoRA)")
-    g.add_argument("--lora-rank", type=int, default=mem.rank)
-    g.add_argument("--lora-alpha", type=float, default=mem.alpha)
-    g.add_argument(
-        "--lora-targets",
-        default=",".join(mem.targets),
-        help="comma-separated projections (wq,wk,wv,wo,w_gate,w_up,w_down)",
-    )
-    g.add_argument(
-        "--lora-layers", type=int, default=mem.layers, help="adapt only the last N layers (0 = all)"
-    )
-    g.add_argument("--lora-lr", type=float, default=mem.lr)
-    g.add_argument("--lora-batch", type=int, default=mem.batch_size, help="chunks per step")
-    args = p.parse_args(argv)
-    _check_outputs(args, ("OUTPUT", args.output))
-    from jaxsel import finezip
-
-    if args.info:
-        outputs.check_output(args.plot, [args.input], "--plot")
-        data = _read_bytes(args.input)
-        print(finezip.describe(finezip.parse(data).header, len(data)))
-        if args.plot:
-            _plot_chunk_costs(data, args.model, args.plot)
-        return
-    if args.plot:
-        p.error("--plot needs --info")
-    if args.output is None:
-        p.error("OUTPUT is required (or use --info)")
-    from jaxsel.models.loaders import load_lm
-
-    data = _read_bytes(args.input)
-    lora = MemorizeConfig(
-        steps=args.lora_steps,
-        rank=args.lora_rank,
-        alpha=args.lora_alpha,
-        targets=tuple(args.lora_targets.split(",")),
-        layers=args.lora_layers,
-        lr=args.lora_lr,
-        batch_size=args.lora_batch,
-    )
-    config = FineZipConfig(
-        coder=args.coder,
-        context=args.context,
-        stride=args.stride,
-        sliding=args.sliding,
-        batch_size=args.batch_size,
-        fallback=not args.no_fallback,
-        lora=lora,
-        match=MatchConfig(scope=args.match_scope),
-    )
-    model = functools.partial(load_lm, args.model, args.dtype)
-    t0 = time.perf_counter()
-    res = finezip.compress_detailed(data, model, config, progress=args.progress)
-    _write_bytes(args.output, res.archive)
-    log.info(
-        "compress: %d -> %d bytes (%s%s, %.3f bits/byte) in %.1f s",
-        len(data),
-        len(res.archive),
-        res.mode,
-        f", {res.reason}" if res.reason and data else "",
-        8 * len(res.archive) / max(len(data), 1),
-        time.perf_counter() - t0,
-    )
-
-
-def _plot_chunk_costs(archive: bytes, model: str | None, path: str) -> None:
-    from jaxsel import finezip, plots
-    from jaxsel.finezip.costs import archive_costs
-    from jaxsel.models.loaders import load_lm
-
-    c = archive_costs(archive, functools.partial(load_lm, model))
-    header = finezip.read_header(archive)[0]
-    payload = header.model.sections(header.body_len)[2]  # without LoRA blob, escapes, padding
-    bpb = [8 * n / header.size for n in (payload, len(archive))]
-    slide = "ring" if c.plan.ring else f"stride {c.plan.stride}"
-    what = f"context {c.plan.context}, {slide}, {c.plan.seg_len}-token segments"
-    fig = plots.window_costs(c.window_bits / c.window_bytes, *bpb, what=what)
-    log.info("compress: costs of %d windows -> %s", len(c.window_bits), plots.save(fig, path))
-
-
-def cmd_decompress(argv):
-    """FineZip: restore a file from its archive (verifies the original's checksum)"""
-    p = argparse.ArgumentParser(
-        prog="jaxsel decompress",
-        description="restore INPUT (an archive) into OUTPUT ('-' = "
-        "stdin/stdout); the model must be the one that compressed it",
-    )
-    p.add_argument("input", help="archive")
-    p.add_argument("output", help="restored file")
-    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
-    p.add_argument("--progress", action="store_true", help="progress bar on stderr")
-    args = p.parse_args(argv)
-    _check_outputs(args, ("OUTPUT", args.output))
-    from jaxsel import finezip
-
-    finezip.request_deterministic_xla()  # before JAX starts a backend
-    from jaxsel.models.loaders import load_lm
-
-    archive = _read_bytes(args.input)
-    t0 = time.perf_counter()
-    # the model loads only after the whole archive has been validated (`finezip.parse`)
-    data = finezip.decompress(
-        archive, functools.partial(load_lm, args.model), progress=args.progress
-    )
-    _write_bytes(args.output, data)
-    log.info(
-        "decompress: %d -> %d bytes (%s) in %.1f s",
-        len(archive),
-        len(data),
-        finezip.read_header(archive)[0].mode,
-        time.perf_counter() - t0,
-    )
-
-
 # ------------------------------------------------------------------------------ downstream
 
 
@@ -882,8 +685,6 @@ COMMANDS = {
     "eval": cmd_eval,
     "compare": cmd_compare,
     "embed": cmd_embed,
-    "compress": cmd_compress,
-    "decompress": cmd_decompress,
     "downstream": cmd_downstream,
     "plan": cmd_plan,
 }
@@ -951,17 +752,21 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        lines = [
-            f"  {name:<10} {(fn.__doc__ or '').strip().splitlines()[0]}"
-            for name, fn in COMMANDS.items()
-        ]
-        print(
-            "usage: jaxsel {" + ",".join(COMMANDS) + "} ...\n" + "\n".join(lines), file=sys.stderr
-        )
+    if argv[:1] == ["--version"]:
+        print(f"jaxsel {jaxsel.__version__}")
+        return 0
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands.COMMANDS:
+        lines = [f"  {name:<10} {line}" for name, line in commands.COMMANDS.items()]
+        usage = "usage: jaxsel {" + ",".join(commands.COMMANDS) + "} ... | --version"
+        print(usage + "\n" + "\n".join(lines), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] == "compress" and "--info" in argv:  # `compress --info ARCHIVE` is `info ARCHIVE`
+        argv = ["info", *(a for a in argv[1:] if a != "--info")]
     try:
-        COMMANDS[argv[0]](argv[1:])
+        if argv[0] in COMMANDS:
+            COMMANDS[argv[0]](argv[1:])
+        else:
+            return commands.run(argv[0], argv[1:])
     except JaxselError as e:
         _tell_peers(e, str(e))
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,12 @@
 """CLI flags generated from Config dataclasses: one flag per field, with its type, default and
-help taken from the dataclass (`metadata={"help": ...}`, optionally "flag", "choices", "const",
-"metavar"), so an option is declared in one place; and `--config` files, whose keys are the same
-options (`read_config`)."""
+help taken from the dataclass (`metadata={"help": ...}`, optionally "flag", "aliases",
+"choices", "const", "metavar", "positional"), so an option is declared in one place; and
+`--config` files, whose keys are the same options (`read_config`).
+
+Fields are bool/int/float/str (`X | None` too), tuples of one of these (`--targets wq wv` or
+`--targets wq,wv`; paths, fields marked "input", are not split at commas) or nested Configs,
+whose flags carry the field's name as a prefix (`--lora.rank`, also spelled `--lora-rank`;
+metadata "prefix" changes it, "" puts them at the top). Parse errors are one line (`Parser`)."""
 
 from __future__ import annotations
 
@@ -33,9 +38,24 @@ KINDS = {
 }
 
 
-def scalar_type(cls: type, field: dataclasses.Field) -> type:
-    """The scalar type of a Config field (`X | None` -> X); only bool/int/float/str fields."""
-    hint = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))[field.name]
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, `error: MESSAGE`, with exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **meta) -> Any:
+    """A Config field with its flag's help (and optional metadata: "flag", "aliases",
+    "choices", "metavar", "positional", ...); without a default the flag is required."""
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
+def _hint(cls: type, field: dataclasses.Field) -> Any:
+    return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))[field.name]
+
+
+def _scalar(cls: type, field: dataclasses.Field, hint: Any) -> type:
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in args if a is not type(None)]
@@ -47,60 +67,164 @@ def scalar_type(cls: type, field: dataclasses.Field) -> type:
     return hint
 
 
-def flag_name(field: dataclasses.Field) -> str:
-    """The CLI flag of a Config field: metadata "flag", else --field-name."""
-    return field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+def scalar_type(cls: type, field: dataclasses.Field) -> type:
+    """The scalar type of a Config field (`X | None` -> X); only bool/int/float/str fields."""
+    return _scalar(cls, field, _hint(cls, field))
 
 
-def add_config_args(parser, config_cls: type) -> None:
-    """Adds one flag per Config field: type, default and help from the dataclass."""
+def item_type(cls: type, field: dataclasses.Field) -> tuple[type, bool]:
+    """(scalar type, whether the field is a tuple of them) of a non-Config field."""
+    hint = _hint(cls, field)
+    if typing.get_origin(hint) is tuple:
+        return _scalar(cls, field, typing.get_args(hint)[0]), True
+    return _scalar(cls, field, hint), False
+
+
+def nested(cls: type, field: dataclasses.Field) -> type | None:
+    """The Config class of a nested-Config field, else None."""
+    hint = _hint(cls, field)
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def flag_name(field: dataclasses.Field, prefix: str = "") -> str:
+    """The CLI flag of a Config field: metadata "flag", else --prefix.field-name."""
+    return field.metadata.get("flag", "--" + (prefix + field.name).replace("_", "-"))
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _items(typ: type, split: bool):
+    """argparse type of a tuple field's words: 'a,b' -> (a, b) (`split`, else ('a,b',)), each
+    converted to `typ`."""
+
+    def convert(text: str) -> tuple:
+        return (
+            tuple(typ(t.strip()) for t in text.split(",") if t.strip()) if split else (typ(text),)
+        )
+
+    convert.__name__ = typ.__name__  # argparse names it in "invalid int value: 'x'"
+    return convert
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def add_config_args(parser, config_cls: type, group=None, prefix: str = "") -> None:
+    """Adds one flag per Config field to `group` (default: `parser`): type, default and help
+    from the dataclass (a nested Config's from its class: its own defaults, before any
+    `__post_init__` resolves them); a nested Config's flags go to an argument group of their
+    own."""
+    group = parser if group is None else group
     for f in dataclasses.fields(config_cls):
+        default = _default(f)
+        sub = nested(config_cls, f)
+        if sub is not None:
+            name = f.metadata.get("prefix", f.name + ".")
+            title = f"{f.name}: {f.metadata.get('help') or _summary(sub)}"
+            into = parser.add_argument_group(title) if name else group
+            add_config_args(parser, sub, into, prefix + name)
+            continue
         if "help" not in f.metadata:
             raise TypeError(f"{config_cls.__qualname__}.{f.name}: no help in its metadata")
-        typ = scalar_type(config_cls, f)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kw: dict[str, Any] = {
-            "dest": f.name,
-            "default": default,
-            "help": f"{f.metadata['help']} (default: {default})",
-        }
+        typ, many = item_type(config_cls, f)
+        required = default is dataclasses.MISSING
+        shown = " (required)" if required else f" (default: {_shown(default)})"
+        if required and f.metadata.get("positional"):
+            shown = ""
+        kw: dict[str, Any] = {"help": f.metadata["help"] + shown}
+        if not required:
+            kw["default"] = default
         if typ is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
-            kw["type"] = typ
+            kw["type"] = _items(typ, not f.metadata.get("input")) if many else typ
+            if "choices" not in f.metadata:
+                kw["metavar"] = f.name.upper()
             for opt in ("choices", "const", "metavar"):
                 if opt in f.metadata:
                     kw[opt] = f.metadata[opt]
             if "const" in kw:
                 kw["nargs"] = "?"
-        parser.add_argument(flag_name(f), **kw)
+            if many:
+                kw["nargs"] = "+"
+        if f.metadata.get("positional"):
+            if not required and not many:
+                kw["nargs"] = "?"
+            group.add_argument(f.name, **kw)
+            continue
+        dest = prefix + f.name
+        names = [flag_name(f, prefix), *(_alias(a, prefix) for a in f.metadata.get("aliases", ()))]
+        group.add_argument(*names, dest=dest, required=required, **kw)
+        hidden = [n.replace(".", "-") for n in names if "." in n]
+        if hidden:  # --lora-rank beside --lora.rank
+            kw.update(default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            group.add_argument(*hidden, dest=dest, **kw)
 
 
-def config_from_args(args: argparse.Namespace, config_cls: type, **overrides) -> Any:
+def _alias(name: str, prefix: str) -> str:
+    """An alias's option string: "-k" as it is, "--batch" under prefix "lora." "--lora.batch"."""
+    return "--" + prefix + name[2:] if name.startswith("--") else name
+
+
+def _summary(cls: type) -> str:
+    return (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+
+
+def config_from_args(args: argparse.Namespace, config_cls: type, prefix="", **overrides) -> Any:
     """The Config from parsed flags (`add_config_args`); `overrides` replace fields."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
+    values = {}
+    for f in dataclasses.fields(config_cls):
+        sub = nested(config_cls, f)
+        if sub is not None:
+            values[f.name] = config_from_args(
+                args, sub, prefix + f.metadata.get("prefix", f.name + ".")
+            )
+            continue
+        value = getattr(args, prefix + f.name if not f.metadata.get("positional") else f.name)
+        if isinstance(value, list):  # a tuple field's words, each a tuple
+            value = tuple(v for words in value for v in words)
+        values[f.name] = value
     values.update(overrides)
     check_options(config_cls, values)
     return config_cls(**values)
 
 
+def parse(config_cls: type, argv: list[str], prog: str) -> Any:
+    """The Config of a command from its argv (`--help` prints every flag and default)."""
+    p = Parser(prog=prog, description=config_cls.__doc__)
+    add_config_args(p, config_cls)
+    return config_from_args(p.parse_args(argv), config_cls)
+
+
 def check_options(config_cls: type, options: dict[str, Any]) -> None:
     """Options by field name (the Python API's keywords, parsed flags), checked before the Config
     is built as a flag's type checks its text: of the field's scalar type (an int for a float
-    too, None where the default is None), floats finite, `LEAST` bounds. Unknown names are the
-    Config's to refuse."""
+    too, None where the default is None; a tuple of them for a tuple field), floats finite,
+    `LEAST` bounds. Nested Configs and unknown names are the Config's to refuse."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     for name, value in options.items():
-        if name not in fields or (value is None and fields[name].default is None):
+        if name not in fields or nested(config_cls, fields[name]) is not None:
             continue
-        typ = scalar_type(config_cls, fields[name])
+        if value is None and fields[name].default is None:
+            continue
+        typ, many = item_type(config_cls, fields[name])
         kind, what = KINDS[typ]
-        if not isinstance(value, kind) or (typ is not bool and isinstance(value, bool)):
-            raise InputError(f"option {name} must be {what}, got {value!r}")
-        if typ is float and not math.isfinite(value):
-            raise InputError(f"option {name} must be finite, got {value!r}")
-        if name in LEAST and value < LEAST[name]:
-            raise InputError(f"option {name} must be >= {LEAST[name]}, got {value!r}")
+        if many and not isinstance(value, tuple):
+            raise InputError(f"option {name} must be a tuple, got {value!r}")
+        for v in value if many else (value,):
+            if not isinstance(v, kind) or (typ is not bool and isinstance(v, bool)):
+                raise InputError(f"option {name} must be {what}, got {value!r}")
+            if typ is float and not math.isfinite(v):
+                raise InputError(f"option {name} must be finite, got {value!r}")
+            if name in LEAST and v < LEAST[name]:
+                raise InputError(f"option {name} must be >= {LEAST[name]}, got {value!r}")
 
 
 # ------------------------------------------------------------------------ config files

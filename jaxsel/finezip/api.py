@@ -33,40 +33,49 @@ from jaxsel.finezip import archive as arc
 from jaxsel.finezip import coders, engine
 from jaxsel.finezip.match import MatchConfig
 from jaxsel.finezip.memorize import MemorizeConfig, lora_from_blob, to_blob, train
+from jaxsel.flags import option
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class FineZipConfig:
-    """How to compress (decompression reads everything it needs from the archive header).
+    """How to compress (decompression reads everything it needs from the archive header)."""
 
-    coder: a registered coder (`coders.CODERS`): "ac-match" (default: ac mixed with a match
-      model of the text already coded, so long repeats cost ~nothing), "ac" (range coding under
-      the full distribution) or "rank" (the paper: ranks + bzip2).
-    context: C, the most tokens a prediction sees (KV-cache length; SmolLM2 was trained on 2048).
-    stride: S, tokens coded per prefill window after a segment's first C; each window pre-fills
-      the C - S + 1 tokens before it (see `engine`). Smaller = more context on average, more
-      prefill. None = C // 2 for prefill windows (a ring: 1).
-    sliding: "ring" (a sliding KV cache: every token past the first C sees the C - 1 before it,
-      no prefills; `engine`) or "prefill" (windows of `stride`). None = "ring", or "prefill"
-      when a stride is given.
-    batch_size: segments coded side by side (the KV-cache batch; rounded to the `data` axis).
-    lanes: batches in flight at once (overlaps host coding with device steps).
-    fallback: also consider the model-free modes and keep whichever archive is smallest.
-    lora: online memorisation (LoRA trained on the input, stored in the archive).
-    match: the match model's parameters (coders that use one; recorded in the header).
-    """
-
-    coder: str = "ac-match"  # 64 KB, C=512: -20% bits/byte on licences, -2.5% on code vs "ac"
-    context: int = 2048
-    stride: int | None = None
-    sliding: str | None = None
-    batch_size: int = 16
-    lanes: int = 2
-    fallback: bool = True
-    lora: MemorizeConfig = MemorizeConfig()
-    match: MatchConfig = MatchConfig()
+    # 64 KB, C=512: -20% bits/byte on licences, -2.5% on code vs "ac"
+    coder: str = option(
+        "ac-match",
+        "ac: range coding under the full distribution; ac-match: ac mixed with a match model of "
+        "the text already coded (long repeats cost ~nothing); rank: ranks + bzip2 (the paper)",
+        choices=tuple(coders.CODERS),
+    )
+    context: int = option(
+        2048, "C, the most previous tokens a prediction sees (KV-cache length, tokens)"
+    )
+    stride: int | None = option(
+        None,
+        "S, tokens per prefill window after a segment's first C, each pre-filling the C - S + 1 "
+        "tokens before it; None: C // 2 for prefill windows (a ring: 1); a stride selects "
+        "prefill windows",
+    )
+    sliding: str | None = option(
+        None,
+        "how the context moves past a segment's first C tokens: ring (a sliding KV cache, every "
+        "token sees the C - 1 before it, no prefills) or prefill (windows of --stride); None: "
+        "ring, or prefill when a stride is given",
+        choices=engine.SLIDINGS,
+    )
+    batch_size: int = option(
+        16, "segments coded side by side per device batch (rounded to the data axis)"
+    )
+    lanes: int = option(2, "batches in flight at once (overlaps host coding with device steps)")
+    fallback: bool = option(True, "also try raw/bz2/lzma and keep whichever archive is smallest")
+    lora: MemorizeConfig = option(
+        MemorizeConfig(), "online memorisation: LoRA trained on the input, stored in the archive"
+    )
+    match: MatchConfig = option(
+        MatchConfig(), "the ac-match coder's match model (recorded in the header)"
+    )
 
     def __post_init__(self):
         if self.coder not in coders.CODERS:

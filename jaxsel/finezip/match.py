@@ -37,6 +37,7 @@ import dataclasses
 import numpy as np
 
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 
 SCOPES = ("segment", "all")
 LM_BITS = 24  # q = floor(p * 2**LM_BITS) + 1
@@ -48,23 +49,19 @@ MAX_COMPARE = 1 << 16
 
 @dataclasses.dataclass(frozen=True)
 class MatchConfig:
-    """The match model's parameters (recorded in the archive header: `archive.MatchInfo`).
+    """The match model's parameters (recorded in the archive header: `archive.MatchInfo`)."""
 
-    scope: "all" (earlier occurrences in every segment, as far as coded) or "segment" (only in
-      the segment being coded).
-    order: tokens of context an index entry is keyed by (the shortest match).
-    candidates: most recent occurrences kept per key (the longest of them is chosen).
-    max_len: most tokens a candidate's context is compared over (backwards).
-    buckets: match lengths are counted up to this in the counter contexts.
-    limit: a counter is halved once it has seen more than this many predictions.
-    """
-
-    scope: str = "all"
-    order: int = 4
-    candidates: int = 8
-    max_len: int = 1024
-    buckets: int = 32
-    limit: int = 1023
+    scope: str = option(
+        "all",
+        "where repeats are found: all (every segment, as far as coded) or segment (only the "
+        "segment being coded)",
+        choices=SCOPES,
+    )
+    order: int = option(4, "tokens of context an index entry is keyed by (the shortest match)")
+    candidates: int = option(8, "most recent occurrences kept per key (the longest is chosen)")
+    max_len: int = option(1024, "most tokens a candidate's context is compared over (backwards)")
+    buckets: int = option(32, "match lengths are counted up to this in the counter contexts")
+    limit: int = option(1023, "a counter is halved once it has seen this many predictions")
 
     def __post_init__(self):
         if self.scope not in SCOPES:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel.errors import ArchiveError, InputError
+from jaxsel.flags import option
 from jaxsel.lm.train import TrainConfig, train_tokens
 from jaxsel.models import llama
 from jaxsel.models.llama import LlamaConfig, Lora
@@ -29,14 +30,18 @@ from jaxsel.models.llama import LlamaConfig, Lora
 class MemorizeConfig:
     """LoRA online memorisation; `steps=0` disables it."""
 
-    steps: int = 0
-    rank: int = 8
-    alpha: float = 16.0
-    targets: tuple[str, ...] = ("wq", "wv")
-    layers: int = 0  # adapt only the last `layers` layers (0 = all)
-    lr: float = 1e-3
-    batch_size: int = 4  # chunks per optimizer step (rounded up to the `data` axis size)
-    seed: int = 0
+    steps: int = option(0, "optimizer steps (0: no LoRA)")
+    rank: int = option(8, "LoRA rank")
+    alpha: float = option(16.0, "LoRA alpha (scale alpha / rank)")
+    targets: tuple[str, ...] = option(
+        ("wq", "wv"), "projections adapted (wq, wk, wv, wo, w_gate, w_up, w_down)"
+    )
+    layers: int = option(0, "adapt only the last N layers (0: all)")
+    lr: float = option(1e-3, "Adam learning rate")
+    batch_size: int = option(
+        4, "chunks per optimizer step (rounded up to the data axis)", aliases=("--batch",)
+    )
+    seed: int = option(0, "seed of the frozen random projection a (stored in the header)")
 
     def meta(self, n_layers: int) -> dict:
         """The fields the decompressor needs (recorded in the archive header)."""

@@ -1,0 +1,124 @@
+"""Every field of every command's Config (and of every method's) is reachable from its flags:
+each leaf field, nested ones included, set to a value other than its default through its flag
+lands in the parsed Config."""
+
+import dataclasses
+import importlib.util
+
+import pytest
+
+from jaxsel import commands, flags, methods
+from jaxsel.cli import main
+from jaxsel.errors import InputError
+
+
+def _leaves(cls, prefix=""):
+    """(owner class, field, flag prefix) of every non-Config field, nested ones included."""
+    for f in dataclasses.fields(cls):
+        sub = flags.nested(cls, f)
+        if sub is None:
+            yield cls, f, prefix
+        else:
+            yield from _leaves(sub, prefix + f.metadata.get("prefix", f.name + "."))
+
+
+def _other(cls, f):
+    """A value of `f`'s type other than its default, and its words on the command line."""
+    typ, many = flags.item_type(cls, f)
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if "choices" in f.metadata:
+        value = next(c for c in f.metadata["choices"] if c != default)
+    elif many:
+        value = default[:1] if default else ((7, 9) if typ is int else ("a", "b"))
+    elif typ is bool:
+        value = not default
+    elif typ is int:
+        value = 3 if default in (None, 2) else default + 1
+    elif typ is float:
+        value = 0.25 if default is None else default * 2 + 0.5
+    else:
+        value = "x"
+    return value, [str(v) for v in value] if many else [str(value)]
+
+
+def _argv(cls, f, prefix, words):
+    if f.metadata.get("positional"):
+        return words
+    if flags.item_type(cls, f)[0] is bool:
+        return [flags.flag_name(f, prefix).replace("--", "--" if words == ["True"] else "--no-")]
+    return [flags.flag_name(f, prefix), *words]
+
+
+def _command_line(cls, field, words):
+    """`words` for `field`, and a made-up value for every other required field, in order."""
+    argv = []
+    for owner, f, prefix in _leaves(cls):
+        if f is field:
+            argv += _argv(owner, f, prefix, words)
+        elif f.default is dataclasses.MISSING:
+            typ = flags.item_type(owner, f)[0]
+            argv += _argv(owner, f, prefix, ["5" if typ is int else "in.txt"])
+    return argv
+
+
+CONFIGS = [
+    commands.load(name).Config
+    for name in commands.COMMANDS
+    if importlib.util.find_spec(f"jaxsel.commands.{name}")
+]
+CONFIGS += [methods.get(name).config_cls for name in methods.names()]
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+def test_every_config_field_is_reachable_from_its_flag(cls):
+    p = flags.Parser(prog="jaxsel")
+    flags.add_config_args(p, cls)
+    helptext = p.format_help()
+    for owner, f, prefix in _leaves(cls):
+        assert f.metadata["help"], f"{owner.__qualname__}.{f.name}: no help"
+        if not f.metadata.get("positional"):
+            assert flags.flag_name(f, prefix) in helptext
+        value, words = _other(owner, f)
+        args = p.parse_args(_command_line(cls, f, words))
+        dest = f.name if f.metadata.get("positional") else prefix + f.name
+        got = getattr(args, dest)
+        got = tuple(v for w in got for v in w) if isinstance(got, list) else got
+        assert got == value, f"{flags.flag_name(f, prefix)} {words}: {got!r}"
+        try:  # ...and its field, unless the Config refuses this made-up value
+            config = flags.config_from_args(args, cls)
+        except InputError:
+            continue
+        assert getattr(_part(config, owner), f.name) == value
+
+
+def _part(config, cls):
+    """The (nested) Config of class `cls` inside `config`."""
+    if type(config) is cls:
+        return config
+    parts = [getattr(config, f.name) for f in dataclasses.fields(config)]
+    found = [_part(v, cls) for v in parts if dataclasses.is_dataclass(v)]
+    return next((v for v in found if v is not None), None)
+
+
+def test_nested_flags_also_take_their_dashed_spelling():
+    from jaxsel.commands.compress import Config
+    from jaxsel.finezip import MemorizeConfig
+
+    argv = ["in", "out", "--lora-steps", "2", "--lora-batch", "3", "--lora-targets", "wq,wk"]
+    c = flags.parse(Config, [*argv, "--match-scope", "segment"], "jaxsel compress")
+    assert c.finezip.lora == MemorizeConfig(steps=2, batch_size=3, targets=("wq", "wk"))
+    assert c.finezip.match.scope == "segment"
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["compress", "in", "out", "--context", "x"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: argument --context: invalid int value: 'x'\n"
+
+
+def test_version(capsys):
+    import jaxsel
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"jaxsel {jaxsel.__version__}\n"
