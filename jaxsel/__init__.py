@@ -9,6 +9,7 @@ Layers (data flows one way): host I/O (`jaxsel.data`, `jaxsel.compress`) -> devi
 from jaxsel.data.records import Corpus
 from jaxsel.errors import ArchiveError, AssetError, InputError, JaxselError
 from jaxsel.scores import Scores, select_budget, select_threshold, select_top_k
+from jaxsel.version import __version__
 
 __all__ = [
     "ArchiveError",
@@ -23,8 +24,8 @@ __all__ = [
     "select_threshold",
     "select_top_k",
     "forget_models",
+    "__version__",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

@@ -13,11 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-import jaxsel
 from jaxsel import commands, flags, methods
 from jaxsel.data import outputs
 from jaxsel.data.writers import OUT_FORMATS
 from jaxsel.errors import InputError, JaxselError
+from jaxsel.version import __version__
 
 log = logging.getLogger("jaxsel")
 
@@ -589,7 +589,7 @@ def _main(argv: list[str]) -> int:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if argv[:1] == ["--version"]:
-        print(f"jaxsel {jaxsel.__version__}")
+        print(f"jaxsel {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands.COMMANDS:
         lines = [f"  {name:<10} {line}" for name, line in commands.COMMANDS.items()]

@@ -269,16 +269,16 @@ def read_config(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dic
     flags without dashes: `top_k`, `compressor`), values of the flag's type (null where the
     flag's default is None). A sidecar's "provenance" must be this jaxsel version's. Errors are
     one line naming the file, the line and the key."""
-    import jaxsel
+    from jaxsel.version import __version__
 
     data = read_config_file(path)
     text = Path(path).read_text(encoding="utf-8")
     prov = data.pop("provenance", None)
     if prov is not None:
         version = prov.get("jaxsel_version") if isinstance(prov, dict) else None
-        if version != jaxsel.__version__:
+        if version != __version__:
             raise InputError(
-                f"{path}: written by jaxsel {version}, this is {jaxsel.__version__} (delete its "
+                f"{path}: written by jaxsel {version}, this is {__version__} (delete its "
                 '"provenance" to use its options anyway)'
             )
     actions = {a.dest: a for a in parser._actions if a.dest not in NOT_OPTIONS}

@@ -284,11 +284,11 @@ def provenance(
     its command line, the UTC time, the method with its full resolved config and seed, the
     sha256 of the pool and of the target (`jaxsel.data.adapters.fingerprint`: input files'
     bytes, or in-memory texts), the engine and the number of processes."""
-    import jaxsel
+    from jaxsel.version import __version__
 
     cfg = dataclasses.asdict(config)
     return {
-        "jaxsel_version": jaxsel.__version__,
+        "jaxsel_version": __version__,
         "command": command,
         "argv": None if argv is None else list(argv),
         "cwd": os.getcwd(),  # relative paths among the options are relative to this
