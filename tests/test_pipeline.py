@@ -382,3 +382,19 @@ def test_run_loads_each_model_once(monkeypatch):
             None, ref, lamdas.Config(epochs=0, prefix_len=2, init="random", max_tokens=16), run
         )
     assert a.lm is b.lm is lm and loads == [None]
+
+
+def test_a_resumed_run_says_what_it_read_back(tmp_path, caplog):
+    """The progress bar counts documents computed in this run; what a resume read back from the
+    workdir is said once (and shown beside the bar)."""
+    from jaxsel.methods import zipfit
+
+    pool, target = make_pool(10, long_doc=False), make_target(2)
+    cfg = zipfit.Config(workers=1, shard_size=3)
+    caplog.set_level("INFO", logger="jaxsel")
+    zipfit.score(pool, target, cfg, workdir=tmp_path)
+    assert not [r for r in caplog.records if "read back" in r.getMessage()]
+    sorted(tmp_path.glob("shard-*.npy"))[0].unlink()
+    zipfit.score(pool, target, cfg, workdir=tmp_path)
+    said = [r.getMessage() for r in caplog.records if "read back" in r.getMessage()]
+    assert said[-1] == "zipfit: 3 of 4 batches read back from the workdir"

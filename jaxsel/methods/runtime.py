@@ -109,7 +109,10 @@ def map_batches(
             ids, batches = None, source.batches(batch_size)
         else:  # several processes: duplicate ids are looked for across all of them, after
             ids, batches = IdDigests(), source.batches(batch_size, parts, check_ids=False)
-        fn = None
+        fn, reused, computed = None, 0, 0
+        if store is not None and not store.empty():
+            log.info("%s: resuming from %s (finished batches are read back)", desc, workdir)
+        # The bar counts (and rates) only documents computed here; read-back ones are a postfix.
         with tqdm(unit="doc", desc=desc, disable=not progress) as bar:
             for batch in batches:
                 if ids is not None:
@@ -122,8 +125,16 @@ def map_batches(
                     done = fn(batch)
                     if store is not None:
                         store.save(name, done[0], done[1], fp)
-                bar.update(len(batch))
+                    computed += 1
+                    bar.update(len(batch))
+                else:
+                    reused += 1
+                    bar.set_postfix_str(f"{reused} batches read back", refresh=False)
                 yield batch, done[0], done[1]
+        if reused:
+            log.info(
+                "%s: %d of %d batches read back from the workdir", desc, reused, reused + computed
+            )
         if ids is not None:
             ids.verify(source.locate, parallel.gathered)
 
