@@ -66,6 +66,7 @@ def score(
     *,
     text_field: str = "text",
     id_field: str | None = "id",
+    target_fields: tuple[str, str | None] | None = None,
     on_empty: str = "error",
     data_dir: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
@@ -79,6 +80,7 @@ def score(
         for methods that do not use one: random, ppl, gip).
       method: a registry name (`jaxsel.methods.names()`).
       text_field, id_field: record fields of the text and id (files, DataFrames, datasets).
+      target_fields: the target's (text field, id field) when they differ from the pool's.
       on_empty: "error" or "skip" (logged) for documents with an empty text.
       data_dir: TFDS data directory of `tfds:` inputs.
       workdir: directory for resumable shards.
@@ -87,7 +89,7 @@ def score(
     _check_on_empty(on_empty)
     m, cfg = _method(method, config)
     source = as_source(pool, text_field, id_field, on_empty, data_dir)
-    target = None if target is None else as_corpus(target, text_field, id_field, on_empty, data_dir)
+    target = _target(target, target_fields or (text_field, id_field), on_empty, data_dir)
     with methods.Run(workdir, progress, models=_MODELS) as run:
         return pipeline.score(m, source, target, cfg, run)
 
@@ -103,6 +105,7 @@ def select(
     out: str | os.PathLike | None = None,
     text_field: str = "text",
     id_field: str | None = "id",
+    target_fields: tuple[str, str | None] | None = None,
     on_empty: str = "error",
     data_dir: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
@@ -125,7 +128,7 @@ def select(
     inputs = inputs_of(source, target, data_dir=data_dir)
     check_job([] if spec is None else spec.outputs("out"), inputs, workdir)
     given = target
-    target = None if target is None else as_corpus(target, text_field, id_field, on_empty, data_dir)
+    target = _target(target, target_fields or (text_field, id_field), on_empty, data_dir)
     with methods.Run(workdir, progress, models=_MODELS) as run:
         sel = pipeline.select(
             m, source, target, cfg, run, k=k, threshold=threshold, budget_bytes=budget_bytes
@@ -140,6 +143,10 @@ def select(
             spec, source, sel, {"method": method, **options, "provenance": how}
         )
     return _as_callers_type(pool, pipeline.selected_records(source, sel))
+
+
+def _target(target, fields, on_empty, data_dir):
+    return None if target is None else as_corpus(target, *fields, on_empty, data_dir)
 
 
 def _check_on_empty(on_empty) -> None:

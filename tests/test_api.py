@@ -91,3 +91,13 @@ def test_models_are_kept_across_calls(tiny_bert_dir, monkeypatch):
     jaxsel.forget_models()
     jaxsel.score(pool, target, method="embed-sim", model=str(tiny_bert_dir))
     assert len(loads) == 2
+
+
+def test_a_target_with_its_own_fields():
+    pool = [{"id": i, "text": t} for i, t in enumerate(make_pool(8, long_doc=False).texts)]
+    target = [{"name": f"t{i}", "content": t} for i, t in enumerate(make_target(2).texts)]
+    got = jaxsel.score(pool, target, method="dsir", target_fields=("content", "name"))
+    want = jaxsel.score(pool, [r["content"] for r in target], method="dsir")
+    assert got.values.tobytes() == want.values.tobytes()
+    with pytest.raises(InputError, match="missing field 'text'"):
+        jaxsel.score(pool, target, method="dsir")
