@@ -54,12 +54,6 @@ def _read(path, args):
     return read_corpus(path, args.text_field, args.id_field or None, on_empty, args.data_dir)
 
 
-def _load_pool(args):
-    from jaxsel.data.defaults import default_pool
-
-    return _read(args.pool, args) if args.pool else default_pool()
-
-
 def _load_target(args):
     from jaxsel.data.defaults import humaneval_target
 
@@ -310,151 +304,6 @@ def cmd_select(argv):
     )
 
 
-# ------------------------------------------------------------------------------ downstream
-
-
-def cmd_downstream(argv):
-    """fine-tune the LM on each selection's first N tokens: held-out target CE curves"""
-    from jaxsel.downstream import FULL_LR, DownstreamConfig
-
-    d = DownstreamConfig()
-    p = argparse.ArgumentParser(
-        prog="jaxsel downstream",
-        description="LoRA- (or --full) fine-tune the LM on the first --tokens tokens of each "
-        "selection (same tokens, steps, LR schedule and seed for all) and report held-out target "
-        "cross-entropy (nats/token) every --eval-every tokens, plus the untrained model's",
-    )
-    _add_data_args(p)
-    p.add_argument(
-        "--selections", nargs="*", default=[], help="`jaxsel select` outputs (ids, best first)"
-    )
-    p.add_argument(
-        "--methods",
-        default="",
-        help="comma-separated methods to run on pool/target (default settings) as selections",
-    )
-    p.add_argument(
-        "--heldout",
-        help="held-out target split (same forms as --target); default: hold out "
-        "--heldout-fraction of the target (methods then see only the rest)",
-    )
-    p.add_argument("--heldout-fraction", type=float, default=0.2)
-    p.add_argument("--out", required=True, help="output JSON of the curves")
-    p.add_argument("--markdown", help="also write the Markdown table here")
-    p.add_argument("--plot", help="also write the curves as a PNG (matplotlib)")
-    p.add_argument("--model", help="'smollm2' (default), a *.gguf file or an HF directory")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--tokens", type=int, default=d.tokens, help="training tokens per selection")
-    g.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per training row")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
-    g.add_argument(
-        "--lr",
-        type=float,
-        help=f"peak LR (warm-up, cosine decay); default {d.lr} (LoRA), {FULL_LR} (--full)",
-    )
-    g.add_argument(
-        "--full", action="store_true", help="full fine-tuning (every weight) instead of LoRA"
-    )
-    g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
-    g.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (scale alpha/rank)")
-    g.add_argument(
-        "--doc-tokens",
-        type=int,
-        default=d.doc_tokens,
-        help="use at most the first N tokens of each selected text (0: whole texts)",
-    )
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="tokens between evals")
-    g.add_argument(
-        "--eval-max-tokens", type=int, default=d.eval_max_tokens, help="held-out truncation"
-    )
-    g.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="first fine-tuning seed (LoRA init, batch order); also the held-out split's seed "
-        "when there is no --heldout",
-    )
-    g.add_argument(
-        "--seeds",
-        type=int,
-        default=d.seeds,
-        help="fine-tune every selection with seeds --seed .. --seed + N - 1 and report the mean "
-        "CE and each row's seed range (one seed's CE can move by more than the difference "
-        "between two selections)",
-    )
-    p.add_argument(
-        "--baseline",
-        help="selection (file stem or method) to compare every other with: final CE difference "
-        "and its 95%% paired-bootstrap interval over the held-out texts (default: 'random' when "
-        "it is among the selections)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    _check_outputs(
-        args,
-        ("--out", args.out),
-        ("--markdown", args.markdown),
-        ("--plot", args.plot),
-        more_inputs=args.selections,
-    )
-    from jaxsel import downstream
-    from jaxsel.models.loaders import load_lm
-
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not args.selections and not names:
-        raise JaxselError("downstream: give --selections files and/or --methods names")
-    config = DownstreamConfig(
-        tokens=args.tokens,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        lr=args.lr if args.lr is not None else FULL_LR if args.full else d.lr,
-        full=args.full,
-        rank=args.rank,
-        alpha=args.alpha,
-        eval_every=args.eval_every,
-        eval_max_tokens=args.eval_max_tokens,
-        doc_tokens=args.doc_tokens,
-        seed=args.seed,
-        seeds=args.seeds,
-    )
-    pool, target = _load_pool(args), _load_target(args)
-    if args.heldout:
-        heldout = _read(args.heldout, args)
-    else:
-        target, heldout = downstream.split_heldout(target, args.heldout_fraction, args.seed)
-    selections = {}
-    for path in args.selections:
-        idx = downstream.read_selection(path, pool)
-        selections[Path(path).stem] = [pool.texts[i] for i in idx]
-    for name in names:
-        scores = methods.score(name, pool, target, progress=not args.no_progress)
-        selections[name] = [pool.texts[i] for i in scores.ranking()]
-    baseline = args.baseline or ("random" if "random" in selections else None)
-    if baseline is not None and baseline not in selections:
-        raise JaxselError(f"downstream: --baseline {baseline!r} is not among {list(selections)}")
-    lm = load_lm(args.model, args.dtype)
-    report = downstream.evaluate_selections(
-        lm,
-        selections,
-        heldout.texts,
-        config,
-        target=target.texts,
-        progress=not args.no_progress,
-    )
-    from jaxsel.data.outputs import write_text
-
-    write_text(args.out, json.dumps(report, indent=1))
-    table = downstream.markdown_table(report, baseline)
-    print(table)
-    if args.markdown:
-        write_text(args.markdown, table + "\n")
-    if args.plot:
-        from jaxsel.plots import downstream_curves
-
-        downstream_curves(report, args.plot)
-
-
 # ------------------------------------------------------------------------------------ plan
 
 
@@ -521,7 +370,6 @@ def cmd_plan(argv):
 COMMANDS = {
     "score": cmd_score,
     "select": cmd_select,
-    "downstream": cmd_downstream,
     "plan": cmd_plan,
 }
 

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.lm import TrainConfig, score_texts, train_tokens
 from jaxsel.lm.adapters import init_full
 from jaxsel.lm.train import check_context
@@ -40,51 +41,56 @@ from jaxsel.models.llama import LORA_TARGETS
 
 log = logging.getLogger(__name__)
 
-FULL_LR = 5e-5  # default peak LR of full fine-tuning (`DownstreamConfig.lr` is LoRA's)
+LORA_LR = 2e-3  # default peak LR of LoRA fine-tuning
+FULL_LR = 5e-5  # default peak LR of full fine-tuning
 
 
 @dataclasses.dataclass(frozen=True)
 class DownstreamConfig:
-    """Downstream fine-tuning settings (the CPU-small default finishes in minutes).
+    """Downstream fine-tuning settings (the CPU-small default finishes in minutes)."""
 
-    Attributes:
-      tokens: N, training tokens per selection (a multiple of seq_len * batch_size is exact;
-        otherwise rounded down to whole rows).
-      seq_len: predicted tokens per training row.
-      batch_size: rows per optimizer step.
-      lr: peak learning rate (linear warm-up over `warmup_steps`, cosine decay to 0); full
-        fine-tuning wants a far smaller one (`FULL_LR`).
-      warmup_steps: warm-up steps.
-      rank, alpha, targets: the LoRA (scale alpha / rank, on these projections of every layer).
-      full: full fine-tuning (every weight trainable, `jaxsel.lm.adapters.Full`) instead of
-        the LoRA; rank, alpha and targets are then unused.
-      doc_tokens: each selected text contributes at most its first doc_tokens tokens (0 = whole
-        texts): a small budget of whole documents is only the ranking's first few documents.
-      eval_every: training tokens between held-out evaluations (0 = only at the end).
-      eval_max_tokens: held-out texts are truncated to their first eval_max_tokens tokens.
-      eval_batch_size: held-out texts per scoring call.
-      seed: LoRA init and batch order (the same for every selection).
-      seeds: fine-tune every selection with seeds seed, seed + 1, ..., seed + seeds - 1; its
-        curve is the mean over them (`Curve`).
-    """
-
-    tokens: int = 50_000
-    seq_len: int = 256
-    batch_size: int = 8
-    lr: float = 2e-3
-    warmup_steps: int = 2
-    rank: int = 8
-    alpha: float = 16.0
-    targets: tuple[str, ...] = ("wq", "wk", "wv", "wo")
-    doc_tokens: int = 0
-    eval_every: int = 10_000
-    eval_max_tokens: int = 256
-    eval_batch_size: int = 8
-    seed: int = 0
-    seeds: int = 1
-    full: bool = False
+    tokens: int = option(
+        50_000,
+        "N, training tokens per selection (a multiple of seq_len * batch_size is exact; "
+        "otherwise rounded down to whole rows)",
+    )
+    seq_len: int = option(256, "predicted tokens per training row")
+    batch_size: int = option(8, "rows per optimizer step")
+    lr: float | None = option(
+        None,
+        f"peak learning rate (linear warm-up, cosine decay to 0); None: {LORA_LR} for the "
+        f"LoRA, {FULL_LR} for full fine-tuning",
+    )
+    warmup_steps: int = option(2, "warm-up steps (optimizer steps)")
+    rank: int = option(8, "LoRA rank")
+    alpha: float = option(16.0, "LoRA alpha (scale alpha / rank)")
+    targets: tuple[str, ...] = option(("wq", "wk", "wv", "wo"), "LoRA projections, in every layer")
+    doc_tokens: int = option(
+        0,
+        "each selected text contributes at most its first N tokens (0: whole texts; a small "
+        "budget of whole documents is only the ranking's first few documents)",
+    )
+    eval_every: int = option(
+        10_000, "training tokens between held-out evaluations (0: only at the end)"
+    )
+    eval_max_tokens: int = option(256, "held-out texts are truncated to this many tokens")
+    eval_batch_size: int = option(8, "held-out texts per scoring call")
+    seed: int = option(0, "LoRA init and batch order (the same for every selection)")
+    seeds: int = option(
+        1,
+        "fine-tune every selection with seeds seed .. seed + N - 1 and report the mean curve "
+        "and each row's seed range (one seed's CE can move by more than the difference "
+        "between two selections)",
+    )
+    full: bool = option(
+        False,
+        "full fine-tuning (every weight trainable) instead of the LoRA (rank, alpha "
+        "and targets are then unused)",
+    )
 
     def __post_init__(self):
+        if self.lr is None:
+            object.__setattr__(self, "lr", FULL_LR if self.full else LORA_LR)
         for name in ("tokens", "seq_len", "batch_size", "rank", "eval_max_tokens", "seeds"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

@@ -138,7 +138,7 @@ def add_config_args(parser, config_cls: type, group=None, prefix: str = "") -> N
         shown = " (required)" if required else f" (default: {_shown(default)})"
         if required and f.metadata.get("positional"):
             shown = ""
-        kw: dict[str, Any] = {"help": f.metadata["help"] + shown}
+        kw: dict[str, Any] = {"help": (f.metadata["help"] + shown).replace("%", "%%")}
         if not required:
             kw["default"] = default
         if typ is bool:
