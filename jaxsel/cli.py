@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 from jaxsel import commands, flags, methods
 from jaxsel.data import outputs
@@ -304,73 +303,11 @@ def cmd_select(argv):
     )
 
 
-# ------------------------------------------------------------------------------------ plan
-
-
-def cmd_plan(argv):
-    """compile a job's programs for a TPU slice here (no TPU needed): HBM per chip, roofline"""
-    from jaxsel import plan
-
-    p = argparse.ArgumentParser(
-        prog="jaxsel plan",
-        description="compile the programs a job runs for a TPU topology on this machine (the "
-        "libtpu wheel, no TPU) with the job's shapes and shardings, and print per program: HBM "
-        "per device beside the chip's, flops and HBM bytes per step, steps, a roofline time, "
-        "compile time and whether it fits. Exit status 1 when a program does not fit.",
-    )
-    p.add_argument(
-        "--topology", required=True, help=f"TPU slice ({', '.join(plan.KNOWN_TOPOLOGIES)})"
-    )
-    p.add_argument("--method", required=True, help=f"one of {', '.join(plan.METHODS)}")
-    p.add_argument(
-        "--pool-size", type=int, required=True, help="pool items (texts; GIP: embeddings)"
-    )
-    p.add_argument("--dim", type=int, default=384, help="GIP embedding dimension d")
-    p.add_argument("-k", type=int, default=1000, help="GIP greedy steps (items selected)")
-    p.add_argument("--mode", help="GIP mode: sc (default), ma, diversity")
-    p.add_argument("--algorithm", help="GIP algorithm: mp (default), lr")
-    p.add_argument("--form", default="matrix-free", help="GIP form: matrix-free, gram")
-    p.add_argument("--queries", type=int, default=1, help="GIP mode ma: score rows n")
-    p.add_argument("--model", default="smollm2-135m", help=f"one of {', '.join(plan.MODELS)}")
-    p.add_argument("--seq-len", type=int, default=512, help="tokens per text (LM programs)")
-    p.add_argument(
-        "--batch-size", type=int, help="texts per call (default: the method's own; LAMDAS: "
-        "its scoring batch); jaxsel rounds a call up to a multiple of the devices with empty rows",
-    )  # fmt: skip
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--target-size", type=int, default=164, help="LAMDAS reference texts")
-    p.add_argument("--context", type=int, default=2048, help="FineZip KV-cache positions C")
-    p.add_argument(
-        "--mesh", choices=plan.MESHES, default="slice", help="slice: every chip of the "
-        "topology; host: one host's chips (what each process of a CLI job uses)",
-    )  # fmt: skip
-    p.add_argument("--json", metavar="OUT", help="write the plan as JSON here")
-    args = p.parse_args(argv)
-    _check_outputs(args, ("--json", args.json))
-    # Without a TPU here JAX's default backend falls back to the CPU and says so at INFO.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    job = plan.Job(
-        args.method, args.pool_size, args.dim, args.k, args.model, args.seq_len,
-        args.batch_size, args.dtype, args.mode, args.algorithm, args.form, args.queries,
-        args.target_size, args.context,
-    )  # fmt: skip
-    report = plan.run(args.topology, job, args.mesh)
-    print(report.table())
-    if args.json:
-        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    if not report.fits:
-        for row in report.programs:
-            if not row.fits:
-                print(f"does not fit: {row.reason}", file=sys.stderr)
-        sys.exit(1)
-
-
 # ------------------------------------------------------------------------------------ main
 
 COMMANDS = {
     "score": cmd_score,
     "select": cmd_select,
-    "plan": cmd_plan,
 }
 
 
