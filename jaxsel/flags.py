@@ -1,7 +1,7 @@
 """CLI flags generated from Config dataclasses: one flag per field, with its type, default and
 help taken from the dataclass (`metadata={"help": ...}`, optionally "flag", "aliases",
-"choices", "const", "metavar", "positional"), so an option is declared in one place; and
-`--config` files, whose keys are the same options (`read_config`).
+"choices", "const", "metavar", "positional", "exclusive"), so an option is declared in one
+place; and `--config` files, whose keys are the same options (`read_config`).
 
 Fields are bool/int/float/str (`X | None` too), tuples of one of these (`--targets wq wv` or
 `--targets wq,wv`; paths, fields marked "input", are not split at commas) or nested Configs,
@@ -18,7 +18,6 @@ import math
 import numbers
 import os
 import re
-import sys
 import types
 import typing
 from pathlib import Path
@@ -52,7 +51,7 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **meta) -> Any:
 
 
 def _hint(cls: type, field: dataclasses.Field) -> Any:
-    return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))[field.name]
+    return typing.get_type_hints(cls)[field.name]
 
 
 def _scalar(cls: type, field: dataclasses.Field, hint: Any) -> type:
@@ -122,14 +121,14 @@ def add_config_args(parser, config_cls: type, group=None, prefix: str = "") -> N
     `__post_init__` resolves them); a nested Config's flags go to an argument group of their
     own."""
     group = parser if group is None else group
+    exclusive = {}  # metadata "exclusive": fields of one name go in one mutually exclusive group
     for f in dataclasses.fields(config_cls):
         default = _default(f)
         sub = nested(config_cls, f)
         if sub is not None:
             name = f.metadata.get("prefix", f.name + ".")
             title = f"{f.name}: {f.metadata.get('help') or _summary(sub)}"
-            into = parser.add_argument_group(title) if name else group
-            add_config_args(parser, sub, into, prefix + name)
+            add_config_args(parser, sub, parser.add_argument_group(title), prefix + name)
             continue
         if "help" not in f.metadata:
             raise TypeError(f"{config_cls.__qualname__}.{f.name}: no help in its metadata")
@@ -161,7 +160,13 @@ def add_config_args(parser, config_cls: type, group=None, prefix: str = "") -> N
             continue
         dest = prefix + f.name
         names = [flag_name(f, prefix), *(_alias(a, prefix) for a in f.metadata.get("aliases", ()))]
-        group.add_argument(*names, dest=dest, required=required, **kw)
+        into = group
+        if "exclusive" in f.metadata:
+            name = f.metadata["exclusive"]
+            if name not in exclusive:
+                exclusive[name] = group.add_mutually_exclusive_group()
+            into = exclusive[name]
+        into.add_argument(*names, dest=dest, required=required, **kw)
         hidden = [n.replace(".", "-") for n in names if "." in n]
         if hidden:  # --lora-rank beside --lora.rank
             kw.update(default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -3,7 +3,6 @@ each leaf field, nested ones included, set to a value other than its default thr
 lands in the parsed Config."""
 
 import dataclasses
-import importlib.util
 
 import pytest
 
@@ -61,11 +60,7 @@ def _command_line(cls, field, words):
     return argv
 
 
-CONFIGS = [
-    commands.load(name).Config
-    for name in commands.COMMANDS
-    if importlib.util.find_spec(f"jaxsel.commands.{name}")
-]
+CONFIGS = [commands.load(name).Config for name in commands.COMMANDS]
 CONFIGS += [methods.get(name).config_cls for name in methods.names()]
 
 
@@ -122,3 +117,31 @@ def test_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"jaxsel {jaxsel.__version__}\n"
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_method_field_is_reachable_from_select_and_score(name):
+    """A method's flags join the command's once --method names it (two-phase parsing)."""
+    from jaxsel.commands import scoring
+
+    cls = methods.get(name).config_cls
+    for cmd in ("select", "score"):
+        config_cls = commands.load(cmd).Config
+        for owner, f, prefix in _leaves(cls):
+            value, words = _other(owner, f)
+            argv = ["--method", name, *_argv(owner, f, prefix, words), "--out", "o.jsonl"]
+            try:
+                job = scoring.parse(cmd, config_cls, argv)
+            except InputError:  # the Config refuses this made-up value (hybrid's --of x)
+                continue
+            assert job.method.name == name and getattr(job.method_config, f.name) == value
+            assert job.options[f.name] == value  # what --print-config and a sidecar record
+
+
+def test_select_help_lists_every_method(capsys):
+    with pytest.raises(SystemExit):
+        main(["select", "--help"])
+    out = capsys.readouterr().out
+    assert "jaxsel select --method NAME --help shows its flags" in out
+    for name in methods.names():
+        assert f"\n  {name} " in out

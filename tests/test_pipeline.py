@@ -114,10 +114,10 @@ def test_generated_flags_cover_every_config_field(name):
     p = argparse.ArgumentParser()
     flags.add_config_args(p, m.config_cls)
     assert flags.config_from_args(p.parse_args([]), m.config_cls) == m.config_cls()
-    from jaxsel.cli import _method_parser
+    from jaxsel.commands import load, scoring
 
     for cmd in ("score", "select"):  # the flags fit beside the command's own (no clash)
-        full, _ = _method_parser(cmd, ["--method", name])
+        full, _ = scoring.parser(cmd, load(cmd).Config, ["--method", name])
         assert full.parse_known_args(["--method", name])[0].method == name
     helptext = p.format_help()
     for f in dataclasses.fields(m.config_cls):

@@ -4,7 +4,9 @@ flags, the check of every output against every input, and bytes from a file or s
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from jaxsel import flags
@@ -71,13 +73,13 @@ def dtype():
     return option("float32", "compute dtype", choices=DTYPES)
 
 
-def check_files(config, more_inputs=()) -> None:
-    """Refuses every output of a command (fields marked "output") before any work, against
-    everything it reads (fields marked "input", and `more_inputs`) and its --workdir
-    (`jaxsel.data.outputs.check_job`)."""
+def check_files(config, more_inputs=(), outs=()) -> None:
+    """Refuses every output of a command (fields marked "output", and `outs`: `Output`s or
+    `(what, path)`) before any work, against everything it reads (fields marked "input", and
+    `more_inputs`) and its --workdir (`jaxsel.data.outputs.check_job`)."""
     from jaxsel.data.adapters import inputs_of
 
-    ins, outs = [*more_inputs], []
+    ins, outs = [*more_inputs], [*outs]
     for f, value in _leaves(config):
         if value is None:
             continue
@@ -116,3 +118,18 @@ def write_bytes(path: str, data: bytes) -> None:
         sys.stdout.buffer.flush()
     else:
         outputs.write_bytes(path, data)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as SIGINT raises KeyboardInterrupt: the job unwinds
+    (compressor pools stop, finished shards stay) and exits with one line."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def trap_sigterm() -> None:
+    """SIGTERM raises `Terminated` (signal handlers belong to the main thread)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)

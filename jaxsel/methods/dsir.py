@@ -48,7 +48,7 @@ def _opt(default, help: str, **flag):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """DSIR (field help: the CLI flags)."""
+    """DSIR: importance weights of hashed n-grams, log p_target / p_raw (Xie et al. 2023)."""
 
     buckets: int = _opt(10_000, "hash buckets of the n-gram features")
     ngrams: int = _opt(2, "longest n-gram (2 = unigrams and bigrams)")

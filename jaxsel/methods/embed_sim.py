@@ -36,7 +36,7 @@ def _opt(default, help: str, **flag):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """embed-sim settings (field help: the CLI flags)."""
+    """embed-sim: cosine similarity of sentence embeddings to the target set."""
 
     model: str | None = _opt(
         None,

@@ -69,7 +69,7 @@ def _opt(default, help: str, **flag):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """GIP settings (field help: the CLI flags)."""
+    """GIP: greedy information projection, diverse high-scoring subsets of embeddings."""
 
     embeddings: str | None = _opt(
         None, "[N, d] .npy, one row per pool item in pool order (read memory-mapped)", input=True

@@ -65,7 +65,7 @@ def _opt(default, help: str, **flag):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """hybrid settings (field help: the CLI flags)."""
+    """hybrid: rank fusion of member methods, each with its own options."""
 
     of: str = _opt(
         "dsir,zipfit,embed-sim",

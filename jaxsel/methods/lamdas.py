@@ -67,8 +67,9 @@ def _opt(default, help: str, **flag):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """LAMDAS settings; defaults are the paper's (A.5) where it gives them (field help: the CLI
-    flags)."""
+    """LAMDAS: likelihood ratio under a prefix trained on the target (the LM frozen).
+
+    Defaults are the paper's (A.5) where it gives them."""
 
     model: str | None = _opt(
         None, "GGUF file or HF directory (None: SmolLM2-135M, embedded)", input=True

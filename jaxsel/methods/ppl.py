@@ -36,7 +36,7 @@ def _opt(default, help: str, **flag):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Perplexity scoring settings (field help: the CLI flags)."""
+    """ppl: minus the mean token NLL under a causal LM (a fluency filter)."""
 
     model: str | None = _opt(
         None, "*.gguf file or HF directory (None: the embedded SmolLM2-135M)", input=True

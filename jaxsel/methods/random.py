@@ -15,6 +15,8 @@ from jaxsel.scores import Scores
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """random: i.i.d. uniform scores from a seeded generator (the baseline)."""
+
     seed: int = dataclasses.field(default=0, metadata={"help": "random seed"})
 
 

@@ -62,7 +62,7 @@ def _opt(default, help: str, **flag):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Exact ZIP-FIT (field help: the CLI flags)."""
+    """ZIP-FIT: normalised compression distance to the target set (Algorithm 1, exact)."""
 
     compressor: str = _opt("lz4", "codec for C(.) (lz4 is the paper's best)", choices=codecs.NAMES)
     level: int | None = _opt(None, "codec level; None = the codec's own (lz4 0, gzip 9)")

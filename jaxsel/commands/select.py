@@ -1,0 +1,66 @@
+"""`jaxsel select`: the best items of a pool by a method (top-K, threshold or byte budget)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from jaxsel.commands import scoring
+from jaxsel.flags import option
+
+log = logging.getLogger("jaxsel")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(scoring.Common):
+    """Select from a pool by a method's scores: the top K (default 100), those above a
+    threshold, or the best up to a byte budget. Default: ZIP-FIT on the embedded data."""
+
+    top_k: int | None = option(
+        None,
+        "keep the K best items (None: 100, when no other rule is given)",
+        aliases=("-k",),
+        exclusive="rule",
+    )
+    threshold: float | None = option(None, "keep items scoring above this", exclusive="rule")
+    budget_bytes: int | None = option(
+        None, "keep the best items up to this many bytes", exclusive="rule"
+    )
+    out: str = option("-", "output of the selected records, best first ('-': stdout)")
+
+    def __post_init__(self):
+        if self.top_k is None and self.threshold is None and self.budget_bytes is None:
+            object.__setattr__(self, "top_k", 100)
+
+
+def parse(argv: list[str]) -> scoring.Job:
+    return scoring.parse("select", Config, argv)
+
+
+def run(job: scoring.Job) -> int:
+    c = job.config
+    if c.print_config:
+        return scoring.print_options(job)
+    out = scoring.out_spec(c, c.out)
+    scoring.check_files(job, out)
+    from jaxsel import methods, parallel, pipeline
+    from jaxsel.scores import check_threshold
+
+    if c.threshold is not None:
+        check_threshold(c.threshold)  # before any input is read
+    method, cfg = job.method(job.method_config)
+    engine = scoring.start(c, method)
+    source, target = scoring.pool_source(c.data), c.data.load_target()
+    t0 = time.perf_counter()
+    with methods.Run(c.workdir, c.progress, engine=engine) as run:
+        rule = {"k": c.top_k, "threshold": c.threshold, "budget_bytes": c.budget_bytes}
+        sel = pipeline.select(method, source, target, cfg, run, **rule)
+    if parallel.is_writer():
+        meta = scoring.sidecar("select", job, method, cfg, source, target)
+        pipeline.write_selection(out, source, sel, meta)
+    parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
+    secs = time.perf_counter() - t0
+    n, size = len(sel.keys), sel.pool_size
+    log.info("%s: selected %d of %d items in %.2f s -> %s", method.name, n, size, secs, c.out)
+    return 0
