@@ -161,7 +161,7 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
     port = free_port()
     r = subprocess.run(
         [sys.executable, "-m", "jaxsel.cli", "select", "--pool", pool, "--target", target,
-         "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o")],
+         "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o.jsonl")],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
     )  # fmt: skip
@@ -171,7 +171,7 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
         .splitlines()[-1]
         .startswith(f"error: Ray address 127.0.0.1:{port} unreachable")
     ), r.stderr[-2000:]
-    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+    assert "Traceback" not in r.stderr and not (tmp_path / "o.jsonl").exists()
 
 
 @pytest.mark.parametrize(
@@ -185,6 +185,6 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
 )
 def test_engine_flags_refused_in_one_line(tmp_path, capsys, args, msg):
     pool, target = _data(tmp_path)
-    argv = ["select", "--pool", pool, "--target", target, "--out", str(tmp_path / "o"), *args]
+    argv = ["select", "--pool", pool, "--target", target, "--out", str(tmp_path / "o.jsonl"), *args]
     assert main(argv) == 2
     assert msg in capsys.readouterr().err.strip().splitlines()[-1]

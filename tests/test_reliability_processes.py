@@ -173,7 +173,7 @@ def test_kill_9_leaves_no_process_and_resume_is_exact(job):
     ],
 )
 def test_bad_coordinator_is_one_line_before_anything_starts(tmp_path, capsys, address, msg):
-    argv = ["score", "--pool", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "o"),
+    argv = ["score", "--pool", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "o.jsonl"),
             "--coordinator", address, "--num-processes", "2", "--process-id", "1"]  # fmt: skip
     t0 = time.monotonic()
     assert main(argv) == 2
