@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.methods import (
     LOCAL_AND_RAY,
     BatchScores,
@@ -42,24 +43,20 @@ TOKEN = re.compile(r"\w+|[^\w\s]+")
 RESAMPLE = ("topk", "gumbel")
 
 
-def _opt(default, help: str, **flag):
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """DSIR: importance weights of hashed n-grams, log p_target / p_raw (Xie et al. 2023)."""
 
-    buckets: int = _opt(10_000, "hash buckets of the n-gram features")
-    ngrams: int = _opt(2, "longest n-gram (2 = unigrams and bigrams)")
-    smoothing: float = _opt(1e-8, "ε in log(p + ε), added to both bucket probabilities")
-    resample: str = _opt(
+    buckets: int = option(10_000, "hash buckets of the n-gram features")
+    ngrams: int = option(2, "longest n-gram (2 = unigrams and bigrams)")
+    smoothing: float = option(1e-8, "ε in log(p + ε), added to both bucket probabilities")
+    resample: str = option(
         "topk",
         "topk: rank by importance weight; gumbel: Gumbel top-K sampling keys",
         choices=RESAMPLE,
     )
-    seed: int = _opt(0, "seed of the Gumbel noise")
-    shard_size: int = _opt(8192, "pool items per batch and per resumable shard (with --workdir)")
+    seed: int = option(0, "seed of the Gumbel noise")
+    shard_size: int = option(8192, "pool items per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         if self.buckets < 1:

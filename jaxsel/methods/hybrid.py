@@ -47,7 +47,7 @@ import numpy as np
 
 from jaxsel import methods
 from jaxsel.errors import InputError, JaxselError
-from jaxsel.flags import scalar_type
+from jaxsel.flags import option, scalar_type
 from jaxsel.methods import LOCAL, Method, Run, WholePool, register, require_pool_and_target
 from jaxsel.methods.runtime import score as run_score
 from jaxsel.methods.zipfit import length_debiased, pool_lengths
@@ -59,25 +59,23 @@ DEBIAS = ("auto", "length", "none")
 CONFOUNDED_RHO = 0.5  # debias="auto": |Spearman(score, length)| at which a member is debiased
 
 
-def _opt(default, help: str, **flag):
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """hybrid: rank fusion of member methods, each with its own options."""
 
-    of: str = _opt(
+    of: str = option(
         "dsir,zipfit,embed-sim",
         "comma-separated member methods, each run once, with options in parentheses: "
         "'zipfit(compressor=gzip,level=6),embed-sim(reduce=max)' (default: each its defaults)",
     )
-    weights: str | None = _opt(None, "comma-separated non-negative weight per member (None: all 1)")
-    fusion: str = _opt(
+    weights: str | None = option(
+        None, "comma-separated non-negative weight per member (None: all 1)"
+    )
+    fusion: str = option(
         "zscore", "zscore: weighted mean z-score; rrf: reciprocal-rank fusion", choices=FUSIONS
     )
-    rrf_k: float = _opt(60.0, "k of reciprocal-rank fusion")
-    debias: str = _opt(
+    rrf_k: float = option(60.0, "k of reciprocal-rank fusion")
+    debias: str = option(
         "auto",
         "auto: standardise within pool length bins each member whose |Spearman(score, length)| "
         ">= 0.5 before fusing; length: every member; none",

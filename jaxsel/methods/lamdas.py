@@ -43,6 +43,7 @@ import numpy as np
 from jaxsel import parallel
 from jaxsel.data import Corpus
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.kernels import lamdas as K
 from jaxsel.lm import train as lm_train
 from jaxsel.lm.adapters import adapter_hash
@@ -61,49 +62,45 @@ RATIOS = ("mean", "sum")
 META_FILE = "lamdas.json"
 
 
-def _opt(default, help: str, **flag):
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """LAMDAS: likelihood ratio under a prefix trained on the target (the LM frozen).
 
     Defaults are the paper's (A.5) where it gives them."""
 
-    model: str | None = _opt(
+    model: str | None = option(
         None, "GGUF file or HF directory (None: SmolLM2-135M, embedded)", input=True
     )
-    dtype: str = _opt("float32", "compute dtype of the model", choices=DTYPES)
-    prefix_len: int = _opt(30, "P, prefix positions per layer (paper: 30)")
-    init: str = _opt(
+    dtype: str = option("float32", "compute dtype of the model", choices=DTYPES)
+    prefix_len: int = option(30, "P, prefix positions per layer (paper: 30)")
+    init: str = option(
         "tokens",
         "'tokens': model KV of the first P reference tokens; 'random': N(0, init_scale^2)",
         choices=INITS,
         flag="--prefix-init",
     )
-    init_scale: float = _opt(1.0, "std of the random prefix init")
-    epochs: int = _opt(10, "prefix-tuning epochs (AdamW)")
-    lr: float = _opt(1e-3, "AdamW learning rate")
-    weight_decay: float = _opt(0.1, "AdamW weight decay")
-    batch_size: int = _opt(4, "training batch (reference texts per step)")
-    seed: int = _opt(0, "PRNG seed (random init, per-epoch shuffles)")
-    max_tokens: int = _opt(512, "texts are truncated to their first N tokens")
-    train_max_tokens: int | None = _opt(
+    init_scale: float = option(1.0, "std of the random prefix init")
+    epochs: int = option(10, "prefix-tuning epochs (AdamW)")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    batch_size: int = option(4, "training batch (reference texts per step)")
+    seed: int = option(0, "PRNG seed (random init, per-epoch shuffles)")
+    max_tokens: int = option(512, "texts are truncated to their first N tokens")
+    train_max_tokens: int | None = option(
         None, "a separate truncation for the reference set (None: max_tokens)"
     )
-    score_batch_size: int = _opt(8, "candidates per scoring call (each is run twice)")
-    ratio: str = _opt(
+    score_batch_size: int = option(8, "candidates per scoring call (each is run twice)")
+    ratio: str = option(
         "mean",
         "'mean': per-token geometric-mean ratio; 'sum': p(y|C)/p(y)",
         choices=RATIOS,
     )
-    prefix_dir: str | None = _opt(
+    prefix_dir: str | None = option(
         None,
         "directory to save the trained prefix in, resume or reuse it from",
         flag="--prefix",
     )
-    shard_size: int = _opt(512, "candidates per batch and per resumable shard (with --workdir)")
+    shard_size: int = option(512, "candidates per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         positive = ("prefix_len", "batch_size", "max_tokens", "score_batch_size", "shard_size")

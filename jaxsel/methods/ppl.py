@@ -24,27 +24,24 @@ import jax
 import numpy as np
 
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.lm import score as lm_score
 from jaxsel.methods import LOCAL, BatchScores, Run, Streamed, register
 from jaxsel.models import llama
 from jaxsel.models.loaders import DTYPES, LoadedLM
 
 
-def _opt(default, help: str, **flag):
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """ppl: minus the mean token NLL under a causal LM (a fluency filter)."""
 
-    model: str | None = _opt(
+    model: str | None = option(
         None, "*.gguf file or HF directory (None: the embedded SmolLM2-135M)", input=True
     )
-    dtype: str = _opt("float32", "compute dtype", choices=DTYPES)
-    max_tokens: int = _opt(512, "texts are truncated to their first N tokens")
-    batch_size: int = _opt(8, "texts per device call (rounded up to a multiple of the devices)")
-    shard_size: int = _opt(512, "texts per batch and per resumable shard (with --workdir)")
+    dtype: str = option("float32", "compute dtype", choices=DTYPES)
+    max_tokens: int = option(512, "texts are truncated to their first N tokens")
+    batch_size: int = option(8, "texts per device call (rounded up to a multiple of the devices)")
+    shard_size: int = option(512, "texts per batch and per resumable shard (with --workdir)")
 
     def __post_init__(self):
         for name in ("max_tokens", "batch_size", "shard_size"):

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.methods import LOCAL, Run, WholePool, register
 from jaxsel.methods.runtime import count
 from jaxsel.scores import Scores
@@ -17,7 +18,7 @@ from jaxsel.scores import Scores
 class Config:
     """random: i.i.d. uniform scores from a seeded generator (the baseline)."""
 
-    seed: int = dataclasses.field(default=0, metadata={"help": "random seed"})
+    seed: int = option(0, "random seed")
 
 
 def score_pool(pool, target, config: Config, run: Run) -> Scores:

@@ -39,6 +39,7 @@ from jaxsel.compress.pool import EXECUTORS, chunks, default_workers
 from jaxsel.data import Corpus
 from jaxsel.data.sources import READ_BATCH
 from jaxsel.errors import InputError
+from jaxsel.flags import option
 from jaxsel.methods import (
     LOCAL_AND_RAY,
     BatchScores,
@@ -56,38 +57,36 @@ DICT_BYTES = 1 << 20  # zipfit-fast: target bytes per zstd dictionary (well insi
 _PAIR_BLOCK = 1 << 22  # pair sizes held at once (int64): 32 MiB, whatever the pool size
 
 
-def _opt(default, help: str, **flag):
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """ZIP-FIT: normalised compression distance to the target set (Algorithm 1, exact)."""
 
-    compressor: str = _opt("lz4", "codec for C(.) (lz4 is the paper's best)", choices=codecs.NAMES)
-    level: int | None = _opt(None, "codec level; None = the codec's own (lz4 0, gzip 9)")
-    debias: str = _opt(
+    compressor: str = option(
+        "lz4", "codec for C(.) (lz4 is the paper's best)", choices=codecs.NAMES
+    )
+    level: int | None = option(None, "codec level; None = the codec's own (lz4 0, gzip 9)")
+    debias: str = option(
         "none", "'length': standardise scores within length bins (not the paper's)", choices=DEBIAS
     )
-    workers: int = _opt(0, "compressor threads/processes (0 = all cores)", per_worker=True)
-    executor: str = _opt(
+    workers: int = option(0, "compressor threads/processes (0 = all cores)", per_worker=True)
+    executor: str = option(
         "auto",
         "compressor pool: threads, processes or batch (zstd); auto: measured per codec",
         choices=EXECUTORS,
     )
-    shard_size: int = _opt(1024, "pool items per batch and per resumable shard (with --workdir)")
+    shard_size: int = option(1024, "pool items per batch and per resumable shard (with --workdir)")
 
 
 @dataclasses.dataclass(frozen=True)
 class FastConfig:
     """zipfit-fast: zstd conditional compression given the whole target set."""
 
-    level: int = _opt(9, "zstd level")
-    debias: str = _opt(
+    level: int = option(9, "zstd level")
+    debias: str = option(
         "none", "'length': standardise scores within length bins (not the paper's)", choices=DEBIAS
     )
-    workers: int = _opt(0, "compressor threads (0 = all cores)", per_worker=True)
-    shard_size: int = _opt(4096, "pool items per batch and per resumable shard (with --workdir)")
+    workers: int = option(0, "compressor threads (0 = all cores)", per_worker=True)
+    shard_size: int = option(4096, "pool items per batch and per resumable shard (with --workdir)")
 
 
 # ------------------------------------------------------------------------------ pure math
