@@ -60,15 +60,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    verbose = any(a in ("-v", "--verbose") for a in argv[:1])
+    argv = argv[1:] if verbose else argv
+    # jaxsel's own progress lines; other libraries' INFO (absl, jax, orbax) only with -v
     logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
+    logging.getLogger("jaxsel").setLevel(logging.INFO)
     if argv[:1] == ["--version"]:
         print(f"jaxsel {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands.COMMANDS:
         lines = [f"  {name:<10} {line}" for name, line in commands.COMMANDS.items()]
-        usage = "usage: jaxsel {" + ",".join(commands.COMMANDS) + "} ... | --version"
+        usage = "usage: jaxsel [-v] {" + ",".join(commands.COMMANDS) + "} ... | --version"
         print(usage + "\n" + "\n".join(lines), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "compress" and "--info" in argv:  # `compress --info ARCHIVE` is `info ARCHIVE`

@@ -145,3 +145,31 @@ def test_select_help_lists_every_method(capsys):
     assert "jaxsel select --method NAME --help shows its flags" in out
     for name in methods.names():
         assert f"\n  {name} " in out
+
+
+def test_target_fields_of_their_own_and_quiet_logs(tmp_path, capsys):
+    """A pool with `text` and a target with `content`/`name` in one command; other libraries'
+    INFO lines only with -v."""
+    import json
+
+    from jaxsel.cli import main
+
+    pool, target = tmp_path / "pool.jsonl", tmp_path / "t.jsonl"
+    pool.write_text(
+        "".join(json.dumps({"id": i, "text": f"def f{i}(x): return x"}) + "\n" for i in range(6))
+    )
+    target.write_text(json.dumps({"name": "a", "content": "def g(y): return y"}) + "\n")
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "a", "text": "def g(y): return y"}) + "\n")
+    outs = []
+    for t, extra in (
+        (target, ["--target-text-field", "content", "--target-id-field", "name"]),
+        (plain, []),
+    ):
+        out = tmp_path / f"{t.stem}.out.jsonl"
+        argv = ["select", "--method", "dsir", "--pool", str(pool), "--target", str(t), "-k", "3"]
+        assert main([*argv, *extra, "--out", str(out), "--no-progress"]) == 0
+        outs.append([json.loads(line)["id"] for line in out.read_text().splitlines()])
+    assert outs[0] == outs[1]
+    capsys.readouterr()
+    assert main(["-v", "--version"]) == 0 and main(["--version"]) == 0

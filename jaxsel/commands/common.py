@@ -33,12 +33,14 @@ class Pool:
     skip_empty: bool = option(False, "skip (and log) empty texts instead of failing")
     data_dir: str | None = option(None, "TFDS data directory of tfds: inputs (None: TFDS's own)")
 
-    def read(self, path: str):
-        """The in-memory Corpus at `path`, read with these settings."""
+    def read(self, path: str, text_field: str | None = None, id_field: str | None = None):
+        """The in-memory Corpus at `path`, read with these settings (other fields if given)."""
         from jaxsel.data import read_corpus
 
         on_empty = "skip" if self.skip_empty else "error"
-        return read_corpus(path, self.text_field, self.id_field or None, on_empty, self.data_dir)
+        text_field = self.text_field if text_field is None else text_field
+        id_field = self.id_field if id_field is None else id_field
+        return read_corpus(path, text_field, id_field or None, on_empty, self.data_dir)
 
     def load_pool(self):
         from jaxsel.data.defaults import default_pool
@@ -53,11 +55,15 @@ class Data(Pool):
     target: str | None = option(
         None, "target/reference set, same forms as --pool (None: HumanEval)", input=True
     )
+    target_text_field: str | None = option(None, "text field of the target (None: --text-field)")
+    target_id_field: str | None = option(None, "id field of the target (None: --id-field)")
 
     def load_target(self):
         from jaxsel.data.defaults import humaneval_target
 
-        return self.read(self.target) if self.target else humaneval_target()
+        if not self.target:
+            return humaneval_target()
+        return self.read(self.target, self.target_text_field, self.target_id_field)
 
 
 def data(cls: type = Data):
