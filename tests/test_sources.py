@@ -2,6 +2,7 @@
 record; parts cover the input exactly once per process; memory holds one batch; bad input is one
 line naming the file and the place in it."""
 
+import functools
 import gzip
 import json
 import sysconfig
@@ -139,6 +140,7 @@ def test_hf_saved_dataset_equals_load_from_disk(tmp_path):
     assert ids == [str(i) for i in range(40)]
 
 
+@functools.cache  # TFDS registers a builder class by name: define it once per process
 def _tiny_tfds_builder():
     tfds = pytest.importorskip("tensorflow_datasets", reason="the [tfds] extra is not installed")
 
