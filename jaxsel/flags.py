@@ -227,7 +227,7 @@ def check_options(config_cls: type, options: dict[str, Any]) -> None:
             if not isinstance(v, kind) or (typ is not bool and isinstance(v, bool)):
                 raise InputError(f"option {name} must be {what}, got {value!r}")
             if typ is float and not math.isfinite(v):
-                raise InputError(f"option {name} must be finite, got {value!r}")
+                raise InputError(f"option {name} must be a finite number, got {value!r}")
             if name in LEAST and v < LEAST[name]:
                 raise InputError(f"option {name} must be >= {LEAST[name]}, got {value!r}")
 

@@ -116,7 +116,7 @@ def test_api_select_rule_is_checked_before_reading(tmp_path, rule, msg):
         ("zipfit", {"shard_size": 0}, "option shard_size must be >= 1, got 0"),
         ("zipfit", {"shard_size": -1}, "option shard_size must be >= 1, got -1"),
         ("dsir", {"shard_size": "8"}, "option shard_size must be an integer, got '8'"),
-        ("dsir", {"smoothing": float("nan")}, "option smoothing must be finite, got nan"),
+        ("dsir", {"smoothing": float("nan")}, "option smoothing must be a finite number, got nan"),
         ("zipfit", {"compressor": 3}, "option compressor must be a string, got 3"),
     ],
 )
