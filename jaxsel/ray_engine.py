@@ -36,6 +36,7 @@ from jaxsel.errors import InputError, JaxselError
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass
 class RayEngine:
     """Where and how wide the Ray stage runs; an engine of the batch loop.
