@@ -161,7 +161,8 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
     port = free_port()
     r = subprocess.run(
         [sys.executable, "-m", "jaxsel.cli", "select", "--pool", pool, "--target", target,
-         "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o.jsonl")],
+         "--engine", "ray", "--ray-address", f"127.0.0.1:{port}",
+         "--out", str(tmp_path / "o.jsonl")],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
     )  # fmt: skip
