@@ -453,9 +453,13 @@ def test_rank_payload_vs_numpy_on_tiny_model(tiny):
             ctxs.append(np.pad(ctx, (0, c - len(ctx)), constant_values=-1))
             targets.append(row[t])
     x = np.stack(ctxs)
-    fwd = jax.jit(lambda p, x: llama.lm_logits(p, llama.forward(p, x, x >= 0, tiny.cfg), tiny.cfg))
     last = (x >= 0).sum(1) - 1
-    logits = np.asarray(fwd(tiny.params, np.maximum(x, 0)), np.float64)[np.arange(len(x)), last]
+
+    def fwd(p, x, last):  # the head at each row's last position only: [N, V], not [N, C, V]
+        hidden = llama.forward(p, x, x >= 0, tiny.cfg)[jnp.arange(x.shape[0]), last]
+        return llama.lm_logits(p, hidden, tiny.cfg)
+
+    logits = np.asarray(jax.jit(fwd)(tiny.params, np.maximum(x, 0), last), np.float64)
     got = ranks[: len(ids)]
     eps, exact, width = 1e-4, 0, []
     for i, t in enumerate(targets):
