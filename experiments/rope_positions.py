@@ -13,7 +13,7 @@ in float32 the angles p * inv_freq lose precision as p grows, and integers past 
 even representable. This runs SmolLM2-135M (float32) teacher-forced over 1,024-token slices of
 the Vim-manual corpus of experiments/bench/finezip.py (bos + 1,023 tokens at 100 KB, 400 KB and
 700 KB into the megabyte) with positions arange(1024) + offset, and prints the mean bits/token
-against offset 0. Measured (session 15, AMD EPYC VM): +0.000% up to 65,536, -0.002% at 2**18,
+against offset 0. Measured (2-core AMD EPYC VM, 2026-12-02): +0.000% up to 65,536, -0.002% at 2**18,
 +0.011% at 2**20, +0.008% at 2**22, +26.4% at 2**24 — hence `api.RING_EXACT_POSITIONS`.
 """
 

@@ -1,6 +1,6 @@
 """FineZip's device side: segments, sliding windows, the jitted coding programs, the batch loop.
 
-Sliding context (issue 12). The token stream is cut into `n_batches x B` contiguous segments,
+Sliding context. The token stream is cut into `n_batches x B` contiguous segments,
 one per batch row (so the device stays full); within a segment every token is coded with up to
 `context` (C) previous tokens. A segment starts with the tokenizer's bos fed at position 0, and
 its first C tokens are coded by incremental decode steps into an empty KV cache of C positions
