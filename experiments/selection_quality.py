@@ -49,8 +49,9 @@ from this run's workdir); the `HYBRID_VARIANTS` (not in the default list) fuse o
 the same ones otherwise, each setting spelled out: `hybrid-es` (zipfit + embed-sim, the default
 debiasing), `hybrid-length` (zipfit + embed-sim, every member debiased: the setting of the
 tables measured before 2026-12-02), `hybrid-raw` and `hybrid-rrf` (zipfit + embed-sim, no
-debiasing, by z-scores and by RRF), `hybrid-dsir` and `hybrid-dsir-raw` (dsir + zipfit + embed-sim, every member or none
-debiased), `hybrid-dsir-es` (dsir + embed-sim, every member debiased).
+debiasing, by z-scores and by RRF), `hybrid-dsir` and `hybrid-dsir-raw` (dsir + zipfit +
+embed-sim, every member or none debiased), `hybrid-dsir-es` (dsir + embed-sim, every member
+debiased).
 
 Results are written after every method (`<out>/results.json`, `<out>/table.md`), so an
 interrupted run shows what finished, marked as partial.
