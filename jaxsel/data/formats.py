@@ -277,7 +277,7 @@ class Parquet(Format):
         try:
             meta = pq.ParquetFile(path).metadata
         except Exception as e:  # pyarrow raises many types for a bad file
-            raise InputError(f"{path}: unreadable Parquet ({e})") from None
+            raise InputError(f"{path}: unreadable Parquet ({_one_line(e)})") from None
         parts, row = [], 0
         for g in range(meta.num_row_groups):
             rg = meta.row_group(g)
@@ -293,7 +293,7 @@ class Parquet(Format):
             pf = pq.ParquetFile(part.path)
             names = pf.schema_arrow.names
         except Exception as e:  # pyarrow raises many types for a bad file
-            raise InputError(f"{part.path}: unreadable Parquet ({e})") from None
+            raise InputError(f"{part.path}: unreadable Parquet ({_one_line(e)})") from None
         _check_columns(part.path, names, opts)
         row = part.first
         try:
@@ -302,10 +302,14 @@ class Parquet(Format):
                     yield _row_doc(rec, row, f"{part.path}: row group {g}, row {row}", opts)
                     row += 1
         except (OSError, UnicodeDecodeError, ValueError) as e:  # damaged pages, bad UTF-8
-            msg = " ".join(str(e).split())  # pyarrow's messages span lines
             raise InputError(
-                f"{part.path}: row group {g}, near row {row} unreadable ({msg})"
+                f"{part.path}: row group {g}, near row {row} unreadable ({_one_line(e)})"
             ) from None
+
+
+def _one_line(e: Exception) -> str:
+    """A library's message on one line (pyarrow's and array_record's span lines)."""
+    return " ".join(str(e).split())[:300]
 
 
 class HfDisk(Format):
@@ -323,7 +327,7 @@ class HfDisk(Format):
                 with pa.memory_map(str(f)) as m:
                     rows = sum(b.num_rows for b in pa.ipc.open_stream(m))
             except (pa.ArrowInvalid, OSError) as e:
-                raise InputError(f"{f}: unreadable arrow file ({e})") from None
+                raise InputError(f"{f}: unreadable arrow file ({_one_line(e)})") from None
             parts.append(Part(0, self.kind, str(f), nbytes=f.stat().st_size, first=first))
             first += rows
         return parts
@@ -357,7 +361,7 @@ class HfDisk(Format):
         try:
             files = [root / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{state}: unreadable ({e})") from None
+            raise InputError(f"{state}: unreadable ({_one_line(e)})") from None
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise InputError(f"{spec}: {missing[0]} listed in state.json is missing")
@@ -456,9 +460,9 @@ class Tfds(Format):
             try:
                 raws = data.__getitems__(list(chunk))
             except Exception as e:  # array_record: RuntimeError "Corrupted Riegeli/records file"
-                msg = " ".join(str(e).split())[:300]
                 raise InputError(
-                    f"{part.path}: records {s}..{chunk[-1]} unreadable (a damaged shard? {msg})"
+                    f"{part.path}: records {s}..{chunk[-1]} unreadable "
+                    f"(a damaged shard? {_one_line(e)})"
                 ) from None
             for i, raw in zip(chunk, raws, strict=True):
                 where = f"{part.path}: record {i}"
