@@ -178,7 +178,7 @@ def write(out: Path, rows: list[dict], meta: dict, done: bool) -> dict:
             slope=fit["slope"],
             intercept=fit["intercept"],
             ce_range=[(min(r["ce_seeds"]), max(r["ce_seeds"])) for r in rows],
-            title=f"target {meta['target']}: R² = {fit['r2']:.2f}, Spearman = "
+            title=f"target {meta['target'].split(' (')[0]}: R² = {fit['r2']:.2f}, Spearman = "
             f"{fit['spearman']:+.2f} ({meta['config']['tokens']} tokens, {seeds} seed(s))",
         )
         plots.save(fig, out / "alignment_vs_ce.png")

@@ -443,6 +443,7 @@ def alignment_vs_ce(
     pad = 0.05 * (x.max() - x.min() or 1.0)
     xs = np.array([x.min() - pad, x.max() + pad])
     ax.plot(xs, slope * xs + intercept, color="C3", ls="--", lw=1.2, label="linear fit")
+    ax.set_xlim(x.min() - 2 * pad, x.max() + 4 * pad)  # room for the rightmost point's name
     ax.axhline(untrained_ce, color="grey", ls="--", lw=1, label=f"untrained ({untrained_ce:.3f})")
     ax.set_xlabel("ZIP-FIT alignment to the target (mean over the dataset's sample)")
     ax.set_ylabel("held-out target CE after fine-tuning (nats/token)")
