@@ -108,6 +108,7 @@ def _items(typ: type, split: bool):
         )
 
     convert.__name__ = typ.__name__  # argparse names it in "invalid int value: 'x'"
+    convert.item_type = typ  # what a --config file's list holds
     return convert
 
 
@@ -202,10 +203,83 @@ def config_from_args(args: argparse.Namespace, config_cls: type, prefix="", **ov
 
 
 def parse(config_cls: type, argv: list[str], prog: str) -> Any:
-    """The Config of a command from its argv (`--help` prints every flag and default)."""
+    """The Config of a command from its argv (`--help` prints every flag and default), over the
+    options of its `--config FILE`; `--print-config` prints the resolved options (`options_of`)
+    as JSON on stdout and exits 0: that text, given back with --config, is the same Config."""
+    config, _ = resolve(config_cls, argv, prog)
+    return config
+
+
+def resolve(config_cls: type, argv: list[str], prog: str) -> tuple[Any, dict[str, Any]]:
+    """(Config, its options by option name) of `argv` (see `parse`)."""
     p = Parser(prog=prog, description=config_cls.__doc__)
     add_config_args(p, config_cls)
-    return config_from_args(p.parse_args(argv), config_cls)
+    add_config_file_args(p)
+    args = parse_args(p, argv)
+    config = config_from_args(args, config_cls)
+    options = options_of(config)
+    if args.print_config:
+        print(json.dumps(options, indent=1))
+        p.exit(0)
+    return config, options
+
+
+CONFIG_HELP = (
+    "options from a JSON (or YAML: *.yaml, *.yml) file: keys are the flags without dashes "
+    '(e.g. {"top_k": 100}; nested ones with their dot, "lora.rank"); flags given here win'
+)
+
+
+def add_config_file_args(parser: argparse.ArgumentParser) -> None:
+    """--config FILE and --print-config."""
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved options as JSON (a --config file) and exit",
+    )
+
+
+def config_path(argv: list[str]) -> str | None:
+    """The `--config FILE` of `argv`, before the command's own flags are known."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    return pre.parse_known_args(argv)[0].config
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)` over the options of argv's `--config FILE` (`read_config`):
+    flags given on the command line win, and one flag of a mutually exclusive group (e.g. a
+    selection rule) replaces the file's members of that group."""
+    path = config_path(argv)
+    options = read_config(path, parser) if path else {}
+    for group in parser._mutually_exclusive_groups:
+        dests = [a.dest for a in group._group_actions]
+        given = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(dests)))
+        if any(getattr(given, d) is not None for d in dests):
+            options = {k: v for k, v in options.items() if k not in dests}
+    for action in parser._actions:  # a required option the file gives may be left out of argv
+        if action.dest in options:
+            action.required = False
+            if not action.option_strings:
+                action.nargs = {None: "?", "+": "*"}.get(action.nargs, action.nargs)
+    parser.set_defaults(**options)
+    return parser.parse_args(argv)
+
+
+def options_of(config, prefix: str = "") -> dict[str, Any]:
+    """A Config's options by option name (a flag without dashes; nested ones with their
+    prefix), tuples as lists, less `NOT_OPTIONS`: itself a valid `--config` file."""
+    out: dict[str, Any] = {}
+    cls = type(config)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if nested(cls, f) is not None:
+            out |= options_of(value, prefix + f.metadata.get("prefix", f.name + "."))
+        elif f.name not in NOT_OPTIONS:
+            key = f.name if f.metadata.get("positional") else prefix + f.name
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def check_options(config_cls: type, options: dict[str, Any]) -> None:
@@ -286,7 +360,10 @@ def read_config(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dic
                 f"{path}: written by jaxsel {version}, this is {__version__} (delete its "
                 '"provenance" to use its options anyway)'
             )
-    actions = {a.dest: a for a in parser._actions if a.dest not in NOT_OPTIONS}
+    actions: dict[str, argparse.Action] = {}
+    for a in parser._actions:  # (a nested flag's hidden dashed spelling comes second)
+        if a.dest not in NOT_OPTIONS:
+            actions.setdefault(a.dest, a)
     options = {}
     for key, value in data.items():
         where = f"{path}:{_line_of(text, key)}: {key}"
@@ -303,11 +380,21 @@ def _checked(action: argparse.Action, value: Any, where: str) -> Any:
         if action.default is None:
             return None
         raise InputError(f"{where}: null is not allowed (default {action.default!r})")
+    if action.nargs == "+":  # a tuple field: a list of items (argparse's form: [tuple])
+        if not isinstance(value, list):
+            raise InputError(f"{where}: expected a list, got {value!r}")
+        return [tuple(_checked_item(action, action.type.item_type, v, where) for v in value)]
     want = bool if action.nargs == 0 else action.type or str
+    return _checked_item(action, want, value, where)
+
+
+def _checked_item(action: argparse.Action, want: type, value: Any, where: str) -> Any:
     if want is float and type(value) is int:
         value = float(value)
     if type(value) is not want:
         raise InputError(f"{where}: expected {want.__name__}, got {value!r}")
+    if want is float and not math.isfinite(value):
+        raise InputError(f"{where}: expected a finite number, got {value!r}")
     if action.choices is not None and value not in action.choices:
         raise InputError(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value

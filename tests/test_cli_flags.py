@@ -3,6 +3,7 @@ each leaf field, nested ones included, set to a value other than its default thr
 lands in the parsed Config."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -173,3 +174,76 @@ def test_target_fields_of_their_own_and_quiet_logs(tmp_path, capsys):
     assert outs[0] == outs[1]
     capsys.readouterr()
     assert main(["-v", "--version"]) == 0 and main(["--version"]) == 0
+
+
+FLAG_COMMANDS = [n for n in commands.COMMANDS if not hasattr(commands.load(n), "parse")]
+
+
+@pytest.mark.parametrize("name", FLAG_COMMANDS)
+def test_print_config_fed_back_with_config_is_the_same_config(name, tmp_path):
+    """For every field of every command: the options --print-config prints, given back as a
+    --config file (JSON; YAML once), resolve to the same Config with no flag at all."""
+    cls, prog = commands.load(name).Config, f"jaxsel {name}"
+    checked = 0
+    for owner, f, _ in _leaves(cls):
+        value, words = _other(owner, f)
+        try:
+            config, options = flags.resolve(cls, _command_line(cls, f, words), prog)
+        except InputError:  # the Config refuses this made-up value
+            continue
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(options))
+        again, options_again = flags.resolve(cls, ["--config", str(path)], prog)
+        assert again == config and options_again == options, f.name
+        checked += 1
+    assert checked >= len(list(_leaves(cls))) // 2
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(options))
+    assert flags.resolve(cls, ["--config", str(path)], prog)[0] == config
+
+
+def test_print_config_prints_json_and_exits_0(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["compress", "in.txt", "out.fz", "--context", "64", "--print-config"])
+    assert e.value.code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["input"] == "in.txt" and printed["context"] == 64
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(printed))
+    c = flags.parse(commands.load("compress").Config, ["--config", str(path)], "jaxsel compress")
+    assert (c.input, c.output, c.finezip.context) == ("in.txt", "out.fz", 64)
+    # flags given on the command line win over the file's
+    c = flags.parse(
+        commands.load("compress").Config, ["--config", str(path), "--context", "32"], "x"
+    )
+    assert c.finezip.context == 32
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ('{\n "k": [5],\n "domian": "c"\n}', 3, "domian: unknown option for jaxsel compare; "
+         "did you mean 'domain'?"),
+        ('{\n "domain": 3\n}', 2, "domain: expected str, got 3"),
+        ('{\n "methods": "zipfit"\n}', 2, "methods: expected a list, got 'zipfit'"),
+        ('{\n "k": [5, "x"]\n}', 2, "k: expected int, got 'x'"),
+        ('{\n "k": [5],\n "methods": [1]\n}', 3, "methods: expected str, got 1"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_file_and_line(tmp_path, capsys, text, line, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    assert main(["compare", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"error: {path}:{line}: {message}\n"
+
+
+def test_a_yaml_config_file_gives_a_commands_options(tmp_path):
+    pytest.importorskip("yaml")
+    path = tmp_path / "c.yaml"
+    path.write_text("methods: [dsir, random]\nk: [5, 10]\nlora.rank: 4\n")
+    with pytest.raises(InputError, match=r"c.yaml:3: lora.rank: unknown option"):
+        flags.parse(commands.load("compare").Config, ["--config", str(path)], "jaxsel compare")
+    path.write_text("methods: [dsir, random]\nk: [5, 10]\n")
+    c = flags.parse(commands.load("compare").Config, ["--config", str(path)], "jaxsel compare")
+    assert (c.methods, c.k) == (("dsir", "random"), (5, 10))

@@ -109,15 +109,7 @@ def parse(cmd: str, config_cls: type, argv: list[str]) -> Job:
     """Parses `argv` over the options of its `--config FILE`: flags given on the command line
     win, and one of an exclusive group (a selection rule) replaces the file's."""
     p, method = parser(cmd, config_cls, argv)
-    path = _pre_parser().parse_known_args(argv)[0].config
-    options = flags.read_config(path, p) if path else {}
-    for group in p._mutually_exclusive_groups:
-        dests = [a.dest for a in group._group_actions]
-        given = p.parse_args(argv, argparse.Namespace(**dict.fromkeys(dests)))
-        if any(getattr(given, d) is not None for d in dests):
-            options = {k: v for k, v in options.items() if k not in dests}
-    p.set_defaults(**options)
-    args = p.parse_args(argv)
+    args = flags.parse_args(p, argv)
     config = flags.config_from_args(args, config_cls)
     method_config = flags.config_from_args(args, method.config_cls)
     resolved = {**_options(config), **_options(method_config)}
