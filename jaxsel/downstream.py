@@ -392,10 +392,40 @@ def paired_bootstrap(
     return float(lo), float(hi)
 
 
+def tokens_to_reach(tokens: Sequence[int], ce: Sequence[float], level: float) -> float | None:
+    """Training tokens at which the curve (ce[i] after tokens[i]) first reaches `level`, linear
+    between evaluations (the first point at or below it when the curve starts there); None when
+    it never does. ZIP-FIT's "x % fewer tokens" compares this with the baseline's budget."""
+    for i, (t, c) in enumerate(zip(tokens, ce, strict=True)):
+        if c <= level:
+            if i == 0:
+                return float(t)
+            t0, c0 = tokens[i - 1], ce[i - 1]
+            return float(t0 + (t - t0) * (c0 - level) / (c0 - c))
+    return None
+
+
+def _reach_cell(c: dict, level: float, budget: int) -> str:
+    """`tokens_to_reach` of the mean curve as "tokens (x % fewer)", with several seeds the seeds'
+    own range ("never" past the budget)."""
+    at = tokens_to_reach(c["tokens"], c["ce"], level)
+    if at is None:
+        return "never"
+    cell = f"{at:,.0f} ({1 - at / budget:.0%} fewer)"
+    if len(c["ce_seeds"]) > 1:
+        each = [tokens_to_reach(c["tokens"], s, level) for s in c["ce_seeds"]]
+        lo = min((t for t in each if t is not None), default=None)
+        hi = "never" if None in each else f"{max(each):,.0f}"
+        cell += f" seeds {lo:,.0f}–{hi}" if lo is not None else " seeds never"
+    return cell
+
+
 def markdown_table(report: dict, baseline: str | None = None) -> str:
     """Held-out CE per selection at each evaluated token count, the change from untrained, with
     several fine-tuning seeds each row's lowest and highest seed CE, and with a `baseline`
-    selection each row's final CE minus the baseline's with its 95% paired-bootstrap interval."""
+    selection each row's final CE minus the baseline's with its 95% paired-bootstrap interval
+    and the training tokens it needs to reach the baseline's final CE (`tokens_to_reach` on the
+    mean curve, with the seeds' range; "x % fewer" than the baseline's budget)."""
     curves = report["curves"]
     if baseline is not None and baseline not in curves:
         raise InputError(f"downstream: baseline {baseline!r} is not among {sorted(curves)}")
@@ -403,7 +433,8 @@ def markdown_table(report: dict, baseline: str | None = None) -> str:
     points = sorted({t for c in curves.values() for t in c["tokens"]})
     head = ["selection", *[f"CE@{t}" for t in points], "delta vs untrained"]
     head += ["seed CE min–max"] if seeds else []
-    head += [f"vs {baseline} (95% bootstrap)"] if baseline else []
+    if baseline:
+        head += [f"vs {baseline} (95% bootstrap)", f"tokens to {baseline}'s final CE"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, c in curves.items():
         at = dict(zip(c["tokens"], c["ce"], strict=True))
@@ -418,6 +449,7 @@ def markdown_table(report: dict, baseline: str | None = None) -> str:
                 base = curves[baseline]
                 lo, hi = paired_bootstrap(c, base)
                 vs = f"{c['ce'][-1] - base['ce'][-1]:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-            cells.append(vs)
+            base = curves[baseline]
+            cells += [vs, _reach_cell(c, base["ce"][-1], base["tokens"][-1])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

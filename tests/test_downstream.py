@@ -104,16 +104,35 @@ def test_seeds_curve_is_the_mean_of_single_seed_curves(tiny):
             np.testing.assert_allclose(c[key], np.mean([r[key] for r in refs], 0), rtol=1e-6)
         np.testing.assert_allclose(sum(c["final_nll"]) / sum(c["final_tokens"]), c["ce"][-1])
     lines = downstream.markdown_table(two, "prose").splitlines()
-    assert lines[0].endswith("| delta vs untrained | seed CE min–max | vs prose (95% bootstrap) |")
+    assert lines[0].endswith(
+        "| delta vs untrained | seed CE min–max | vs prose (95% bootstrap) "
+        "| tokens to prose's final CE |"
+    )
     lo, hi = downstream.paired_bootstrap(two["curves"]["code"], two["curves"]["prose"])
     diff = two["curves"]["code"]["ce"][-1] - two["curves"]["prose"]["ce"][-1]
-    assert lines[2].endswith(f"| {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] |") and lo <= diff <= hi
+    assert f"| {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] |" in lines[2] and lo <= diff <= hi
     ends = sorted(s[-1] for s in two["curves"]["code"]["ce_seeds"])
     assert f"| {ends[0]:.4f}–{ends[1]:.4f} |" in lines[2]
     with pytest.raises(InputError, match="baseline 'nope' is not among"):
         downstream.markdown_table(two, "nope")
     with pytest.raises(InputError, match="seeds must be a positive integer"):
         DownstreamConfig(seeds=0)
+
+
+def test_tokens_to_reach_closed_forms():
+    """First crossing of a level, linear between evaluations: the paper's "x % fewer tokens to
+    reach random's final CE" read off a curve, against hand-computed crossings."""
+    t, ce = [0, 100, 200, 300], [2.0, 1.8, 1.5, 1.4]
+    assert downstream.tokens_to_reach(t, ce, 1.5) == 200.0
+    assert downstream.tokens_to_reach(t, ce, 1.6) == pytest.approx(100 + 100 * 0.2 / 0.3)
+    assert downstream.tokens_to_reach(t, ce, 2.5) == 0.0
+    assert downstream.tokens_to_reach(t, ce, 1.3) is None
+    # a curve that dips, rises and dips again crosses at its first dip
+    assert downstream.tokens_to_reach([0, 10, 20, 30], [2.0, 1.0, 3.0, 0.5], 1.5) == 5.0
+    curve = {"tokens": t, "ce": ce, "ce_seeds": [ce, [2.0, 1.9, 1.7, 1.6]]}
+    assert downstream._reach_cell(curve, 1.5, 300) == "200 (33% fewer) seeds 200–never"
+    curve["ce_seeds"] = [ce, [2.0, 1.5, 1.5, 1.5]]
+    assert downstream._reach_cell(curve, 1.5, 300) == "200 (33% fewer) seeds 100–200"
 
 
 def test_paired_bootstrap_closed_forms():
@@ -179,7 +198,7 @@ def test_cli_downstream(tiny, tmp_path, capsys):
     rep = json.loads((tmp_path / "r2.json").read_text())
     assert rep["config"]["seeds"] == 2 and len(rep["curves"]["random"]["ce_seeds"]) == 2
     head = capsys.readouterr().out.splitlines()[0]
-    assert head.endswith("| seed CE min–max | vs code (95% bootstrap) |")
+    assert head.endswith("| vs code (95% bootstrap) | tokens to code's final CE |")
     # bad input: one line each
     write_jsonl(tmp_path / "ghost.jsonl", [{"id": "p0"}, {"id": "ghost"}])
     bad = [
