@@ -103,6 +103,9 @@ def select(
     threshold: float | None = None,
     budget_bytes: int | None = None,
     out: str | os.PathLike | None = None,
+    out_format: str | None = None,
+    out_shards: int | None = None,
+    max_rows_per_file: int | None = None,
     text_field: str = "text",
     id_field: str | None = "id",
     target_fields: tuple[str, str | None] | None = None,
@@ -116,15 +119,26 @@ def select(
     a DataFrame for a DataFrame pool, a `Dataset` for a Dataset, else a list of dicts.
 
     Exactly one rule: `k` (top-K), `threshold` (score > threshold) or `budget_bytes` (the
-    best-first prefix within a byte budget). With `out` the records are also written there in
-    the format of its name (.jsonl, .jsonl.gz, .jsonl.zst, .parquet, .array_record) with a
-    `<out>.meta.json` sidecar, as `jaxsel select --out` writes them.
+    best-first prefix within a byte budget). With `out` the records are also written there,
+    with a `<out>.meta.json` sidecar, byte for byte as `jaxsel select --out` writes them:
+    `out_format` (None: by the name's extension, .jsonl, .jsonl.gz, .jsonl.zst, .parquet,
+    .array_record; "hf": a `datasets.save_to_disk` directory), and `out_shards=N` (N files) or
+    `max_rows_per_file=N` (files of N rows) for a directory of files (these need `out_format`).
     """
     check_rule(k, threshold, budget_bytes)  # before any input is read
     _check_on_empty(on_empty)
     m, cfg = _method(method, config)
     source = as_source(pool, text_field, id_field, on_empty, data_dir)
-    spec = None if out is None else out_spec(out, what="out")
+    if out is None and (out_format, out_shards, max_rows_per_file) != (None, None, None):
+        raise InputError("out_format, out_shards and max_rows_per_file describe out; give out")
+    for name, value in (("out_shards", out_shards), ("max_rows_per_file", max_rows_per_file)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InputError(f"{name} must be an integer, got {value!r}")
+    spec = (
+        None
+        if out is None
+        else out_spec(out, out_format, out_shards, max_rows_per_file, what="out")
+    )
     inputs = inputs_of(source, target, data_dir=data_dir)
     check_job([] if spec is None else spec.outputs("out"), inputs, workdir)
     given = target
@@ -138,6 +152,8 @@ def select(
         paths = {"pool": pool, "target": given, "workdir": workdir}
         options = {n: str(v) for n, v in paths.items() if isinstance(v, (str, os.PathLike))}
         options |= {"text_field": text_field, "id_field": id_field or "", **rule, **config}
+        options |= {"out_format": spec.format, "out_shards": out_shards}
+        options |= {"max_rows_per_file": max_rows_per_file}
         how = pipeline.provenance("jaxsel.select", m, cfg, source, given or target)
         pipeline.write_selection(
             spec, source, sel, {"method": method, **options, "provenance": how}

@@ -101,3 +101,83 @@ def test_a_target_with_its_own_fields():
     assert got.values.tobytes() == want.values.tobytes()
     with pytest.raises(InputError, match="missing field 'text'"):
         jaxsel.score(pool, target, method="dsir")
+
+
+@pytest.mark.parametrize(
+    "out, options, flags",
+    [
+        ("sel.parquet", {}, []),
+        ("sel.jsonl.gz", {}, []),
+        (
+            "shards",
+            {"out_format": "jsonl", "out_shards": 2},
+            ["--out-format", "jsonl", "--out-shards", "2"],
+        ),
+        (
+            "rows",
+            {"out_format": "parquet", "max_rows_per_file": 2},
+            ["--out-format", "parquet", "--max-rows-per-file", "2"],
+        ),
+    ],
+)
+def test_select_out_writes_the_bytes_jaxsel_select_writes(tmp_path, out, options, flags):
+    """out_format / out_shards / max_rows_per_file: the API's files are the CLI's, byte for
+    byte (the sidecar aside: it records how each was called)."""
+    import json
+
+    from jaxsel.cli import main
+
+    pool, target = tmp_path / "pool.jsonl", tmp_path / "target.jsonl"
+    docs = make_pool(12, seed=3, long_doc=False)
+    pool.write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(docs.texts))
+    )
+    target.write_text(json.dumps({"id": "t", "text": make_target(1).texts[0]}) + "\n")
+    api, cli = tmp_path / "api" / out, tmp_path / "cli" / out
+    api.parent.mkdir()
+    cli.parent.mkdir()
+    jaxsel.select(str(pool), str(target), method="dsir", k=5, out=str(api), **options)
+    argv = ["select", "--method", "dsir", "--pool", str(pool), "--target", str(target)]
+    assert main([*argv, "-k", "5", "--out", str(cli), *flags, "--no-progress"]) == 0
+
+    def files(root):
+        found = [p for p in root.parent.rglob("*") if p.is_file()]
+        return {p.relative_to(root.parent): p.read_bytes() for p in found if ".meta." not in p.name}
+
+    got, want = files(api), files(cli)
+    assert len(want) == (1 if "." in out else 3 if "max_rows_per_file" in options else 2)
+    assert got == want
+
+
+def test_select_out_options_are_checked_as_the_cli_checks_them(tmp_path):
+    pool, target = ["a b c", "d e f", "a b d"], ["a b"]
+    with pytest.raises(InputError, match=r"give --out-shards or --max-rows-per-file, not both"):
+        jaxsel.select(
+            pool,
+            target,
+            method="dsir",
+            k=1,
+            out=str(tmp_path / "d"),
+            out_format="jsonl",
+            out_shards=2,
+            max_rows_per_file=3,
+        )
+    with pytest.raises(InputError, match=r"out .*d: a directory of shards; give --out-format"):
+        jaxsel.select(pool, target, method="dsir", k=1, out=str(tmp_path / "d"), out_shards=2)
+    with pytest.raises(InputError, match=r"the name says parquet, --out-format says jsonl"):
+        jaxsel.select(
+            pool, target, method="dsir", k=1, out=str(tmp_path / "a.parquet"), out_format="jsonl"
+        )
+    with pytest.raises(InputError, match=r"out_shards must be an integer, got '2'"):
+        jaxsel.select(
+            pool,
+            target,
+            method="dsir",
+            k=1,
+            out=str(tmp_path / "d"),
+            out_format="jsonl",
+            out_shards="2",
+        )
+    with pytest.raises(InputError, match=r"describe out; give out"):
+        jaxsel.select(pool, target, method="dsir", k=1, out_format="jsonl")
+    assert not any(tmp_path.iterdir())  # nothing written before the options are checked
