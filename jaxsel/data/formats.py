@@ -11,11 +11,13 @@ of a part, each record checked (`jaxsel.data.records`: `parse_jsonl_line`, `reco
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import json
 import logging
 import os
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from jaxsel.data import fs
 from jaxsel.data.records import OnBad, check_id, parse_jsonl_line, record_fields
 from jaxsel.errors import InputError
 
@@ -82,16 +85,18 @@ class Format:
         """(id, text, record, location) of every record of `part`, in order."""
         raise NotImplementedError
 
-    def inputs(self, spec: str, opts: Options) -> list[Path]:
-        """The files or directories `spec` reads."""
-        return [Path(spec)]
+    def inputs(self, spec: str, opts: Options) -> list[str | Path]:
+        """The files or directories `spec` reads (a URL stays a string)."""
+        return [spec if fs.is_url(spec) else Path(spec)]
 
 
-def _existing_file(spec: str | os.PathLike) -> Path:
-    path = Path(spec)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    return path
+def _existing_file(spec: str | os.PathLike) -> str:
+    """The file `spec` (a local path normalised, a URL as given); one line when it is absent."""
+    spec = str(spec)
+    with fs.guarded(spec):
+        if not fs.is_file(spec):
+            raise InputError(f"{spec if fs.is_url(spec) else Path(spec)}: no such file")
+    return spec if fs.is_url(spec) else str(Path(spec))
 
 
 # ---------------------------------------------------------------------------- JSON Lines
@@ -106,9 +111,9 @@ class Jsonl(Format):
 
     def plan(self, spec: str, opts: Options) -> list[Part]:
         path = _existing_file(spec)
-        size = path.stat().st_size
+        size = fs.size(path)
         cuts = [0]
-        with open(path, "rb") as f:
+        with fs.open_input(path) as f:
             for target in range(opts.part_bytes, size, opts.part_bytes):
                 if target <= cuts[-1]:
                     continue
@@ -120,18 +125,18 @@ class Jsonl(Format):
         firsts = [0] * (len(cuts) - 1)
         if opts.id_field is None:
             firsts[0] = 1
-            with open(path, "rb") as f:
+            with fs.open_input(path) as f:
                 for i in range(1, len(firsts)):
                     firsts[i] = firsts[i - 1] + _count_newlines(f, cuts[i] - cuts[i - 1])
         return [
-            Part(0, self.kind, str(path), s, e, e - s, first)
+            Part(0, self.kind, path, s, e, e - s, first)
             for s, e, first in zip(cuts[:-1], cuts[1:], firsts, strict=True)
             if e > s
         ]
 
     def records(self, part: Part) -> Iterator[tuple[_Line, dict[str, Any]]]:
         """(location, record) of every non-blank line of the part."""
-        with open(part.path, "rb") as f:
+        with fs.open_input(part.path) as f:
             f.seek(part.start)
             pos = part.start
             for rel, raw in enumerate(f):
@@ -155,12 +160,12 @@ class JsonlGz(Jsonl):
 
     def plan(self, spec: str, opts: Options) -> list[Part]:
         path = _existing_file(spec)
-        return [Part(0, self.kind, spec, nbytes=path.stat().st_size, first=1)]
+        return [Part(0, self.kind, spec, nbytes=fs.size(path), first=1)]
 
     def records(self, part: Part) -> Iterator[tuple[_Line, dict[str, Any]]]:
         rel = -1
         try:
-            with gzip.open(part.path, "rb") as f:
+            with fs.open_input(part.path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
                 for rel, raw in enumerate(f):
                     yield from _parsed(part, rel, raw)
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
@@ -178,7 +183,7 @@ class JsonlZst(JsonlGz):
 
         rel, pending = -1, b""
         try:
-            with open(part.path, "rb") as f:
+            with fs.open_input(part.path) as f:
                 for block in _zstd_blocks(f):
                     *lines, pending = (pending + block).split(b"\n")
                     for line in lines:
@@ -224,7 +229,7 @@ class _Line:
 
 @functools.lru_cache(maxsize=64)
 def _first_line(path: str, start: int) -> int:
-    with open(path, "rb") as f:
+    with fs.open_input(path) as f:
         return 1 + _count_newlines(f, start)
 
 
@@ -249,7 +254,8 @@ def _parsed(part: Part, rel: int, raw: bytes) -> Iterator[tuple[_Line, dict[str,
 def jsonl_kind(path: str | os.PathLike) -> str:
     """The JSON Lines format of a file: "jsonl.gz" for *.gz, "jsonl.zst" for *.zst, "jsonl"
     otherwise."""
-    return {".gz": JsonlGz.kind, ".zst": JsonlZst.kind}.get(Path(path).suffix, Jsonl.kind)
+    suffix = os.path.splitext(str(path))[1]
+    return {".gz": JsonlGz.kind, ".zst": JsonlZst.kind}.get(suffix, Jsonl.kind)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -257,7 +263,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, An
     blank lines skipped, any record (no field is required)."""
     path = _existing_file(path)
     kind = jsonl_kind(path)
-    part = Part(0, kind, str(path), 0, path.stat().st_size, first=1)
+    part = Part(0, kind, path, 0, fs.size(path), first=1)
     for where, rec in FORMATS[kind].records(part):
         yield 1 + where.rel, str(where), rec
 
@@ -266,45 +272,53 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, str, dict[str, An
 
 
 class Parquet(Format):
-    """A Parquet file; a part is a row group."""
+    """A Parquet file (a local path or a URL); a part is a row group."""
 
     kind = "parquet"
 
     def plan(self, spec: str, opts: Options) -> list[Part]:
-        import pyarrow.parquet as pq
-
         path = _existing_file(spec)
-        try:
-            meta = pq.ParquetFile(path).metadata
-        except Exception as e:  # pyarrow raises many types for a bad file
-            raise InputError(f"{path}: unreadable Parquet ({_one_line(e)})") from None
+        with _parquet(path) as pf:
+            meta = pf.metadata
         parts, row = [], 0
         for g in range(meta.num_row_groups):
             rg = meta.row_group(g)
-            parts.append(Part(0, self.kind, str(path), g, g + 1, rg.total_byte_size, row))
+            parts.append(Part(0, self.kind, path, g, g + 1, rg.total_byte_size, row))
             row += rg.num_rows
         return parts
 
     def read(self, part: Part, opts: Options) -> Iterator[Doc]:
-        import pyarrow.parquet as pq
-
         g = part.start
+        with _parquet(part.path) as pf:
+            _check_columns(part.path, pf.schema_arrow.names, opts)
+            row = part.first
+            try:
+                for rb in pf.iter_batches(batch_size=4096, row_groups=[g]):
+                    for rec in rb.to_pylist():
+                        yield _row_doc(rec, row, f"{part.path}: row group {g}, row {row}", opts)
+                        row += 1
+            except (OSError, UnicodeDecodeError, ValueError) as e:  # damaged pages, bad UTF-8
+                raise InputError(
+                    f"{part.path}: row group {g}, near row {row} unreadable ({_one_line(e)})"
+                ) from None
+
+
+@contextlib.contextmanager
+def _parquet(path: str):
+    """A `pyarrow.parquet.ParquetFile` of a local path or a URL (read through the fsspec file,
+    which stays open while the block reads); a damaged file is one line."""
+    import pyarrow.parquet as pq
+
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(fs.open_input(path)) if fs.is_url(path) else path
         try:
-            pf = pq.ParquetFile(part.path)
-            names = pf.schema_arrow.names
+            pf = pq.ParquetFile(source)
+            pf.schema_arrow  # noqa: B018 (a bad schema fails here, not in the reader's loop)
+        except InputError:
+            raise
         except Exception as e:  # pyarrow raises many types for a bad file
-            raise InputError(f"{part.path}: unreadable Parquet ({_one_line(e)})") from None
-        _check_columns(part.path, names, opts)
-        row = part.first
-        try:
-            for rb in pf.iter_batches(batch_size=4096, row_groups=[g]):
-                for rec in rb.to_pylist():
-                    yield _row_doc(rec, row, f"{part.path}: row group {g}, row {row}", opts)
-                    row += 1
-        except (OSError, UnicodeDecodeError, ValueError) as e:  # damaged pages, bad UTF-8
-            raise InputError(
-                f"{part.path}: row group {g}, near row {row} unreadable ({_one_line(e)})"
-            ) from None
+            raise InputError(f"{path}: unreadable Parquet ({_one_line(e)})") from None
+        yield pf
 
 
 def _one_line(e: Exception) -> str:
@@ -313,59 +327,128 @@ def _one_line(e: Exception) -> str:
 
 
 class HfDisk(Format):
-    """A Hugging Face `datasets.Dataset` saved with `save_to_disk` ("hf:PATH"); a part is one of
-    its arrow files."""
+    """A Hugging Face dataset, "hf:PATH[:SPLIT]" (PATH a directory or a URL; "hf://datasets/
+    ORG/NAME" is the Hub, through huggingface_hub's filesystem). Either saved with
+    `Dataset.save_to_disk` (a part is one of its arrow files; SPLIT picks a split of a saved
+    `DatasetDict`), or a Hub repository's layout: Parquet shards under `data/`, the split named
+    by the file (`data/train-00000-of-00002.parquet`) or its folder (`data/train/*.parquet`);
+    a part is then a row group. One split needs no SPLIT; several are a one-line error listing
+    them."""
 
     kind = "hf"
 
     def plan(self, spec: str, opts: Options) -> list[Part]:
         import pyarrow as pa
 
+        layout, files = self._files(spec)
+        if layout == "parquet":
+            return [p for f in files for p in FORMATS["parquet"].plan(f, opts)]
         parts, first = [], 0
-        for f in self._files(spec):
+        for f in files:
             try:
-                with pa.memory_map(str(f)) as m:
-                    rows = sum(b.num_rows for b in pa.ipc.open_stream(m))
+                with _arrow_stream(f) as reader:
+                    rows = sum(b.num_rows for b in reader)
             except (pa.ArrowInvalid, OSError) as e:
                 raise InputError(f"{f}: unreadable arrow file ({_one_line(e)})") from None
-            parts.append(Part(0, self.kind, str(f), nbytes=f.stat().st_size, first=first))
+            parts.append(Part(0, self.kind, f, nbytes=fs.size(f), first=first))
             first += rows
         return parts
 
     def read(self, part: Part, opts: Options) -> Iterator[Doc]:
-        import pyarrow as pa
-
         row = part.first
-        with pa.memory_map(part.path) as m:
-            reader = pa.ipc.open_stream(m)
+        with _arrow_stream(part.path) as reader:
             _check_columns(part.path, reader.schema.names, opts)
             for rb in reader:
                 for rec in rb.to_pylist():
                     yield _row_doc(rec, row, f"{part.path}: row {row}", opts)
                     row += 1
 
-    def inputs(self, spec: str, opts: Options) -> list[Path]:
-        return [Path(spec[len("hf:") :])]
+    def inputs(self, spec: str, opts: Options) -> list[str | Path]:
+        root, _ = _hf_spec(spec)
+        return [root if fs.is_url(root) else Path(root)]
 
-    def _files(self, spec: str) -> list[Path]:
-        root = Path(spec[len("hf:") :])
-        if (root / "dataset_dict.json").is_file():
-            splits = json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
-            raise InputError(
-                f"{spec}: a DatasetDict; choose a split: "
-                + ", ".join(f"hf:{root / s}" for s in splits)
-            )
-        state = root / "state.json"
-        if not state.is_file():
-            raise InputError(f"{spec}: not a dataset saved with Dataset.save_to_disk (no {state})")
+    def _files(self, spec: str) -> tuple[str, list[str]]:
+        """("arrow", the save_to_disk files) or ("parquet", the chosen split's shards)."""
+        root, split = _hf_spec(spec)
+        with fs.guarded(root):
+            if fs.is_file(fs.join(root, "dataset_dict.json")):
+                splits = json.loads(fs.cat(fs.join(root, "dataset_dict.json"))).get("splits", [])
+                if split is None:
+                    raise InputError(
+                        f"{spec}: a DatasetDict; choose a split: "
+                        + ", ".join(f"hf:{fs.join(root, s)}" for s in splits)
+                    )
+                if split not in splits:
+                    raise InputError(f"{spec}: no split {split!r} (splits: {', '.join(splits)})")
+                root, split = fs.join(root, split), None
+            state = fs.join(root, "state.json")
+            if fs.is_file(state):
+                if split is not None:
+                    raise InputError(f"{spec}: one saved Dataset, no splits (give hf:{root})")
+                return "arrow", self._saved(spec, root, state)
+            if fs.is_dir(fs.join(root, "data")):
+                return "parquet", _hub_split(spec, root, split)
+        raise InputError(
+            f"{spec}: not a dataset saved with Dataset.save_to_disk (no {state}) nor a Hub "
+            "repository layout (no data/*.parquet)"
+        )
+
+    @staticmethod
+    def _saved(spec: str, root: str, state: str) -> list[str]:
         try:
-            files = [root / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+            names = [f["filename"] for f in json.loads(fs.cat(state))["_data_files"]]
         except (ValueError, KeyError, TypeError) as e:
             raise InputError(f"{state}: unreadable ({_one_line(e)})") from None
-        missing = [f for f in files if not f.is_file()]
+        found = [fs.join(root, n) if fs.is_url(root) else str(Path(root) / n) for n in names]
+        missing = [f for f in found if not fs.is_file(f)]
         if missing:
             raise InputError(f"{spec}: {missing[0]} listed in state.json is missing")
-        return files
+        return found
+
+
+def _hf_spec(spec: str) -> tuple[str, str | None]:
+    """(root, split or None) of "hf:ROOT[:SPLIT]" or of an "hf://..." Hub URL. A SPLIT is a
+    last ":" part without "/" (so "hf:memory://x" has none)."""
+    body = spec if spec.startswith("hf://") else spec[len("hf:") :]
+    root, sep, split = body.rpartition(":")
+    if sep and root and split and "/" not in split and not root.endswith(":"):
+        return root, split
+    return body, None
+
+
+_HUB_SHARD = re.compile(r"^([A-Za-z0-9_.]+?)(?:-\d+-of-\d+)?\.parquet$")
+
+
+def _hub_split(spec: str, root: str, split: str | None) -> list[str]:
+    """The Parquet shards of one split of a Hub layout (`data/SPLIT-*.parquet` or
+    `data/SPLIT/*.parquet`), in name order."""
+    data = fs.join(root, "data")
+    splits: dict[str, list[str]] = {}
+    for rel, _ in fs.files(data):
+        head, _, name = rel.rpartition("/")
+        m = _HUB_SHARD.match(name)
+        if m is None or _hidden(rel):
+            continue
+        name_split = m.group(1).split("-")[0]
+        splits.setdefault(head.split("/")[0] if head else name_split, []).append(rel)
+    if not splits:
+        raise InputError(f"{spec}: no Parquet files under {data}")
+    if split is None and len(splits) == 1:
+        split = next(iter(splits))
+    if split is None or split not in splits:
+        known = ", ".join(f"hf:{root}:{s}" for s in sorted(splits))
+        what = "several splits; choose one" if split is None else f"no split {split!r}"
+        raise InputError(f"{spec}: {what}: {known}")
+    return [fs.join(data, rel) for rel in splits[split]]
+
+
+@contextlib.contextmanager
+def _arrow_stream(path: str):
+    """An arrow IPC stream reader of a local file (memory-mapped) or a URL."""
+    import pyarrow as pa
+
+    with pa.memory_map(path) if not fs.is_url(path) else fs.open_input(path) as m:
+        yield pa.ipc.open_stream(m)
 
 
 def _check_columns(path: str, names: Sequence[str], opts: Options) -> None:
@@ -379,7 +462,7 @@ def _row_doc(rec: dict[str, Any], row: int, where: str, opts: Options) -> Doc:
     return ident, rec[opts.text_field], rec, where
 
 
-# ------------------------------------------------------------------------ text directory
+# ------------------------------------------------------------------------------ directories
 
 
 class TextDir(Format):
@@ -390,36 +473,84 @@ class TextDir(Format):
     kind = "text"
 
     def plan(self, spec: str, opts: Options) -> list[Part]:
-        root = Path(spec)
-        if not root.is_dir():
-            raise InputError(f"{root}: not a directory")
-        files = sorted(q for q in root.glob("**/*") if q.is_file())
-        parts = []
-        for s in range(0, len(files), opts.files_per_part):
-            group = files[s : s + opts.files_per_part]
-            parts.append(
-                Part(
-                    0,
-                    self.kind,
-                    str(root),
-                    nbytes=sum(q.stat().st_size for q in group),
-                    files=tuple(q.relative_to(root).as_posix() for q in group),
-                )
+        root = spec if fs.is_url(spec) else str(Path(spec))
+        with fs.guarded(spec):
+            if not fs.is_dir(spec):
+                raise InputError(f"{root}: not a directory")
+            files = fs.files(spec)
+        return [
+            Part(
+                0,
+                self.kind,
+                root,
+                nbytes=sum(n for _, n in files[s : s + opts.files_per_part]),
+                files=tuple(rel for rel, _ in files[s : s + opts.files_per_part]),
             )
-        return parts
+            for s in range(0, len(files), opts.files_per_part)
+        ]
 
     def read(self, part: Part, opts: Options) -> Iterator[Doc]:
-        root = Path(part.path)
         for rel in part.files:
-            p = root / rel
+            p = fs.join(part.path, rel)
             try:
-                text = p.read_bytes().decode("utf-8")
+                text = fs.cat(p).decode("utf-8")
             except UnicodeDecodeError as e:
                 if opts.on_empty == "error":
                     raise InputError(f"{p}: not valid UTF-8 (byte {e.start})") from None
                 log.warning("%s: skipping non-UTF-8 file", p)
                 continue
-            yield rel, text, {"id": rel, "text": text}, str(p)
+            yield rel, text, {"id": rel, "text": text}, p
+
+
+def _hidden(rel: str) -> bool:
+    """A name that dataset readers skip (pyarrow.dataset's rule): a path part starting with "."
+    or "_" (`_SUCCESS`, `_jaxsel.meta.json`, a writer's `.part.tmp`)."""
+    return any(q.startswith((".", "_")) for q in rel.split("/"))
+
+
+def shard_kind(name: str) -> str | None:
+    """The format of a data shard by its name (*.parquet, *.jsonl[.gz|.zst]), None otherwise."""
+    if name.endswith(".parquet"):
+        return "parquet"
+    for ext in (".jsonl", ".jsonl.gz", ".jsonl.zst"):
+        if name.endswith(ext):
+            return ext[1:]
+    return None
+
+
+class Directory(Format):
+    """A directory (a local path or a URL): when its files are all Parquet, or all JSON Lines
+    (.jsonl, .jsonl.gz, .jsonl.zst), they are read as shards of one pool, in sorted order,
+    each planned by its own format (so the parts are those of a glob of the same files);
+    otherwise every file is a document (`TextDir`). Names starting with "." or "_" are
+    skipped when telling shards apart; a directory mixing shards with other files is an
+    error that suggests a glob."""
+
+    kind = "dir"
+
+    def plan(self, spec: str, opts: Options) -> list[Part]:
+        shards = self.shards(spec)
+        if shards is None:
+            return FORMATS["text"].plan(spec, opts)
+        return [p for kind, f in shards for p in FORMATS[kind].plan(f, opts)]
+
+    def shards(self, spec: str) -> list[tuple[str, str]] | None:
+        """(format, path) of each shard, or None for a text directory."""
+        with fs.guarded(spec):
+            listed = [rel for rel, _ in fs.files(spec) if not _hidden(rel)]
+        kinds = {rel: shard_kind(rel) for rel in listed}
+        family = {rel: k and k.split(".")[0] for rel, k in kinds.items()}  # parquet | jsonl
+        first = next((f for f in family.values() if f), None)
+        if first is None:
+            return None
+        other = next((rel for rel, f in family.items() if f != first), None)
+        if other is not None:
+            pattern = "*.parquet" if first == "parquet" else "*.jsonl*"
+            raise InputError(
+                f"{spec}: {first} shards mixed with other files ({other}); name the shards "
+                f"with a glob, e.g. {fs.join(spec, pattern)}"
+            )
+        return [(k, fs.join(spec, rel)) for rel, k in kinds.items()]
 
 
 # ----------------------------------------------------------------------------------- TFDS
@@ -524,19 +655,23 @@ def _plain(value: Any, where: str) -> Any:
 # ------------------------------------------------------------------------------- registry
 
 FORMATS: dict[str, Format] = {
-    f.kind: f for f in (Jsonl(), JsonlGz(), JsonlZst(), Parquet(), TextDir(), Tfds(), HfDisk())
+    f.kind: f
+    for f in (Jsonl(), JsonlGz(), JsonlZst(), Parquet(), TextDir(), Directory(), Tfds(), HfDisk())
 }
 
 
 def format_of(spec: str) -> Format:
-    """The format that reads `spec`, by its form: "tfds:" and "hf:" specs, a directory of text
-    files, *.parquet, and JSON Lines (*.gz, *.zst compressed) for any other path."""
+    """The format that reads `spec`, by its form: "tfds:" and "hf:" specs (and "hf://" Hub URLs
+    that are not a *.parquet or JSON Lines file), a directory (`Directory`: shards or text
+    files), *.parquet, and JSON Lines (*.gz, *.zst compressed) for any other path. A spec is a
+    local path or a URL (`jaxsel.data.fs`)."""
     if spec.startswith("tfds:"):
         return FORMATS["tfds"]
-    if spec.startswith("hf:"):
+    if spec.startswith("hf:") and not (spec.startswith("hf://") and shard_kind(spec)):
         return FORMATS["hf"]
-    if Path(spec).is_dir():
-        return FORMATS["text"]
-    if Path(spec).suffix == ".parquet":
+    with fs.guarded(spec):
+        if fs.is_dir(spec):
+            return FORMATS["dir"]
+    if spec.endswith(".parquet"):
         return FORMATS["parquet"]
     return FORMATS[jsonl_kind(spec)]

@@ -16,6 +16,15 @@
   A crash leaves the old file (or none), never a partial one; a failed write removes its temp.
   A character device (`/dev/null`) or a FIFO is opened and written in place, never replaced.
 - `atomic_dir` is the same for a directory output: written beside, renamed into place whole.
+- URLs (`jaxsel.data.fs`): a `file://` URL is its local path. Another URL is compared by
+  (protocol, normalised path): the same location spelled twice is one output, an output below
+  a remote input directory is refused; the output's directory gets a probe object (write and
+  delete) so that missing credentials or rights fail before any work. A remote file is written
+  locally and published whole (`fs.upload`: one upload on an object store, a temporary name and
+  a move elsewhere); a remote directory output is written locally, then its files are published
+  one by one, the old output's files removed first and the metadata (`state.json`,
+  `_jaxsel.meta.json`) last, so a directory with its `_jaxsel.meta.json` is complete. A remote
+  `--workdir` is refused (the verified shard store is local).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxsel.data import fs
 from jaxsel.errors import InputError, JaxselError
 
 STDOUT = "-"
@@ -48,11 +58,20 @@ class Output(NamedTuple):
     directory: bool = False
 
 
-def sidecar_of(path: str | os.PathLike, directory: bool = False) -> Path | None:
+def _local(path: str | os.PathLike) -> str | os.PathLike:
+    """A `file://` URL as its local path; any other path or URL as it is."""
+    return fs.local_of(path) or path if fs.is_url(path) else path
+
+
+def sidecar_of(path: str | os.PathLike, directory: bool = False) -> Path | str | None:
     """The provenance sidecar of an output: `<out>.meta.json`, `<dir>/_jaxsel.meta.json` for a
-    directory output; None for stdout and outputs written in place (devices, FIFOs)."""
+    directory output (a URL for a URL); None for stdout and outputs written in place (devices,
+    FIFOs)."""
+    path = _local(path)
     if str(path) == STDOUT or in_place(path):
         return None
+    if fs.is_url(path):
+        return fs.join(path, DIR_META) if directory else f"{path}.meta.json"
     return Path(path) / DIR_META if directory else Path(f"{path}.meta.json")
 
 
@@ -73,7 +92,7 @@ def _stat(path: str | os.PathLike) -> os.stat_result | None:
 
 def in_place(path: str | os.PathLike) -> bool:
     """A character device or a FIFO: written in place, never replaced."""
-    return _special(_stat(path))
+    return not fs.is_url(path) and _special(_stat(path))
 
 
 def _special(st: os.stat_result | None) -> bool:
@@ -90,18 +109,25 @@ class _Where(NamedTuple):
     above: frozenset[tuple[int, int]]
 
     @classmethod
-    def of(cls, path: str | os.PathLike) -> _Where:
+    def of(cls, path: str | os.PathLike) -> _Where | _Remote:
+        path = _local(path)
+        if fs.is_url(path):
+            return _Remote.of(path)
         real = Path(os.path.realpath(path))
         above = {(s.st_dev, s.st_ino) for s in map(_stat, real.parents) if s is not None}
         return cls(Path(path), real, _stat(real), frozenset(above))
 
-    def same(self, other: _Where) -> bool:
+    def same(self, other: _Where | _Remote) -> bool:
+        if not isinstance(other, _Where):
+            return False
         if self.st is None or other.st is None:
             return self.st is other.st and self.real == other.real
         return (self.st.st_dev, self.st.st_ino) == (other.st.st_dev, other.st.st_ino)
 
-    def inside(self, d: _Where) -> bool:
+    def inside(self, d: _Where | _Remote) -> bool:
         """Below the directory `d` (at any depth)."""
+        if not isinstance(d, _Where):
+            return False
         if d.st is None:
             return d.real in self.real.parents
         return stat.S_ISDIR(d.st.st_mode) and (d.st.st_dev, d.st.st_ino) in self.above
@@ -110,8 +136,49 @@ class _Where(NamedTuple):
         return self.st is not None and stat.S_ISDIR(self.st.st_mode)
 
 
-def _check_kind(o: Output, w: _Where) -> None:
+class _Remote(NamedTuple):
+    """Where a URL is: as given, its (protocol, normalised path) and what is there ("file",
+    "directory", None: absent). `st` is None (nothing remote is a device)."""
+
+    path: str
+    key: tuple[str, str]
+    kind: str | None
+    st: None = None
+
+    @classmethod
+    def of(cls, path: str) -> _Remote:
+        found = fs.info(path)
+        return cls(path, fs.key(path), None if found is None else found.get("type"))
+
+    def same(self, other: _Where | _Remote) -> bool:
+        return isinstance(other, _Remote) and self.key == other.key
+
+    def inside(self, d: _Where | _Remote) -> bool:
+        if not isinstance(d, _Remote) or d.key[0] != self.key[0] or self.key == d.key:
+            return False
+        return d.key[1] == "/" or self.key[1].startswith(d.key[1] + "/")
+
+    def is_dir(self) -> bool:
+        return self.kind == "directory"
+
+
+def _check_remote_kind(o: Output, w: _Remote) -> None:
+    if w.kind == "directory" and not o.directory:
+        raise InputError(f"{o.what} {o.path}: is a directory")
+    if w.kind == "directory":
+        if fs.files(o.path) and not fs.is_file(fs.join(o.path, DIR_META)):
+            raise InputError(
+                f"{o.what} {o.path}: a directory that jaxsel did not write (no {DIR_META}); "
+                "refusing to replace it"
+            )
+    elif w.kind is not None and o.directory:
+        raise InputError(f"{o.what} {o.path}: exists and is not a directory")
+
+
+def _check_kind(o: Output, w: _Where | _Remote) -> None:
     """What is at the output location can be written (replaced, or written in place)."""
+    if isinstance(w, _Remote):
+        return _check_remote_kind(o, w)
     if w.st is None:
         return
     mode = w.st.st_mode
@@ -153,6 +220,7 @@ def check_job(
       inputs: the files and directories the job reads; None entries are ignored.
       workdir: the job's work directory, if any.
     """
+    _local_workdir(workdir)
     ins = [_Where.of(p) for p in inputs if p is not None and str(p) != STDOUT]
     wd = None if workdir is None else _Where.of(workdir)
     if wd is not None:
@@ -165,8 +233,9 @@ def check_job(
     for o in map(lambda t: Output(*t), outs):
         if o.path is None or str(o.path) == STDOUT:
             continue
-        w = _Where.of(o.path)
-        _check_kind(o, w)
+        with fs.guarded(str(o.path)):
+            w = _Where.of(o.path)
+            _check_kind(o, w)
         for i in ins:
             if w.same(i):
                 raise InputError(
@@ -192,8 +261,10 @@ def check_job(
                 raise InputError(f"{o.what} {o.path}: is inside (or contains) {p.what} {p.path}")
         done.append((o, w))
     for o, w in done:  # probes write: only once nothing was refused
-        if not _special(w.st):
-            _writable_dir(Path(o.path).parent, o.what)
+        if isinstance(w, _Remote):
+            fs.probe_writable(w.path)
+        elif not _special(w.st):
+            _writable_dir(Path(_local(o.path)).parent, o.what)
     check_workdir(workdir)
 
 
@@ -227,10 +298,30 @@ def check_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> No
     """A work directory must be a writable directory or creatable; None passes."""
     if path is None:
         return
-    wd = Path(path)
+    _local_workdir(path, what)
+    wd = Path(_local(path))
     if wd.exists() and not wd.is_dir():
         raise InputError(f"{what} {wd}: exists and is not a directory")
     _writable_dir(wd, what)
+
+
+def _local_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> None:
+    if path is not None and fs.is_url(str(path)) and fs.local_of(str(path)) is None:
+        raise InputError(
+            f"{what} {path}: a remote work directory is not supported; give a local directory "
+            "(inputs and outputs may be URLs)"
+        )
+
+
+@contextlib.contextmanager
+def _remote_file(path: str, mode: str = "wb", **text) -> Iterator:
+    """A local temporary file, published whole at the URL `path` once the block completes
+    (`fs.upload`); nothing is written remotely when the block fails."""
+    with tempfile.TemporaryDirectory(prefix="jaxsel-out-") as d:
+        tmp = os.path.join(d, "out")
+        with open(tmp, mode, **text) as f:
+            yield f
+        fs.upload(tmp, path)
 
 
 @contextlib.contextmanager
@@ -242,8 +333,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    path = Path(path)
     text = {"encoding": "utf-8"} if mode == "w" else {}
+    path = _local(path)
+    if fs.is_url(path):
+        with _remote_file(path, mode, **text) as f:
+            yield f
+        return
+    path = Path(path)
     if in_place(path):
         try:
             with open(path, mode, **text) as f:
@@ -274,7 +370,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """For writers that open a file by name: a fresh name in a new temporary directory beside
-    `path`, moved over `path` once the block completes (copied into a device or FIFO)."""
+    `path`, moved over `path` once the block completes (copied into a device or FIFO; uploaded
+    to a URL)."""
+    path = _local(path)
+    if fs.is_url(path):
+        with tempfile.TemporaryDirectory(prefix="jaxsel-out-") as d:
+            tmp = Path(d) / path.rstrip("/").rsplit("/", 1)[-1]
+            yield tmp
+            fs.upload(str(tmp), path)
+        return
     path = Path(path)
     special = in_place(path)
     try:
@@ -304,7 +408,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A fresh temporary directory beside `path`, renamed to `path` once the block completes
     (a previous jaxsel output there is replaced: moved aside, then deleted), so the directory
-    appears whole or not at all; on failure the temporary directory is removed."""
+    appears whole or not at all; on failure the temporary directory is removed. At a URL: see
+    `_remote_dir`."""
+    path = _local(path)
+    if fs.is_url(path):
+        with _remote_dir(path) as tmp:
+            yield tmp
+        return
     path = Path(path)
     _check_kind(Output("output", path, True), _Where.of(path))
     try:
@@ -327,6 +437,31 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(e, OSError) and not isinstance(e, JaxselError):
             raise JaxselError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
+
+
+_LAST = ("state.json", "dataset_info.json", DIR_META)  # published last, the sidecar at the end
+
+
+@contextlib.contextmanager
+def _remote_dir(path: str) -> Iterator[Path]:
+    """A local temporary directory whose files are published below the URL `path` once the
+    block completes: a previous jaxsel output there is removed, then each file is uploaded
+    whole (`fs.upload`), the metadata last; a failed upload removes what was published."""
+    with fs.guarded(path):
+        _check_kind(Output("output", path, True), _Remote.of(path))
+    with tempfile.TemporaryDirectory(prefix="jaxsel-out-") as d:
+        root = Path(d)
+        yield root
+        names = sorted(q.relative_to(root).as_posix() for q in root.rglob("*") if q.is_file())
+        names.sort(key=lambda n: _LAST.index(n) + 1 if n in _LAST else 0)
+        fs.remove(path)
+        try:
+            for n in names:
+                fs.upload(str(root / n), fs.join(path, n))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.remove(path)
+            raise
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

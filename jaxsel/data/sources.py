@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxsel.data import fs
 from jaxsel.data.formats import FORMATS, Format, Part, format_of
 from jaxsel.data.records import Corpus, OnBad, keep_text
 from jaxsel.errors import InputError
@@ -78,7 +79,9 @@ class Source:
     def _parts(self) -> tuple[Part, ...]:
         parts: list[Part] = []
         for spec in self.specs:
-            for p in self._format(spec).plan(spec, self):
+            with fs.guarded(spec):
+                planned = self._format(spec).plan(spec, self)
+            for p in planned:
                 parts.append(p._replace(index=len(parts)))
         if not parts:
             raise InputError(f"{self.name}: no documents")
@@ -88,9 +91,10 @@ class Source:
         """Every part of the pool, in pool order (computed once; reads no document)."""
         return list(self._parts)
 
-    def inputs(self) -> list[Path]:
+    def inputs(self) -> list[str | Path]:
         """The files and directories the pool is read from, in order, once each: globs
-        expanded, a text or `hf:` dataset directory, a `tfds:` dataset's prepared directory."""
+        expanded, a directory (of text files or shards), an `hf:` dataset's directory, a
+        `tfds:` dataset's prepared directory; a URL stays a string."""
         found = (p for spec in self.specs for p in self._format(spec).inputs(spec, self))
         return list(dict.fromkeys(found))
 
@@ -144,9 +148,10 @@ class Source:
 
     def _documents(self, part: Part) -> Iterator[tuple[Any, str, dict[str, Any]]]:
         """(id, text, record) of the part's documents that `keep_text` keeps."""
-        for ident, text, rec, where in FORMATS[part.kind].read(part, self):
-            if keep_text(text, where, self.on_empty):
-                yield ident, text, rec
+        with fs.guarded(part.path):
+            for ident, text, rec, where in FORMATS[part.kind].read(part, self):
+                if keep_text(text, where, self.on_empty):
+                    yield ident, text, rec
 
     def locate(self, key: tuple[int, int]) -> tuple[Any, str]:
         """(id, location) of the document with this key: re-reads its part (error path only)."""
@@ -172,10 +177,13 @@ def open_source(
     """A pool to stream.
 
     Args:
-      spec: a path (`.jsonl`, `.jsonl.gz`, `.parquet`, a directory of text files, or a glob
-        pattern of such), `"tfds:NAME[/CONFIG]:SPLIT"` (an array_record TFDS dataset prepared in
-        `data_dir`), `"hf:PATH"` (a `datasets.Dataset` saved with `save_to_disk`), or a list of
-        these (read in that order).
+      spec: a path or a URL (`jaxsel.data.fs`: `file://`, `memory://`, `s3://`, `gs://`, ...)
+        of a `.jsonl[.gz|.zst]` or `.parquet` file, a directory (of text files, or of Parquet
+        or JSON Lines shards), or a glob pattern of such; `"tfds:NAME[/CONFIG]:SPLIT"` (an
+        array_record TFDS dataset prepared in `data_dir`); `"hf:PATH[:SPLIT]"` (a
+        `datasets.Dataset` saved with `save_to_disk`, or a Hub repository layout with Parquet
+        shards under `data/`; `"hf://datasets/ORG/NAME"` on the Hub); or a list of these
+        (read in that order).
       text_field, id_field: record fields holding the text and the id (None: ids are positions,
         as in `read_corpus`).
       data_dir: TFDS data directory (default: TFDS's own, `$TFDS_DATA_DIR` or
@@ -192,7 +200,8 @@ def open_source(
     expanded: list[str] = []
     for s in map(str, specs):
         if _is_glob(s):
-            matches = sorted(glob.glob(s, recursive=True))
+            with fs.guarded(s):
+                matches = fs.glob(s) if fs.is_url(s) else sorted(glob.glob(s, recursive=True))
             if not matches:
                 raise InputError(f"{s}: no file matches")
             expanded += matches
@@ -211,13 +220,19 @@ def open_source(
 
 def fingerprint_files(paths: Iterable[str | os.PathLike]) -> str:
     """sha256 over the bytes of these files and of every file below these directories, files
-    in sorted path order."""
+    in sorted path order (local paths first, then URLs)."""
     files: set[Path] = set()
-    for p in map(Path, paths):
+    urls: set[str] = set()
+    for p in paths:
+        if fs.is_url(p):
+            with fs.guarded(p):
+                urls |= {fs.join(p, rel) for rel, _ in fs.files(p)} if fs.is_dir(p) else {p}
+            continue
+        p = Path(p)
         files |= {q for q in p.rglob("*") if q.is_file()} if p.is_dir() else {p}
     digest = hashlib.sha256()
-    for f in sorted(files):
-        with open(f, "rb") as data:
+    for f in [*sorted(files), *sorted(urls)]:
+        with fs.guarded(str(f)), fs.open_input(str(f)) as data:
             while block := data.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
@@ -245,9 +260,11 @@ def parts_for_process(parts: Sequence[Part], process_index: int, process_count: 
 
 
 def _is_glob(s: str) -> bool:
-    return (
-        not s.startswith(("tfds:", "hf:")) and any(c in s for c in "*?[") and not Path(s).exists()
-    )
+    if s.startswith("tfds:") or (s.startswith("hf:") and not s.startswith("hf://")):
+        return False
+    if not any(c in s for c in "*?["):
+        return False
+    return fs.is_url(s) or not Path(s).exists()
 
 
 _ID_ROW = np.dtype([("d", np.uint64), ("k", np.int64, (2,))])
