@@ -1,16 +1,28 @@
-"""Resumable scoring in shards: long jobs write one `.npy` per finished shard plus a manifest
-and, after a crash, redo only the shards that are missing or do not verify.
+"""The verified store of a resumable job, and the one loop that resumes from it.
 
-Integrity and identity travel with every shard: shard i of a job is the file
-`shard-<i:06d>-<tag>.npy` with `tag = sha256(job hash ‖ the file's bytes)[:32]`, where the job
-hash covers the job's key, its size and its shard size. A shard is used only if its bytes hash to
-its tag under *this* job's hash, so a damaged, empty or truncated shard, or one left by another
-job (even with `manifest.json` deleted), is never read back: it is redone with a warning naming
-the file, and replaced. Every file is written atomically (`jaxsel.data.outputs`).
+`VerifiedStore` is one directory: a manifest (the job's record: what it computes, JSON) and units
+(a shard of scores, a batch's scores and statistics, an adapter's checkpoint at an epoch)
+committed under a tag. The job hash is sha256 of the canonical record; a unit's tag is
+sha256(job hash ‖ what names the unit ‖ its bytes)[:32], so a unit verifies only for this job
+and this content. Every file is written atomically (`jaxsel.data.outputs`); a unit is committed
+when its verifying name (or commit file) is written, last. A unit that does not verify is never
+read back: it is logged, removed and redone (a resumed job verifies what it reuses).
 
-`manifest.json` records the key for people and for a clear refusal: a directory whose manifest
-holds another job's key is an error (use another workdir or delete it), as is a manifest that
-is not readable JSON; a missing manifest is written anew (the shards verify on their own).
+A manifest holding another job's record is an error (use another directory or delete it), as
+is one that is not readable JSON; a missing one is written anew (units verify on their own).
+
+`resumed` is the package's only loop of the form "for each unit without a verified result:
+compute, commit": `run_sharded` (shards of a job of known size, `jaxsel.batching`) and the
+streamed batch loop (`jaxsel.methods.runtime.map_batches`) are both uses of it.
+
+- `ShardStore`: shard i of a job of n items is `shard-<i:06d>-<tag>.npy`, tag over the file's
+  bytes; the record covers the job's key, n and the shard size.
+- `BatchShards`: one shard per pool batch, named by the batch (its first key) rather than by a
+  position, so any process or engine resumes any other's: `shard-NAME-TAG.npy` (the scores)
+  beside `shard-NAME-TAG.json` (additive statistics), json first; the tag covers the batch's
+  text fingerprint, the statistics and the .npy bytes.
+- `jaxsel.lm.store.AdapterStore`: adapter checkpoints, one orbax directory per epoch whose
+  commit file holds the tag of every file in it.
 """
 
 from __future__ import annotations
@@ -21,8 +33,9 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -31,8 +44,11 @@ from jaxsel.errors import InputError
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # manifest/shard layout version; other versions are another job's shards
+FORMAT = 2  # shard layout version; other versions are another job's shards
 MANIFEST = "manifest.json"
+
+U = TypeVar("U")
+T = TypeVar("T")
 
 
 def fingerprint_texts(texts: Sequence[str]) -> str:
@@ -50,62 +66,128 @@ def shard_name(part: int, first_row: int) -> str:
     return f"{part:06d}-{first_row:09d}"
 
 
-def _tag(job: str, data: bytes) -> str:
-    return hashlib.sha256(job.encode() + b"\0" + data).hexdigest()[:32]
+def tree_digest(root: Path) -> bytes:
+    """sha256 over every file below `root`: relative names and bytes, length-prefixed."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        for part in (p.relative_to(root).as_posix().encode(), p.read_bytes()):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return h.digest()
 
 
-class ShardStore:
-    """The verified shard files of one job in one directory.
+def _npy_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+class VerifiedStore:
+    """One job's verified directory (see the module docstring).
 
     Args:
       workdir: the directory (created if missing).
-      key: JSON-serialisable identity of the job.
-      n: number of items; shard_size: items per shard (both part of the identity).
+      record: JSON-serialisable record of the job; None adopts the record of an existing
+        manifest (reading a finished job whatever it was).
+      manifest: the manifest's file name.
+      where: how errors name the directory ("--workdir", "prefix directory").
+      mismatch: `mismatch(old_record)` raises the error for a manifest of another job (default:
+        "holds the units of another job").
     """
 
-    def __init__(self, workdir: str | os.PathLike, key: dict, n: int, shard_size: int):
+    # how to get past a manifest that cannot be read
+    fix_manifest = (
+        "delete it (shards are verified against the job on their own) or use another --workdir"
+    )
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        record: dict | None,
+        *,
+        manifest: str = MANIFEST,
+        where: str = "--workdir",
+        mismatch: Callable[[object], None] | None = None,
+    ):
         self.dir = Path(workdir)
-        check_workdir(self.dir)
-        full = {"format": FORMAT, "key": key, "n": n, "shard_size": shard_size}
+        check_workdir(self.dir, where)
+        path = self.dir / manifest
+        text = None if record is None else self._canonical(record)
+        old = self._read(path)
+        if record is None:
+            if old is None:
+                raise InputError(f"{self.dir}: nothing stored here ({manifest} missing)")
+            record, text = old, self._canonical(old)
+        if old is None:
+            write_text(path, text)
+        elif old != json.loads(text):
+            (mismatch or self._another_job)(old)
+        self.record = record
+        self.job = hashlib.sha256(text.encode()).hexdigest()
+
+    @staticmethod
+    def _canonical(record) -> str:
         try:
-            text = json.dumps(full, sort_keys=True, allow_nan=False)
+            return json.dumps(record, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise InputError(f"shard key is not JSON-serialisable ({e})") from None
-        self.job = hashlib.sha256(text.encode()).hexdigest()
-        manifest = self.dir / MANIFEST
-        if manifest.is_file():
-            try:
-                old = json.loads(manifest.read_bytes())
-            except (ValueError, UnicodeDecodeError, RecursionError) as e:
-                raise InputError(
-                    f"{manifest}: not a readable manifest ({e}); delete it (shards are verified "
-                    "against the job on their own) or use another --workdir"
-                ) from None
-            if old != json.loads(text):
-                raise InputError(
-                    f"{self.dir}: holds shards of another job (its manifest differs); use "
-                    "another --workdir or delete it"
-                )
-        elif manifest.exists() or manifest.is_symlink():
-            raise InputError(f"{manifest}: not a regular file")
-        else:
-            write_text(manifest, text)
 
-    def _files(self, i: int) -> list[Path]:
-        pat = re.compile(rf"shard-{i:06d}-[0-9a-f]{{32}}\.npy")
-        return sorted(p for p in self.dir.glob(f"shard-{i:06d}-*.npy") if pat.fullmatch(p.name))
+    def _read(self, path: Path):
+        if not path.is_file():
+            if path.exists() or path.is_symlink():
+                raise InputError(f"{path}: not a regular file")
+            return None
+        try:
+            return json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise InputError(
+                f"{path}: not a readable manifest ({e}); {self.fix_manifest}"
+            ) from None
+
+    def _another_job(self, old) -> None:
+        raise InputError(
+            f"{self.dir}: holds shards of another job (its manifest differs); use another "
+            "--workdir or delete it"
+        )
+
+    def tag(self, *parts: bytes) -> str:
+        """The tag of a unit of this job: sha256(job hash ‖ parts, each after a NUL)[:32]."""
+        return hashlib.sha256(b"\0".join([self.job.encode(), *parts])).hexdigest()[:32]
+
+    def discard(self, *paths: Path, why: str) -> None:
+        """Logs a unit that does not verify and removes its files."""
+        log.warning("%s: %s", paths[0], why)
+        for p in paths:
+            p.unlink(missing_ok=True)
+
+    def commit(self, path: Path, data: bytes) -> Path:
+        """Writes one file of a unit atomically."""
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+        return path
+
+
+class ShardStore(VerifiedStore):
+    """The shards of a job of `n` items, `shard_size` items each (both part of the record)."""
+
+    def __init__(self, workdir: str | os.PathLike, key: dict, n: int, shard_size: int):
+        super().__init__(workdir, {"format": FORMAT, "key": key, "n": n, "shard_size": shard_size})
 
     def load(self, i: int, rows: int) -> np.ndarray | None:
         """Shard i if a file verifies against this job and has `rows` rows, else None (each
         file that does not verify is logged and removed)."""
+        pat = re.compile(rf"shard-{i:06d}-([0-9a-f]{{32}})\.npy")
         found = None
-        for p in self._files(i):
+        for p in sorted(self.dir.glob(f"shard-{i:06d}-*.npy")):
+            m = pat.fullmatch(p.name)
+            if m is None:
+                continue
             try:
                 data = p.read_bytes()
             except OSError as e:
                 log.warning("%s: unreadable (%s); redoing shard %d", p, e.strerror, i)
                 continue
-            if found is None and p.name.endswith(f"-{_tag(self.job, data)}.npy"):
+            if found is None and m.group(1) == self.tag(data):
                 try:
                     arr = np.load(io.BytesIO(data), allow_pickle=False)
                 except ValueError as e:  # the tag matched, so this is a bug, not damage
@@ -113,23 +195,75 @@ class ShardStore:
                 if arr.ndim >= 1 and arr.shape[0] == rows:
                     found = arr
                     continue
-            log.warning(
-                "%s: damaged, truncated or from another job (does not verify); redoing shard %d",
-                p,
-                i,
-            )
-            p.unlink(missing_ok=True)
+            why = f"damaged, truncated or from another job (does not verify); redoing shard {i}"
+            self.discard(p, why=why)
         return found
 
     def save(self, i: int, arr: np.ndarray) -> Path:
         """Commits shard i atomically under its verifying name."""
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(arr), allow_pickle=False)
-        data = buf.getvalue()
-        path = self.dir / f"shard-{i:06d}-{_tag(self.job, data)}.npy"
-        with atomic_open(path, "wb") as f:
-            f.write(data)
-        return path
+        data = _npy_bytes(arr)
+        return self.commit(self.dir / f"shard-{i:06d}-{self.tag(data)}.npy", data)
+
+
+class BatchShards(VerifiedStore):
+    """One shard per pool batch of a streamed job (`jaxsel.methods.runtime.map_batches`)."""
+
+    def __init__(self, workdir: str | os.PathLike, key: dict, batch_size: int):
+        # the record of a `ShardStore` with n = 0 (streamed): shards written before still verify
+        record = {"format": FORMAT, "key": {"stream": key}, "n": 0, "shard_size": batch_size}
+        super().__init__(workdir, record)
+
+    def empty(self) -> bool:
+        """Whether no shard has been committed here yet."""
+        return not any(self.dir.glob("shard-*.npy"))
+
+    def load(self, name: str, fingerprint: str) -> tuple[np.ndarray, dict] | None:
+        """The shard's (values, stats) if one verifies for these documents, else None."""
+        pat = re.compile(rf"shard-{re.escape(name)}-([0-9a-f]{{32}})\.npy")
+        found = None
+        for p in sorted(self.dir.glob(f"shard-{name}-*.npy")):
+            m = pat.fullmatch(p.name)
+            if m is None:
+                continue
+            side = p.with_suffix(".json")
+            try:
+                data, stats_text = p.read_bytes(), side.read_text()
+            except (OSError, UnicodeDecodeError):
+                data, stats_text = b"", ""
+            if found is None and m.group(1) == self.tag(
+                fingerprint.encode(), stats_text.encode(), data
+            ):
+                found = np.load(io.BytesIO(data), allow_pickle=False), json.loads(stats_text)
+                continue
+            self.discard(p, side, why="damaged, from another job or other documents; redoing it")
+        return found
+
+    def save(self, name: str, values: np.ndarray, stats: dict, fingerprint: str) -> None:
+        """Commits the batch's shard: its statistics, then its values under the verifying name."""
+        data = _npy_bytes(values)
+        stats_text = json.dumps(stats, sort_keys=True)
+        stem = f"shard-{name}-{self.tag(fingerprint.encode(), stats_text.encode(), data)}"
+        write_text(self.dir / f"{stem}.json", stats_text)
+        self.commit(self.dir / f"{stem}.npy", data)
+
+
+def resumed(
+    units: Iterable[U],
+    compute: Callable[[U], T],
+    load: Callable[[U], T | None] | None = None,
+    save: Callable[[U, T], object] | None = None,
+) -> Iterator[tuple[U, T, bool]]:
+    """The one resume loop: (unit, result, computed) for each unit in order, the result read
+    back by `load(unit)` when it verifies, else `compute(unit)`, committed by `save(unit,
+    result)` before it is yielded. Without `load` (no store) everything is computed."""
+    for unit in units:
+        done = None if load is None else load(unit)
+        computed = done is None
+        if computed:
+            done = compute(unit)
+            if save is not None:
+                save(unit, done)
+        yield unit, done, computed
 
 
 def run_sharded(
@@ -145,79 +279,32 @@ def run_sharded(
     Args:
       n: number of items.
       fn: computes the values of items [start, stop) as an array whose first axis is stop-start.
-      workdir: where shards and the manifest go; None computes everything in memory.
+      workdir: where shards and the manifest go (`ShardStore`); None computes everything in
+        memory.
       key: JSON-serialisable identity of the job; must match an existing manifest.
       shard_size: items per shard.
       progress: called with the number of items finished by each shard (resumed ones included).
     """
     if shard_size <= 0:
         raise InputError(f"shard size must be positive, got {shard_size}")
-    bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
     store = None if workdir is None else ShardStore(workdir, key, n, shard_size)
+
+    def compute(unit: tuple[int, int, int]) -> np.ndarray:
+        i, s, e = unit
+        arr = np.asarray(fn(s, e))
+        if arr.ndim < 1 or arr.shape[0] != e - s:
+            raise ValueError(f"shard {i}: fn returned shape {arr.shape}, expected {e - s} rows")
+        return arr
+
+    units = [(i, s, min(s + shard_size, n)) for i, s in enumerate(range(0, n, shard_size))]
     parts = []
-    for i, (s, e) in enumerate(bounds):
-        arr = None if store is None else store.load(i, e - s)
-        if arr is None:
-            arr = np.asarray(fn(s, e))
-            if arr.ndim < 1 or arr.shape[0] != e - s:
-                raise ValueError(f"shard {i}: fn returned shape {arr.shape}, expected {e - s} rows")
-            if store is not None:
-                store.save(i, arr)
+    for (_, s, e), arr, _ in resumed(
+        units,
+        compute,
+        None if store is None else lambda u: store.load(u[0], u[2] - u[1]),
+        None if store is None else lambda u, arr: store.save(u[0], arr),
+    ):
         parts.append(arr)
         if progress:
             progress(e - s)
     return np.concatenate(parts) if parts else np.zeros((0,))
-
-
-class BatchShards:
-    """Resumable shards of a streamed job (`jaxsel.pipeline`), one per pool batch, named by the
-    batch (its first key) rather than by a position in a job of known size, so any process or
-    engine resumes any other's shards.
-
-    A shard is `shard-NAME-TAG.npy` (the batch's scores) beside `shard-NAME-TAG.json` (its
-    additive statistics), committed json first, each atomically; TAG = sha256(job hash ‖ the
-    batch's text fingerprint ‖ the statistics ‖ the .npy bytes)[:32], so a shard verifies only
-    for this job (`ShardStore`'s manifest and job hash, with n = 0: streamed) and these very
-    documents. Anything that does not verify is logged, removed and redone.
-    """
-
-    def __init__(self, workdir: str | os.PathLike, key: dict, batch_size: int):
-        self.store = ShardStore(workdir, {"stream": key}, 0, batch_size)
-
-    def _tag(self, fingerprint: str, stats_text: str, data: bytes) -> str:
-        return _tag(f"{self.store.job}\0{fingerprint}\0{stats_text}", data)
-
-    def empty(self) -> bool:
-        """Whether no shard has been committed here yet."""
-        return not any(self.store.dir.glob("shard-*.npy"))
-
-    def load(self, name: str, fingerprint: str) -> tuple[np.ndarray, dict] | None:
-        """The shard's (values, stats) if one verifies for these documents, else None."""
-        pat = re.compile(rf"shard-{re.escape(name)}-([0-9a-f]{{32}})\.npy")
-        found = None
-        for p in sorted(self.store.dir.glob(f"shard-{name}-*.npy")):
-            m = pat.fullmatch(p.name)
-            if m is None:
-                continue
-            side = p.with_suffix(".json")
-            try:
-                data, stats_text = p.read_bytes(), side.read_text()
-            except (OSError, UnicodeDecodeError):
-                data, stats_text = b"", ""
-            if found is None and m.group(1) == self._tag(fingerprint, stats_text, data):
-                found = np.load(io.BytesIO(data), allow_pickle=False), json.loads(stats_text)
-                continue
-            log.warning("%s: damaged, from another job or other documents; redoing it", p)
-            p.unlink(missing_ok=True)
-            side.unlink(missing_ok=True)
-        return found
-
-    def save(self, name: str, values: np.ndarray, stats: dict, fingerprint: str) -> None:
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(values), allow_pickle=False)
-        data = buf.getvalue()
-        stats_text = json.dumps(stats, sort_keys=True)
-        stem = f"shard-{name}-{self._tag(fingerprint, stats_text, data)}"
-        write_text(self.store.dir / f"{stem}.json", stats_text)
-        with atomic_open(self.store.dir / f"{stem}.npy", "wb") as f:
-            f.write(data)

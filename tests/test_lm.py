@@ -177,3 +177,52 @@ def test_row_groups_and_remat_leave_the_step_unchanged(lm, devices):
         np.testing.assert_allclose(float(loss), float(loss0), rtol=1e-5)
         for new, old, g in zip(state.adapter, prefix, grad, strict=True):
             np.testing.assert_allclose(np.asarray(old) - np.asarray(new), g, rtol=1e-4, atol=1e-6)
+
+
+def test_adapter_store_is_a_verified_store_and_refuses_an_old_format(tmp_path, caplog):
+    """An epoch commits under the verified store's tag (recomputed here by hand from the record
+    and the checkpoint's files); a byte changed in it fails verification and the epoch is
+    dropped; a directory of the previous format (its own sha256) is refused in one line."""
+    import hashlib
+    import json
+    import logging
+
+    from jaxsel.errors import AssetError
+    from jaxsel.lm.store import FORMAT, AdapterRecord
+
+    ident = {"lr": 0.01, "texts": "abc"}
+    store = AdapterStore(tmp_path / "a", "model-fp", ident, "lora.json", "LoRA")
+    assert store.meta == AdapterRecord(FORMAT, "model-fp", ident) and store.identity == ident
+    store.save(1, {"x": np.arange(4.0)}, [0.5])
+    store.close()
+    record = json.dumps({"format": FORMAT, "model": "model-fp", "train": ident}, sort_keys=True)
+    files = hashlib.sha256()
+    root = tmp_path / "a" / "ckpt" / "1"
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        for part in (p.relative_to(root).as_posix().encode(), p.read_bytes()):
+            files.update(len(part).to_bytes(8, "little") + part)
+    job = hashlib.sha256(record.encode()).hexdigest().encode()
+    want = hashlib.sha256(job + b"\0ckpt-1\0" + files.digest()).hexdigest()[:32]
+    assert (tmp_path / "a" / "ckpt-1.sha256").read_text() == want
+    assert json.loads((tmp_path / "a" / "lora.json").read_text()) == json.loads(record)
+    reader = AdapterStore(tmp_path / "a", "model-fp", None, "lora.json", "LoRA")
+    assert reader.verified(3) == 1 and reader.identity == ident
+    big = max(root.rglob("*"), key=lambda q: q.stat().st_size if q.is_file() else -1)
+    data = bytearray(big.read_bytes())
+    data[len(data) // 2] ^= 1
+    big.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        assert reader.verified(3) is None
+    assert "retraining epoch 1" in caplog.text and not (tmp_path / "a" / "ckpt-1.sha256").exists()
+    reader.close()
+    with pytest.raises(AssetError, match="another model"):
+        AdapterStore(tmp_path / "a", "other-fp", None, "lora.json", "LoRA")
+    # a directory written before (format 2): never retrained over, never misread
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "lora.json").write_text(json.dumps({"format": 2, "model": "model-fp", "train": ident}))
+    for identity in (ident, None):
+        with pytest.raises(InputError, match=r"lora\.json: a LoRA directory of format 2") as e:
+            AdapterStore(old, "model-fp", identity, "lora.json", "LoRA")
+        assert "\n" not in str(e.value)
+    assert sorted(p.name for p in old.iterdir()) == ["lora.json"]

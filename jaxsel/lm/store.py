@@ -1,27 +1,41 @@
 """Checkpoints of adapter training: one directory, resumable, bound to what it was trained from.
 
-Layout: `<dir>/<meta_file>` (written once: format, model fingerprint, training identity) and
-`<dir>/ckpt/<epoch>/` orbax checkpoints of the `TrainState` plus the per-epoch losses. A
-directory made for another model is refused (AssetError), one with other training settings or
-another training set too (InputError naming the differing fields), so nothing trained for another
-job is ever resumed.
+An `AdapterStore` is a `jaxsel.shards.VerifiedStore` (the verified store of score and count
+shards): its manifest `<dir>/<meta_file>` holds an `AdapterRecord` (format, model fingerprint,
+training identity), and each epoch is a unit: `<dir>/ckpt/<epoch>/`, an orbax checkpoint of the
+`TrainState` plus the per-epoch losses, committed by `<dir>/ckpt-<epoch>.sha256`, written
+atomically last, which holds the store's tag of every file of the checkpoint. A resumed run
+verifies the epoch it reuses; one that does not verify is deleted with a warning and retrained.
+
+A directory made for another model is refused (AssetError), one with other training settings or
+another training set too (InputError naming the differing fields), and one written in another
+format (an older jaxsel's checksums) is refused with one line rather than retrained over, so
+nothing trained for another job is ever resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
-from jaxsel.data.outputs import check_workdir, write_text
 from jaxsel.errors import AssetError, InputError
+from jaxsel.shards import VerifiedStore, tree_digest
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+# 3: the epoch's commit file holds the verified store's tag (2: a sha256 of its own)
+FORMAT = 3
+
+
+class AdapterRecord(NamedTuple):
+    """What an adapter directory was trained from: its manifest."""
+
+    format: int  # the directory's layout version (`FORMAT`)
+    model: str  # fingerprint of the frozen model
+    train: dict  # JSON identity of the training run (settings, training-set fingerprint)
 
 
 @contextlib.contextmanager
@@ -36,7 +50,7 @@ def _quiet_orbax():
         absl.setLevel(level)
 
 
-class AdapterStore:
+class AdapterStore(VerifiedStore):
     """An adapter checkpoint directory (see the module docstring).
 
     Args:
@@ -44,9 +58,11 @@ class AdapterStore:
       fingerprint: the frozen model's fingerprint.
       identity: JSON-serialisable description of the training run (settings, training-set
         fingerprint); None opens an existing directory for reading whatever it holds.
-      meta_file: name of the identity file (e.g. "lamdas.json").
+      meta_file: name of the record file (e.g. "lamdas.json").
       what: how errors name the adapter ("prefix", "LoRA").
     """
+
+    fix_manifest = "delete the directory"
 
     def __init__(
         self,
@@ -58,46 +74,18 @@ class AdapterStore:
     ):
         import orbax.checkpoint as ocp
 
-        self.path = Path(path)
-        check_workdir(self.path, f"{what} directory")
-        meta_path = self.path / meta_file
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_bytes())
-            except ValueError as e:  # JSON or UTF-8
-                raise InputError(f"{meta_path}: malformed ({e}); delete the directory") from None
-            if not isinstance(meta, dict) or not isinstance(meta.get("train"), dict):
-                raise InputError(f"{meta_path}: not a {what} record; delete the directory")
-            if meta.get("model") != fingerprint:
-                raise AssetError(
-                    f"{self.path}: {what} was trained for another model (fingerprint "
-                    f"{str(meta.get('model'))[:12]}..., this model {fingerprint[:12]}...)"
-                )
-            if identity is not None and meta.get("train") != identity:
-                old = meta.get("train", {})
-                diff = sorted(
-                    k for k in identity.keys() | old.keys() if identity.get(k) != old.get(k)
-                )
-                raise InputError(
-                    f"{self.path}: holds a {what} trained with other settings or another "
-                    f"training set (differs in: {', '.join(diff)}); use another directory or "
-                    "delete it"
-                )
-            self.identity = meta["train"]
-        elif identity is None:
-            raise InputError(f"{self.path}: no {what} here ({meta_file} missing)")
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            write_text(
-                meta_path,
-                json.dumps(
-                    {"format": FORMAT, "model": fingerprint, "train": identity},
-                    indent=1,
-                    sort_keys=True,
-                ),
-            )
-            self.identity = identity
-        self.model, self.what = fingerprint, what
+        self.path, self.model, self.what = Path(path), fingerprint, what
+        self._meta = self.path / meta_file
+        record = None if identity is None else AdapterRecord(FORMAT, fingerprint, identity)
+        super().__init__(
+            self.path,
+            None if record is None else record._asdict(),
+            manifest=meta_file,
+            where=f"{what} directory",
+            mismatch=lambda old: self._refuse(old, identity),
+        )
+        self.meta = self._typed(self.record)
+        self.identity = self.meta.train
         self._ocp = ocp
         with _quiet_orbax():
             self.mgr = ocp.CheckpointManager(
@@ -106,23 +94,45 @@ class AdapterStore:
                 options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False),
             )
 
+    def _typed(self, old) -> AdapterRecord:
+        """The record as an `AdapterRecord` of this format and model, else a one-line error."""
+        if (
+            not isinstance(old, dict)
+            or set(old) != set(AdapterRecord._fields)
+            or not isinstance(old["train"], dict)
+        ):
+            raise InputError(f"{self._meta}: not a {self.what} record; delete the directory")
+        rec = AdapterRecord(**old)
+        if rec.format != FORMAT:
+            raise InputError(
+                f"{self._meta}: a {self.what} directory of format {rec.format} (another jaxsel "
+                f"version; this one reads format {FORMAT}); delete it to retrain"
+            )
+        if rec.model != self.model:
+            raise AssetError(
+                f"{self.path}: {self.what} was trained for another model (fingerprint "
+                f"{str(rec.model)[:12]}..., this model {self.model[:12]}...)"
+            )
+        return rec
+
+    def _refuse(self, old, identity: dict) -> None:
+        """The error for a record that differs from this run's."""
+        train = self._typed(old).train
+        diff = sorted(k for k in identity.keys() | train.keys() if identity.get(k) != train.get(k))
+        raise InputError(
+            f"{self.path}: holds a {self.what} trained with other settings or another "
+            f"training set (differs in: {', '.join(diff)}); use another directory or delete it"
+        )
+
     def epochs(self) -> list[int]:
         return sorted(self.mgr.all_steps())
 
     def _sum_file(self, epoch: int) -> Path:
         return self.path / f"ckpt-{epoch}.sha256"
 
-    def _digest(self, epoch: int) -> str:
-        """sha256 over every file of the epoch's checkpoint (names and bytes), bound to the
-        model and the training identity."""
-        root = self.path / "ckpt" / str(epoch)
-        bind = json.dumps([self.model, self.identity], sort_keys=True)
-        h = hashlib.sha256(bind.encode())
-        for p in sorted(q for q in root.rglob("*") if q.is_file()):
-            for part in (p.relative_to(root).as_posix().encode(), p.read_bytes()):
-                h.update(len(part).to_bytes(8, "little"))
-                h.update(part)
-        return h.hexdigest()
+    def _tag(self, epoch: int) -> str:
+        """The store's tag of the epoch's checkpoint: every file's name and bytes."""
+        return self.tag(f"ckpt-{epoch}".encode(), tree_digest(self.path / "ckpt" / str(epoch)))
 
     def bad_reason(self, epoch: int) -> str | None:
         """None if the epoch's checkpoint verifies, else why not (naming the file)."""
@@ -131,7 +141,7 @@ class AdapterStore:
             want = sums.read_text(encoding="utf-8").strip()
         except (OSError, ValueError):
             return f"{sums}: missing or unreadable (the checkpoint was not committed)"
-        if want != self._digest(epoch):
+        if want != self._tag(epoch):
             return f"{self.path / 'ckpt' / str(epoch)}: does not match {sums.name} (damaged)"
         return None
 
@@ -149,7 +159,7 @@ class AdapterStore:
         return None
 
     def save(self, epoch: int, state, losses: list[float]) -> None:
-        """Checkpoints the state, then (atomically) its checksum: only then is it committed."""
+        """Checkpoints the state, then (atomically) its tag: only then is it committed."""
         a = self._ocp.args
         with _quiet_orbax():
             self.mgr.save(
@@ -157,7 +167,7 @@ class AdapterStore:
                 args=a.Composite(state=a.StandardSave(state), meta=a.JsonSave({"losses": losses})),
             )
             self.mgr.wait_until_finished()
-        write_text(self._sum_file(epoch), self._digest(epoch))
+        self.commit(self._sum_file(epoch), self._tag(epoch).encode())
 
     def restore(self, epoch: int, abstract):
         """(state, losses) of a stored epoch; `abstract`: the state's ShapeDtypeStructs."""

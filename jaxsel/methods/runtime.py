@@ -1,9 +1,10 @@
 """Running a method: the job's context (`Run`), the one resumable batch loop (`map_batches`) with
 the engine it runs on handed in, and `score`, which runs a method of either type on a pool.
 
-`map_batches` is the only loop of the form "for each batch without a verified shard: compute,
-commit": scoring, DSIR's pool counts and GIP's embeddings all go through it. An engine decides
-which parts of the pool this process reads and may compute batches elsewhere first:
+`map_batches` is the streamed use of the one loop of the form "for each unit without a verified
+shard: compute, commit" (`jaxsel.shards.resumed`): scoring, DSIR's pool counts and GIP's
+embeddings all go through it. An engine decides which parts of the pool this process reads and
+may compute batches elsewhere first:
 
 - `LocalEngine`: this process computes every batch it reads; in a JAX multi-process job each
   process reads its own parts (`parallel.local_parts`) and duplicate ids are looked for across
@@ -96,7 +97,7 @@ def map_batches(
     """
     from jaxsel import parallel
     from jaxsel.data.sources import IdDigests
-    from jaxsel.shards import BatchShards, fingerprint_texts, shard_name
+    from jaxsel.shards import BatchShards, fingerprint_texts, resumed, shard_name
 
     with contextlib.ExitStack() as stack:
         if workdir is None and engine.needs_store:
@@ -112,19 +113,25 @@ def map_batches(
         fn, reused, computed = None, 0, 0
         if store is not None and not store.empty():
             log.info("%s: resuming from %s (finished batches are read back)", desc, workdir)
-        # The bar counts (and rates) only documents computed here; read-back ones are a postfix.
-        with tqdm(unit="doc", desc=desc, disable=not progress) as bar:
+
+        def units():  # (batch, shard name, text fingerprint)
             for batch in batches:
                 if ids is not None:
                     ids.add(batch)
-                fp = fingerprint_texts(batch.texts)
                 name = shard_name(int(batch.keys[0, 0]), int(batch.keys[0, 1]))
-                done = None if store is None else store.load(name, fp)
-                if done is None:
-                    fn = make() if fn is None else fn
-                    done = fn(batch)
-                    if store is not None:
-                        store.save(name, done[0], done[1], fp)
+                yield batch, name, fingerprint_texts(batch.texts)
+
+        def compute(unit):
+            nonlocal fn
+            fn = make() if fn is None else fn
+            return fn(unit[0])
+
+        load = None if store is None else lambda u: store.load(u[1], u[2])
+        save = None if store is None else lambda u, d: store.save(u[1], d[0], d[1], u[2])
+        # The bar counts (and rates) only documents computed here; read-back ones are a postfix.
+        with tqdm(unit="doc", desc=desc, disable=not progress) as bar:
+            for (batch, _, _), done, fresh in resumed(units(), compute, load, save):
+                if fresh:
                     computed += 1
                     bar.update(len(batch))
                 else:
