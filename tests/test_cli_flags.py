@@ -247,3 +247,21 @@ def test_a_yaml_config_file_gives_a_commands_options(tmp_path):
     path.write_text("methods: [dsir, random]\nk: [5, 10]\n")
     c = flags.parse(commands.load("compare").Config, ["--config", str(path)], "jaxsel compare")
     assert (c.methods, c.k) == (("dsir", "random"), (5, 10))
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_methods_help_says_what_its_scores_mean(name, capsys):
+    """`select --method NAME --help` shows the method's Config docstring, whose "Score:"
+    paragraph gives the direction (what higher means) and the range or scale."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["select", "--method", name, "--help"])
+    out = capsys.readouterr().out
+    section = out[out.index(f"{name} options:") :]
+    para = re.search(r"Score: (higher [^\n]*(?:\n  [^\n]+)*)", section)
+    assert para, f"{name}: no 'Score: higher ...' paragraph in its help"
+    text = " ".join(para.group(1).split())
+    assert re.match(r"higher (= |means )", text), text
+    interval = r"[\[(]−?[\d∞.a-z ]*, [^\])]*[\])]"  # [0, 1), (0, ∞), [−1, 1], ...
+    assert re.search(interval, text) or "unbounded" in text, f"{name}: no range in: {text}"

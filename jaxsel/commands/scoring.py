@@ -101,7 +101,8 @@ def parser(cmd: str, config_cls: type, argv: list[str]) -> tuple[flags.Parser, m
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     flags.add_config_args(p, config_cls)
-    flags.add_config_args(p, method.config_cls, p.add_argument_group(f"{method.name} options"))
+    doc = inspect.cleandoc(method.config_cls.__doc__ or "")  # what its scores mean
+    flags.add_config_args(p, method.config_cls, p.add_argument_group(f"{method.name} options", doc))
     return p, method
 
 

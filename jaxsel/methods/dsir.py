@@ -45,7 +45,11 @@ RESAMPLE = ("topk", "gumbel")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """DSIR: importance weights of hashed n-grams, log p_target / p_raw (Xie et al. 2023)."""
+    """DSIR: importance weights of hashed n-grams, log p_target / p_raw (Xie et al. 2023).
+
+    Score: higher = more like the target. The log importance weight Σ_b c_b (log p_target[b] −
+    log p_raw[b]) in nats: unbounded both ways, 0 = as likely under both models, and its size
+    grows with a document's length; --resample gumbel adds seeded Gumbel noise to it."""
 
     buckets: int = option(10_000, "hash buckets of the n-gram features")
     ngrams: int = option(2, "longest n-gram (2 = unigrams and bigrams)")

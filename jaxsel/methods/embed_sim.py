@@ -33,7 +33,10 @@ _SIM_CELLS = 1 << 24  # pool rows x target rows of cosines alive at once (64 MiB
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """embed-sim: cosine similarity of sentence embeddings to the target set."""
+    """embed-sim: cosine similarity of sentence embeddings to the target set.
+
+    Score: higher = more like the target. A cosine similarity in [−1, 1] (to the target
+    centroid, the nearest target item, or the mean of the --nearest nearest, by --reduce)."""
 
     model: str | None = option(
         None,

@@ -66,7 +66,11 @@ _GATHER_ROWS = 4096  # embedding rows each process sends per gather (several pro
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """GIP: greedy information projection, diverse high-scoring subsets of embeddings."""
+    """GIP: greedy information projection, diverse high-scoring subsets of embeddings.
+
+    Score: higher = picked earlier; a rank, not a similarity to the target (GIP does not use
+    one). The k selected items score k, k − 1, ..., 1 in greedy selection order, in [1, k];
+    every other item −inf (the per-step gains are in `Scores.meta["gains"]`)."""
 
     embeddings: str | None = option(
         None, "[N, d] .npy, one row per pool item in pool order (read memory-mapped)", input=True

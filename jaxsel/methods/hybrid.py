@@ -61,7 +61,11 @@ CONFOUNDED_RHO = 0.5  # debias="auto": |Spearman(score, length)| at which a memb
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """hybrid: rank fusion of member methods, each with its own options."""
+    """hybrid: rank fusion of member methods, each with its own options.
+
+    Score: higher = more like the target (by the members' agreement). --fusion zscore: the
+    weighted mean of the members' z-scores, unbounded, about 0 on average (−inf where a member
+    left an item unranked); rrf: Σ_m w_m / (rrf_k + rank_m), in (0, Σ_m w_m / (rrf_k + 1)]."""
 
     of: str = option(
         "dsir,zipfit,embed-sim",

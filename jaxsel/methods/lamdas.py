@@ -66,6 +66,12 @@ META_FILE = "lamdas.json"
 class Config:
     """LAMDAS: likelihood ratio under a prefix trained on the target (the LM frozen).
 
+    Score: higher = more like the target. s(y) = exp(mean over tokens of log p(y_t | y_<t, C) −
+    log p(y_t | y_<t)), the per-token likelihood ratio with and without the prefix C: in
+    (0, ∞), 1 = neutral (the paper's τ = 1: select with --threshold 1), ratios of about 0.5–1.2
+    in the paper; --ratio sum gives the sequence ratio p(y | C)/p(y), in [0, ∞] (it overflows
+    for long texts).
+
     Defaults are the paper's (A.5) where it gives them."""
 
     model: str | None = option(

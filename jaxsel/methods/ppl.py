@@ -33,7 +33,11 @@ from jaxsel.models.loaders import DTYPES, LoadedLM
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """ppl: minus the mean token NLL under a causal LM (a fluency filter)."""
+    """ppl: minus the mean token NLL under a causal LM (a fluency filter).
+
+    Score: higher = more fluent under the LM (lower perplexity), not more like the target (the
+    target is not used). Minus the mean token NLL in nats per token: ≤ 0, unbounded below
+    (−inf for a text without a scored token); perplexity = exp(−score)."""
 
     model: str | None = option(
         None, "*.gguf file or HF directory (None: the embedded SmolLM2-135M)", input=True

@@ -16,7 +16,10 @@ from jaxsel.scores import Scores
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """random: i.i.d. uniform scores from a seeded generator (the baseline)."""
+    """random: i.i.d. uniform scores from a seeded generator (the baseline).
+
+    Score: higher means nothing (no direction: the baseline). Uniform in [0, 1), one draw per
+    document in pool order."""
 
     seed: int = option(0, "random seed")
 

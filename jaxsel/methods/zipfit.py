@@ -59,7 +59,11 @@ _PAIR_BLOCK = 1 << 22  # pair sizes held at once (int64): 32 MiB, whatever the p
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """ZIP-FIT: normalised compression distance to the target set (Algorithm 1, exact)."""
+    """ZIP-FIT: normalised compression distance to the target set (Algorithm 1, exact).
+
+    Score: higher = more like the target. 1 − mean NCD(x, y_j) over the target items, about
+    [0, 1] (NCD may exceed 1 a little, so slightly negative scores occur); with --debias length,
+    z-scores within length bins (unbounded, mean 0 in each bin)."""
 
     compressor: str = option(
         "lz4", "codec for C(.) (lz4 is the paper's best)", choices=codecs.NAMES
@@ -79,7 +83,11 @@ class Config:
 
 @dataclasses.dataclass(frozen=True)
 class FastConfig:
-    """zipfit-fast: zstd conditional compression given the whole target set."""
+    """zipfit-fast: zstd conditional compression given the whole target set.
+
+    Score: higher = more like the target. 1 − C(x | T)/C(x) with T the target set as a zstd
+    dictionary: at most 1, about [0, 1) (below 0 where the dictionary costs more than it saves);
+    not the paper's NCD. --debias length: z-scores within length bins (unbounded)."""
 
     level: int = option(9, "zstd level")
     debias: str = option(
