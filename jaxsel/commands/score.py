@@ -35,24 +35,20 @@ def run(job: scoring.Job) -> int:
     c = job.config
     if c.print_config:
         return scoring.print_options(job)
-    out = scoring.out_spec(c, c.out)
-    scoring.check_files(job, out)
-    from jaxsel import methods, parallel, pipeline
+    p = scoring.prepare(job, c.out)
+    from jaxsel import parallel, pipeline
     from jaxsel.data.writers import write_output
     from jaxsel.scores import json_score
 
-    method, cfg = job.method(job.method_config)
-    engine = scoring.start(c, method)
-    source, target = scoring.pool_source(c.data), c.data.load_target()
     t0 = time.perf_counter()
-    with methods.Run(c.workdir, c.progress, engine=engine) as run:
-        rows = pipeline.score_rows(method, source, target, cfg, run)
+    with p.run as run:
+        rows = pipeline.score_rows(p.method, p.source, p.target, p.config, run)
         if parallel.is_writer():
-            meta = scoring.sidecar("score", job, method, cfg, source, target)
-            write_output(out, ({"id": i, "score": json_score(s)} for i, s in rows), meta=meta)
+            meta = scoring.sidecar("score", job, p)
+            write_output(p.out, ({"id": i, "score": json_score(s)} for i, s in rows), meta=meta)
         else:
             for _ in rows:  # takes part in the gathering; process 0 writes
                 pass
     parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
-    log.info("%s: scored the pool in %.2f s", method.name, time.perf_counter() - t0)
+    log.info("%s: scored the pool in %.2f s", p.method.name, time.perf_counter() - t0)
     return 0

@@ -1,6 +1,7 @@
 """What `jaxsel score` and `jaxsel select` share: a pool scored by a method whose flags join the
 command's once --method is known (two-phase parsing), options from a `--config` file, the
-output's sidecar, the job's processes and the engine of its CPU stage."""
+prelude that readies a job (`prepare`: output checked, method built, the job's processes and the
+engine of its CPU stage, pool and target), and the output's sidecar."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jaxsel import flags, methods
@@ -161,20 +163,46 @@ def check_files(job: Job, out) -> None:
     common.check_files(job.config, more_inputs=ins, outs=out.outputs())
 
 
-def sidecar(cmd: str, job: Job, method, cfg, source, target) -> dict:
+class Prepared(NamedTuple):
+    """A scoring job ready to run (`prepare`)."""
+
+    out: Any  # the output's spec (`jaxsel.data.writers.out_spec`)
+    method: methods.Method
+    config: Any  # the method's Config
+    source: Any  # the pool, a stream
+    target: Any  # the target set (a Corpus) or None
+    run: methods.Run  # the job's context, on its engine; enter it to run
+
+
+def prepare(job: Job, out: str, check: Callable[[], None] | None = None) -> Prepared:
+    """What `jaxsel score` and `jaxsel select` do before scoring, in this order: the output
+    `out` checked against every input, `check()` (more checks before any input is read), the
+    method built, the job's processes joined and its engine started (`start`), the pool opened
+    and the target loaded."""
+    c = job.config
+    spec = out_spec(c, out)
+    check_files(job, spec)
+    if check is not None:
+        check()
+    method, cfg = job.method(job.method_config)
+    engine = start(c, method)
+    source, target = pool_source(c.data), c.data.load_target()
+    run = methods.Run(c.workdir, c.progress, engine=engine)
+    return Prepared(spec, method, cfg, source, target, run)
+
+
+def sidecar(cmd: str, job: Job, p: Prepared) -> dict:
     """An output's sidecar: the resolved options plus how the output was made."""
     from jaxsel import pipeline
     from jaxsel.data.sources import open_source
 
-    data = job.config.data
+    data, target = job.config.data, p.target
     if data.target:  # the target's files, not its texts, are fingerprinted
         target = open_source(data.target, data_dir=data.data_dir)
     engine = job.config.cpu_stage.engine
     argv = ["jaxsel", cmd, *job.argv]
-    return {
-        **job.options,
-        "provenance": pipeline.provenance(cmd, method, cfg, source, target, engine, argv),
-    }
+    prov = pipeline.provenance(cmd, p.method, p.config, p.source, target, engine, argv)
+    return {**job.options, "provenance": prov}
 
 
 def start(config: Common, method: methods.Method):

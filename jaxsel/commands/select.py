@@ -42,25 +42,20 @@ def run(job: scoring.Job) -> int:
     c = job.config
     if c.print_config:
         return scoring.print_options(job)
-    out = scoring.out_spec(c, c.out)
-    scoring.check_files(job, out)
-    from jaxsel import methods, parallel, pipeline
+    from jaxsel import parallel, pipeline
     from jaxsel.scores import check_threshold
 
-    if c.threshold is not None:
-        check_threshold(c.threshold)  # before any input is read
-    method, cfg = job.method(job.method_config)
-    engine = scoring.start(c, method)
-    source, target = scoring.pool_source(c.data), c.data.load_target()
+    # a threshold is checked before any input is read
+    check = None if c.threshold is None else lambda: check_threshold(c.threshold)
+    p = scoring.prepare(job, c.out, check)
     t0 = time.perf_counter()
-    with methods.Run(c.workdir, c.progress, engine=engine) as run:
+    with p.run as run:
         rule = {"k": c.top_k, "threshold": c.threshold, "budget_bytes": c.budget_bytes}
-        sel = pipeline.select(method, source, target, cfg, run, **rule)
+        sel = pipeline.select(p.method, p.source, p.target, p.config, run, **rule)
     if parallel.is_writer():
-        meta = scoring.sidecar("select", job, method, cfg, source, target)
-        pipeline.write_selection(out, source, sel, meta)
+        pipeline.write_selection(p.out, p.source, sel, scoring.sidecar("select", job, p))
     parallel.barrier("jaxsel: output written")  # (JAX's exit barrier would time out meanwhile)
     secs = time.perf_counter() - t0
     n, size = len(sel.keys), sel.pool_size
-    log.info("%s: selected %d of %d items in %.2f s -> %s", method.name, n, size, secs, c.out)
+    log.info("%s: selected %d of %d items in %.2f s -> %s", p.method.name, n, size, secs, c.out)
     return 0

@@ -103,6 +103,12 @@ class Entry(NamedTuple):
             )
         return self.build(config), config
 
+    @classmethod
+    def of(cls, method: Method, build: Callable[[Any], Method] | None = None) -> Entry:
+        """The entry of a method value; `build(config)` gives the value for a config when it
+        depends on it (default: `method` itself)."""
+        return cls(method.name, method.config_cls, build or (lambda config, m=method: m))
+
     def score(self, pool, target=None, config=None, **options):
         """`jaxsel.methods.score` with this method (`zipfit.score(pool, target, config)`)."""
         return score(self, pool, target, config, **options)
@@ -115,7 +121,7 @@ def register(method: Method, build: Callable[[Any], Method] | None = None) -> En
     """Adds a method to the registry (modules call this once at import) and returns its
     entry; `build(config)` gives the value for a config when it depends on it (default:
     `method` itself)."""
-    entry = Entry(method.name, method.config_cls, build or (lambda config, m=method: m))
+    entry = Entry.of(method, build)
     _REGISTRY[method.name] = entry
     return entry
 
@@ -164,14 +170,8 @@ def score(
 
     if isinstance(method, str):
         method = get(method)
-    if isinstance(method, Entry):
-        method, config = method(config)
-    elif config is None:
-        config = method.config_cls()
-    if not isinstance(config, method.config_cls):
-        raise InputError(
-            f"{method.name} takes a {method.config_cls.__qualname__}, got {type(config).__name__}"
-        )
+    # a method value is taken as it is, its config checked as an entry's (the one check)
+    method, config = (method if isinstance(method, Entry) else Entry.of(method))(config)
     with contextlib.ExitStack() as stack:
         if run is None:
             run = stack.enter_context(Run(workdir, progress, mesh))
