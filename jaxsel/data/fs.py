@@ -30,7 +30,21 @@ WRITE_ONCE = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", 
 # Libraries whose exceptions `errors` reports in one line (their own messages span lines and
 # carry botocore/aiohttp frames).
 _REMOTE_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "aiohttp", "requests")
-_REMOTE_MODULES += ("huggingface_hub", "adlfs", "azure", "urllib3", "fsspec")
+_REMOTE_MODULES += ("huggingface_hub", "httpx", "httpcore", "adlfs", "azure", "urllib3", "fsspec")
+_UNREACHABLE = (
+    "ConnectionError",
+    "ConnectError",
+    "ClientConnectorError",
+    "EndpointConnectionError",
+)
+
+
+_CREDENTIALS = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials",
+    "gs": "set GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login`",
+    "hf": "set HF_TOKEN, or run `hf auth login`",
+}
+_CREDENTIALS |= {"s3a": _CREDENTIALS["s3"], "gcs": _CREDENTIALS["gs"]}
 
 
 def is_url(spec: str | os.PathLike) -> bool:
@@ -90,20 +104,15 @@ def _message(spec: str, e: Exception) -> str | None:
     if isinstance(e, ImportError):
         return f"{spec}: {proto}:// needs a filesystem package ({_one_line(e)}): {EXTRA}"
     if any("Credentials" in n for n in names):
-        return (
-            f"{spec}: no credentials found for {proto}:// (configure them as the cloud's own "
-            "tools do, e.g. AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
-            "GOOGLE_APPLICATION_CREDENTIALS)"
-        )
+        how = _CREDENTIALS.get(proto, "configure them as the storage's own tools do")
+        return f"{spec}: no credentials found for {proto}:// ({how})"
     if isinstance(e, FileNotFoundError):
         return f"{spec}: no such file"
     if isinstance(e, IsADirectoryError):
         return f"{spec}: is a directory"
     if isinstance(e, PermissionError):
         return f"{spec}: access denied ({_one_line(e)})"
-    if any(
-        n in ("ConnectionError", "ClientConnectorError", "EndpointConnectionError") for n in names
-    ):
+    if any(n in _UNREACHABLE for n in names):
         return f"{spec}: cannot reach {proto}:// ({_one_line(e)})"
     if isinstance(e, OSError) or any(
         type(x).__module__.split(".")[0] in _REMOTE_MODULES for x in chain
