@@ -27,6 +27,7 @@ streamed batch loop (`jaxsel.methods.runtime.map_batches`) are both uses of it.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -154,6 +155,14 @@ class VerifiedStore:
         """The tag of a unit of this job: sha256(job hash ‖ parts, each after a NUL)[:32]."""
         return hashlib.sha256(b"\0".join([self.job.encode(), *parts])).hexdigest()[:32]
 
+    def candidates(self, stem: str) -> Iterator[tuple[Path, str]]:
+        """(path, tag) of every file `<stem>-<tag>.npy` here, in name order."""
+        pat = re.compile(rf"{re.escape(stem)}-([0-9a-f]{{32}})\.npy")
+        for p in sorted(self.dir.glob(f"{glob.escape(stem)}-*.npy")):
+            m = pat.fullmatch(p.name)
+            if m is not None:
+                yield p, m.group(1)
+
     def discard(self, *paths: Path, why: str) -> None:
         """Logs a unit that does not verify and removes its files."""
         log.warning("%s: %s", paths[0], why)
@@ -176,18 +185,14 @@ class ShardStore(VerifiedStore):
     def load(self, i: int, rows: int) -> np.ndarray | None:
         """Shard i if a file verifies against this job and has `rows` rows, else None (each
         file that does not verify is logged and removed)."""
-        pat = re.compile(rf"shard-{i:06d}-([0-9a-f]{{32}})\.npy")
         found = None
-        for p in sorted(self.dir.glob(f"shard-{i:06d}-*.npy")):
-            m = pat.fullmatch(p.name)
-            if m is None:
-                continue
+        for p, tag in self.candidates(f"shard-{i:06d}"):
             try:
                 data = p.read_bytes()
             except OSError as e:
                 log.warning("%s: unreadable (%s); redoing shard %d", p, e.strerror, i)
                 continue
-            if found is None and m.group(1) == self.tag(data):
+            if found is None and tag == self.tag(data):
                 try:
                     arr = np.load(io.BytesIO(data), allow_pickle=False)
                 except ValueError as e:  # the tag matched, so this is a bug, not damage
@@ -219,20 +224,14 @@ class BatchShards(VerifiedStore):
 
     def load(self, name: str, fingerprint: str) -> tuple[np.ndarray, dict] | None:
         """The shard's (values, stats) if one verifies for these documents, else None."""
-        pat = re.compile(rf"shard-{re.escape(name)}-([0-9a-f]{{32}})\.npy")
         found = None
-        for p in sorted(self.dir.glob(f"shard-{name}-*.npy")):
-            m = pat.fullmatch(p.name)
-            if m is None:
-                continue
+        for p, tag in self.candidates(f"shard-{name}"):
             side = p.with_suffix(".json")
             try:
                 data, stats_text = p.read_bytes(), side.read_text()
             except (OSError, UnicodeDecodeError):
                 data, stats_text = b"", ""
-            if found is None and m.group(1) == self.tag(
-                fingerprint.encode(), stats_text.encode(), data
-            ):
+            if found is None and tag == self.tag(fingerprint.encode(), stats_text.encode(), data):
                 found = np.load(io.BytesIO(data), allow_pickle=False), json.loads(stats_text)
                 continue
             self.discard(p, side, why="damaged, from another job or other documents; redoing it")
