@@ -472,12 +472,13 @@ class TextDir(Format):
 
     kind = "text"
 
-    def plan(self, spec: str, opts: Options) -> list[Part]:
+    def plan(self, spec: str, opts: Options, files=None) -> list[Part]:
+        """`files`: the directory's (relative path, size) when the caller listed it already."""
         root = spec if fs.is_url(spec) else str(Path(spec))
         with fs.guarded(spec):
-            if not fs.is_dir(spec):
+            if files is None and not fs.is_dir(spec):
                 raise InputError(f"{root}: not a directory")
-            files = fs.files(spec)
+            files = fs.files(spec) if files is None else files
         return [
             Part(
                 0,
@@ -529,15 +530,18 @@ class Directory(Format):
     kind = "dir"
 
     def plan(self, spec: str, opts: Options) -> list[Part]:
-        shards = self.shards(spec)
+        with fs.guarded(spec):
+            files = fs.files(spec)
+        shards = self.shards(spec, [rel for rel, _ in files])
         if shards is None:
-            return FORMATS["text"].plan(spec, opts)
+            return FORMATS["text"].plan(spec, opts, files)
         return [p for kind, f in shards for p in FORMATS[kind].plan(f, opts)]
 
-    def shards(self, spec: str) -> list[tuple[str, str]] | None:
-        """(format, path) of each shard, or None for a text directory."""
-        with fs.guarded(spec):
-            listed = [rel for rel, _ in fs.files(spec) if not _hidden(rel)]
+    @staticmethod
+    def shards(spec: str, names: list[str]) -> list[tuple[str, str]] | None:
+        """(format, path) of each shard among the directory's files `names` (relative, sorted),
+        or None for a text directory."""
+        listed = [rel for rel in names if not _hidden(rel)]
         kinds = {rel: shard_kind(rel) for rel in listed}
         family = {rel: k and k.split(".")[0] for rel, k in kinds.items()}  # parquet | jsonl
         first = next((f for f in family.values() if f), None)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -306,7 +307,10 @@ def check_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> No
 
 
 def _local_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> None:
-    if path is not None and fs.is_url(str(path)) and fs.local_of(str(path)) is None:
+    """Refuses a remote work directory: a URL, or one that `Path` has already folded
+    ("s3://b/w" -> "s3:/b/w")."""
+    scheme = None if path is None else re.match(r"^([A-Za-z][A-Za-z0-9+.\-]+):/", str(path))
+    if scheme is not None and scheme.group(1).lower() != "file":
         raise InputError(
             f"{what} {path}: a remote work directory is not supported; give a local directory "
             "(inputs and outputs may be URLs)"
