@@ -74,9 +74,11 @@ class RayEngine:
     def parts(self, source) -> None:
         return None  # the driver reads every part; the actors compute
 
-    def fill(self, source, make, store, batch_size: int, desc: str) -> None:
+    def fill(self, source, make, store, batch_size: int, desc: str, progress=False) -> None:
         """Computes every batch of `source` without a finished shard in `store` on Ray and
-        stores it there."""
+        stores it there (`progress`: a bar over the parts to compute, a part credited as its
+        Ray task ends)."""
+        from jaxsel.data.progress import PoolProgress
         from jaxsel.shards import fingerprint_texts, shard_name
 
         jobs: dict[int, list[int] | None] = {}
@@ -88,14 +90,21 @@ class RayEngine:
                 if store.load(shard_name(part, row), fingerprint_texts(batch.texts)) is None:
                     jobs.setdefault(part, []).append(row)
         done = 0
-        for out in self._map(_Worker, (make, source, batch_size), _items(jobs)) if jobs else ():
-            cols = (out[k] for k in ("part", "row", "fp", "result", "stats", "error"))
-            for p, r, fp, res, st, err in zip(*cols, strict=True):
-                if err:
-                    raise JaxselError(str(err))
-                result = np.load(io.BytesIO(res), allow_pickle=False)
-                store.save(shard_name(int(p), int(r)), result, json.loads(st), str(fp))
-                done += 1
+        parts = source.parts()
+        todo = [parts[p] for p in sorted(jobs)]
+        bar = PoolProgress.of(source, todo, f"{desc} (Ray)", disable=not progress)
+        with contextlib.closing(bar):
+            for out in self._map(_Worker, (make, source, batch_size), _items(jobs)) if jobs else ():
+                cols = (out[k] for k in ("part", "row", "fp", "result", "stats", "error"))
+                for p, r, fp, res, st, err in zip(*cols, strict=True):
+                    if err:
+                        raise JaxselError(str(err))
+                    result = np.load(io.BytesIO(res), allow_pickle=False)
+                    store.save(shard_name(int(p), int(r)), result, json.loads(st), str(fp))
+                    done += 1
+                part = out["part"].astype(np.int64)  # a task computes one part's batches
+                for p in np.unique(part):
+                    bar.part_done(int(p), int(out["docs"][part == p].sum()))
         log.info("%s: %d batches computed on Ray", desc, done)
 
     def _map(self, actor: type, args: tuple, items: list[dict]) -> Iterator[dict]:
@@ -175,7 +184,8 @@ class _Worker:
     def __call__(self, jobs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from jaxsel.shards import fingerprint_texts
 
-        out: dict[str, list] = {k: [] for k in ("part", "row", "fp", "result", "stats", "error")}
+        keys = ("part", "row", "fp", "result", "stats", "error", "docs")
+        out: dict[str, list] = {k: [] for k in keys}
         for part, batch in _wanted(self.source, self.parts, self.batch_size, jobs):
             try:
                 result, stats = self.fn(batch)
@@ -191,6 +201,7 @@ class _Worker:
             out["result"].append(buf.getvalue())
             out["stats"].append(json.dumps(stats))
             out["error"].append(error)
+            out["docs"].append(len(batch))
             if error:
                 break
         return {k: np.array(v, dtype=object) for k, v in out.items()}

@@ -29,6 +29,7 @@ class Config:
     plot: str | None = option(
         None, "also plot precision@K vs K, one curve per method", metavar="PNG", output=True
     )
+    progress: bool = option(True, "which method runs (i of n) and its progress bar, on stderr")
 
 
 def run(c: Config) -> int:
@@ -43,11 +44,16 @@ def run(c: Config) -> int:
     pool, target = c.data.load_pool(), c.data.load_target()
     domains = domains_of(pool, c.field)
     rows, curves = [], {}
-    with methods.Run() as run:  # one Run: methods share loaded models (one LM for ppl, lamdas)
-        for name in c.methods:
+    # one Run: methods share loaded models (one LM for ppl, lamdas)
+    with methods.Run(progress=c.progress) as run:
+        for i, name in enumerate(c.methods, 1):
+            if c.progress:
+                log.info("compare: method %d of %d: %s", i, len(c.methods), name)
             t0 = time.perf_counter()
             scores = methods.score(name, pool, target, run=run)
             secs = time.perf_counter() - t0
+            if c.progress:
+                log.info("compare: %s done in %.1f s", name, secs)
             rows.append(compare_row(scores, domains, pool.nbytes(), c.domain, c.k, secs))
             ranked = [domains[i] for i in scores.ranking()]
             curves[scores.method] = precision_curve(ranked, c.domain)

@@ -26,12 +26,13 @@ import functools
 import logging
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxsel.errors import InputError
 from jaxsel.methods.contract import Streamed, WholePool, fields_with
@@ -58,8 +59,11 @@ class Engine(Protocol):
     def parts(self, source) -> list | None:
         """The parts of `source` this process reads (None: all of them)."""
 
-    def fill(self, source, make: Callable[[], BatchFn], store, batch_size: int, desc: str):
-        """Computes and stores the batches of `source` without a finished shard in `store`."""
+    def fill(
+        self, source, make: Callable[[], BatchFn], store, batch_size: int, desc: str, progress
+    ):
+        """Computes and stores the batches of `source` without a finished shard in `store`
+        (`progress`: with a bar of its own)."""
 
 
 class LocalEngine:
@@ -74,7 +78,7 @@ class LocalEngine:
 
         return parallel.local_parts(source)
 
-    def fill(self, source, make, store, batch_size: int, desc: str) -> None:
+    def fill(self, source, make, store, batch_size: int, desc: str, progress=False) -> None:
         return None
 
 
@@ -93,9 +97,12 @@ def map_batches(
     pool order: read back from a verified shard, or computed by `make()(batch)` and committed.
 
     With `workdir`, results are shards bound to `key` there (a workdir of another job is
-    refused); an engine that `needs_store` gets a temporary one when there is none.
+    refused); an engine that `needs_store` gets a temporary one when there is none. `progress`:
+    a bar whose total (bytes or rows of this process's parts) is known before reading, and a
+    resumed pass logs how many batches are already done (`jaxsel.data.progress`).
     """
     from jaxsel import parallel
+    from jaxsel.data.progress import PoolProgress, resuming_line
     from jaxsel.data.sources import IdDigests
     from jaxsel.shards import BatchShards, fingerprint_texts, resumed, shard_name
 
@@ -104,15 +111,17 @@ def map_batches(
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="jaxsel-"))
         store = None if workdir is None else BatchShards(workdir, key or {}, batch_size)
         parts = engine.parts(source)
+        mine = source.parts() if parts is None else parts
+        if store is not None and not store.empty():
+            line = resuming_line(desc, _stored_batches(store.dir), source, mine, batch_size)
+            log.info("%s (read back from %s)", line, workdir)
         if store is not None:
-            engine.fill(source, make, store, batch_size, desc)
+            engine.fill(source, make, store, batch_size, desc, progress)
         if parts is None:
             ids, batches = None, source.batches(batch_size)
         else:  # several processes: duplicate ids are looked for across all of them, after
             ids, batches = IdDigests(), source.batches(batch_size, parts, check_ids=False)
         fn, reused, computed = None, 0, 0
-        if store is not None and not store.empty():
-            log.info("%s: resuming from %s (finished batches are read back)", desc, workdir)
 
         def units():  # (batch, shard name, text fingerprint)
             for batch in batches:
@@ -128,22 +137,33 @@ def map_batches(
 
         load = None if store is None else lambda u: store.load(u[1], u[2])
         save = None if store is None else lambda u, d: store.save(u[1], d[0], d[1], u[2])
-        # The bar counts (and rates) only documents computed here; read-back ones are a postfix.
-        with tqdm(unit="doc", desc=desc, disable=not progress) as bar:
-            for (batch, _, _), done, fresh in resumed(units(), compute, load, save):
-                if fresh:
-                    computed += 1
-                    bar.update(len(batch))
-                else:
-                    reused += 1
-                    bar.set_postfix_str(f"{reused} batches read back", refresh=False)
-                yield batch, done[0], done[1]
+        # A total known before reading (this process's parts); read-back batches advance the
+        # bar but not its rate, so the ETA is that of the work left.
+        bar = stack.enter_context(
+            contextlib.closing(PoolProgress.of(source, mine, desc, disable=not progress))
+        )
+        for (batch, _, _), done, fresh in resumed(units(), compute, load, save):
+            computed += fresh
+            reused += not fresh
+            bar.advance(batch, computed=fresh)
+            yield batch, done[0], done[1]
+        bar.end()
         if reused:
             log.info(
                 "%s: %d of %d batches read back from the workdir", desc, reused, reused + computed
             )
         if ids is not None:
             ids.verify(source.locate, parallel.gathered)
+
+
+def _stored_batches(directory) -> set[tuple[int, int]]:
+    """(part, first row) of the batch shards in a directory (`shards.shard_name`), verified or
+    not: what a resumed pass will try to read back."""
+    found = (_SHARD.fullmatch(p.name) for p in Path(directory).glob("shard-*.npy"))
+    return {(int(m.group(1)), int(m.group(2))) for m in found if m}
+
+
+_SHARD = re.compile(r"shard-(\d+)-(\d+)-[0-9a-f]+\.npy")
 
 
 class Run:
