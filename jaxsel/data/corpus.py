@@ -18,9 +18,10 @@ def read_corpus(
     on_empty: OnBad = "error",
     data_dir: str | os.PathLike | None = None,
 ) -> Corpus:
-    """Reads a corpus by its form (`open_source`): directory, *.parquet, JSON Lines
-    (*.jsonl[.gz], *.json), `tfds:NAME[/CONFIG]:SPLIT` (prepared in `data_dir`) or `hf:PATH`
-    (a saved `datasets.Dataset`).
+    """Reads a corpus by its form (`open_source`): a directory (of shards or text files),
+    *.parquet, JSON Lines (*.jsonl[.gz|.zst], *.json), `tfds:NAME[/CONFIG]:SPLIT` (prepared in
+    `data_dir`) or `hf:PATH[:SPLIT]` (a saved `datasets.Dataset` or a Hub layout); paths may be
+    URLs.
 
     Args:
       text_field: the field holding the text.

@@ -6,7 +6,9 @@ row group, a group of files of a text directory, a shard of a TFDS split, or an 
 Hugging Face dataset saved to disk. `read` yields (id, text, record, location) for every record
 of a part, each record checked (`jaxsel.data.records`: `parse_jsonl_line`, `record_fields`,
 `check_id`); keeping or refusing a text (`keep_text`) is the reader's, the same for every format.
-`format_of` is the one place a spec's form picks its format.
+`format_of` is the one place a spec's form picks its format. A spec is a local path or a URL
+(`jaxsel.data.fs`); parts are planned from the bytes alone, so a URL gives the parts of a local
+copy. A directory (`Directory`) is Parquet or JSON Lines shards, or text files.
 """
 
 from __future__ import annotations

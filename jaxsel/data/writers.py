@@ -1,8 +1,10 @@
 """Writers of records, by the output's name or an explicit format: JSON Lines (plain, `.gz`,
 `.zst`), Parquet, ArrayRecord (one JSON record per entry, as grain and TFDS read it) and a
 Hugging Face dataset directory (`datasets.Dataset.save_to_disk`'s layout), one file or a
-directory of shards. Everything is atomic (`jaxsel.data.outputs`): a file is replaced whole, a
-directory appears whole. A record the format would change is refused rather than written changed.
+directory of shards, at a local path or a URL (`jaxsel.data.fs`). Everything is atomic
+(`jaxsel.data.outputs`): a file is replaced whole, a directory appears whole (at a URL: its files
+are published whole, `_jaxsel.meta.json` last). A record the format would change is refused
+rather than written changed.
 """
 
 from __future__ import annotations
