@@ -92,8 +92,8 @@ class VerifiedStore:
         manifest (reading a finished job whatever it was).
       manifest: the manifest's file name.
       where: how errors name the directory ("--workdir", "prefix directory").
-      mismatch: `mismatch(old_record)` raises the error for a manifest of another job (default:
-        "holds the units of another job").
+      mismatch: `mismatch(old_record)` gives the error to raise for the manifest of another job
+        (default: "holds shards of another job").
     """
 
     # how to get past a manifest that cannot be read
@@ -108,7 +108,7 @@ class VerifiedStore:
         *,
         manifest: str = MANIFEST,
         where: str = "--workdir",
-        mismatch: Callable[[object], None] | None = None,
+        mismatch: Callable[[object], Exception] | None = None,
     ):
         self.dir = Path(workdir)
         check_workdir(self.dir, where)
@@ -122,7 +122,7 @@ class VerifiedStore:
         if old is None:
             write_text(path, text)
         elif old != json.loads(text):
-            (mismatch or self._another_job)(old)
+            raise (mismatch or self._another_job)(old)
         self.record = record
         self.job = hashlib.sha256(text.encode()).hexdigest()
 
@@ -145,8 +145,8 @@ class VerifiedStore:
                 f"{path}: not a readable manifest ({e}); {self.fix_manifest}"
             ) from None
 
-    def _another_job(self, old) -> None:
-        raise InputError(
+    def _another_job(self, old) -> Exception:
+        return InputError(
             f"{self.dir}: holds shards of another job (its manifest differs); use another "
             "--workdir or delete it"
         )

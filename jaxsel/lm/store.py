@@ -115,11 +115,11 @@ class AdapterStore(VerifiedStore):
             )
         return rec
 
-    def _refuse(self, old, identity: dict) -> None:
-        """The error for a record that differs from this run's."""
+    def _refuse(self, old, identity: dict) -> Exception:
+        """The error for a record that differs from this run's (`_typed` raises its own)."""
         train = self._typed(old).train
         diff = sorted(k for k in identity.keys() | train.keys() if identity.get(k) != train.get(k))
-        raise InputError(
+        return InputError(
             f"{self.path}: holds a {self.what} trained with other settings or another "
             f"training set (differs in: {', '.join(diff)}); use another directory or delete it"
         )
