@@ -237,11 +237,11 @@ def test_a_hub_repository_layout_by_split(tmp_path, mem, nested):
         _put_or_write(f"{root}/README.md", b"---\nlicense: mit\n---\n")
         for split, parts in shards.items():
             for i, recs in enumerate(parts):
-                name = (
-                    f"{split}/{i:05d}.parquet"
-                    if nested
-                    else f"{split}-{i:05d}-of-{len(parts):05d}.parquet"
-                )
+                name = f"{split}-{i:05d}-of-{len(parts):05d}.parquet"
+                if nested:
+                    name = f"{split}/{i:05d}.parquet"
+                elif len(parts) == 1:
+                    name = f"{split}.parquet"  # one shard, no numbers
                 _put_or_write(f"{root}/data/{name}", _parquet_bytes(recs, 4))
         with pytest.raises(
             InputError, match=r"several splits; choose one: hf:.*repo:test, hf:.*:train$"

@@ -418,21 +418,17 @@ def _hf_spec(spec: str) -> tuple[str, str | None]:
     return body, None
 
 
-_HUB_SHARD = re.compile(r"^([A-Za-z0-9_.]+?)(?:-\d+-of-\d+)?\.parquet$")
-
-
 def _hub_split(spec: str, root: str, split: str | None) -> list[str]:
     """The Parquet shards of one split of a Hub layout (`data/SPLIT-*.parquet` or
     `data/SPLIT/*.parquet`), in name order."""
     data = fs.join(root, "data")
     splits: dict[str, list[str]] = {}
     for rel, _ in fs.files(data):
-        head, _, name = rel.rpartition("/")
-        m = _HUB_SHARD.match(name)
-        if m is None or _hidden(rel):
+        if not rel.endswith(".parquet") or _hidden(rel):
             continue
-        name_split = m.group(1).split("-")[0]
-        splits.setdefault(head.split("/")[0] if head else name_split, []).append(rel)
+        head, _, name = rel.rpartition("/")
+        named = re.split(r"[-.]", name)[0]  # "train" of train-00000-of-00002.parquet
+        splits.setdefault(head.split("/")[0] if head else named, []).append(rel)
     if not splits:
         raise InputError(f"{spec}: no Parquet files under {data}")
     if split is None and len(splits) == 1:

@@ -205,7 +205,8 @@ def glob(pattern: str) -> list[str]:
     """The URLs matching a URL glob pattern, sorted."""
     fs, path = resolve(pattern)
     with errors(pattern):
-        return sorted(fs.unstrip_protocol(p) for p in fs.glob(path) if fs.isfile(p))
+        found = fs.glob(path, detail=True)
+    return sorted(fs.unstrip_protocol(p) for p, d in found.items() if d.get("type") == "file")
 
 
 def cat(spec: str) -> bytes:
