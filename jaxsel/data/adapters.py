@@ -105,11 +105,11 @@ def as_source(
     return CorpusSource(as_corpus(pool, text_field, id_field, on_empty))
 
 
-def inputs_of(*data, data_dir: str | os.PathLike | None = None) -> list[Path]:
+def inputs_of(*data, data_dir: str | os.PathLike | None = None) -> list[str | Path]:
     """The files and directories these inputs read (`Source.inputs`: globs expanded, `hf:` and
-    text directories, a `tfds:` dataset's directory), for `jaxsel.data.outputs.check_job`;
-    in-memory data reads none."""
-    found: list[Path] = []
+    other directories, a `tfds:` dataset's directory; URLs as strings), for
+    `jaxsel.data.outputs.check_job`; in-memory data reads none."""
+    found: list[str | Path] = []
     for d in data:
         if isinstance(d, (str, os.PathLike)):
             d = open_source(d, data_dir=data_dir)
