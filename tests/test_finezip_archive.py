@@ -1,11 +1,14 @@
 """FineZip archive hardening: bounded fallback decoding, the typed header validated in one
 place, bounds on the work a header can ask for, and cheap decisions before any model is loaded
-or run. No test here loads SmolLM2: a model that must not be needed is a loader that fails the
-test if called."""
+or run, and forged payloads stopped where they run out. No test here loads SmolLM2: a model that
+must not be needed is a loader that fails the test if called; payloads are decoded with the tiny
+random Llama."""
 
 import bz2
+import dataclasses
 import json
 import lzma
+import re
 import time
 import tracemalloc
 import zlib
@@ -535,3 +538,179 @@ def test_fuzz_corpus_replays_cleanly():
     assert len(corpus) >= 20 and any(p.name.startswith("crash-") for p in corpus)
     for p in corpus:
         harness.test_one_input(p.read_bytes())
+
+
+# ------------------------------------------------------- work a forged payload can cause
+
+
+def _peaked_rows(rng, n: int, vocab: int, spread: float, dtype) -> np.ndarray:
+    logits = rng.normal(size=(n, vocab)) * spread
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+@pytest.mark.parametrize("vocab", [2, 3, 300, 49152])
+def test_true_streams_are_decoded_within_their_words(vocab):
+    """The over-read rule against constriction itself: every stream a `RangeEncoder` writes,
+    under flat to nearly certain tables (float32 and float64), symbols drawn from the table or
+    always its likeliest (the cheapest stream), decodes without the error, its summed
+    `symbol_bits_floor` below 32 bits per word (as close as 0.9994 of it) and its symbol count
+    within `max_stream_tokens`; the floor never exceeds the pre-quantisation cost by more than
+    the quantisation allows; and half of a stream is refused in the step that reads past it."""
+    rng = np.random.default_rng(vocab)
+    for trial in range(24):
+        n = int(rng.integers(1, 300 if vocab < 1000 else 40))
+        dtype = (np.float32, np.float64)[trial % 2]
+        p = _peaked_rows(rng, n, vocab, [0.1, 1, 5, 40][trial % 4], dtype)
+        if trial % 3 == 0:
+            sym = p.argmax(axis=1).astype(np.int32)
+        else:
+            cum = np.cumsum(p.astype(np.float64), axis=1)
+            u = rng.random(n) * cum[:, -1]
+            sym = np.minimum((cum < u[:, None]).sum(axis=1), vocab - 1).astype(np.int32)
+        enc = coders.RangeEncoder()
+        for i in range(n):
+            enc.step(sym[i : i + 1], p[i : i + 1])
+        words = enc.words()
+        dec = coders.RangeDecoder(words, n)
+        assert np.array_equal(np.concatenate([dec.step(p[i : i + 1]) for i in range(n)]), sym)
+        floor = coders.symbol_bits_floor(p, sym)
+        assert floor.sum() < 32 * len(words) and n <= coders.max_stream_tokens(len(words), vocab)
+        assert np.all(floor >= coders.stream_floor_bits(vocab) - 1e-9)
+        # tight: the quantised probability is at most p + 8 / 2**24 (p relative to the row's
+        # float32 sum, within V / 2**24 of the exact one), so floor >= cost - that
+        cost = coders.symbol_bits(p, sym)
+        slack = np.log2(1 + 8 / (2.0 ** -cost * (1 << 24))) + np.log2(1 + vocab * 2.0**-24)
+        assert np.all(floor >= cost - slack - 1e-9)
+    # half a stream: refused in the step that reads past it (or by constriction, when the
+    # zero words it reads instead lie outside the interval)
+    p = _peaked_rows(rng, 200, vocab, 1.0, np.float32)
+    sym = np.arange(200, dtype=np.int32) % vocab
+    enc = coders.RangeEncoder()
+    enc.step(sym, p)
+    words = enc.words()
+    dec, steps = coders.RangeDecoder(words[: len(words) // 2], 200, "stream x"), 0
+    with pytest.raises(ArchiveError, match="stream x ended|range decoder failed") as e:
+        for steps in range(1, 201):
+            dec.step(p[steps - 1 : steps])
+    assert steps < 200
+    if "stream x" in str(e.value):
+        assert f"damaged or forged archive: stream x ended at token {steps} of 200" in str(e.value)
+
+
+def test_stream_floor_bounds_tokens_before_the_model():
+    """The coder's floor, on the payload alone: a range-coded token costs at least
+    -log2(1 - (V - 1) / 2**24) bits (0.0042 for 49,152 symbols), so a 1-word payload padded up
+    to 64 tokens per byte is refused in header validation, and a batch whose stream is too short
+    for its tokens in parse, both before any model is loaded."""
+    assert coders.stream_floor_bits(49152) == pytest.approx(-np.log2(1 - 49151 / 2**24), rel=1e-12)
+    assert coders.max_stream_tokens(1, 49152) == 7560 and coders.max_stream_tokens(0, 5) == 0
+    header, body = busy_archive()  # 50,000 tokens, 7 words + padding: valid
+    payload = coders.pack_streams([np.arange(1, dtype=np.uint32)])
+    pad = len(body) - len(payload)
+    header["model"]["pad"] = pad
+    body = payload + bytes(pad)
+    header["body_len"], header["body_crc32"] = len(body), zlib.crc32(body)
+    msg = refused(forge(header, body), "header field model.n_tokens 50000 exceeds what a 5-byte")
+    assert "ac-match payload can code with 49152 symbols (at most 7560)" in msg
+    header, body = busy_archive()
+    payload = coders.pack_streams([np.arange(6, dtype=np.uint32), np.arange(1, dtype=np.uint32)])
+    pad = len(body) - len(payload)
+    header["model"].update(pad=pad, batch_size=8, n_batches=2)
+    body = payload + bytes(pad)
+    header["body_len"], header["body_crc32"] = len(body), zlib.crc32(body)
+    refused(forge(header, body), "codes 25000 tokens in batch 1, more than its 1 words can hold")
+
+
+@pytest.mark.parametrize("mode", ["bz2", "lzma"])
+def test_fallback_size_bounded_by_body(mode):
+    """A fallback's declared size beyond what its body can decode to (the format's expansion
+    limit) is refused in header validation; the 2 GiB bz2 bomb and xz of zeros stay within."""
+    bound = arc.FALLBACK_EXPANSION[mode]
+    compress = (lambda b: bz2.compress(b, 9)) if mode == "bz2" else lzma.compress
+    assert mode == "lzma" or bound(len(BOMB.read_bytes())) >= 2 << 30
+    zeros = 16 << 20
+    assert bound(len(compress(bytes(zeros)))) >= zeros
+    body = compress(b"hello " * 20)
+    size = bound(len(body)) + 1
+    forged = arc.pack(10, arc.sha256(b""), mode, body)
+    h = arc.header_json(forged)[0]
+    h["size"] = size
+    forged = forge(h, body)
+    assert len(forged) <= 1024
+    t0 = time.perf_counter()
+    refused(forged, f"header field size {size} exceeds what {len(body)} bytes of {mode}")
+    assert time.perf_counter() - t0 < 2
+
+
+@pytest.fixture(scope="module")
+def real_archives(tiny_lm):
+    """Model archives of 400 bytes of a licence with the tiny model, one per coder (< 1 KB),
+    made on the tests' 8 devices: 2 batches of 8 rows, context 32."""
+    data = Path("/usr/share/common-licenses/GPL-3").read_bytes()[:400]
+    out = {}
+    for coder in coders.CODERS:
+        config = finezip.FineZipConfig(coder, context=32, batch_size=8, fallback=False)
+        out[coder] = finezip.compress(data, tiny_lm, config)
+        assert finezip.decompress(out[coder], tiny_lm) == data
+    return data, out
+
+
+def _forge_payload(archive: bytes, kind: str) -> bytes:
+    """`archive` with its coded payload forged (`kind`), every checksum and header bound valid:
+    half of each word stream; random words; or the stream kept and n_tokens raised to the
+    header bound with padding, at most 1,024 bytes in all."""
+    parsed = finezip.parse(archive)
+    h, m = parsed.header, parsed.header.model
+    streams = parsed.payload if m.coder != "rank" else None
+    if kind == "truncated":
+        if streams is None:
+            body = arc.unpack(archive)[1]
+            return arc.pack(h.size, h.sha256, "model", body[: len(body) // 2], m)
+        payload = coders.pack_streams([w[: len(w) // 2] for w in streams])
+        return arc.pack(h.size, h.sha256, "model", payload, m)
+    if kind == "random":
+        rng = np.random.default_rng(0)
+        if streams is None:
+            payload = rng.bytes(h.body_len)
+        else:
+            words = [rng.integers(0, 1 << 32, len(w), np.uint32) for w in streams]
+            payload = coders.pack_streams(words)
+        return arc.pack(h.size, h.sha256, "model", payload, m)
+    payload = arc.unpack(archive)[1]
+    body_len = 1024 - (len(archive) - h.body_len) - 24  # the larger header: a few bytes more
+    n = arc.TOKENS_PER_BYTE * body_len
+    info = dataclasses.replace(m, n_tokens=n, pad=body_len - len(payload))
+    return arc.pack(n, h.sha256, "model", payload + bytes(body_len - len(payload)), info)
+
+
+@pytest.mark.parametrize("kind", ["tokens_at_the_bound", "truncated", "random"])
+@pytest.mark.parametrize("coder", tuple(coders.CODERS))
+def test_forged_payload_stops_within_its_bits(real_archives, tiny_lm, coder, kind):
+    """Forged archives of at most 1 KB, every checksum and header bound valid, are refused in
+    under 2 s with the model loaded: a range-coded payload that is read past its end (n_tokens
+    raised to 64 per body byte, half the words) stops in that step with one line naming the
+    token (not after the ~53,000 tokens declared); random words decode no further than their
+    bits allow (then fail the original's checksum); a rank payload is checked whole before the
+    model runs."""
+    data, archives = real_archives
+    forged = _forge_payload(archives[coder], kind)
+    assert len(forged) <= 1024
+    t0 = time.perf_counter()
+    with pytest.raises(ArchiveError) as e:
+        finezip.decompress(forged, tiny_lm)
+    seconds, msg = time.perf_counter() - t0, str(e.value)
+    assert seconds < 2 and "\n" not in msg, (seconds, msg)
+    if coder == "rank":
+        assert re.search("corrupted|truncated|varints|more bytes", msg), msg
+    elif kind == "random":
+        assert re.search("damaged or forged|checksum of the original", msg), msg
+    else:
+        assert re.fullmatch(
+            r"damaged or forged archive: the coded payload of batch \d ended at token \d+ of "
+            r"\d+ \(its \d+ bits are spent: the tokens decoded so far need \d+; a true stream "
+            r"is never read past its end\)",
+            msg,
+        ), msg
+        done, total = map(int, re.search(r"token (\d+) of (\d+)", msg).groups())
+        assert done <= 240 and total >= (150 if kind == "truncated" else 20_000)  # 200 real

@@ -97,6 +97,17 @@ MAX_TABLE = 1 << 28
 # Prefill windows: the most tokens pre-filled per coded token, (C - S + 1) / S (strides of C/2:
 # about 1; a ring: none).
 PREFILL_RATIO = 16
+# The most bytes a fallback body of n bytes can decode to, from the formats' own limits (a
+# declared size beyond it is refused before anything is decoded). bzip2: a block decodes to at
+# most 900,000 / 5 x 259 bytes (900 kB of run-length pairs, 4 bytes + a count byte standing for
+# up to 259) and takes at least 173 bits (magic, crc, origPtr, symbol map, 2 Huffman tables of
+# 3 symbols, one selector, one code); 1,522 bytes of it give 2 GiB of zeros (`tests/data`),
+# the bound 3.4 GB. xz: an LZMA2 chunk decodes to at most 2 MiB and takes at least 6 bytes.
+FALLBACK_EXPANSION = {
+    "raw": lambda n: n,
+    "bz2": lambda n: 8 * n // 173 * (900_000 // 5 * 259),
+    "lzma": lambda n: n // 6 * (2 << 20),
+}
 MAX_HEADER = 1 << 16  # header JSON bytes
 MAX_INT = 2**53  # integers JSON round-trips exactly
 MAX_STR = 4096
@@ -411,6 +422,13 @@ class Header(_Record):
         if self.mode == "raw" and self.body_len != self.size:
             _fail("body_len", f"{self.body_len} differs from size {self.size} in mode 'raw'")
         if self.model is None:
+            most = FALLBACK_EXPANSION[self.mode](self.body_len)
+            if self.size > most:
+                _fail(
+                    "size",
+                    f"{self.size} exceeds what {self.body_len} bytes of {self.mode} can decode "
+                    f"to (at most {most})",
+                )
             return
         m = self.model
         blob, esc, payload = m.sections(self.body_len)
@@ -426,6 +444,15 @@ class Header(_Record):
                 "model.n_tokens",
                 f"{m.n_tokens} exceeds {TOKENS_PER_BYTE} per payload byte "
                 f"({payload + m.pad} bytes: {TOKENS_PER_BYTE * (payload + m.pad)})",
+            )
+        # the coder's own floor, on the payload alone (padding codes nothing): a range-coded
+        # token costs at least `stream_floor_bits`, per stream (`coders.check_stream_tokens`)
+        most = coders.CODERS[m.coder].max_tokens(payload, m.vocab_size)
+        if m.n_tokens > most:
+            _fail(
+                "model.n_tokens",
+                f"{m.n_tokens} exceeds what a {payload}-byte {m.coder} payload can code with "
+                f"{m.vocab_size} symbols (at most {most})",
             )
 
     def to_bytes(self, body: bytes) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import math
 from typing import ClassVar
 
 import constriction
@@ -123,6 +124,21 @@ def decode_ranks(payload: bytes, count: int, vocab: int) -> np.ndarray:
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
 
+# The range coder's words (constriction's default queue coder: Word = u32, State = u64) and its
+# `Categorical` precision (every row becomes integer frequencies summing to 2**PRECISION).
+#
+# How far a true stream is read. Encoder and decoder narrow the same 64-bit range r by the same
+# factors; whenever r falls below 2**32 both shift it by a word: the encoder emits (or holds
+# back) one word, the decoder reads one. The encoder's seal adds at least one word, so a stream
+# of W words was written with at most W - 1 shifts, and the decoder, which reads 2 words to
+# start, never reads more than W + 1 of them. Since r < 2**64 at the start and r >= 2**32 after
+# every symbol, symbols that narrow it by N bits in all need more than (N - 32) / 32 shifts:
+# N < 32 W for every true stream. Decoding symbols that narrow it by N >= 32 W bits has read
+# past the end: the stream is truncated or forged. constriction does not report its reads (it
+# pads with zero words), so `RangeDecoder` sums `symbol_bits_floor` and compares.
+WORD_BITS = 32
+PRECISION = 24
+
 
 class RangeEncoder:
     """Range coder of one device batch: `step(symbols [n], probs [n, V])` per decoding step."""
@@ -151,21 +167,79 @@ def symbol_bits(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
 
 
 class RangeDecoder:
-    """Mirror of `RangeEncoder`: `step(probs [n, V]) -> symbols [n]` with the same arrays."""
+    """Mirror of `RangeEncoder`: `step(probs [n, V]) -> symbols [n]` with the same arrays.
 
-    def __init__(self, words: np.ndarray):
+    constriction reads zero words past the end of its data instead of failing, so a forged or
+    truncated stream would decode garbage for as long as the header asks. A stream of W words
+    that a `RangeEncoder` wrote is decoded by narrowing the interval by fewer than 32 W bits in
+    all (see `WORD_BITS`), and `symbol_bits_floor` bounds every symbol's narrowing from below:
+    `step` raises ArchiveError in the step where the decoded symbols have provably read past
+    the stream. `tokens` (the stream's symbols) and `where` only word the error."""
+
+    def __init__(self, words: np.ndarray, tokens: int = 0, where: str = "the coded payload"):
         self._dec = constriction.stream.queue.RangeDecoder(np.asarray(words, np.uint32))
+        self._budget = WORD_BITS * len(words)
+        self._spent, self._done = 0.0, 0
+        self._tokens, self._where = tokens, where
 
     def step(self, probs: np.ndarray) -> np.ndarray:
         if not len(probs):
             return np.zeros(0, np.int32)
         try:
-            return self._dec.decode(_FAMILY, probs)
+            symbols = self._dec.decode(_FAMILY, probs)
         except Exception as e:  # constriction raises plain errors on exhausted/invalid data
             raise ArchiveError(
                 f"range decoder failed ({e}); the payload is corrupted or "
                 "the model computed different probabilities"
             ) from None
+        self._spent += float(symbol_bits_floor(probs, symbols).sum())
+        self._done += len(symbols)
+        if self._spent > self._budget + 1:  # 1 bit: float64 rounding of the sum, never reached
+            raise ArchiveError(
+                f"damaged or forged archive: {self._where} ended at token {self._done} of "
+                f"{self._tokens} (its {self._budget} bits are spent: the tokens decoded so far "
+                f"need {self._spent:.0f}; a true stream is never read past its end)"
+            )
+        return symbols
+
+
+def symbol_bits_floor(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """A lower bound (float64 [n]) on the bits by which coding each row's symbol narrows the
+    range coder's interval, for the tables [n, V] (float32 or float64, what constriction was
+    given) and symbols [n].
+
+    constriction (`Categorical(perfect=False)`, "fast" quantisation) gives symbol i < V - 1
+    the frequency q_i = trunc(R_i s) - trunc(L_i s) + 1, with L_i, R_i the running sums of the
+    row before and after p_i in the row's own float type and s = (2**24 - V) / (sequential sum
+    of the row); the last symbol takes what is left. The products' rounding (< 1 each, the
+    values are below 2**24) and R_i - L_i - p_i (half an ulp of R_i, < 1 after scaling) keep
+    q_i < p_i s + 4, and every other symbol's frequency of at least 1 keeps q_i <= 2**24 - V + 1;
+    `+ 8` is a margin on top. The coder then narrows its range from r to
+    floor(r / 2**24) q_i <= r q_i / 2**24. The running sum here is the same sequential one
+    (`np.cumsum`), so s is constriction's up to one rounding."""
+    t = np.asarray(table)
+    v = t.shape[1]
+    norm = np.cumsum(t, axis=1)[:, -1].astype(np.float64)
+    scale = (float(1 << PRECISION) - v) / norm
+    p = t[np.arange(t.shape[0]), np.asarray(symbols, np.int64)].astype(np.float64)
+    q = np.minimum(p * scale + 8, float((1 << PRECISION) - v + 1))
+    return PRECISION - np.log2(q)
+
+
+def stream_floor_bits(vocab: int) -> float:
+    """The fewest bits any symbol of a `vocab`-symbol row costs the range coder:
+    -log2(1 - (V - 1) / 2**24) (every other symbol keeps a frequency of at least 1); 0.0042
+    bits for SmolLM2's 49,152 tokens."""
+    return -math.log1p(-(vocab - 1) / (1 << PRECISION)) / math.log(2)
+
+
+def max_stream_tokens(words: int, vocab: int) -> int:
+    """The most symbols a true stream of `words` words can hold (see `WORD_BITS`): fewer than
+    32 W / `stream_floor_bits(vocab)` (a relative 1e-9 more, for float rounding); none in an
+    empty stream."""
+    if words == 0:
+        return 0
+    return math.floor(WORD_BITS * words / stream_floor_bits(vocab) * (1 + 1e-9))
 
 
 def pack_streams(streams: list[np.ndarray]) -> bytes:
@@ -307,6 +381,11 @@ class Coder:
         """The payload's structure, checked without the model: one part per batch of `plan`."""
         raise NotImplementedError
 
+    def max_tokens(self, payload_len: int, vocab: int) -> int:
+        """The most tokens a payload of `payload_len` bytes can code under a `vocab`-symbol
+        model, whatever the model predicts (header validation); unbounded by default."""
+        return 2**63
+
 
 CODERS: dict[str, Coder] = {}
 
@@ -335,9 +414,31 @@ class _AcEncode(BatchCoder):
         self.coder.step(self.tokens[valid, t], probs[valid])
 
 
+def _stream_decoders(parts: list, lengths: np.ndarray) -> list[RangeDecoder]:
+    """One `RangeDecoder` per batch's word stream, told its token count and name for errors."""
+    n = len(parts)
+    return [
+        RangeDecoder(p, int(lens.sum()), "the coded payload" + (f" of batch {b}" if n > 1 else ""))
+        for b, (p, lens) in enumerate(zip(parts, lengths, strict=True))
+    ]
+
+
+def check_stream_tokens(streams: list[np.ndarray], plan, vocab: int) -> None:
+    """ArchiveError unless every batch's stream has the words its tokens need at the least
+    (`max_stream_tokens`): checked on the payload, before any model is loaded."""
+    for b, (words, lens) in enumerate(zip(streams, plan.lengths(), strict=True)):
+        n, most = int(lens.sum()), max_stream_tokens(len(words), vocab)
+        if n > most:
+            raise ArchiveError(
+                f"corrupted archive: header field model.n_tokens codes {n} tokens in batch {b}, "
+                f"more than its {len(words)} words can hold (at most {most}: a range-coded "
+                f"token costs at least {stream_floor_bits(vocab):.3g} bits with {vocab} symbols)"
+            )
+
+
 class _AcDecode(BatchCoder):
-    def __init__(self, words, tokens, lens, record):
-        self.tokens, self.lens, self.coder = tokens, lens, RangeDecoder(words)
+    def __init__(self, coder, tokens, lens, record):
+        self.tokens, self.lens, self.coder = tokens, lens, coder
         self.zeros = np.zeros(len(lens), np.int32)
         self.bits = np.zeros(tokens.shape) if record else None
 
@@ -367,13 +468,21 @@ class AcCoder(Coder):
         return [_AcEncode(t, n) for t, n in zip(batches, lengths, strict=True)]
 
     def decoders(self, parts, batches, lengths, match, record=False):
-        return [_AcDecode(p, t, n, record) for p, t, n in zip(parts, batches, lengths, strict=True)]
+        coders_ = _stream_decoders(parts, lengths)
+        return [
+            _AcDecode(c, t, n, record) for c, t, n in zip(coders_, batches, lengths, strict=True)
+        ]
 
     def pack(self, encoders, plan):
         return pack_streams([e.coder.words() for e in encoders])
 
     def parse(self, payload, plan, vocab):
-        return unpack_streams(payload, plan.n_batches)
+        streams = unpack_streams(payload, plan.n_batches)
+        check_stream_tokens(streams, plan, vocab)
+        return streams
+
+    def max_tokens(self, payload_len, vocab):
+        return max_stream_tokens(payload_len // 4, vocab)  # at most len / 4 words in all
 
 
 class _RankEncode(BatchCoder):
@@ -481,4 +590,4 @@ class AcMatchCoder(AcCoder):
         return self._parts(batches, lengths, match, [RangeEncoder() for _ in lengths], False)
 
     def decoders(self, parts, batches, lengths, match, record=False):
-        return self._parts(batches, lengths, match, [RangeDecoder(p) for p in parts], record)
+        return self._parts(batches, lengths, match, _stream_decoders(parts, lengths), record)
