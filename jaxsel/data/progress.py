@@ -227,5 +227,9 @@ class PoolProgress:
             bar.last_print_n += amount
             bar.initial += amount
             amount = 0
-        bar.set_postfix_str(f"{self.docs} doc, {self.rate():.0f} doc/s", refresh=False)
+        said = f"{self.docs} doc"
+        said += f", {self.rate():.0f} doc/s" if self.new_docs else ""
+        old = self.docs - self.new_docs
+        said += f", {old} read back" if old else ""
+        bar.set_postfix_str(said, refresh=False)
         bar.update(amount)
