@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxsel.data.progress import credit_reused
 from jaxsel.shards import fingerprint_texts, run_sharded
 
 MIN_BUCKET = 16
@@ -72,11 +73,12 @@ def map_by_length(
       compute: item indices [b] -> array [b, ...] (one row per item).
       workdir, key: resumable shards (see `jaxsel.shards.run_sharded`); key identifies the job.
       shard_size: items per shard, rounded up to a multiple of batch_size.
-      progress: tqdm bar over items.
+      progress: tqdm bar over items (those of shards read back advance it, not its rate).
     """
     order = np.argsort(np.asarray(lengths), kind="stable")
     bar = tqdm(total=len(order), desc=desc, unit="item", disable=not progress)
     counted = 0  # items of the current shard already shown on the bar
+    reused = 0  # items of shards read back: on the bar, not in its rate
 
     def run_shard(start: int, stop: int) -> np.ndarray:
         nonlocal counted
@@ -89,8 +91,13 @@ def map_by_length(
         return np.concatenate(parts)
 
     def shard_done(n: int) -> None:  # resumed shards were not counted by `run_shard`
-        nonlocal counted
-        bar.update(n - counted)
+        nonlocal counted, reused
+        if counted:
+            bar.update(n - counted)
+        else:
+            reused += n
+            credit_reused(bar, n)
+            bar.set_postfix_str(f"{reused} read back")
         counted = 0
 
     size = -(-max(shard_size, 1) // batch_size) * batch_size

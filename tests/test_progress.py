@@ -178,3 +178,25 @@ def test_a_resumed_in_memory_pass_knows_its_batch_count(tmp_path, caplog):
         list(map_batches(source, _make, LocalEngine(), **kw))
     said = [r.getMessage() for r in caplog.records]
     assert f"m: resuming: 1 of 3 batches already done (read back from {tmp_path})" in said
+
+
+def test_map_by_length_reads_back_shards_outside_its_rate(tmp_path, capsys):
+    from jaxsel.batching import map_by_length
+
+    lengths = list(range(20, 0, -1))
+    calls = []
+
+    def compute(idx):
+        calls.append(len(idx))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # a stopped job: two shards of 4 are finished
+        return np.asarray(idx, np.float64)[:, None]
+
+    kw = dict(workdir=tmp_path, key={"t": 3}, shard_size=4, progress=True, desc="lm")
+    with pytest.raises(KeyboardInterrupt):
+        map_by_length(lengths, 4, compute, **kw)
+    capsys.readouterr()
+    rows = map_by_length(lengths, 4, compute, **kw)
+    assert rows[:, 0].tolist() == list(range(20)) and calls == [4, 4, 4, 4, 4, 4]
+    err = capsys.readouterr().err.split("\r")[-1]
+    assert "20/20" in err and "8 read back" in err

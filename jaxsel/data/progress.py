@@ -222,10 +222,8 @@ class PoolProgress:
         bar = self.bar
         if bar.disable:
             return
-        if not computed:  # advances the bar, not its rate (tqdm's EMA sees only update's dn)
-            bar.n += amount
-            bar.last_print_n += amount
-            bar.initial += amount
+        if not computed:
+            credit_reused(bar, amount)
             amount = 0
         said = f"{self.docs} doc"
         said += f", {self.rate():.0f} doc/s" if self.new_docs else ""
@@ -233,3 +231,13 @@ class PoolProgress:
         said += f", {old} read back" if old else ""
         bar.set_postfix_str(said, refresh=False)
         bar.update(amount)
+
+
+def credit_reused(bar, amount: int) -> None:
+    """Advances a tqdm bar by work read back rather than done: not counted in its rate, so its
+    ETA is that of the work left (tqdm's moving average sees only `update`'s steps, its overall
+    average counts n − initial)."""
+    if not bar.disable:
+        bar.n += amount
+        bar.last_print_n += amount
+        bar.initial += amount
