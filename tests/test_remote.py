@@ -144,6 +144,20 @@ def test_the_same_bytes_at_a_url_give_the_same_parts_batches_and_selection(tmp_p
     np.testing.assert_array_equal(s_rem, s_loc)
 
 
+def test_a_skipped_record_logs_its_location_and_reading_goes_on(tmp_path, mem, caplog):
+    """Printing a line's location opens the file a second time while it is read."""
+    docs = [{"id": f"d{i}", "text": "x" * 20} for i in range(30)]
+    docs[12]["text"] = "   "
+    for root in (str(tmp_path), mem):
+        _put_or_write(f"{root}/p.jsonl", _jsonl_bytes(docs))
+    with caplog.at_level(logging.WARNING):
+        loc = open_source(f"{tmp_path}/p.jsonl", on_empty="skip", part_bytes=200)
+        rem = open_source(f"{mem}/p.jsonl", on_empty="skip", part_bytes=200)
+        assert _batches(rem) == _batches(loc)
+    assert sum(len(b[0]) for b in _batches(rem)) == 29
+    assert any(f"{mem}/p.jsonl:13" in r.getMessage() for r in caplog.records)
+
+
 def _read_array_record(path):
     from array_record.python.array_record_module import ArrayRecordReader
 
