@@ -3,7 +3,8 @@
 #               ZIP-FIT and the baselines on the embedded default, write a precision@K plot,
 #               end with a short selection-quality table (precision + downstream CE)
 #   make test   add what the tests need (the [dev,ref,tfds,ray,notebook] extras: pytest, torch
-#               and transformers as references, TFDS input, Ray, a Jupyter kernel), then the tests
+#               and transformers as references, TFDS input, Ray, a Jupyter kernel, a local S3
+#               server (moto) with s3fs for the URL tests), then the tests
 #   make notebook  re-execute notebooks/walkthrough.ipynb at full size, save it with its
 #               outputs, and regenerate the README figures in docs/figures/
 PYTHON ?= python3
