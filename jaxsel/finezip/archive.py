@@ -10,8 +10,9 @@ read. `Header.from_bytes` is the one place an archive is parsed: the prefix, the
 the JSON, then every field's type and range and the fields' consistency with each other and with
 the body (length, checksum). A header that passes is safe to act on: nothing downstream re-checks
 a field, and the work and memory it asks of the decoder are bounded by the body's length
-(`TOKENS_PER_BYTE`) and a few constants (`MAX_ROWS`, `MAX_TABLE`, `PREFILL_RATIO`,
-`match.MAX_COMPARE`), all checked before any model is loaded.
+(`TOKENS_PER_BYTE`, the coder's floor on the payload, `FALLBACK_EXPANSION`) and a few constants
+(`MAX_ROWS`, `MAX_TABLE`, `PREFILL_RATIO`, `match.MAX_COMPARE`), all checked before any model is
+loaded; a range-coded payload that runs out stops the decoder in that step (`coders`).
 
 `body` = LoRA blob (`model.lora.len` bytes) + escape table and escaped bytes (`model.escape.len`)
 + the coded payload + `model.pad` zero bytes; `size` and `sha256` describe the original bytes
@@ -78,12 +79,14 @@ MODES = ("model", *FALLBACK_MODES)
 DTYPES = ("float32", "bfloat16")
 # Every model payload codes at most this many tokens per body byte (payload + padding): the
 # writer pads the body with zero bytes when a coder beats it, so the decoding work an archive can
-# ask for is bounded by its own length. The coders alone bound nothing useful: constriction's
-# 24-bit quantisation leaves each of a vocabulary's V tokens at least 2**-24 of the probability,
-# so a range-coded token costs at least -log2(1 - (V - 1) / 2**24) bits (the coder narrows its
-# interval by that much and emits a 32-bit word per 32 bits of narrowing): 0.0042 bits for
-# V = 49,152, ~1,900 tokens per byte (measured: 0.0045 bits for a certain token). Ranks (one
-# varint byte at least) under bzip2 go further: 2 GiB of zero bytes take 1,522 bytes. 64 tokens
+# ask for is bounded by its own length. The coders alone bound less: constriction's 24-bit
+# quantisation leaves each of a vocabulary's V tokens at least 2**-24 of the probability, so a
+# range-coded token costs at least -log2(1 - (V - 1) / 2**24) bits (`coders.stream_floor_bits`:
+# 0.0042 bits for V = 49,152, ~1,890 tokens per payload byte; measured: 0.0045 bits for a certain
+# token), checked too, on the payload alone and per batch stream (`coders.max_stream_tokens`),
+# and while decoding a stream stops where it is read past its end (`coders.RangeDecoder`).
+# Ranks (one varint byte at least) under bzip2 go further: 2 GiB of zero bytes take 1,522
+# bytes; their payload is decoded whole before the model loads. 64 tokens
 # per byte (0.125 bits per token) pads only a text coded below that on average, by at most
 # n_tokens / 64 bytes (SmolLM2 on English: ~2.5 bits per token; 90 copies of one paragraph with
 # `ac-match` under a random model: 0.34).
