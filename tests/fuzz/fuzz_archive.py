@@ -4,8 +4,10 @@ Every input goes through `finezip.read_header` and `finezip.decompress` with a m
 refuses to load: the parser must validate everything (header schema and consistency, body length
 and crc32, sections, escape table, coded payload, bounded fallback decoding) before any model is
 loaded, and answer every input with an `ArchiveError` (or, for a valid fallback archive, the
-verified original; for a valid model archive, the request for the model). Anything else -- another
-exception, a hang, a blown memory limit -- is a crash that libFuzzer reports and saves.
+verified original; for a valid model archive, the request for the model, after which its
+range-coded streams are decoded without a model and must stop where they run out:
+`decode_streams`). Anything else -- another exception, a hang, a blown memory limit -- is a crash
+that libFuzzer reports and saves.
 
     make fuzz                                   # the fixed budget (1,000,000 runs)
     python tests/fuzz/fuzz_archive.py -runs=100000 -max_len=4096 -dict=tests/fuzz/archive.dict \
@@ -36,8 +38,8 @@ with (
 ):
     from jaxsel import finezip
     from jaxsel.errors import ArchiveError
+    from jaxsel.finezip import api, coders
     from jaxsel.finezip import archive as arc
-    from jaxsel.finezip import coders
 
 
 class ModelWanted(Exception):
@@ -80,11 +82,38 @@ def test_one_input(data: bytes) -> None:
         pass
     try:
         out = finezip.decompress(data, no_model)
-    except (ArchiveError, ModelWanted):
+    except ArchiveError:
+        return
+    except ModelWanted:
+        decode_streams(data)
         return
     header = finezip.read_header(data)[0]  # only a valid fallback archive gets here
     if header.mode == "model" or len(out) != header.size or arc.sha256(out) != header.sha256:
         raise RuntimeError("decompress returned bytes that do not match the header")
+
+
+HALVES = np.full((1, 2), 0.5, np.float32)
+
+
+def decode_streams(data: bytes) -> None:
+    """The range-coded streams of a valid model archive, decoded without a model under a fixed
+    table of two halves (at most 4,096 tokens each): a stream either decodes its tokens or
+    stops with an ArchiveError once read past its end, after at most 32 W + 3 tokens (each
+    costs one bit here), never later (`coders.RangeDecoder`)."""
+    parsed = finezip.parse(data)
+    if parsed.header.model.coder == "rank":  # decoded whole by `parse`
+        return
+    for words, lens in zip(parsed.payload, api._plan(parsed.header.model).lengths(), strict=True):
+        n, most, done = min(int(lens.sum()), 4096), 32 * len(words) + 3, 0
+        dec = coders.RangeDecoder(words, n)
+        try:
+            while done < n:
+                done += 1
+                dec.step(HALVES)
+        except ArchiveError:
+            pass
+        if done > most:
+            raise RuntimeError(f"a stream of {len(words)} words decoded {done} tokens")
 
 
 def seeds() -> dict[str, bytes]:
@@ -131,6 +160,11 @@ def seeds() -> dict[str, bytes]:
             out[f"model-{coder}-{name}.fz"] = arc.pack(
                 len(text), digest, "model", extra + payload, info
             )
+    # valid up to the model, but its 3 words cannot code its 2,000 tokens: `decode_streams`
+    # stops it after 98
+    info = arc.ModelInfo(**{**fields, "coder": "ac", "n_tokens": 2000, "pad": 2000 // 64})
+    payload = coders.pack_streams([np.array([1, 2, 3], np.uint32)])
+    out["model-ac-overread.fz"] = arc.pack(2000, digest, "model", payload + bytes(31), info)
     return out
 
 
