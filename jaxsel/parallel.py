@@ -6,7 +6,7 @@ Code elsewhere names *logical* axes ("pool", "batch", ...); `RULES` maps them to
 over this process's devices.
 
 Many hosts run JAX's multi-controller runtime: `initialize()` starts it (explicit coordinator,
-process count and id, or found by `jax.distributed.initialize()` on TPU pods and SLURM); every
+process count and id, or found by JAX's own cluster detection on TPU pods, SLURM, Open MPI); every
 process then reads its own parts of the pool (`jaxsel.data.parts_for_process`), scores them on its
 local devices, and the per-process results meet in `allgather_rows` (rows of any dtype, carried
 bit for bit, so a float64 score gathers exactly). A process that fails says so in the
@@ -72,9 +72,9 @@ def initialize(
     With `coordinator` ("HOST:PORT", process 0's address), `num_processes` and `process_id`
     given, the processes first check that they agree (a plain TCP handshake on the
     coordinator's port, before JAX binds it): JAX aborts with a native stack trace, after its
-    timeout, when they do not. Without them, `jax.distributed.initialize()` finds a cluster
-    itself (TPU pod workers, SLURM `srun`, Open MPI); otherwise this is one process and nothing
-    starts.
+    timeout, when they do not. Without them, JAX's cluster detection finds the three (TPU pod
+    workers, SLURM `srun`, Open MPI) and the same handshake runs; otherwise this is one process
+    and nothing starts. Either way the handshake's connections then watch the peers (`_watch`).
 
     Raises:
       InputError: the flags are incomplete or out of range, the processes disagree on the
@@ -103,15 +103,31 @@ def initialize(
 
 
 def _auto_initialize(timeout_s: int) -> None:
-    """`jax.distributed.initialize()` with everything found by JAX's own cluster detection
-    (Cloud TPU metadata, SLURM, Open MPI, ...); no cluster found means one process."""
+    """Starts the processes that JAX's own cluster detection finds (Cloud TPU metadata, SLURM,
+    Open MPI, ...; `JAX_COORDINATOR_ADDRESS`/`_PORT` as JAX reads them), after the same
+    handshake as an explicit `--coordinator`, whose connections then watch the peers: a peer
+    that dies makes the others exit 2 with one line, where JAX would abort them (SIGABRT).
+    No cluster found means one process."""
+    from jax._src import clusters, xla_bridge
+
     try:
-        jax.distributed.initialize(initialization_timeout=timeout_s)
-    except RuntimeError:
+        coordinator, n, pid, _ = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+            os.environ.get("JAX_COORDINATOR_ADDRESS"), None, None, None, None, timeout_s
+        )
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise JaxselError(f"JAX's cluster detection failed: {e}") from None
+    if coordinator is None or n is None or pid is None:
+        return  # no cluster environment
+    if xla_bridge.backends_are_initialized():
         return  # JAX already runs computations here (a notebook, a test): one process
+    _address(coordinator)
+    if not 0 <= pid < n:
+        raise InputError(f"the cluster gives this process id {pid} of {n}")
+    if n > 1:
+        _watch(_handshake(coordinator, n, pid, timeout_s))
+    try:
+        jax.distributed.initialize(coordinator, n, pid, initialization_timeout=timeout_s)
     except ValueError as e:
-        if "coordinator_address should be defined" in str(e):
-            return  # no cluster environment
         raise JaxselError(f"jax.distributed.initialize: {e}") from None
 
 

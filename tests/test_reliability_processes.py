@@ -51,10 +51,10 @@ def job(tmp_path_factory):
     return root, args, (root / "fresh.jsonl").read_bytes()
 
 
-def _cli(args: list[str]) -> subprocess.Popen:
+def _cli(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "jaxsel.cli", *args],
-        env=ENV,
+        env={**ENV, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -248,6 +248,51 @@ def test_a_process_that_dies_stops_the_others_in_seconds(job, victim, sig):
     if sig == "SIGTERM":
         assert procs[victim].returncode == 143 and _said(err) == [f"terminated {RESUME}"], err
     assert not _alive_after(kids)
+
+
+def _slurm(port: int, n: int, pid: int) -> dict[str, str]:
+    """The variables `srun -n N` sets that JAX's cluster detection reads (SlurmCluster), with
+    every task on this host; the port through `JAX_COORDINATOR_PORT`, which JAX honours."""
+    return {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": str(n),
+            "SLURM_PROCID": str(pid), "SLURM_LOCALID": str(pid), "SLURM_STEP_NUM_NODES": "1",
+            "JAX_COORDINATOR_PORT": str(port)}  # fmt: skip
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_auto_discovered_processes_stop_in_seconds_when_one_dies(job, victim):
+    """No --coordinator: the two processes find each other through JAX's own SLURM detection
+    (real `jax.distributed`), and a peer killed with `kill -9` makes the other exit 2 with one
+    line within seconds, as with an explicit --coordinator, not JAX's SIGABRT."""
+    root, args, fresh = job
+    wd = root / f"wd-slurm-{victim}"
+    port = free_port()
+    run = [*args, "--workdir", str(wd), "--out", str(wd.with_suffix(".jsonl"))]
+    procs = [_cli(run, _slurm(port, 2, i)) for i in range(2)]
+    _when_shards(wd, 2, *procs)
+    kids = _descendants(procs[0].pid) | _descendants(procs[1].pid)
+    procs[victim].kill()
+    t0 = time.monotonic()
+    survivor = procs[1 - victim]
+    _, err = survivor.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    want = (f"error: process {victim} of the job stopped before the job ended (killed, or its "
+            "host lost); stopping")  # fmt: skip
+    assert survivor.returncode == 2, err[-3000:]
+    assert (_said(err) == [want]) if victim else (want in err.splitlines()), err[-3000:]
+    procs[victim].communicate(timeout=30)
+    assert not _alive_after(kids)
+
+
+def test_auto_discovered_processes_score_the_pool_as_one(job):
+    """The same SLURM environment, run to the end: process 0 writes a fresh run's bytes."""
+    root, args, fresh = job
+    out = root / "slurm.jsonl"
+    port = free_port()
+    procs = [_cli([*args, "--out", str(out)], _slurm(port, 2, i)) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+    assert out.read_bytes() == fresh
 
 
 def test_a_reader_that_leaves_stdout_ends_the_job_quietly():
