@@ -560,3 +560,18 @@ def test_cli_fallback_and_errors(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: truncated archive") and "\n" not in err
     assert cli.main(["decompress", str(tmp_path / "missing"), str(out)]) == 2
+
+
+def test_per_layer_weights_share_the_models_memory(tiny):
+    """The weights a coding run hands its steps equal `unstack_layers` of the model's leaf for
+    leaf (same structure, dtypes, values: the same floats come out), and on one CPU device they
+    alias the model's own buffers instead of copying every layer weight."""
+    ours, ref = engine._per_layer(tiny.params), llama.unstack_layers(tiny.params)
+    assert jax.tree.structure(ours) == jax.tree.structure(ref)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    cpu = jax.devices("cpu")[0]
+    stacked = jax.device_put(tiny.params["layers"]["wq"], cpu)
+    view = engine._per_layer({"layers": {"wq": stacked}})["layers"][1]["wq"]
+    put = jax.device_put(view, cpu)
+    assert put.unsafe_buffer_pointer() == stacked.unsafe_buffer_pointer() + view.nbytes  # layer 1
