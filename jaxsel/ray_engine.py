@@ -13,8 +13,9 @@ driver redoes the missing shards alone. Any pass of the loop runs here: scoring 
 first pass over the pool alike. The engine knows no method by name: a method says whether Ray
 can run it (`engines`).
 
-Without an address a local Ray starts (as many CPUs as workers) and stops with the job; a
-running Ray (`ray.init()` in a notebook) is used as it is. Paths of the pool must be readable by
+Without an address a local Ray starts (as many CPUs as workers) and stops with the job, however
+the job stops (SIGTERM, Ctrl-C, kill -9: `session`); a running Ray (`ray.init()` in a notebook)
+is used as it is. Paths of the pool must be readable by
 every worker (shared storage on a real cluster).
 """
 
@@ -26,8 +27,15 @@ import io
 import json
 import logging
 import os
+import select
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,29 +157,113 @@ def _reachable(address: str) -> None:
 @contextlib.contextmanager
 def session(engine: RayEngine) -> Iterator[int]:
     """Connects to (or starts) Ray for the job and yields the number of workers to use; a Ray
-    started here stops when the job ends, one that was running stays."""
+    started here stops when the job ends, one that was running stays.
+
+    A stopped job stops its Ray: SIGTERM keeps the job's handler (Ray's own, installed by
+    `ray.init`, would abort the driver with a native trace) and SIGTERM or SIGINT unwind
+    through `ray.shutdown()`; a job killed outright (`kill -9`, out of memory) has its Ray
+    processes killed by `_reap` within a second, where Ray's own agents would linger a minute
+    on the lost GCS."""
     try:
         import ray
     except ImportError:
         raise InputError("--engine ray needs Ray: pip install 'jaxsel[ray]'") from None
-    started = False
+    started, reaper = False, None
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kw: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.WARNING,
+        }
         if engine.address is not None:
             _reachable(engine.address)
             kw["address"] = engine.address
         else:
             kw["num_cpus"] = engine.workers or os.cpu_count() or 1
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGTERM) if main else None
         try:
             ray.init(**kw)
         except ConnectionError as e:
             raise JaxselError(f"Ray at {engine.address}: {e}") from None
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
         started = True
+        if engine.address is None:
+            reaper = _reaper()
     try:
         yield engine.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     finally:
         if started:
             ray.shutdown()
+        if reaper is not None:
+            reaper.kill()
+            reaper.wait()
+
+
+def _reaper() -> subprocess.Popen:
+    """A process that kills this one's descendants (the local Ray's GCS, raylet, agents and
+    workers) should this one die before it stops them (`_reap`)."""
+    root = str(Path(__file__).resolve().parents[1])
+    code = f"import sys; sys.path.insert(0, {root!r}); from jaxsel.ray_engine import _reap; _reap()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        close_fds=True,
+    )
+
+
+def _reap() -> None:
+    """The reaper's body (`_reaper`): every half second notes the descendants of the process
+    `sys.argv[1]` (pid and start time, so a reused pid is never taken for one); once that
+    process has ended, kills (SIGKILL) those still running and their own descendants. Ignores
+    SIGINT and SIGTERM: the job's handlers stop Ray in order and then kill this process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    job, me = int(sys.argv[1]), os.getpid()
+    try:
+        fd = os.pidfd_open(job)  # readable once the job has ended (Linux >= 5.3)
+    except ProcessLookupError:
+        fd = None
+    seen: dict[int, str] = {}
+    while fd is not None and not select.select([fd], [], [], 0.5)[0]:
+        seen.update(_tree({job: _procs().get(job, ("", 0))[0]}, me))
+    for _ in range(3):  # a process may start another before its kill lands
+        seen.update(_tree(seen, me))
+        for pid, start in seen.items():
+            if _procs().get(pid, ("",))[0] == start:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+def _procs() -> dict[int, tuple[str, int]]:
+    """pid -> (start time, parent pid) of every process, from /proc."""
+    out = {}
+    for d in os.listdir("/proc"):
+        try:
+            fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            out[int(d)] = (fields[19], int(fields[1]))
+        except (ValueError, OSError, IndexError):
+            continue
+    return out
+
+
+def _tree(roots: dict[int, str], me: int) -> dict[int, str]:
+    """pid -> start time of the descendants of `roots` (pid -> start time) still running,
+    but `me`."""
+    procs = _procs()
+    found: dict[int, str] = {}
+    todo = [p for p, start in roots.items() if procs.get(p, ("",))[0] == start]
+    while todo:
+        parent = todo.pop()
+        for pid, (start, ppid) in procs.items():
+            if ppid == parent and pid != me and pid not in found:
+                found[pid] = start
+                todo.append(pid)
+    return found
 
 
 class _Worker:

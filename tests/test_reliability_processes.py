@@ -156,6 +156,72 @@ def test_kill_9_leaves_no_process_and_resume_is_exact(job):
     _resumed_equals_fresh(job, wd)
 
 
+# ------------------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_job(job):
+    """`jaxsel score --engine ray` arguments over the job's 24 documents in 8 files (8 Ray
+    tasks of 3 shards on 2 Ray workers: shards arrive while most of the pool is still to do),
+    and the bytes a fresh local run writes (the Ray engine's, byte for byte: tests/test_ray.py)."""
+    pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    root, args, fresh = job
+    lines = b"".join(sorted(root.glob("pool-*.jsonl"), key=str)[f].read_bytes() for f in (0, 1))
+    lines = lines.splitlines(keepends=True)
+    (root / "ray").mkdir()
+    for f in range(8):
+        (root / "ray" / f"pool-{f}.jsonl").write_bytes(b"".join(lines[3 * f : 3 * f + 3]))
+    args = ["score", "--pool", str(root / "ray" / "pool-*.jsonl"), "--compressor", "lzma",
+            "--workers", "1", "--shard-size", "1", "--no-progress"]  # fmt: skip
+    local = _cli([*args, "--out", str(root / "ray" / "fresh.jsonl")])
+    assert local.wait(timeout=120) == 0, local.stderr.read()
+    return root / "ray", [*args, "--engine", "ray", "--ray-workers", "2"]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize(
+    "how, code, line",
+    [
+        ("SIGTERM", 143, f"terminated {RESUME}"),
+        pytest.param("SIGINT", 130, f"interrupted {RESUME}", marks=pytest.mark.slow),
+        ("SIGKILL", -9, None),
+    ],
+)
+def test_a_stopped_ray_job_leaves_no_ray_process_and_resumes_exactly(ray_job, how, code, line):
+    """The local Ray a job starts (GCS, raylet, its agents, the job's actors) ends with the job
+    however it stops: SIGTERM, Ctrl-C to the process group, or kill -9 (Ray's own agents
+    would linger about a minute on the lost GCS). Finished shards stay, and a rerun on Ray
+    writes the fresh run's bytes."""
+    root, args = ray_job
+    wd = root / f"wd-{how}"
+    p = _cli([*args, "--workdir", str(wd), "--out", str(wd.with_suffix(".jsonl"))])
+    _when_shards(wd, 3, p)
+    kids = _descendants(p.pid)
+    names = " ".join(_cmdline(k) for k in kids)
+    assert "gcs_server" in names and "raylet" in names, names  # Ray runs under the job
+    if how == "SIGINT":
+        os.killpg(p.pid, signal.SIGINT)
+    else:
+        p.send_signal(getattr(signal, how))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err[-3000:]
+    if line:  # the job's own line last; no native trace (Ray's handler), no traceback
+        assert err.splitlines()[-1] == line, err[-3000:]
+        assert "Traceback" not in err and "received at time" not in err, err[-3000:]
+    assert not _alive_after(kids), [_cmdline(k) for k in _alive_after(kids, 0)]
+    assert not wd.with_suffix(".jsonl").exists() and list(wd.glob("shard-*.npy"))
+    out = wd.with_suffix(".again.jsonl")
+    again = _cli([*args, "--workdir", str(wd), "--out", str(out)])
+    assert again.wait(timeout=180) == 0, again.stderr.read()[-3000:]
+    assert out.read_bytes() == (root / "fresh.jsonl").read_bytes()
+
+
 # ------------------------------------------------------------------------------ coordinator
 
 
