@@ -226,3 +226,88 @@ def test_adapter_store_is_a_verified_store_and_refuses_an_old_format(tmp_path, c
             AdapterStore(old, "model-fp", identity, "lora.json", "LoRA")
         assert "\n" not in str(e.value)
     assert sorted(p.name for p in old.iterdir()) == ["lora.json"]
+
+
+def test_schedule_is_the_optimizers_learning_rate():
+    """`make_schedule` against closed forms, and against the step AdamW takes: with the same
+    gradient g every step, Adam's bias-corrected moments are g and g², so step i moves a leaf
+    by exactly -lr_i * g / (|g| + eps)."""
+    from jaxsel.lm.train import make_optimizer, make_schedule
+
+    cos = TrainConfig(lr=2e-3, steps=10, schedule="cosine", warmup_steps=2).optimizer_key()
+    lr = make_schedule(cos)
+    assert float(lr(0)) == 0.0 and float(lr(1)) == pytest.approx(1e-3)
+    assert float(lr(2)) == pytest.approx(2e-3) and float(lr(10)) == pytest.approx(0.0, abs=1e-12)
+    assert float(lr(6)) == pytest.approx(1e-3)  # half-way through the decay: (1 + cos(pi/2)) / 2
+    const = TrainConfig(lr=1e-3).optimizer_key()
+    assert [float(make_schedule(const)(i)) for i in (0, 7)] == pytest.approx([1e-3, 1e-3])
+    for key in (cos, const):
+        tx, g = make_optimizer(key), {"w": np.array([0.5, -2.0], np.float32)}
+        state = tx.init({"w": np.zeros(2, np.float32)})
+        for i in range(5):
+            upd, state = tx.update(g, state, {"w": np.zeros(2, np.float32)})
+            want = -float(make_schedule(key)(i)) * g["w"] / (np.abs(g["w"]) + 1e-8)
+            # composed tolerance: optax's bias correction 1 - 0.999**t is float32 (1.3e-5 off)
+            np.testing.assert_allclose(upd["w"], want, rtol=1e-4, atol=1e-12)
+
+
+def test_lora_training_equals_torch_peft():
+    """`jaxsel downstream`'s LoRA step (the jitted `step_fn`, AdamW, cosine schedule) against an
+    independent trainer: transformers' Llama with peft's LoRA on q/k/v/o from the same start,
+    torch's AdamW at `make_schedule`'s learning rate, the same batches: the same losses and
+    the same trained LoRA matrices, to float32 rounding (what experiments/bench/lora.py times)."""
+    peft = pytest.importorskip("peft")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from jaxsel.lm.train import make_schedule, step_fn
+    from jaxsel.models.loaders import hf_state_dict
+
+    params = random_params(TINY, seed=3)
+    conf = transformers.LlamaConfig(
+        vocab_size=TINY.vocab_size, hidden_size=TINY.hidden_size,
+        intermediate_size=TINY.intermediate_size, num_hidden_layers=TINY.num_layers,
+        num_attention_heads=TINY.num_heads, num_key_value_heads=TINY.num_kv_heads,
+        head_dim=TINY.head_dim, rms_norm_eps=TINY.rms_eps, max_position_embeddings=128,
+        rope_parameters={"rope_type": "default", "rope_theta": TINY.rope_theta},
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(conf)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in hf_state_dict(params, TINY).items()})
+    names = {"wq": "q_proj", "wk": "k_proj", "wv": "v_proj", "wo": "o_proj"}
+    lora = llama.init_lora(jax.random.key(0), params, TINY, 4, 8.0, tuple(names))
+    config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=[*names.values()])
+    model = peft.get_peft_model(model, config).train()
+    with torch.no_grad():
+        for n, hf in names.items():
+            for i in range(TINY.num_layers):
+                proj = getattr(model.base_model.model.model.layers[i].self_attn, hf)
+                proj.lora_A["default"].weight.copy_(torch.from_numpy(np.array(lora.a[n][i]).T))
+                proj.lora_B["default"].weight.copy_(torch.from_numpy(np.array(lora.b[n][i]).T))
+    key = TrainConfig(lr=1e-2, steps=6, schedule="cosine", warmup_steps=2).optimizer_key()
+    lr = make_schedule(key)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=0.0, weight_decay=0.0
+    )
+    mesh = parallel.data_mesh(tuple(jax.devices()[:1]))
+    tx, step = step_fn(TINY, mesh, key)
+    state = init_train_state(_host(lora), tx)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        tokens = rng.integers(1, TINY.vocab_size, (4, 33)).astype(np.int32)
+        state, loss = step(state, params, tokens, np.ones_like(tokens, bool), 2)
+        for g in opt.param_groups:
+            g["lr"] = float(lr(i))
+        x = torch.from_numpy(tokens).long()
+        ref = model(input_ids=x, labels=x).loss
+        ref.backward()
+        opt.step()
+        opt.zero_grad()
+        assert float(loss) == pytest.approx(float(ref.detach()), rel=1e-5)
+    for n, hf in names.items():
+        for i in range(TINY.num_layers):
+            proj = getattr(model.base_model.model.model.layers[i].self_attn, hf)
+            want_b = proj.lora_B["default"].weight.detach().numpy().T
+            want_a = proj.lora_A["default"].weight.detach().numpy().T
+            np.testing.assert_allclose(state.adapter.b[n][i], want_b, rtol=1e-3, atol=1e-5)
+            np.testing.assert_allclose(state.adapter.a[n][i], want_a, rtol=1e-3, atol=1e-5)
+            assert _changed(state.adapter.b[n][i], lora.b[n][i])

@@ -109,12 +109,23 @@ class TrainConfig:
         return (self.lr, self.weight_decay, self.schedule, self.warmup_steps, total)
 
 
+def _learning_rate(key: tuple) -> float | optax.Schedule:
+    lr, _, schedule, warmup, total = key
+    if schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total, warmup + 1), 0.0)
+    return lr
+
+
+def make_schedule(key: tuple) -> optax.Schedule:
+    """The learning rate of every optimizer step (0-based) under `TrainConfig.optimizer_key()`:
+    what `make_optimizer` applies, for other trainers that must follow it (benchmarks)."""
+    lr = _learning_rate(key)
+    return lr if callable(lr) else optax.constant_schedule(lr)
+
+
 def make_optimizer(key: tuple) -> optax.GradientTransformation:
     """AdamW on the trainable leaves of an adapter, from `TrainConfig.optimizer_key()`."""
-    lr, weight_decay, schedule, warmup, total = key
-    if schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total, warmup + 1), 0.0)
-    return optax.masked(optax.adamw(lr, weight_decay=weight_decay), trainable_leaves)
+    return optax.masked(optax.adamw(_learning_rate(key), weight_decay=key[1]), trainable_leaves)
 
 
 class TrainState(NamedTuple):
