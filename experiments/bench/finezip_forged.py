@@ -3,8 +3,8 @@ decompressor works on each before refusing it, and its peak memory (SmolLM2-135M
 
 Command (from the repository root, after `make test` has built .venv):
 
-    .venv/bin/python experiments/bench/finezip_forged.py            # ~6 min on the 2-core VM
-    .venv/bin/python experiments/bench/finezip_forged.py --bytes 1200   # a smaller real archive
+    .venv/bin/python experiments/bench/finezip_forged.py --bytes 6000   # ~8 min on the 2-core VM
+    .venv/bin/python experiments/bench/finezip_forged.py                # 3,000 bytes: ~5 min
 
 The real archive is `compress` of the first `--bytes` bytes of the GPL-3 text with the default
 config (ac-match, ring, context 2048); the forged ones are made from it with every
