@@ -110,6 +110,8 @@ def _auto_initialize(timeout_s: int) -> None:
     No cluster found means one process."""
     from jax._src import clusters, xla_bridge
 
+    if xla_bridge.backends_are_initialized():
+        return  # JAX already runs computations here (a notebook, a test): one process
     try:
         coordinator, n, pid, _ = clusters.ClusterEnv.auto_detect_unset_distributed_params(
             os.environ.get("JAX_COORDINATOR_ADDRESS"), None, None, None, None, timeout_s
@@ -118,8 +120,6 @@ def _auto_initialize(timeout_s: int) -> None:
         raise JaxselError(f"JAX's cluster detection failed: {e}") from None
     if coordinator is None or n is None or pid is None:
         return  # no cluster environment
-    if xla_bridge.backends_are_initialized():
-        return  # JAX already runs computations here (a notebook, a test): one process
     _address(coordinator)
     if not 0 <= pid < n:
         raise InputError(f"the cluster gives this process id {pid} of {n}")

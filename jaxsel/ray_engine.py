@@ -226,14 +226,22 @@ def _reap() -> None:
     try:
         fd = os.pidfd_open(job)  # readable once the job has ended (Linux >= 5.3)
     except ProcessLookupError:
+        return
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd: the job's pid is polled
         fd = None
     seen: dict[int, str] = {}
-    while fd is not None and not select.select([fd], [], [], 0.5)[0]:
-        seen.update(_tree({job: _procs().get(job, ("", 0))[0]}, me))
+    while True:
+        start = _procs().get(job, ("",))[0]
+        if not start or fd is not None and select.select([fd], [], [], 0.5)[0]:
+            break
+        seen.update(_tree({job: start}, me))
+        if fd is None:  # pragma: no cover
+            time.sleep(0.5)
     for _ in range(3):  # a process may start another before its kill lands
         seen.update(_tree(seen, me))
+        running = _procs()
         for pid, start in seen.items():
-            if _procs().get(pid, ("",))[0] == start:
+            if running.get(pid, ("",))[0] == start:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
