@@ -225,11 +225,12 @@ class PoolProgress:
         if not computed:
             credit_reused(bar, amount)
             amount = 0
-        said = f"{self.docs} doc"
-        said += f", {self.rate():.0f} doc/s" if self.new_docs else ""
+        # the bar itself counts documents when its unit is "doc": the postfix adds only reuse
+        said = [] if self.unit == "doc" else [f"{self.docs} doc"]
+        said += [f"{self.rate():.0f} doc/s"] if self.new_docs and self.unit != "doc" else []
         old = self.docs - self.new_docs
-        said += f", {old} read back" if old else ""
-        bar.set_postfix_str(said, refresh=False)
+        said += [f"{old} read back"] if old else []
+        bar.set_postfix_str(", ".join(said), refresh=False)
         bar.update(amount)
 
 
