@@ -1,7 +1,9 @@
 """Processes stop cleanly: a signalled `jaxsel score` (SIGTERM, Ctrl-C) exits with one line and
 its compressor pool gone, `kill -9` leaves no process behind, a finished shard survives every
-stop and the rerun equals a fresh run; `--coordinator` is checked before anything starts, and a
-process of a several-process job that dies makes the others exit 2 with one line."""
+stop and the rerun equals a fresh run; the same for the local Ray of `--engine ray` (GCS,
+raylet, agents, actors); `--coordinator` is checked before anything starts, and a process of a
+several-process job that dies makes the others exit 2 with one line, whether the processes met
+through `--coordinator` or through JAX's own cluster detection (SLURM variables here)."""
 
 import os
 import signal
