@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ class RayEngine:
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False
+        if not logging.getLogger().isEnabledFor(logging.INFO):  # other libraries' INFO: with -v
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         ds = ray.data.from_items(items).map_batches(
             actor,
             fn_constructor_args=args,
@@ -183,7 +186,9 @@ def session(engine: RayEngine) -> Iterator[int]:
         main = threading.current_thread() is threading.main_thread()
         handler = signal.getsignal(signal.SIGTERM) if main else None
         try:
-            ray.init(**kw)
+            with warnings.catch_warnings():  # Ray forks to exec its processes: no deadlock risk
+                warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+                ray.init(**kw)
         except ConnectionError as e:
             raise JaxselError(f"Ray at {engine.address}: {e}") from None
         finally:
