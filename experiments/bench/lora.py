@@ -29,7 +29,14 @@ the same batches in the same order, so their losses agree step by step up to flo
 run prints the first step's loss of each and the largest difference over all steps (the check
 that the two compute the same training). Timing: one warm-up step each, then `--rounds` rounds,
 each `--steps` jaxsel steps followed by `--steps` torch steps (interleaved, so machine load hits
-both alike); tokens/s = 8 x 256 predicted tokens / median step wall time (the best step too).
+both alike); tokens/s = 8 x 256 predicted tokens / median step wall time (the best step too),
+and tokens per CPU-second of this process (user + system time over the step: the work, which
+load moves far less than the wall time).
+
+Expected on the 2-core CPU (docs/models.md, 2026-12-06, load 4-7): the same losses to ~1e-5;
+jaxsel ~9.5 CPU-s per step (~210 tokens per CPU-second); torch + peft ~15 CPU-s on one thread
+(~140), 34-50 CPU-s on two threads of the loaded cores (they wait on each other); wall time
+tokens/s move with the load (jaxsel 129-169 median, torch + peft 39 on 2 threads, 81 on 1).
 """
 
 from __future__ import annotations
@@ -156,6 +163,7 @@ def main() -> None:
 
     losses: dict[str, list[float]] = {"jaxsel": [], "torch+peft": []}
     times: dict[str, list[float]] = {"jaxsel": [], "torch+peft": []}
+    cpu: dict[str, list[float]] = {"jaxsel": [], "torch+peft": []}
     fns = {"jaxsel": jax_step, "torch+peft": torch_step}
     warm = {}
     for name, fn in fns.items():  # warm-up: step 0 (compiles the jaxsel step)
@@ -168,9 +176,10 @@ def main() -> None:
         for name, fn in fns.items():
             for k in range(args.steps):
                 i = 1 + r * args.steps + k
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), sum(os.times()[:2])
                 losses[name].append(fn(i))
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(sum(os.times()[:2]) - c0)
         load = os.getloadavg()
         rounds.append({"load": load, **{n: times[n][-args.steps :] for n in fns}})
         print(
@@ -182,6 +191,7 @@ def main() -> None:
     tokens_per_step = dc.batch_size * dc.seq_len
     tps = {n: tokens_per_step / float(np.median(t)) for n, t in times.items()}
     best = {n: tokens_per_step / float(np.min(t)) for n, t in times.items()}
+    per_cpu_s = {n: tokens_per_step / float(np.median(t)) for n, t in cpu.items()}
     diff = np.abs(np.subtract(losses["jaxsel"], losses["torch+peft"]))
     result = {
         "device": str(jax.devices()[0]),
@@ -208,6 +218,8 @@ def main() -> None:
         "rounds": rounds,
         "tokens_per_s_median": tps,
         "tokens_per_s_best": best,
+        "cpu_s_per_step": cpu,
+        "tokens_per_cpu_s_median": per_cpu_s,
         "ratio_jaxsel_over_torch": tps["jaxsel"] / tps["torch+peft"],
         "losses": losses,
         "first_loss_diff": float(diff[0]),
@@ -223,10 +235,10 @@ def main() -> None:
         f"first-step loss jaxsel {losses['jaxsel'][0]:.6f}, torch+peft "
         f"{losses['torch+peft'][0]:.6f}; max |diff| over {len(diff)} steps {diff.max():.2e}"
     )
-    print("| impl | tokens/s (median step) | tokens/s (best step) |")
-    print("|---|---|---|")
+    print("| impl | tokens/s (median step) | tokens/s (best step) | tokens per CPU-second |")
+    print("|---|---|---|---|")
     for n in fns:
-        print(f"| {n} | {tps[n]:.0f} | {best[n]:.0f} |")
+        print(f"| {n} | {tps[n]:.0f} | {best[n]:.0f} | {per_cpu_s[n]:.0f} |")
     print(f"ratio jaxsel / torch+peft (median): {result['ratio_jaxsel_over_torch']:.2f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
