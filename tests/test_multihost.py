@@ -433,7 +433,7 @@ def test_two_processes_find_the_duplicate_ids_of_a_brute_force_set(tmp_path):
 
 def test_two_processes_duplicate_id_over_several_digest_ranges(tmp_path):
     """The CLI's duplicate-id check with runs of 2 digests (`sources.ID_RUN`, lowered as
-    tests/test_sources.py does): 13 ids = 7 ranges walked by both processes; 1 and 2 processes
+    tests/data/test_sources.py does): 13 ids = 7 ranges walked by both processes; 1 and 2 processes
     name the duplicate a brute-force pass over the pool finds first."""
     import json
 

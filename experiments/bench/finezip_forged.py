@@ -8,7 +8,7 @@ Command (from the repository root, after `make test` has built .venv):
 
 The real archive is `compress` of the first `--bytes` bytes of the GPL-3 text with the default
 config (ac-match, ring, context 2048); the forged ones are made from it with every
-checksum and header bound valid (as `tests/test_finezip_archive.py` makes them with the tiny
+checksum and header bound valid (as `tests/finezip/test_finezip_archive.py` makes them with the tiny
 model):
 - tokens_at_the_bound: the real payload, n_tokens raised to 64 per body byte with zero padding,
   1,024 bytes in all (the 887-byte archive that once decoded for minutes);
@@ -103,7 +103,7 @@ def make_archives(n_bytes: int, out: Path) -> dict[str, Path]:
     n = arc.TOKENS_PER_BYTE * len(words)
     rows = dataclasses.replace(m, n_tokens=n, batch_size=16, n_batches=1, context=2048, pad=0)
     archives["rows_16_random"] = arc.pack(n, h.sha256, "model", words, rows)
-    bomb = Path(__file__).parents[2] / "tests" / "data" / "zeros_2gib.bz2"
+    bomb = Path(__file__).parents[2] / "tests" / "finezip" / "fixtures" / "zeros_2gib.bz2"
     frame = arc.pack(1, h.sha256, "bz2", bomb.read_bytes()[:900])
     header, start = arc.header_json(frame)
     header["size"] = arc.FALLBACK_EXPANSION["bz2"](len(frame) - start) + 1

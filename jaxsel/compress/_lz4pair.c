@@ -11,7 +11,7 @@
    x ⊕ y_j. Only compressed *sizes* are computed; no bytes are written.
 
    This is a transcription of the reference parser's decisions, verified against the real codec
-   by tests/test_compress.py; pairs it does not cover (frames of more than one block, an empty y)
+   by tests/compress/test_compress.py; pairs it does not cover (frames of more than one block, an empty y)
    return -1 and the caller compresses them with the codec itself. */
 
 #define PY_SSIZE_T_CLEAN

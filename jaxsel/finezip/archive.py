@@ -104,8 +104,9 @@ PREFILL_RATIO = 16
 # declared size beyond it is refused before anything is decoded). bzip2: a block decodes to at
 # most 900,000 / 5 x 259 bytes (900 kB of run-length pairs, 4 bytes + a count byte standing for
 # up to 259) and takes at least 173 bits (magic, crc, origPtr, symbol map, 2 Huffman tables of
-# 3 symbols, one selector, one code); 1,522 bytes of it give 2 GiB of zeros (`tests/data`),
-# the bound 3.4 GB. xz: an LZMA2 chunk decodes to at most 2 MiB and takes at least 6 bytes.
+# 3 symbols, one selector, one code); 1,522 bytes of it give 2 GiB of zeros
+# (`tests/finezip/fixtures`), the bound 3.4 GB. xz: an LZMA2 chunk decodes to at most 2 MiB and
+# takes at least 6 bytes.
 FALLBACK_EXPANSION = {
     "raw": lambda n: n,
     "bz2": lambda n: 8 * n // 173 * (900_000 // 5 * 259),

@@ -160,7 +160,7 @@ def symbol_bits(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     coder was given, before constriction quantises it to 24-bit frequencies: that is what the
     model (and match model) predicted, and constriction does not expose its quantised rows. The
     rounding and the coder's final words are the few bytes by which a payload differs from the
-    sum (tests/test_finezip_match.py)."""
+    sum (tests/finezip/test_finezip_match.py)."""
     t = np.asarray(table, np.float64)
     rows = np.arange(t.shape[0])
     return np.log2(t.sum(axis=1)) - np.log2(t[rows, np.asarray(symbols, np.int64)])

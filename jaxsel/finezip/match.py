@@ -15,7 +15,7 @@ agrees longest with the current one (compared backwards, at most `max_len` token
 recently coded) becomes the match. Uncapped, this is exactly the longest earlier occurrence of the
 current context: a continued match stays the longest (no other one can grow faster), and a lost
 one is replaced by the longest among all occurrences of the last `order` tokens
-(`tests/test_finezip_match.py` checks it against brute force).
+(`tests/finezip/test_finezip_match.py` checks it against brute force).
 
 Mixing. The LM's float32 probabilities p become integer frequencies q = floor(p * 2**24) + 1
 (exact: a power-of-two scaling of an exact float64), so every token keeps a frequency >= 1. With

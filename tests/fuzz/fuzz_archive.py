@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the test suite replays the kept corpus without atheris (tests/test_finezip_archive.py)
+# the test suite replays the kept corpus without atheris (tests/finezip/test_finezip_archive.py)
+try:
     import atheris
 except ImportError:
     atheris = None

@@ -26,7 +26,7 @@ from jaxsel.finezip import coders
 from jaxsel.finezip.match import MatchConfig
 from jaxsel.models.loaders import LoadedLM
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "fixtures"
 # bz2 -9 of 2 GiB of zero bytes (1,522 bytes), made once by:
 #   c = bz2.BZ2Compressor(9); b"".join(c.compress(bytes(1 << 24)) for _ in range(128)) + c.flush()
 BOMB = DATA / "zeros_2gib.bz2"
@@ -530,11 +530,11 @@ def test_fuzz_corpus_replays_cleanly():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "fuzz_archive", Path(__file__).parent / "fuzz" / "fuzz_archive.py"
+        "fuzz_archive", Path(__file__).parents[1] / "fuzz" / "fuzz_archive.py"
     )
     harness = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(harness)
-    corpus = sorted((Path(__file__).parent / "fuzz" / "corpus_archive").iterdir())
+    corpus = sorted((Path(__file__).parents[1] / "fuzz" / "corpus_archive").iterdir())
     assert len(corpus) >= 20 and any(p.name.startswith("crash-") for p in corpus)
     for p in corpus:
         harness.test_one_input(p.read_bytes())

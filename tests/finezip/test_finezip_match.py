@@ -213,11 +213,11 @@ def test_header_match_record_is_optional_only_without_a_match_coder(tiny):
 
 
 def _old_archive(name: str) -> tuple[bytes, arc.ModelInfo]:
-    """A model archive from tests/data written by an earlier jaxsel (tests/data/make_v3_fixtures.py
-    says how), and its model record. Decoding is bit-exact only in the environment it was made
-    in, CPU included (these headers predate the CPU record; tests/data/finezip_v3.cpu has it): the
-    test is skipped anywhere else."""
-    data = Path(__file__).parent / "data"
+    """A model archive from tests/finezip/fixtures written by an earlier jaxsel (its
+    make_v3_fixtures.py says how), and its model record. Decoding is bit-exact only in the
+    environment it was made in, CPU included (these headers predate the CPU record;
+    fixtures/finezip_v3.cpu has it): the test is skipped anywhere else."""
+    data = Path(__file__).parent / "fixtures"
     made_on = (data / "finezip_v3.cpu").read_text().strip()
     here = finezip.api.environment()
     if here.cpu != made_on:
@@ -232,7 +232,7 @@ def _old_archive(name: str) -> tuple[bytes, arc.ModelInfo]:
 
 def test_archive_made_before_static_lora_scale_decodes(tiny):
     """An `ac` + LoRA archive written by the code that threaded the scale as an extra argument
-    (main at 24d97be, 8 fake CPU devices: tests/data/finezip_lora_v3.fzip) decodes bit-exactly
+    (main at 24d97be, 8 fake CPU devices: fixtures/finezip_lora_v3.fzip) decodes bit-exactly
     with the scale as a static field of `Lora`. Bit-exact only in the environment it was made
     in: elsewhere the test is skipped."""
     archive, m = _old_archive("finezip_lora_v3.fzip")
@@ -243,7 +243,7 @@ def test_archive_made_before_static_lora_scale_decodes(tiny):
 def test_archive_made_with_attention_buckets_decodes(tiny):
     """An `ac-match` archive (C = 512, S = 256) written when decode steps read 2 attention-length
     buckets of 256 positions and the header did not record them (main at eda3b41, 8 fake CPU
-    devices: tests/data/finezip_spans_v3.fzip) decodes bit-exactly: no `model.spans` means those
+    devices: fixtures/finezip_spans_v3.fzip) decodes bit-exactly: no `model.spans` means those
     buckets. New archives record `spans` = 1 (the whole cache). Skipped in another environment,
     as above."""
     archive, m = _old_archive("finezip_spans_v3.fzip")

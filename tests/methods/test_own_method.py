@@ -19,6 +19,8 @@ from jaxsel import methods
 from jaxsel.cli import main
 from jaxsel.methods import LOCAL_AND_RAY, BatchScores, Streamed
 
+HERE = Path(__file__).parent  # and its parent: the modules it imports
+
 # ------------------------------------------------------------------------- the whole method
 
 
@@ -110,7 +112,7 @@ def test_own_method_on_ray_and_two_processes(tmp_path):
     assert on_ray.read_bytes() == local.read_bytes()
     script = tmp_path / "cli.py"  # each process registers the method, then runs the CLI
     script.write_text(
-        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"import sys\nsys.path[:0] = {[str(p) for p in (HERE, HERE.parent)]!r}\n"
         "import test_own_method\nfrom jaxsel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
     two = tmp_path / "two.jsonl"

@@ -4,7 +4,7 @@ resumed run equals a fresh one, and `score` and `select` agree. Method-specific 
 checked against references in each method's own test file.
 
 `check_contract` is public to the tests: a method of your own passes the same checks
-(tests/test_own_method.py)."""
+(tests/methods/test_own_method.py)."""
 
 import shutil
 
