@@ -26,6 +26,11 @@ HERE = Path(__file__).parent  # and its parent: the modules it imports
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """test-length: shorter documents first.
+
+    Score: higher = shorter; -scale * ln(byte length), in (−∞, 0] for scale > 0.
+    """
+
     scale: float = dataclasses.field(default=1.0, metadata={"help": "weight of -log(bytes)"})
     shard_size: int = dataclasses.field(default=4, metadata={"help": "documents per batch"})
 
