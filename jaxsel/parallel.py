@@ -33,13 +33,14 @@ import socket
 import sys
 import threading
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxsel.errors import InputError, JaxselError
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA = "data"
 
@@ -52,6 +53,21 @@ RULES: dict[str, str | None] = {
     "vocab": None,
     "query": None,
 }
+
+
+def _jax():
+    """JAX, imported on first use: a job that never touches a device (a compression method
+    called from Python) does not pay for importing it; the CLI does, to ask JAX's cluster
+    detection whether it is one of several processes."""
+    import jax
+
+    return jax
+
+
+def _jax_imported() -> bool:
+    """Whether anything imported JAX: if nothing did, nothing started its distributed runtime,
+    and this is process 0 of 1."""
+    return "jax" in sys.modules
 
 
 class Processes(NamedTuple):
@@ -83,6 +99,7 @@ def initialize(
     given = [coordinator is not None, num_processes is not None, process_id is not None]
     if any(given) and not all(given):
         raise InputError("give --coordinator, --num-processes and --process-id together")
+    jax = _jax()
     if jax.distributed.is_initialized():
         return processes()
     if all(given):
@@ -126,12 +143,15 @@ def _auto_initialize(timeout_s: int) -> None:
     if n > 1:
         _watch(_handshake(coordinator, n, pid, timeout_s))
     try:
-        jax.distributed.initialize(coordinator, n, pid, initialization_timeout=timeout_s)
+        _jax().distributed.initialize(coordinator, n, pid, initialization_timeout=timeout_s)
     except ValueError as e:
         raise JaxselError(f"jax.distributed.initialize: {e}") from None
 
 
 def processes() -> Processes:
+    if not _jax_imported():
+        return Processes(0, 1)
+    jax = _jax()
     return Processes(jax.process_index(), jax.process_count())
 
 
@@ -361,7 +381,7 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
     dtype on all processes), in process order. The bytes travel as uint32 words, so float64
     and int64 arrive exactly whatever `jax_enable_x64` says."""
     rows = np.ascontiguousarray(rows)
-    if jax.process_count() == 1:
+    if processes().count == 1:
         return [rows]
     from jax.experimental import multihost_utils
 
@@ -388,12 +408,12 @@ def allgather_rows(rows: np.ndarray) -> list[np.ndarray]:
 
 def distributed() -> bool:
     """Whether this job runs several processes (without touching JAX's backend otherwise)."""
-    return jax.distributed.is_initialized() and jax.process_count() > 1
+    return _jax_imported() and _jax().distributed.is_initialized() and processes().count > 1
 
 
 def is_writer() -> bool:
     """Whether this process writes the job's outputs (process 0)."""
-    return not distributed() or jax.process_index() == 0
+    return not distributed() or processes().index == 0
 
 
 def local_parts(source) -> list | None:
@@ -403,7 +423,7 @@ def local_parts(source) -> list | None:
         return None
     from jaxsel.data.sources import parts_for_process
 
-    return parts_for_process(source.parts(), jax.process_index(), jax.process_count())
+    return parts_for_process(source.parts(), *processes())
 
 
 def gathered(rows: np.ndarray) -> np.ndarray:
@@ -454,7 +474,7 @@ def announce_failure(message: str) -> None:
     if not distributed():
         return
     try:
-        _client().key_value_set(f"{FAILED}{jax.process_index()}", message, allow_overwrite=True)
+        _client().key_value_set(f"{FAILED}{processes().index}", message, allow_overwrite=True)
     except RuntimeError:  # the coordination service is gone: the others fail on their own
         pass
 
@@ -475,7 +495,7 @@ def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
     client = _client()
     _BARRIERS[name] = _BARRIERS.get(name, -1) + 1  # the same count on every process
     key = f"jaxsel/barrier/{name}/{_BARRIERS[name]}"
-    if client.key_value_increment(f"{key}/arrived", 1) == jax.process_count():
+    if client.key_value_increment(f"{key}/arrived", 1) == processes().count:
         client.key_value_set(f"{key}/open", "1")
     deadline = time.monotonic() + timeout_s
     while True:
@@ -496,21 +516,29 @@ def data_mesh(devices: tuple | None = None) -> Mesh:
     Auto axis types so that contractions over a sharded axis insert their all-reduce instead of
     raising (DESIGN §5). Local, not global: each process of a multi-host job scores its own
     parts of the pool, with its own batch counts, so no computation spans processes."""
-    devices = jax.local_devices() if devices is None else devices
+    from jax.sharding import AxisType, Mesh
+
+    devices = _jax().local_devices() if devices is None else devices
     return Mesh(np.asarray(devices), (DATA,), axis_types=(AxisType.Auto,))
 
 
 def spec(*logical: str | None) -> PartitionSpec:
     """PartitionSpec for an array whose dims carry these logical axis names."""
+    from jax.sharding import PartitionSpec
+
     return PartitionSpec(*(RULES.get(a) if a is not None else None for a in logical))
 
 
 def sharding(*logical: str | None, mesh: Mesh | None = None) -> NamedSharding:
+    from jax.sharding import NamedSharding
+
     return NamedSharding(mesh or data_mesh(), spec(*logical))
 
 
 def replicated(mesh: Mesh | None = None) -> NamedSharding:
-    return NamedSharding(mesh or data_mesh(), PartitionSpec())
+    from jax.sharding import NamedSharding
+
+    return NamedSharding(mesh or data_mesh(), spec())
 
 
 def data_size(mesh: Mesh | None = None) -> int:

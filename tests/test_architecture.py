@@ -86,3 +86,25 @@ def test_the_method_contract_and_the_pipeline_stay_where_they_belong():
     assert not imports["jaxsel/methods/contract.py"]  # the contract imports nothing of jaxsel
     assert not any("ray" in m for m in imports["jaxsel/pipeline.py"])  # engines are handed in
     assert not any(m.startswith("jaxsel.methods") for m in imports["jaxsel/ray_engine.py"])
+
+
+def test_a_compression_method_from_python_does_not_import_jax():
+    """The pipeline imports JAX only when a job needs a device or several processes: scoring
+    and selecting with zipfit from Python, in a fresh interpreter, leave JAX unimported (the
+    same scores as in a process where JAX is loaded: the method never calls it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jaxsel\n"
+        "texts = ['def add(a, b):\\n    return a + b\\n', 'The quick brown fox.', 'import os']\n"
+        "s = jaxsel.score(texts, ['def mul(a, b):\\n    return a * b\\n'], method='zipfit')\n"
+        "top = jaxsel.select(texts, ['def mul(a, b): return a * b'], method='zipfit', k=1)\n"
+        "print('jax' in sys.modules, repr(s.values.tolist()), top[0]['text'][:3])\n"
+    )
+    run = lambda pre: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", pre + code], capture_output=True, text=True, check=True
+    ).stdout.split(" ", 1)
+    alone, loaded = run(""), run("import jax\n")
+    assert alone[0] == "False" and loaded[0] == "True", (alone, loaded)
+    assert alone[1] == loaded[1]
