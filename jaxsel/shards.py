@@ -11,6 +11,14 @@ read back: it is logged, removed and redone (a resumed job verifies what it reus
 A manifest holding another job's record is an error (use another directory or delete it), as
 is one that is not readable JSON; a missing one is written anew (units verify on their own).
 
+The directory may be a URL (a `str`, `jaxsel.data.fs`: memory://, s3://, gs://, ...): the same
+names and bytes, each file written whole by one put of its complete bytes (`fs.write_whole`:
+no partial object is ever visible under its name; a temporary name and a move where the
+filesystem has a cheap one), the verifying name last, and every reused file read back and
+checked exactly as on disk. A local path (or a file:// URL) keeps the local code: temporary
+files and `os.replace`. Several processes or Ray tasks sharing one remote store are not
+tested (a memory:// filesystem is one per process).
+
 `resumed` is the package's only loop of the form "for each unit without a verified result:
 compute, commit": `run_sharded` (shards of a job of known size, `jaxsel.batching`) and the
 streamed batch loop (`jaxsel.methods.runtime.map_batches`) are both uses of it.
@@ -27,6 +35,7 @@ streamed batch loop (`jaxsel.methods.runtime.map_batches`) are both uses of it.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import io
@@ -40,7 +49,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from jaxsel.data.outputs import atomic_open, check_workdir, write_text
+from jaxsel.data import fs
+from jaxsel.data.outputs import atomic_open, check_workdir
 from jaxsel.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -87,7 +97,7 @@ class VerifiedStore:
     """One job's verified directory (see the module docstring).
 
     Args:
-      workdir: the directory (created if missing).
+      workdir: the directory (created if missing): a path, or a URL string.
       record: JSON-serialisable record of the job; None adopts the record of an existing
         manifest (reading a finished job whatever it was).
       manifest: the manifest's file name.
@@ -110,9 +120,11 @@ class VerifiedStore:
         where: str = "--workdir",
         mismatch: Callable[[object], Exception] | None = None,
     ):
-        self.dir = Path(workdir)
+        local = fs.local_of(workdir) if isinstance(workdir, str) else None
+        self.remote = isinstance(workdir, str) and fs.is_url(workdir) and local is None
+        self.dir: Path | str = workdir.rstrip("/") if self.remote else Path(local or workdir)
         check_workdir(self.dir, where)
-        path = self.dir / manifest
+        path = self.at(manifest)
         text = None if record is None else self._canonical(record)
         old = self._read(path)
         if record is None:
@@ -120,7 +132,7 @@ class VerifiedStore:
                 raise InputError(f"{self.dir}: nothing stored here ({manifest} missing)")
             record, text = old, self._canonical(old)
         if old is None:
-            write_text(path, text)
+            self.commit(path, text.encode())
         elif old != json.loads(text):
             raise (mismatch or self._another_job)(old)
         self.record = record
@@ -133,13 +145,33 @@ class VerifiedStore:
         except (TypeError, ValueError) as e:
             raise InputError(f"shard key is not JSON-serialisable ({e})") from None
 
-    def _read(self, path: Path):
-        if not path.is_file():
+    def at(self, name: str) -> Path | str:
+        """The file `name` (a "/"-separated relative path) in the store."""
+        return fs.join(self.dir, name) if self.remote else self.dir / name
+
+    def names(self, pattern: str) -> list[str]:
+        """The names of the files directly here that match the glob `pattern`, sorted."""
+        if self.remote:
+            return [n for n in fs.listdir(self.dir) if fnmatch.fnmatchcase(n, pattern)]
+        return sorted(p.name for p in self.dir.glob(pattern))
+
+    def read(self, path: Path | str) -> bytes:
+        """The bytes of a file of the store (OSError, or InputError at a URL, when unreadable)."""
+        return fs.cat(path) if self.remote else path.read_bytes()
+
+    def _read(self, path: Path | str):
+        if self.remote:
+            found = fs.info(path)
+            if found is None:
+                return None
+            if found.get("type") != "file":
+                raise InputError(f"{path}: not a regular file")
+        elif not path.is_file():
             if path.exists() or path.is_symlink():
                 raise InputError(f"{path}: not a regular file")
             return None
         try:
-            return json.loads(path.read_bytes())
+            return json.loads(self.read(path))
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise InputError(
                 f"{path}: not a readable manifest ({e}); {self.fix_manifest}"
@@ -155,22 +187,28 @@ class VerifiedStore:
         """The tag of a unit of this job: sha256(job hash ‖ parts, each after a NUL)[:32]."""
         return hashlib.sha256(b"\0".join([self.job.encode(), *parts])).hexdigest()[:32]
 
-    def candidates(self, stem: str) -> Iterator[tuple[Path, str]]:
+    def candidates(self, stem: str) -> Iterator[tuple[Path | str, str]]:
         """(path, tag) of every file `<stem>-<tag>.npy` here, in name order."""
         pat = re.compile(rf"{re.escape(stem)}-([0-9a-f]{{32}})\.npy")
-        for p in sorted(self.dir.glob(f"{glob.escape(stem)}-*.npy")):
-            m = pat.fullmatch(p.name)
+        for name in self.names(f"{glob.escape(stem)}-*.npy"):
+            m = pat.fullmatch(name)
             if m is not None:
-                yield p, m.group(1)
+                yield self.at(name), m.group(1)
 
-    def discard(self, *paths: Path, why: str) -> None:
+    def discard(self, *paths: Path | str, why: str) -> None:
         """Logs a unit that does not verify and removes its files."""
         log.warning("%s: %s", paths[0], why)
         for p in paths:
-            p.unlink(missing_ok=True)
+            if self.remote:
+                fs.remove(p)
+            else:
+                p.unlink(missing_ok=True)
 
-    def commit(self, path: Path, data: bytes) -> Path:
-        """Writes one file of a unit atomically."""
+    def commit(self, path: Path | str, data: bytes) -> Path | str:
+        """Writes one file of a unit atomically (at a URL: one put of the complete bytes)."""
+        if self.remote:
+            fs.write_whole(path, data)
+            return path
         with atomic_open(path, "wb") as f:
             f.write(data)
         return path
@@ -188,9 +226,10 @@ class ShardStore(VerifiedStore):
         found = None
         for p, tag in self.candidates(f"shard-{i:06d}"):
             try:
-                data = p.read_bytes()
-            except OSError as e:
-                log.warning("%s: unreadable (%s); redoing shard %d", p, e.strerror, i)
+                data = self.read(p)
+            except (OSError, InputError) as e:
+                why = getattr(e, "strerror", None) or e
+                log.warning("%s: unreadable (%s); redoing shard %d", p, why, i)
                 continue
             if found is None and tag == self.tag(data):
                 try:
@@ -204,10 +243,10 @@ class ShardStore(VerifiedStore):
             self.discard(p, why=why)
         return found
 
-    def save(self, i: int, arr: np.ndarray) -> Path:
+    def save(self, i: int, arr: np.ndarray) -> Path | str:
         """Commits shard i atomically under its verifying name."""
         data = _npy_bytes(arr)
-        return self.commit(self.dir / f"shard-{i:06d}-{self.tag(data)}.npy", data)
+        return self.commit(self.at(f"shard-{i:06d}-{self.tag(data)}.npy"), data)
 
 
 class BatchShards(VerifiedStore):
@@ -220,16 +259,16 @@ class BatchShards(VerifiedStore):
 
     def empty(self) -> bool:
         """Whether no shard has been committed here yet."""
-        return not any(self.dir.glob("shard-*.npy"))
+        return not self.names("shard-*.npy")
 
     def load(self, name: str, fingerprint: str) -> tuple[np.ndarray, dict] | None:
         """The shard's (values, stats) if one verifies for these documents, else None."""
         found = None
         for p, tag in self.candidates(f"shard-{name}"):
-            side = p.with_suffix(".json")
+            side = type(p)(f"{str(p)[: -len('.npy')]}.json")
             try:
-                data, stats_text = p.read_bytes(), side.read_text()
-            except (OSError, UnicodeDecodeError):
+                data, stats_text = self.read(p), self.read(side).decode()
+            except (OSError, InputError, UnicodeDecodeError):
                 data, stats_text = b"", ""
             if found is None and tag == self.tag(fingerprint.encode(), stats_text.encode(), data):
                 found = np.load(io.BytesIO(data), allow_pickle=False), json.loads(stats_text)
@@ -242,8 +281,8 @@ class BatchShards(VerifiedStore):
         data = _npy_bytes(values)
         stats_text = json.dumps(stats, sort_keys=True)
         stem = f"shard-{name}-{self.tag(fingerprint.encode(), stats_text.encode(), data)}"
-        write_text(self.dir / f"{stem}.json", stats_text)
-        self.commit(self.dir / f"{stem}.npy", data)
+        self.commit(self.at(f"{stem}.json"), stats_text.encode())
+        self.commit(self.at(f"{stem}.npy"), data)
 
 
 def resumed(

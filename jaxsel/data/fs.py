@@ -8,7 +8,9 @@ which turns the libraries' failures into one `InputError` line: a missing filesy
 (naming the `jaxsel[remote]` extra), missing credentials, an unreachable host, a missing file.
 
 The readers (`jaxsel.data.formats`) open URLs with `open_input` and list them with `files`;
-the writers (`jaxsel.data.outputs`) write a local temporary file and publish it with `upload`.
+the writers (`jaxsel.data.outputs`) write a local temporary file and publish it with `upload`;
+a verified store at a URL (`jaxsel.shards.VerifiedStore`) writes its files with `write_whole`,
+lists them with `listdir`, reads them with `cat` and deletes them with `remove`.
 """
 
 from __future__ import annotations
@@ -230,25 +232,50 @@ def key(spec: str) -> tuple[str, str]:
     return proto, norm or "/"
 
 
-def upload(local: str, spec: str) -> None:
-    """Publishes the complete local file `local` at the URL `spec`, never half-written: on an
-    object store the object appears once its upload completes (write once); elsewhere it is
-    uploaded to a temporary name beside and moved over `spec`."""
+def _publish(spec: str, put) -> None:
+    """`put(fs, path)` writes a complete file at `path`; run so that nothing partial is ever
+    visible at the URL `spec`: on an object store once, at `spec` itself (an object appears
+    whole when its upload completes); elsewhere at a temporary name beside, moved over `spec`."""
     fs, path = resolve(spec)
     with errors(spec):
         parent = fs._parent(path)
         if parent and not fs.exists(parent):
             fs.makedirs(parent, exist_ok=True)
         if scheme(spec) in WRITE_ONCE:
-            fs.put_file(local, path)
+            put(fs, path)
             return
         tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{os.urandom(6).hex()}.tmp"
         try:
-            fs.put_file(local, tmp)
+            put(fs, tmp)
             fs.mv(tmp, path)
         finally:
             if fs.exists(tmp):
                 fs.rm(tmp)
+
+
+def upload(local: str, spec: str) -> None:
+    """Publishes the complete local file `local` at the URL `spec`, never half-written
+    (`_publish`: one upload on an object store, a temporary name and a move elsewhere)."""
+    _publish(spec, lambda fs, path: fs.put_file(local, path))
+
+
+def write_whole(spec: str, data: bytes) -> None:
+    """Writes `data` at the URL `spec`, never half-written: on an object store one put of the
+    complete bytes (`pipe_file`), elsewhere a temporary name and a move (`_publish`)."""
+    _publish(spec, lambda fs, path: fs.pipe_file(path, data))
+
+
+def listdir(spec: str) -> list[str]:
+    """The names of the files directly in the directory at the URL `spec`, sorted (none when
+    it is absent); listed afresh, never from a cached listing."""
+    fs, path = resolve(spec)
+    with errors(spec):
+        try:
+            found = fs.ls(path.rstrip("/"), detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+    names = (d["name"].rstrip("/").rsplit("/", 1)[-1] for d in found if d.get("type") == "file")
+    return sorted(names)
 
 
 def remove(spec: str) -> None:

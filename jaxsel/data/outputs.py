@@ -23,8 +23,11 @@
   locally and published whole (`fs.upload`: one upload on an object store, a temporary name and
   a move elsewhere); a remote directory output is written locally, then its files are published
   one by one, the old output's files removed first and the metadata (`state.json`,
-  `_jaxsel.meta.json`) last, so a directory with its `_jaxsel.meta.json` is complete. A remote
-  `--workdir` is refused (the verified shard store is local).
+  `_jaxsel.meta.json`) last, so a directory with its `_jaxsel.meta.json` is complete. A
+  `--workdir` URL is checked as a local one is (not an existing file; a probe object written
+  and deleted in it) and compared with inputs and outputs by (protocol, normalised path); its
+  shards are written by the verified store itself (`jaxsel.shards.VerifiedStore`). A remote
+  location that a `Path` has folded (`Path("s3://b/w")` is "s3:/b/w") is refused in one line.
 """
 
 from __future__ import annotations
@@ -200,13 +203,21 @@ def _check_kind(o: Output, w: _Where | _Remote) -> None:
         raise InputError(f"{o.what} {o.path}: is {kind or 'not a file'}; refusing to write it")
 
 
-def _owned_by_workdir(w: _Where, wd: _Where, directory: bool) -> bool:
+def _name(w: _Where | _Remote) -> str:
+    """The last component of where `w` really is."""
+    return w.real.name if isinstance(w, _Where) else w.key[1].rsplit("/", 1)[-1]
+
+
+def _owned_by_workdir(w: _Where | _Remote, wd: _Where | _Remote, directory: bool) -> bool:
     """An output the workdir's jobs could write over: in a subdirectory of it, a directory
     output in it, or a file at one of its own names."""
     if not w.inside(wd):
         return False
-    top = _Where.of(w.real.parent).same(wd)
-    return directory or not top or w.real.name.startswith(WORKDIR_FILES)
+    if isinstance(w, _Where):
+        top = _Where.of(w.real.parent).same(wd)
+    else:
+        top = w.key[1].rsplit("/", 1)[0] == wd.key[1].rstrip("/")
+    return directory or not top or _name(w).startswith(WORKDIR_FILES)
 
 
 def check_job(
@@ -223,12 +234,15 @@ def check_job(
     """
     _local_workdir(workdir)
     ins = [_Where.of(p) for p in inputs if p is not None and str(p) != STDOUT]
-    wd = None if workdir is None else _Where.of(workdir)
+    wd = None
+    if workdir is not None:
+        with fs.guarded(str(workdir)):
+            wd = _Where.of(workdir)
     if wd is not None:
         for i in ins:
             if i.is_dir() and (wd.same(i) or wd.inside(i)):
                 raise InputError(f"--workdir {workdir}: is (inside) the input directory {i.path}")
-            if i.inside(wd) and i.real.name.startswith(WORKDIR_FILES):
+            if i.inside(wd) and _name(i).startswith(WORKDIR_FILES):
                 raise InputError(f"--workdir {workdir}: would write over the input {i.path}")
     done: list[tuple[Output, _Where]] = []
     for o in map(lambda t: Output(*t), outs):
@@ -296,10 +310,17 @@ def _writable_dir(path: Path, what: str) -> None:
 
 
 def check_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> None:
-    """A work directory must be a writable directory or creatable; None passes."""
+    """A work directory must be a writable directory or creatable; None passes. At a URL: not
+    an existing file, and a probe object can be written in it and deleted."""
     if path is None:
         return
     _local_workdir(path, what)
+    if fs.is_url(_local(path)):
+        found = fs.info(path)
+        if found is not None and found.get("type") != "directory":
+            raise InputError(f"{what} {path}: exists and is not a directory")
+        fs.probe_writable(fs.join(path, "probe"))
+        return
     wd = Path(_local(path))
     if wd.exists() and not wd.is_dir():
         raise InputError(f"{what} {wd}: exists and is not a directory")
@@ -307,14 +328,20 @@ def check_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> No
 
 
 def _local_workdir(path: str | os.PathLike | None, what: str = "--workdir") -> None:
-    """Refuses a remote work directory: a URL, or one that `Path` has already folded
-    ("s3://b/w" -> "s3:/b/w")."""
-    scheme = None if path is None else re.match(r"^([A-Za-z][A-Za-z0-9+.\-]+):/", str(path))
+    """Refuses a remote location that is not a URL string: one that `Path` has folded
+    ("s3://b/w" -> "s3:/b/w", which would otherwise be created as a local directory named
+    "s3:"). The verified store takes a `--workdir` URL as a string; the adapter checkpoints of
+    `jaxsel.lm.store` (a `Path`) are written locally only."""
+    if path is None or fs.is_url(path):
+        return
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]+):/", str(path))
     if scheme is not None and scheme.group(1).lower() != "file":
-        raise InputError(
-            f"{what} {path}: a remote work directory is not supported; give a local directory "
-            "(inputs and outputs may be URLs)"
+        how = (
+            "give the URL as a string"
+            if what == "--workdir"
+            else "it is written locally only; give a local directory"
         )
+        raise InputError(f"{what} {path}: a remote location given as a path ({how})")
 
 
 @contextlib.contextmanager

@@ -46,6 +46,7 @@ import jax
 import numpy as np
 
 from jaxsel import parallel
+from jaxsel.data import fs
 from jaxsel.errors import InputError
 from jaxsel.flags import option
 from jaxsel.kernels import gip as K
@@ -303,9 +304,12 @@ def _embed_pool(pool, model: str, run: Run) -> np.ndarray:
     parts = run.engine.parts(pool)
     mine = pool.batches(READ_BATCH) if parts is None else pool.batches(READ_BATCH, parts, False)
     n = sum(len(b.texts) for b in mine)
-    if run.workdir is not None:  # the matrix is written beside the shards
-        os.makedirs(run.workdir, exist_ok=True)
-    tmp = run.enter(tempfile.TemporaryDirectory(prefix="jaxsel-embed-", dir=run.workdir))
+    here = run.workdir  # the matrix is written beside the shards (in the system's temp
+    if here is not None and fs.is_url(here):  # directory when they are at a remote URL)
+        here = fs.local_of(here)
+    if here is not None:
+        os.makedirs(here, exist_ok=True)
+    tmp = run.enter(tempfile.TemporaryDirectory(prefix="jaxsel-embed-", dir=here))
     path = os.path.join(tmp, "embeddings.npy" if parts is None else "mine.npy")
     out, start = None, 0
     make = functools.partial(functools.partial, _embedded, enc)  # make() -> the batch fn

@@ -29,7 +29,6 @@ import pickle
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -113,7 +112,7 @@ def map_batches(
         parts = engine.parts(source)
         mine = source.parts() if parts is None else parts
         if store is not None and not store.empty():
-            line = resuming_line(desc, _stored_batches(store.dir), source, mine, batch_size)
+            line = resuming_line(desc, _stored_batches(store), source, mine, batch_size)
             log.info("%s (read back from %s)", line, workdir)
         if store is not None:
             engine.fill(source, make, store, batch_size, desc, progress)
@@ -156,10 +155,10 @@ def map_batches(
             ids.verify(source.locate, parallel.gathered)
 
 
-def _stored_batches(directory) -> set[tuple[int, int]]:
-    """(part, first row) of the batch shards in a directory (`shards.shard_name`), verified or
-    not: what a resumed pass will try to read back."""
-    found = (_SHARD.fullmatch(p.name) for p in Path(directory).glob("shard-*.npy"))
+def _stored_batches(store) -> set[tuple[int, int]]:
+    """(part, first row) of the batch shards in a store (`shards.shard_name`), on disk or at a
+    URL, verified or not: what a resumed pass will try to read back."""
+    found = (_SHARD.fullmatch(n) for n in store.names("shard-*.npy"))
     return {(int(m.group(1)), int(m.group(2))) for m in found if m}
 
 

@@ -347,9 +347,9 @@ def test_missing_packages_unknown_protocols_and_missing_files_are_one_line(
                 "--out",
                 str(tmp_path / "o.jsonl"),
                 "--workdir",
-                f"{mem}/wd",
+                f"{mem}/t.jsonl",
             ],
-            "a remote work directory is not supported",
+            "t.jsonl: exists and is not a directory",
         ),
     ]
     if "gcsfs" not in sys.modules and not _installed("gcsfs"):
@@ -431,6 +431,110 @@ def test_remote_writes_are_whole_or_absent(mem):
     ]
     assert json.loads(_cat(f"{mem}/dir/_jaxsel.meta.json")) == {"run": 2}
     assert _files(mem) == [f"dir/{n}" for n in _files(f"{mem}/dir")]  # no temporary names
+
+
+# --------------------------------------------------------------- a workdir at a URL
+
+
+def _zipfit_argv(pool, target, workdir, out):
+    return [
+        "score",
+        "--no-progress",
+        "--method",
+        "zipfit",
+        "--shard-size",
+        "8",
+        "--pool",
+        pool,
+        "--target",
+        target,
+        "--workdir",
+        workdir,
+        "--out",
+        out,
+    ]
+
+
+def _tree(url) -> dict[str, bytes]:
+    """Relative name -> bytes of every file below a URL or a local directory."""
+    if not jfs.is_url(url):
+        return {n: open(os.path.join(url, n), "rb").read() for n, _ in jfs.files(url)}
+    return {n: _cat(f"{url}/{n}") for n in _files(url)}
+
+
+def _read_back(caplog) -> str:
+    return " ".join(r.getMessage() for r in caplog.records if "read back from the workdir" in
+                    r.getMessage())
+
+
+def _resumes_only_the_damaged_shards(tmp_path, wd, caplog, capsys):
+    """A zipfit job with a local workdir and with the workdir `wd` (a URL): the same files,
+    byte for byte, and the same output; then one shard deleted and one corrupted at `wd`: the
+    rerun computes those two only, and writes the same bytes."""
+    docs = _docs()
+    (tmp_path / "pool.jsonl").write_bytes(_jsonl_bytes(docs))
+    (tmp_path / "target.jsonl").write_bytes(_jsonl_bytes(TARGET))
+    pool, target = str(tmp_path / "pool.jsonl"), str(tmp_path / "target.jsonl")
+    assert main(_zipfit_argv(pool, target, str(tmp_path / "wd"), str(tmp_path / "a.jsonl"))) == 0
+    assert main(_zipfit_argv(pool, target, wd, str(tmp_path / "b.jsonl"))) == 0, capsys.readouterr()
+    local = _tree(str(tmp_path / "wd"))
+    shards = sorted(n for n in local if n.endswith(".npy"))
+    assert len(shards) == 7 and _tree(wd) == local  # 50 documents, 8 a batch
+    assert (tmp_path / "b.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+    fs, root = fsspec.core.url_to_fs(wd)
+    fs.rm(f"{root}/{shards[1]}")
+    fs.pipe_file(f"{root}/{shards[4]}", local[shards[4]][:-4] + b"\xff" * 4)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(_zipfit_argv(pool, target, wd, str(tmp_path / "c.jsonl"))) == 0
+    assert "5 of 7 batches read back" in _read_back(caplog)
+    assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+    assert _tree(wd) == local  # recomputed the same bytes; nothing temporary or damaged left
+    return pool, target
+
+
+def test_a_memory_workdir_keeps_verified_atomic_shards(tmp_path, mem, caplog, capsys):
+    wd = f"{mem}/wd"
+    pool, target = _resumes_only_the_damaged_shards(tmp_path, wd, caplog, capsys)
+    # the Python API on the same workdir: everything read back, the same scores
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        got = jaxsel.score(pool, target, "zipfit", workdir=wd, shard_size=8)
+    assert "7 of 7 batches read back" in _read_back(caplog)
+    want = jaxsel.score(pool, target, "zipfit", shard_size=8)
+    np.testing.assert_array_equal(got.values, want.values)
+    # outputs at the workdir's own names are refused, beside them allowed; a workdir that is
+    # (inside) a remote input directory is refused
+    _put(f"{mem}/in/pool.jsonl", _jsonl_bytes(_docs()))
+    for out, words in [
+        (f"{wd}/manifest.json", "keeps its own files"),
+        (f"{wd}/shard-x.jsonl", "keeps its own files"),
+        (f"{wd}/sub/s.jsonl", "keeps its own files"),
+        (wd, "is a directory"),  # as for a local workdir
+    ]:
+        capsys.readouterr()
+        argv = _zipfit_argv(pool, target, f"memory://{mem[9:]}//wd/", out)  # respelled
+        assert main([*argv, "--out-format", "jsonl"]) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+    for workdir in (f"{mem}/in", f"{mem}/in/wd"):
+        argv = _zipfit_argv(f"{mem}/in", target, workdir, str(tmp_path / "d.jsonl"))
+        assert main(argv) == 2
+        assert "is (inside) the input directory" in capsys.readouterr().err
+    assert main(_zipfit_argv(pool, target, wd, f"{wd}/scores.jsonl")) == 0
+    assert _cat(f"{wd}/scores.jsonl") == (tmp_path / "a.jsonl").read_bytes()
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_adapter_checkpoints_stay_local(mem):
+    """LAMDAS's prefix checkpoints (`jaxsel.lm.store`) are written locally only: a prefix
+    directory inside a remote workdir is refused in one line, nothing is created locally."""
+    pytest.importorskip("orbax.checkpoint")
+    from jaxsel.lm.store import AdapterStore
+
+    with pytest.raises(InputError, match="remote location given as a path.*written locally"):
+        AdapterStore(f"{mem}/wd/prefix", "fp", {"a": 1}, "lamdas.json", "prefix")
+    assert not os.path.exists("memory:")
 
 
 # --------------------------------------------------------------- a local S3 server (moto)
@@ -523,3 +627,10 @@ def test_s3_on_a_local_moto_server(tmp_path, s3, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "no credentials found for s3://" in err, err
     assert "AWS_ACCESS_KEY_ID" in err and "Traceback" not in err
     assert not (tmp_path / "b.jsonl").exists()
+
+
+def test_an_s3_workdir_keeps_verified_atomic_shards(tmp_path, s3, caplog, capsys):
+    pool, target = _resumes_only_the_damaged_shards(tmp_path, f"{s3}/wd", caplog, capsys)
+    got = jaxsel.score(pool, target, "zipfit", workdir=f"{s3}/wd", shard_size=8)
+    want = jaxsel.score(pool, target, "zipfit", shard_size=8)
+    np.testing.assert_array_equal(got.values, want.values)
