@@ -443,13 +443,12 @@ def markdown_table(report: dict, baseline: str | None = None) -> str:
         if seeds:
             final = [s[-1] for s in c["ce_seeds"]]
             cells.append(f"{min(final):.4f}–{max(final):.4f}")
-        if baseline:
-            vs = ""
-            if name != baseline:
-                base = curves[baseline]
-                lo, hi = paired_bootstrap(c, base)
-                vs = f"{c['ce'][-1] - base['ce'][-1]:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        if baseline and name == baseline:
+            cells += ["", ""]
+        elif baseline:
             base = curves[baseline]
-            cells += [vs, _reach_cell(c, base["ce"][-1], base["tokens"][-1])]
+            lo, hi = paired_bootstrap(c, base)
+            cells.append(f"{c['ce'][-1] - base['ce'][-1]:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            cells.append(_reach_cell(c, base["ce"][-1], base["tokens"][-1]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
