@@ -301,7 +301,7 @@ class Parquet(Format):
                         row += 1
             except (OSError, UnicodeDecodeError, ValueError) as e:  # damaged pages, bad UTF-8
                 raise InputError(
-                    f"{part.path}: row group {g}, near row {row} unreadable ({_one_line(e)})"
+                    f"{part.path}: row group {g}, near row {row} unreadable ({fs.one_line(e)})"
                 ) from None
 
 
@@ -319,13 +319,8 @@ def _parquet(path: str):
         except InputError:
             raise
         except Exception as e:  # pyarrow raises many types for a bad file
-            raise InputError(f"{path}: unreadable Parquet ({_one_line(e)})") from None
+            raise InputError(f"{path}: unreadable Parquet ({fs.one_line(e)})") from None
         yield pf
-
-
-def _one_line(e: Exception) -> str:
-    """A library's message on one line (pyarrow's and array_record's span lines)."""
-    return " ".join(str(e).split())[:300]
 
 
 class HfDisk(Format):
@@ -351,7 +346,7 @@ class HfDisk(Format):
                 with _arrow_stream(f) as reader:
                     rows = sum(b.num_rows for b in reader)
             except (pa.ArrowInvalid, OSError) as e:
-                raise InputError(f"{f}: unreadable arrow file ({_one_line(e)})") from None
+                raise InputError(f"{f}: unreadable arrow file ({fs.one_line(e)})") from None
             parts.append(Part(0, self.kind, f, nbytes=fs.size(f), first=first))
             first += rows
         return parts
@@ -400,7 +395,7 @@ class HfDisk(Format):
         try:
             names = [f["filename"] for f in json.loads(fs.cat(state))["_data_files"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{state}: unreadable ({_one_line(e)})") from None
+            raise InputError(f"{state}: unreadable ({fs.one_line(e)})") from None
         found = [fs.join(root, n) if fs.is_url(root) else str(Path(root) / n) for n in names]
         missing = [f for f in found if not fs.is_file(f)]
         if missing:
@@ -595,7 +590,7 @@ class Tfds(Format):
             except Exception as e:  # array_record: RuntimeError "Corrupted Riegeli/records file"
                 raise InputError(
                     f"{part.path}: records {s}..{chunk[-1]} unreadable "
-                    f"(a damaged shard? {_one_line(e)})"
+                    f"(a damaged shard? {fs.one_line(e)})"
                 ) from None
             for i, raw in zip(chunk, raws, strict=True):
                 where = f"{part.path}: record {i}"

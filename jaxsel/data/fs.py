@@ -95,7 +95,9 @@ def _chain(e: BaseException) -> Iterator[BaseException]:
         e = e.__cause__ or e.__context__
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """A library's message on one line (pyarrow's, botocore's and array_record's span lines),
+    at most 300 characters; the exception's type when it has no message."""
     return " ".join(str(e).split())[:300] or type(e).__name__
 
 
@@ -105,7 +107,7 @@ def _message(spec: str, e: Exception) -> str | None:
     names = [c.__name__ for x in chain for c in type(x).__mro__]
     proto = scheme(spec) if is_url(spec) else "file"
     if isinstance(e, ImportError):
-        return f"{spec}: {proto}:// needs a filesystem package ({_one_line(e)}): {EXTRA}"
+        return f"{spec}: {proto}:// needs a filesystem package ({one_line(e)}): {EXTRA}"
     if any("Credentials" in n for n in names):
         how = _CREDENTIALS.get(proto, "configure them as the storage's own tools do")
         return f"{spec}: no credentials found for {proto}:// ({how})"
@@ -114,13 +116,13 @@ def _message(spec: str, e: Exception) -> str | None:
     if isinstance(e, IsADirectoryError):
         return f"{spec}: is a directory"
     if isinstance(e, PermissionError):
-        return f"{spec}: access denied ({_one_line(e)})"
+        return f"{spec}: access denied ({one_line(e)})"
     if any(n in _UNREACHABLE for n in names):
-        return f"{spec}: cannot reach {proto}:// ({_one_line(e)})"
+        return f"{spec}: cannot reach {proto}:// ({one_line(e)})"
     if isinstance(e, OSError) or any(
         type(x).__module__.split(".")[0] in _REMOTE_MODULES for x in chain
     ):
-        return f"{spec}: {_one_line(e)}"
+        return f"{spec}: {one_line(e)}"
     return None
 
 
