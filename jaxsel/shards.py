@@ -29,6 +29,8 @@ streamed batch loop (`jaxsel.methods.runtime.map_batches`) are both uses of it.
   position, so any process or engine resumes any other's: `shard-NAME-TAG.npy` (the scores)
   beside `shard-NAME-TAG.json` (additive statistics), json first; the tag covers the batch's
   text fingerprint, the statistics and the .npy bytes.
+- `jaxsel.downstream.CurveStore`: one fine-tuning curve per (selection's training tokens,
+  seed): `curve-<tokens digest>-s<seed>-<tag>.json`, tag over the curve's bytes.
 - `jaxsel.lm.store.AdapterStore`: adapter checkpoints, one orbax directory per epoch whose
   commit file holds the tag of every file in it.
 """
@@ -187,10 +189,10 @@ class VerifiedStore:
         """The tag of a unit of this job: sha256(job hash ‖ parts, each after a NUL)[:32]."""
         return hashlib.sha256(b"\0".join([self.job.encode(), *parts])).hexdigest()[:32]
 
-    def candidates(self, stem: str) -> Iterator[tuple[Path | str, str]]:
-        """(path, tag) of every file `<stem>-<tag>.npy` here, in name order."""
-        pat = re.compile(rf"{re.escape(stem)}-([0-9a-f]{{32}})\.npy")
-        for name in self.names(f"{glob.escape(stem)}-*.npy"):
+    def candidates(self, stem: str, ext: str = ".npy") -> Iterator[tuple[Path | str, str]]:
+        """(path, tag) of every file `<stem>-<tag><ext>` here, in name order."""
+        pat = re.compile(rf"{re.escape(stem)}-([0-9a-f]{{32}}){re.escape(ext)}")
+        for name in self.names(f"{glob.escape(stem)}-*{glob.escape(ext)}"):
             m = pat.fullmatch(name)
             if m is not None:
                 yield self.at(name), m.group(1)

@@ -194,8 +194,12 @@ def test_cli_downstream(tiny, tmp_path, capsys):
     # --seeds 2 --baseline code: the config carries both seeds, the table their range
     argv = [*base, "--selections", str(tmp_path / "code.jsonl"), "--methods", "random"]
     argv += ["--seeds", "2", "--baseline", "code", "--out", str(tmp_path / "r2.json")]
+    argv += ["--workdir", str(tmp_path / "wd")]
     assert cli.main(argv) == 0
-    rep = json.loads((tmp_path / "r2.json").read_text())
+    first = (tmp_path / "r2.json").read_bytes()
+    assert len(list((tmp_path / "wd").glob("curve-*.json"))) == 4
+    assert cli.main(argv) == 0 and (tmp_path / "r2.json").read_bytes() == first  # all reused
+    rep = json.loads(first)
     assert rep["config"]["seeds"] == 2 and len(rep["curves"]["random"]["ce_seeds"]) == 2
     head = capsys.readouterr().out.splitlines()[0]
     assert head.endswith("| vs code (95% bootstrap) | tokens to code's final CE |")
@@ -364,3 +368,56 @@ def test_full_finetune_on_target_domain_beats_random_text(tiny):
     base = rep["untrained_ce"]
     code, prose = (rep["curves"][n]["ce"][-1] for n in ("code", "prose"))
     assert code < base - 0.2 and code < prose - 0.2, (base, code, prose)
+
+
+def test_workdir_resumes_curve_by_curve(tiny, tmp_path, monkeypatch, caplog):
+    """With a workdir every (selection, seed) curve is committed when it ends: a rerun with more
+    seeds trains only the new ones and reports exactly what a fresh run does; a damaged curve
+    file is dropped and redone; another held-out set is another job (refused)."""
+    _, lm = tiny
+    held = [CODE[0], PROSE[0]]
+    sel = {"code": CODE * 4, "prose": PROSE * 4}
+    kw = dict(tokens=64, seq_len=16, batch_size=2, eval_every=32, eval_max_tokens=16)
+    wd = tmp_path / "wd"
+    trained = []
+    real = downstream.train_tokens
+
+    def counting(*a, name, **k):
+        trained.append(name)
+        return real(*a, name=name, **k)
+
+    monkeypatch.setattr(downstream, "train_tokens", counting)
+    one = downstream.evaluate_selections(lm, sel, held, DownstreamConfig(**kw), workdir=wd)
+    assert len(trained) == 2 and len(list(wd.glob("curve-*.json"))) == 2
+    # renamed selection: same tokens, same curve file
+    trained.clear()
+    with caplog.at_level(logging.INFO):
+        again = downstream.evaluate_selections(
+            lm, {"c": CODE * 4}, held, DownstreamConfig(**kw), workdir=wd
+        )
+    assert trained == [] and "reusing its verified curve" in caplog.text
+    assert again["curves"]["c"]["ce"] == one["curves"]["code"]["ce"]
+    # three seeds: only seeds 1 and 2 train; the report equals a fresh run's
+    trained.clear()
+    three = downstream.evaluate_selections(
+        lm, sel, held, DownstreamConfig(seeds=3, **kw), workdir=wd
+    )
+    assert trained == ["downstream code", "downstream code", "downstream prose", "downstream prose"]
+    fresh = downstream.evaluate_selections(lm, sel, held, DownstreamConfig(seeds=3, **kw))
+    assert json.dumps(three) == json.dumps(fresh)
+    # a flipped byte: the file no longer verifies, is removed and its curve retrained
+    victim = sorted(wd.glob("curve-*-s1-*.json"))[0]
+    good = victim.read_bytes()
+    data = bytearray(good)
+    data[5] ^= 1
+    victim.write_bytes(bytes(data))
+    trained.clear()
+    with caplog.at_level(logging.WARNING):
+        redo = downstream.evaluate_selections(
+            lm, sel, held, DownstreamConfig(seeds=3, **kw), workdir=wd
+        )
+    assert len(trained) == 1 and "does not verify" in caplog.text
+    assert victim.read_bytes() == good  # retrained to the same bytes, under the same name
+    assert json.dumps(redo) == json.dumps(fresh)
+    with pytest.raises(InputError, match="holds shards of another job"):
+        downstream.evaluate_selections(lm, sel, held[:1], DownstreamConfig(**kw), workdir=wd)

@@ -41,6 +41,11 @@ class Config:
     )
     markdown: str | None = option(None, "also write the Markdown table here", output=True)
     plot: str | None = option(None, "also write the curves as a PNG", output=True)
+    workdir: str | None = option(
+        None,
+        "directory keeping every finished (selection, seed) curve; a rerun reuses the ones "
+        "that verify (an interrupted comparison resumes, more --seeds train only the new ones)",
+    )
     model: str | None = common.model()
     dtype: str = common.dtype()
     progress: bool = option(True, "progress bar on stderr")
@@ -73,7 +78,13 @@ def run(c: Config) -> int:
         raise JaxselError(f"downstream: --baseline {baseline!r} is not among {list(selections)}")
     lm = load_lm(c.model, c.dtype)
     report = downstream.evaluate_selections(
-        lm, selections, heldout.texts, c.finetune, target=target.texts, progress=c.progress
+        lm,
+        selections,
+        heldout.texts,
+        c.finetune,
+        target=target.texts,
+        progress=c.progress,
+        workdir=c.workdir,
     )
     write_text(c.out, json.dumps(report, indent=1))
     table = downstream.markdown_table(report, baseline)

@@ -50,7 +50,7 @@ from jaxsel.errors import InputError, JaxselError
 
 STDOUT = "-"
 DIR_META = "_jaxsel.meta.json"  # a directory output's sidecar ("_": dataset readers skip it)
-WORKDIR_FILES = ("manifest.json", "shard-")  # names a workdir's jobs write (prefixes)
+WORKDIR_FILES = ("manifest.json", "shard-", "curve-")  # names a workdir's jobs write (prefixes)
 
 
 class Output(NamedTuple):
