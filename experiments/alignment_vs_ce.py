@@ -8,6 +8,7 @@ Command (from the repository root):
         [--tokens 22528] [--seeds 1] [--full] [--align-docs 100] [--target-docs 100]
         [--seq-len 256] [--batch-size 8] [--lr 2e-3] [--rank 8] [--eval-max-tokens 256]
         [--pool POOL.jsonl] [--model smollm2] [--seed 0] [--out out/alignment_vs_ce]
+        [--workdir DIR]
 
 What it does: every domain of the pool (the embedded default's python, c, license, man,
 javascript, markdown, or the `domain` field of `--pool`) is one dataset, as in the paper's
@@ -28,7 +29,9 @@ Figure 3 each dataset (C4, WikiText, LeanDojo, ...) is one point:
   learning-rate schedule and seeds for every dataset) and the held-out target's CE (nats/token,
   each held-out text's first `--eval-max-tokens` tokens) is measured after the last step; with
   `--seeds S` every dataset is fine-tuned with seeds seed..seed+S-1, its CE is their mean and
-  the table gives each dataset's lowest and highest seed CE.
+  the table gives each dataset's lowest and highest seed CE. With `--workdir` every finished
+  (dataset, seed) curve is kept there (`jaxsel.downstream.CurveStore`): an interrupted run
+  resumes, and a rerun with more `--seeds` trains only the new seeds.
 
 Reported: per dataset its alignment (mean and standard deviation over its sample) and CE, the
 untrained model's CE, the least-squares line CE = slope * alignment + intercept, its R², and
@@ -219,6 +222,7 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="splits, document orders, fine-tuning")
     ap.add_argument("--model", default="smollm2", help="'smollm2', a *.gguf or an HF directory")
     ap.add_argument("--out", default="out/alignment_vs_ce")
+    ap.add_argument("--workdir", help="keep finished (dataset, seed) curves here and reuse them")
     args = ap.parse_args(argv)
     if args.target_domain:
         args.target = f"{args.target_domain} (held-out part of the pool's domain)"
@@ -267,6 +271,9 @@ def main(argv=None) -> dict:
         "model": lm.fingerprint,
         "untrained_ce": downstream.heldout_ce(lm, None, heldout.texts, config),
     }
+    store = None
+    if args.workdir:
+        store = downstream.CurveStore(args.workdir, lm.fingerprint, heldout.texts, config)
     rows = []
     for name, texts in datasets.items():
         t1 = time.perf_counter()
@@ -275,7 +282,7 @@ def main(argv=None) -> dict:
         rows_tok, used = packed[name]
         t1 = time.perf_counter()
         curve = downstream.finetune_curve(
-            lm, name, rows_tok, heldout.texts, config, meta["untrained_ce"]
+            lm, name, rows_tok, heldout.texts, config, meta["untrained_ce"], store=store
         )
         row = {
             "name": name,

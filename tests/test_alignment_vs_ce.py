@@ -101,7 +101,9 @@ def test_script_end_to_end_on_a_tiny_pool(tmp_path):
     argv += ["--target-docs", "4", "--heldout-fraction", "0.25", "--align-docs", "3"]
     argv += ["--tokens", "64", "--seq-len", "16", "--batch-size", "2", "--eval-max-tokens", "16"]
     argv += ["--seeds", "2", "--model", str(tmp_path / "m"), "--out", str(out)]
+    argv += ["--workdir", str(tmp_path / "wd")]
     res = avc.main(argv)
+    assert len(list((tmp_path / "wd").glob("curve-*.json"))) == 6  # 3 datasets x 2 seeds
     assert json.loads(json.dumps(res)) == json.loads((out / "results.json").read_text())
     meta, rows = res["meta"], res["datasets"]
     assert meta["complete"] and (meta["reference_items"], meta["heldout_items"]) == (3, 1)
