@@ -208,7 +208,7 @@ class CurveStore(shards.VerifiedStore):
         digest = self.digest(rows)
         fields = curve._asdict()
         del fields["name"]
-        data = json.dumps(fields, sort_keys=True, allow_nan=False).encode()
+        data = json.dumps(fields, sort_keys=True).encode()
         self.commit(self.at(f"{self._stem(digest, seed)}-{self._tag(digest, seed, data)}.json"), data)
 
 
