@@ -209,7 +209,9 @@ class CurveStore(shards.VerifiedStore):
         fields = curve._asdict()
         del fields["name"]
         data = json.dumps(fields, sort_keys=True).encode()
-        self.commit(self.at(f"{self._stem(digest, seed)}-{self._tag(digest, seed, data)}.json"), data)
+        self.commit(
+            self.at(f"{self._stem(digest, seed)}-{self._tag(digest, seed, data)}.json"), data
+        )
 
 
 def pack_tokens(

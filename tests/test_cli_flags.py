@@ -223,8 +223,11 @@ def test_print_config_prints_json_and_exits_0(tmp_path, capsys):
 @pytest.mark.parametrize(
     "text, line, message",
     [
-        ('{\n "k": [5],\n "domian": "c"\n}', 3, "domian: unknown option for jaxsel compare; "
-         "did you mean 'domain'?"),
+        (
+            '{\n "k": [5],\n "domian": "c"\n}',
+            3,
+            "domian: unknown option for jaxsel compare; did you mean 'domain'?",
+        ),
         ('{\n "domain": 3\n}', 2, "domain: expected str, got 3"),
         ('{\n "methods": "zipfit"\n}', 2, "methods: expected a list, got 'zipfit'"),
         ('{\n "k": [5, "x"]\n}', 2, "k: expected int, got 'x'"),

@@ -184,7 +184,7 @@ def main() -> None:
         rounds.append({"load": load, **{n: times[n][-args.steps :] for n in fns}})
         print(
             f"round {r + 1}: "
-            + ", ".join(f"{n} {np.median(times[n][-args.steps:]):.2f} s/step" for n in fns)
+            + ", ".join(f"{n} {np.median(times[n][-args.steps :]):.2f} s/step" for n in fns)
             + f"  (load {load[0]:.2f})",
             flush=True,
         )

@@ -287,7 +287,6 @@ def _per_layer(params: dict) -> dict:
     return unstack_layers(jax.tree.map(np.asarray, params))
 
 
-
 def run(
     params: dict,
     lora: Lora | None,

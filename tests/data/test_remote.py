@@ -463,8 +463,9 @@ def _tree(url) -> dict[str, bytes]:
 
 
 def _read_back(caplog) -> str:
-    return " ".join(r.getMessage() for r in caplog.records if "read back from the workdir" in
-                    r.getMessage())
+    return " ".join(
+        r.getMessage() for r in caplog.records if "read back from the workdir" in r.getMessage()
+    )
 
 
 def _resumes_only_the_damaged_shards(tmp_path, wd, caplog, capsys):

@@ -582,7 +582,7 @@ def test_true_streams_are_decoded_within_their_words(vocab):
         # tight: the quantised probability is at most p + 8 / 2**24 (p relative to the row's
         # float32 sum, within V / 2**24 of the exact one), so floor >= cost - that
         cost = coders.symbol_bits(p, sym)
-        slack = np.log2(1 + 8 / (2.0 ** -cost * (1 << 24))) + np.log2(1 + vocab * 2.0**-24)
+        slack = np.log2(1 + 8 / (2.0**-cost * (1 << 24))) + np.log2(1 + vocab * 2.0**-24)
         assert np.all(floor >= cost - slack - 1e-9)
     assert tightest > 0.95
     # half a stream: refused in the step that reads past it (or by constriction, when the
