@@ -192,12 +192,13 @@ def test_cli_downstream(tiny, tmp_path, capsys):
     out_text = capsys.readouterr().out
     assert "| code |" in out_text and "vs random (95% bootstrap)" in out_text.splitlines()[0]
     # --seeds 2 --baseline code: the config carries both seeds, the table their range
-    argv = [*base, "--selections", str(tmp_path / "code.jsonl"), "--methods", "random"]
+    argv = [*base, "--selections", str(tmp_path / "code.jsonl"), "--methods", "random,dsir"]
     argv += ["--seeds", "2", "--baseline", "code", "--out", str(tmp_path / "r2.json")]
     argv += ["--workdir", str(tmp_path / "wd")]
     assert cli.main(argv) == 0
     first = (tmp_path / "r2.json").read_bytes()
-    assert len(list((tmp_path / "wd").glob("curve-*.json"))) == 4
+    assert len(list((tmp_path / "wd").glob("curve-*.json"))) == 6
+    assert list((tmp_path / "wd" / "scores-dsir").glob("shard-*.npy"))  # the method's shards
     assert cli.main(argv) == 0 and (tmp_path / "r2.json").read_bytes() == first  # all reused
     rep = json.loads(first)
     assert rep["config"]["seeds"] == 2 and len(rep["curves"]["random"]["ce_seeds"]) == 2

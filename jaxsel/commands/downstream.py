@@ -43,8 +43,9 @@ class Config:
     plot: str | None = option(None, "also write the curves as a PNG", output=True)
     workdir: str | None = option(
         None,
-        "directory keeping every finished (selection, seed) curve; a rerun reuses the ones "
-        "that verify (an interrupted comparison resumes, more --seeds train only the new ones)",
+        "directory keeping every finished (selection, seed) curve, and the --methods' score "
+        "shards in scores-METHOD/; a rerun reuses what verifies (an interrupted comparison "
+        "resumes, more --seeds train only the new ones)",
     )
     model: str | None = common.model()
     dtype: str = common.dtype()
@@ -55,6 +56,7 @@ class Config:
 def run(c: Config) -> int:
     common.check_files(c)
     from jaxsel import downstream, methods
+    from jaxsel.data import fs
     from jaxsel.data.outputs import write_text
     from jaxsel.models.loaders import load_lm
 
@@ -71,7 +73,8 @@ def run(c: Config) -> int:
         idx = downstream.read_selection(path, pool)
         selections[Path(path).stem] = [pool.texts[i] for i in idx]
     for name in c.methods:
-        scores = methods.score(name, pool, target, progress=c.progress)
+        wd = None if c.workdir is None else fs.join(c.workdir, f"scores-{name}")
+        scores = methods.score(name, pool, target, workdir=wd, progress=c.progress)
         selections[name] = [pool.texts[i] for i in scores.ranking()]
     baseline = c.baseline or ("random" if "random" in selections else None)
     if baseline is not None and baseline not in selections:
