@@ -5,6 +5,8 @@ Command (from the repository root, after `make test` has built .venv):
 
     .venv/bin/python experiments/bench/finezip_forged.py --bytes 6000   # ~8 min on the 2-core VM
     .venv/bin/python experiments/bench/finezip_forged.py                # 3,000 bytes: ~5 min
+    .venv/bin/python experiments/bench/finezip_forged.py --bytes 6000 --max-memory-mb 200 \
+        --only real,rows_16_random       # what `decompress --max-memory-mb 200` refuses
 
 The real archive is `compress` of the first `--bytes` bytes of the GPL-3 text with the default
 config (ac-match, ring, context 2048); the forged ones are made from it with every
@@ -50,7 +52,7 @@ def _rss() -> tuple[int, int]:
     return out["VmRSS"], out["VmHWM"]
 
 
-def child(path: str) -> None:
+def child(path: str, limits: list) -> None:
     """Decompresses one archive after loading the model; prints one JSON line."""
     from jaxsel import finezip
     from jaxsel.errors import ArchiveError
@@ -62,7 +64,7 @@ def child(path: str) -> None:
     archive = Path(path).read_bytes()
     t0 = time.perf_counter()
     try:
-        finezip.decompress(archive, model)
+        finezip.decompress(archive, model, limits=finezip.Limits(*limits))
         outcome = "decoded"
     except ArchiveError as e:
         outcome = str(e)
@@ -119,17 +121,28 @@ def make_archives(n_bytes: int, out: Path) -> dict[str, Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bytes", type=int, default=3000, help="text bytes of the real archive")
+    ap.add_argument("--only", help="comma-separated archive names (default: all)")
+    ap.add_argument("--max-memory-mb", type=float, help="decompress with this memory limit")
+    ap.add_argument("--max-tokens", type=int, help="decompress with this token limit")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    mem = None if args.max_memory_mb is None else int(args.max_memory_mb * 2**20)
     if args.child:
-        return child(args.child)
+        return child(args.child, [mem, args.max_tokens])
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_archives(args.bytes, Path(tmp))
         print(f"load average before: {os.getloadavg()}", flush=True)
         for name, path in paths.items():
+            if args.only and name not in args.only.split(","):
+                continue
+            limits = []
+            if mem is not None:
+                limits += ["--max-memory-mb", str(args.max_memory_mb)]
+            if args.max_tokens is not None:
+                limits += ["--max-tokens", str(args.max_tokens)]
             run = subprocess.run(
-                [sys.executable, __file__, "--child", str(path)],
+                [sys.executable, __file__, "--child", str(path), *limits],
                 env=env,
                 capture_output=True,
                 text=True,

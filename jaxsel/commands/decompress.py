@@ -8,6 +8,7 @@ import logging
 import time
 
 from jaxsel.commands import common
+from jaxsel.errors import InputError
 from jaxsel.flags import option
 
 log = logging.getLogger("jaxsel")
@@ -22,7 +23,24 @@ class Config:
     input: str = option(help="archive ('-': stdin)", positional=True, input=True)
     output: str = option(help="restored file ('-': stdout)", positional=True, output=True)
     model: str | None = common.model()
+    max_memory_mb: float | None = option(
+        None,
+        "refuse an archive whose decoding needs more than this many MiB beyond the model "
+        "(KV caches, probability tables), before anything is decoded (None: what the format "
+        "allows; for archives from untrusted sources)",
+    )
+    max_tokens: int | None = option(
+        None,
+        "refuse an archive that codes more than this many tokens (decoding time grows with "
+        "them), before the model loads (None: what the format allows)",
+    )
     progress: bool = option(False, "progress bar on stderr")
+
+    def __post_init__(self):
+        for name in ("max_memory_mb", "max_tokens"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be > 0, got {v}")
 
 
 def run(c: Config) -> int:
@@ -35,7 +53,11 @@ def run(c: Config) -> int:
     archive = common.read_bytes(c.input)
     t0 = time.perf_counter()
     # the model loads only after the whole archive has been validated (`finezip.parse`)
-    data = finezip.decompress(archive, functools.partial(load_lm, c.model), progress=c.progress)
+    limits = finezip.Limits(
+        None if c.max_memory_mb is None else int(c.max_memory_mb * 2**20), c.max_tokens
+    )
+    load = functools.partial(load_lm, c.model)
+    data = finezip.decompress(archive, load, progress=c.progress, limits=limits)
     common.write_bytes(c.output, data)
     log.info(
         "decompress: %d -> %d bytes (%s) in %.1f s",

@@ -15,6 +15,7 @@ losslessness argument lives there), `match` (the match model), `memorize` (LoRA)
 from jaxsel.finezip.api import (
     Compressed,
     FineZipConfig,
+    Limits,
     compress,
     compress_detailed,
     decompress,
@@ -31,6 +32,7 @@ __all__ = [
     "Compressed",
     "FineZipConfig",
     "Header",
+    "Limits",
     "MatchConfig",
     "MemorizeConfig",
     "compress",

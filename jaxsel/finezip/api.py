@@ -520,16 +520,36 @@ def _plan(m: arc.ModelInfo) -> engine.Plan:
     return engine.Plan(m.n_tokens, m.context, m.stride, m.batch_size, m.n_batches, spans, sliding)
 
 
-def decompress(archive: bytes, model=None, *, progress: bool = False) -> bytes:
+class Limits(NamedTuple):
+    """What a caller allows one archive to cost (None: what the format allows). For archives
+    from untrusted sources: the format bounds work and memory by the body's length, but a true
+    1 KB archive of very predictable text may still code 64k tokens in 16 rows of 2,048 KV
+    positions (1.5 GB for SmolLM2 in float32), and nothing but decoding tells it from a forgery.
+
+    max_memory: bytes of decoder state beyond the model (`engine.decoder_bytes`: KV caches,
+      probability tables), checked once the model is loaded, before anything is decoded;
+    max_tokens: model-coded tokens (decoding time grows with them), checked before the model
+      loads."""
+
+    max_memory: int | None = None
+    max_tokens: int | None = None
+
+
+NO_LIMITS = Limits()
+
+
+def decompress(
+    archive: bytes, model=None, *, progress: bool = False, limits: Limits = NO_LIMITS
+) -> bytes:
     """Restores the original bytes; raises ArchiveError on a corrupted/truncated archive, a
-    different model, or output that fails the original's checksum.
+    different model, output that fails the original's checksum, or an archive beyond `limits`.
 
     model: a LoadedLM, a function dtype -> LoadedLM (called only for a model archive, after
     `parse` has validated everything that can be checked without it), or None (SmolLM2)."""
     parsed = parse(archive)
     if parsed.header.model is None:
         return arc.check_restored(parsed.header, parsed.payload)
-    return _decode_model(parsed, model, False, progress).data
+    return _decode_model(parsed, model, False, progress, limits).data
 
 
 class Decoded(NamedTuple):
@@ -552,9 +572,15 @@ def decode_costs(archive: bytes, model=None, *, progress: bool = False) -> Decod
     return _decode_model(parsed, model, True, progress)
 
 
-def _decode_model(parsed: Parsed, model, record: bool, progress: bool) -> Decoded:
+def _decode_model(
+    parsed: Parsed, model, record: bool, progress: bool, limits: Limits = NO_LIMITS
+) -> Decoded:
     header = parsed.header
     m = header.model
+    if limits.max_tokens is not None and m.n_tokens > limits.max_tokens:
+        raise ArchiveError(
+            f"archive codes {m.n_tokens} tokens, more than the limit of {limits.max_tokens}"
+        )
     if m.batch_size % parallel.data_size():  # before the model loads
         raise ArchiveError(
             f"archive batch of {m.batch_size} rows cannot be split over "
@@ -570,6 +596,13 @@ def _decode_model(parsed: Parsed, model, record: bool, progress: bool) -> Decode
     hint = _check_environment(m)
     cfg, params, tok = model.cfg, model.params, model.tokenizer
     plan, coder = _plan(m), coders.CODERS[m.coder]
+    need = engine.decoder_bytes(cfg, plan)
+    if limits.max_memory is not None and need > limits.max_memory:
+        raise ArchiveError(
+            f"archive needs {need / 2**20:.1f} MiB to decode beyond the model "
+            f"({plan.n_batches} x {plan.batch_size} rows x {plan.context} KV positions), more "
+            f"than the limit of {limits.max_memory / 2**20:.1f} MiB"
+        )
     lora = lora_from_blob(parsed.blob, m.lora.meta(), params) if m.lora else None
     out = np.full((plan.n_batches, plan.batch_size, plan.seg_len), tok.bos_id, np.int32)
     match = m.match.config() if m.match else None

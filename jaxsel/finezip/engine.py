@@ -262,6 +262,17 @@ def new_cache(cfg: LlamaConfig, plan: Plan) -> KVCache:
     )
 
 
+def decoder_bytes(cfg: LlamaConfig, plan: Plan) -> int:
+    """Bytes a run of `plan` allocates beyond the model: every batch's KV cache (`new_cache`:
+    rows x context positions x layers, keys and values, a ring's kept first keys) and one
+    step's probability tables of every batch (rows x vocab float32, on the device and on the
+    host). What `decompress(max_memory=)` holds an archive to before anything is decoded."""
+    shapes = jax.eval_shape(lambda: init_cache(cfg, plan.batch_size, plan.context, plan.ring))
+    cache = sum(s.size * np.dtype(s.dtype).itemsize for s in jax.tree.leaves(shapes))
+    tables = 2 * plan.batch_size * cfg.vocab_size * 4
+    return plan.n_batches * (cache + tables)
+
+
 def sample_bits(params: dict, cfg: LlamaConfig, ids: np.ndarray, bos: int) -> float:
     """Bits the model gives the tokens `ids` from bos on (one teacher-forced row, float64 sum):
     the compressor's cheap estimate of coding them, never part of an archive."""

@@ -14,6 +14,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -717,3 +718,53 @@ def test_forged_payload_stops_within_its_bits(real_archives, tiny_lm, coder, kin
         ), msg
         done, total = map(int, re.search(r"token (\d+) of (\d+)", msg).groups())
         assert done <= 240 and total >= (150 if kind == "truncated" else 20_000)  # 200 real
+
+
+def test_decode_limits_refuse_before_decoding(
+    real_archives, tiny_lm, tmp_path, capsys, monkeypatch
+):
+    """`Limits` (`--max-memory-mb`, `--max-tokens`): the decoder state an archive needs is what
+    its caches and tables really allocate (the arrays built and summed), an archive over a limit
+    is refused in one line before anything is decoded (over `max_tokens`: before the model
+    loads), one at the limit decodes; the forged 16-row plan of 64 tokens per byte is refused
+    by a memory limit its true 1-row archive passes."""
+    from jaxsel.finezip import api, engine
+
+    data, archives = real_archives
+    a = archives["ac"]
+    m = finezip.parse(a).header.model
+    plan = api._plan(m)
+    built = [engine.new_cache(tiny_lm.cfg, plan) for _ in range(plan.n_batches)]
+    cache = sum(x.nbytes for x in jax.tree.leaves(built))
+    need = engine.decoder_bytes(tiny_lm.cfg, plan)
+    assert need == cache + plan.n_batches * 2 * plan.batch_size * tiny_lm.cfg.vocab_size * 4
+    assert finezip.decompress(a, tiny_lm, limits=finezip.Limits(need, m.n_tokens)) == data
+    t0 = time.perf_counter()
+    with pytest.raises(ArchiveError, match=r"needs [\d.]+ MiB to decode beyond the model") as e:
+        finezip.decompress(a, tiny_lm, limits=finezip.Limits(max_memory=need - 1))
+    assert time.perf_counter() - t0 < 2 and "\n" not in str(e.value)
+    with pytest.raises(ArchiveError, match=f"codes {m.n_tokens} tokens, more than the limit"):
+        finezip.decompress(a, no_model, limits=finezip.Limits(max_tokens=m.n_tokens - 1))
+    # a plan of 16 rows x the whole context, n_tokens at the format's bound: its KV cache is
+    # what a forger buys with 64 tokens per byte; a limit the true archive passes refuses it
+    forged = _forge_payload(a, "tokens_at_the_bound")
+    fm = finezip.parse(forged).header.model
+    wide = dataclasses.replace(fm, batch_size=16, context=tiny_lm.cfg.max_position)
+    h = finezip.parse(forged).header
+    wide_archive = arc.pack(h.size, h.sha256, "model", arc.unpack(forged)[1], wide)
+    wide_need = engine.decoder_bytes(tiny_lm.cfg, api._plan(wide))
+    assert wide_need > 2 * need
+    with pytest.raises(ArchiveError, match="needs"):
+        finezip.decompress(wide_archive, tiny_lm, limits=finezip.Limits(max_memory=need))
+    # the CLI: one line, exit 2, the model never loaded for --max-tokens
+    from jaxsel.models import loaders
+
+    monkeypatch.setattr(loaders, "load_lm", no_model)
+    src = tmp_path / "a.fz"
+    src.write_bytes(wide_archive)
+    argv = ["decompress", str(src), str(tmp_path / "out"), "--max-tokens", "100"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: archive codes {wide.n_tokens} tokens, more than the limit of 100\n"
+    assert cli.main(["decompress", str(src), str(tmp_path / "o2"), "--max-memory-mb", "0"]) == 2
+    assert "--max-memory-mb must be > 0" in capsys.readouterr().err
