@@ -14,6 +14,8 @@ checksum and header bound valid (as `tests/finezip/test_finezip_archive.py` make
 model):
 - tokens_at_the_bound: the real payload, n_tokens raised to 64 per body byte with zero padding,
   1,024 bytes in all (the 887-byte archive that once decoded for minutes);
+- one_word: only the first 32-bit word of the payload (the earliest a forged payload can run
+  out: what refusing it costs is loading the model, compiling the decode step and a few steps);
 - truncated: the first half of the payload's words;
 - random: random words in place of the payload's;
 - rows_16_random: 16 rows over 64 tokens per body byte, a random payload (the forger's choice of
@@ -58,7 +60,9 @@ def child(path: str, limits: list) -> None:
     from jaxsel.errors import ArchiveError
     from jaxsel.models.loaders import load_smollm2
 
+    t_load = time.perf_counter()
     model = load_smollm2()
+    load_seconds = time.perf_counter() - t_load
     loaded, _ = _rss()
     Path("/proc/self/clear_refs").write_text("5")  # the peak from here on
     archive = Path(path).read_bytes()
@@ -72,6 +76,7 @@ def child(path: str, limits: list) -> None:
     _, peak = _rss()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
     r = dict(seconds=seconds, loaded=loaded, peak=peak, maxrss=maxrss, outcome=outcome)
+    r["load_seconds"] = load_seconds
     print(json.dumps(r))
 
 
@@ -97,6 +102,10 @@ def make_archives(n_bytes: int, out: Path) -> dict[str, Path]:
     archives["tokens_at_the_bound"] = arc.pack(
         n, h.sha256, "model", payload + bytes(body_len - len(payload)), info
     )
+    one = coders.pack_streams([w[:1] for w in parsed.payload])
+    pad = max(0, -(-m.n_tokens // arc.TOKENS_PER_BYTE) - len(one))  # the writer's padding
+    one_info = dataclasses.replace(m, pad=pad)
+    archives["one_word"] = arc.pack(h.size, h.sha256, "model", one + bytes(pad), one_info)
     half = coders.pack_streams([w[: len(w) // 2] for w in parsed.payload])
     archives["truncated"] = arc.pack(h.size, h.sha256, "model", half, m)
     noise = [rng.integers(0, 1 << 32, len(w), np.uint32) for w in parsed.payload]
@@ -151,7 +160,8 @@ def main() -> None:
             r = json.loads(run.stdout.strip().splitlines()[-1])
             mb = 1 << 20
             print(
-                f"{name:20s} {path.stat().st_size:5d} B  {r['seconds']:7.2f} s  model "
+                f"{name:20s} {path.stat().st_size:5d} B  {r['seconds']:7.2f} s  (model load "
+                f"{r['load_seconds']:.1f} s)  model "
                 f"{r['loaded'] / mb:6.0f} MB  decoding peak {r['peak'] / mb:6.0f} MB "
                 f"(+{(r['peak'] - r['loaded']) / mb:4.0f})  ru_maxrss {r['maxrss'] / mb:6.0f} MB"
                 f"  load {os.getloadavg()[0]:.1f}  {r['outcome'][:150]}",
