@@ -596,8 +596,8 @@ def _decode_model(
     hint = _check_environment(m)
     cfg, params, tok = model.cfg, model.params, model.tokenizer
     plan, coder = _plan(m), coders.CODERS[m.coder]
-    need = engine.decoder_bytes(cfg, plan)
-    if limits.max_memory is not None and need > limits.max_memory:
+    need = None if limits.max_memory is None else engine.decoder_bytes(cfg, plan)
+    if need is not None and need > limits.max_memory:
         raise ArchiveError(
             f"archive needs {need / 2**20:.1f} MiB to decode beyond the model "
             f"({plan.n_batches} x {plan.batch_size} rows x {plan.context} KV positions), more "
