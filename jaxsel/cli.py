@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from jaxsel import commands
+from jaxsel import commands, host
 from jaxsel.commands import common
 from jaxsel.errors import JaxselError
 from jaxsel.version import __version__
@@ -79,6 +79,7 @@ def _main(argv: list[str]) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "compress" and "--info" in argv:  # `compress --info ARCHIVE` is `info ARCHIVE`
         argv = ["info", *(a for a in argv[1:] if a != "--info")]
+    host.use_compile_cache()
     try:
         return commands.run(argv[0], argv[1:])
     except JaxselError as e:

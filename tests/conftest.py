@@ -8,6 +8,10 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# `jaxsel` commands the tests start keep no compilation cache (`jaxsel.host`): a job killed by
+# a test mid-write could leave a torn entry that a later test's stderr would then report;
+# tests/test_host.py runs the cache itself in its own directories.
+os.environ.setdefault("JAXSEL_COMPILE_CACHE", "off")
 
 
 @pytest.fixture(scope="session")

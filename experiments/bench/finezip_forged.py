@@ -7,6 +7,8 @@ Command (from the repository root, after `make test` has built .venv):
     .venv/bin/python experiments/bench/finezip_forged.py                # 3,000 bytes: ~5 min
     .venv/bin/python experiments/bench/finezip_forged.py --bytes 6000 --max-memory-mb 200 \
         --only real,rows_16_random       # what `decompress --max-memory-mb 200` refuses
+    .venv/bin/python experiments/bench/finezip_forged.py --bytes 6000 --only one_word \
+        --compile-cache /tmp/xla        # the decode step compiled by an earlier run, as the CLI
 
 The real archive is `compress` of the first `--bytes` bytes of the GPL-3 text with the default
 config (ac-match, ring, context 2048); the forged ones are made from it with every
@@ -133,8 +135,20 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated archive names (default: all)")
     ap.add_argument("--max-memory-mb", type=float, help="decompress with this memory limit")
     ap.add_argument("--max-tokens", type=int, help="decompress with this token limit")
+    ap.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help="keep compiled programs in DIR as the `jaxsel` command does (`jaxsel.host`): the "
+        "real archive's compression fills it, so every decompression below finds its steps "
+        "compiled (default: no cache, as the Python API)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.compile_cache and not args.child:
+        from jaxsel import host
+
+        os.environ["JAXSEL_COMPILE_CACHE"] = args.compile_cache
+        print(f"compile cache: {host.use_compile_cache()}", flush=True)
     mem = None if args.max_memory_mb is None else int(args.max_memory_mb * 2**20)
     if args.child:
         return child(args.child, [mem, args.max_tokens])

@@ -13,7 +13,6 @@ that.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import logging
 import os
@@ -21,7 +20,6 @@ import platform
 import re
 import time
 import warnings
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -34,6 +32,7 @@ from jaxsel.finezip import coders, engine
 from jaxsel.finezip.match import MatchConfig
 from jaxsel.finezip.memorize import MemorizeConfig, lora_from_blob, to_blob, train
 from jaxsel.flags import option
+from jaxsel.host import cpu_signature
 
 log = logging.getLogger(__name__)
 
@@ -134,38 +133,6 @@ def request_deterministic_xla() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     extra = [f for f in DETERMINISTIC_XLA_FLAGS if f.split("=")[0] not in flags]
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
-
-
-# /proc/cpuinfo flags that change what XLA:CPU (LLVM) may emit: vector and bit-manipulation
-# extensions (x86), SIMD/SVE/matrix extensions (Arm). The rest (mitigations, virtualisation)
-# would only make the record differ between hosts that compute the same floats.
-_ISA_FLAGS = re.compile(
-    r"(sse|ssse|avx|fma|f16c|amx|bmi|popcnt|abm|movbe|adx|aes|pclmul|sha|vaes|vpclmul|gfni"
-    r"|asimd|sve|sme(?!p)|bf16|i8mm|fphp).*"
-)
-
-
-def cpu_signature() -> str:
-    """The host CPU as XLA:CPU compiles for it, in ~50 header bytes: architecture, vendor and
-    model (LLVM tunes code per model, e.g. the preferred vector width) and a digest of the
-    instruction-set extensions, e.g. "x86_64 GenuineIntel 6/143 isa:0123456789ab". From
-    /proc/cpuinfo (Linux); elsewhere the architecture and `platform.processor()`. The core count
-    is left out: a tiny model's archive decoded bit-exactly on 1 of the 2 cores it was made with."""
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if not key.strip() and info:  # end of the first processor's block
-                break
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        info = {"model": platform.processor()}
-    vendor = info.get("vendor_id") or info.get("CPU implementer", "")
-    model = "/".join(info[k] for k in ("cpu family", "model", "CPU part") if info.get(k))
-    flags = (info.get("flags") or info.get("Features") or "").split()
-    isa = " ".join(sorted(f for f in flags if _ISA_FLAGS.fullmatch(f)))
-    isa = f"isa:{hashlib.sha256(isa.encode()).hexdigest()[:12]}" if isa else ""
-    return " ".join(x for x in (platform.machine(), vendor, model, isa) if x)
 
 
 def environment() -> arc.Environment:

@@ -251,8 +251,8 @@ class Environment(_Record):
     jax: str = _f()
     jaxlib: str = _f()
     constriction: str = _f()
-    # the host CPU as XLA:CPU compiles for it (`api.cpu_signature`); absent in archives written
-    # before it was recorded
+    # the host CPU as XLA:CPU compiles for it (`jaxsel.host.cpu_signature`); absent in archives
+    # written before it was recorded
     cpu: str | None = _f(default=None)
 
 

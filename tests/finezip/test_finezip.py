@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import cli, finezip
+from jaxsel import cli, finezip, host
 from jaxsel.errors import ArchiveError, InputError
 from jaxsel.finezip import api, coders, engine
 from jaxsel.finezip import archive as arc
@@ -379,7 +379,7 @@ def test_other_environment_warns(tiny, model_archive):
     Archives written before the CPU was recorded lack it and are not warned about it."""
     h, body = arc.unpack(model_archive)
     cpu = h.model.environment.cpu
-    assert cpu == finezip.api.cpu_signature() and cpu.split()[0] == platform.machine()
+    assert cpu == host.cpu_signature() and cpu.split()[0] == platform.machine()
     if Path("/proc/cpuinfo").exists():  # Linux: vendor, family/model, a digest of the extensions
         assert re.fullmatch(r"\S+ \S+ [\d/]+ isa:[0-9a-f]{12}", cpu), cpu
 

