@@ -54,7 +54,7 @@ notebook: $(VENV)/.installed-test
 # Coverage-guided fuzzing (atheris), not part of `make test`: each name N in FUZZERS runs
 # tests/fuzz/fuzz_N.py for FUZZ_SECONDS over the corpus it keeps in tests/fuzz/corpus_N/
 # (and tests/fuzz/N.dict when present). Add a harness by adding its name here.
-FUZZERS := jsonl archive parquet tfds
+FUZZERS := jsonl archive parquet tfds gguf
 FUZZ_SECONDS ?= 60
 fuzz: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[fuzz]'

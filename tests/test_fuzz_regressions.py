@@ -1,4 +1,5 @@
-"""The Parquet and TFDS fuzz harnesses (tests/fuzz/fuzz_parquet.py, fuzz_tfds.py) without
+"""The Parquet, TFDS and GGUF fuzz harnesses (tests/fuzz/fuzz_parquet.py, fuzz_tfds.py,
+fuzz_gguf.py) without
 atheris: each one's `test_one_input` over its kept corpus (the seeds, what `make fuzz` found,
 the crashes it once found, now fixed), so every input meets the readers' contract in CI."""
 
@@ -46,3 +47,15 @@ def test_tfds_fuzz_corpus_replays_cleanly(harness):
     assert h.shard(h.seeds(real)["blocks"]) == real
     n, accepted = _replay(h, "tfds")
     assert n >= 3 and 0 < accepted < n
+
+
+def test_gguf_fuzz_corpus_replays_cleanly(harness):
+    """Every kept input is one AssetError line or agrees with gguf's own reader; the two
+    crashes fuzzing found (a key with a newline echoed raw, a zero-sized tensor declaring an
+    impossible dimension) are in the corpus."""
+    h = harness("gguf")
+    n, accepted = _replay(h, "gguf")
+    assert n >= 4 and 0 < accepted < n
+    corpus = FUZZ / "corpus_gguf"
+    for crash in ("crash-key-with-newline", "crash-empty-tensor-huge-dim"):
+        assert not h.test_one_input((corpus / crash).read_bytes())

@@ -63,6 +63,9 @@ class _Cursor:
         self.buf, self.pos, self.path = buf, 0, path
 
     def fail(self, what: str):
+        """The error, on one line: names from the file (keys, tensors) are escaped and cut."""
+        what = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in what)
+        what = what if len(what) <= 300 else what[:300] + "..."
         return AssetError(f"{self.path}: not a readable GGUF file, truncated or corrupt ({what})")
 
     def take(self, n: int, what: str) -> int:
@@ -107,16 +110,21 @@ class _Cursor:
 
 def read(path) -> GGUF:
     """Parses `path`'s metadata and tensor table; tensor data stay in the (read-only) memmap."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-    from gguf.quants import quant_shape_to_byte_shape
-
     path = Path(path)
     try:
         with open(path, "rb") as f:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError) as e:  # ValueError: mmap of an empty file
         raise AssetError(f"{path}: not a readable GGUF file ({e})") from e
-    c = _Cursor(buf, path)
+    return parse(buf, path)
+
+
+def parse(buf, path) -> GGUF:
+    """`read` of a buffer already in memory (bytes, mmap); `path` names it in errors."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf.quants import quant_shape_to_byte_shape
+
+    c = _Cursor(buf, Path(path))
     if bytes(buf[:4]) != MAGIC:
         raise c.fail("no GGUF magic")
     c.take(4, "magic")
@@ -130,7 +138,12 @@ def read(path) -> GGUF:
     fields: dict[str, Any] = {}
     for _ in range(n_kv):
         key = c.string("metadata key")
-        fields[key] = c.value(c.scalar("I", f"type of {key}"), key)
+        if key in fields:
+            raise c.fail(f"metadata key {key} is listed twice")
+        vtype = c.scalar("I", f"type of {key}")
+        if key == "general.alignment" and vtype != 4:
+            raise c.fail(f"general.alignment has value type {vtype}, not uint32")
+        fields[key] = c.value(vtype, key)
     infos = []
     for _ in range(n_tensors):
         name = c.string("tensor name")
@@ -145,7 +158,7 @@ def read(path) -> GGUF:
             raise c.fail(f"tensor {name} has type {raw_type}") from None
         infos.append((name, shape, qtype, offset))
     align = fields.get("general.alignment", DEFAULT_ALIGNMENT)
-    if not isinstance(align, int) or align <= 0 or align & (align - 1):
+    if align <= 0 or align & (align - 1):
         raise c.fail(f"general.alignment {align!r}")
     data_start = -(-c.pos // align) * align
     tensors: dict[str, Tensor] = {}
@@ -159,10 +172,7 @@ def read(path) -> GGUF:
         n_bytes = n_elems // block * type_size
         start = data_start + offset
         if start + n_bytes > len(buf):
-            raise AssetError(
-                f"{path}: truncated (tensor {name} ends at byte {start + n_bytes}, "
-                f"file has {len(buf)})"
-            )
+            raise c.fail(f"tensor {name} ends at byte {start + n_bytes}, file has {len(buf)}")
         np_shape = tuple(reversed(shape))
         if qtype == GGMLQuantizationType.F32:
             dtype = np.dtype("<f4")
@@ -174,6 +184,9 @@ def read(path) -> GGUF:
                 np_shape = quant_shape_to_byte_shape(np_shape, qtype)
             except ValueError as e:
                 raise c.fail(f"tensor {name}: {e}") from e
-        data = np.frombuffer(buf, dtype, n_bytes // dtype.itemsize, start).reshape(np_shape)
+        try:  # (a zero-sized tensor may still declare an impossible dimension)
+            data = np.frombuffer(buf, dtype, n_bytes // dtype.itemsize, start).reshape(np_shape)
+        except ValueError as e:
+            raise c.fail(f"tensor {name} of shape {list(shape)}: {e}") from e
         tensors[name] = Tensor(name, qtype, shape, start, n_bytes, data)
     return GGUF(fields, tensors)
