@@ -20,13 +20,12 @@ the fuzzer found, minimised with `-merge=1`.
 
 import contextlib
 import struct
-import sys
 import zlib
-from pathlib import Path
-
-import numpy as np
 
 # the test suite replays the kept corpus without atheris (tests/finezip/test_finezip_archive.py)
+import harness
+import numpy as np
+
 try:
     import atheris
 except ImportError:
@@ -169,20 +168,17 @@ def seeds() -> dict[str, bytes]:
     return out
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
-        d = Path(sys.argv[2])
-        d.mkdir(parents=True, exist_ok=True)
-        for name, data in seeds().items():
-            header, start = arc.header_json(data)
-            for prefix, version in (("", arc.VERSION), ("v3-", 3)):
-                a = arc.frame(header, data[start:], version)
-                (d / f"{prefix}{name}").write_bytes(b"\0" + a)
-                (d / f"{prefix}repair-{name}").write_bytes(b"\2" + a)
-        return
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+def seed_files() -> dict[str, bytes]:
+    """Every seed in format 4 and 3 (`v3-`), as is (mode byte 0) and to repair (mode 2)."""
+    out = {}
+    for name, data in seeds().items():
+        header, start = arc.header_json(data)
+        for prefix, version in (("", arc.VERSION), ("v3-", 3)):
+            a = arc.frame(header, data[start:], version)
+            out[f"{prefix}{name}"] = b"\0" + a
+            out[f"{prefix}repair-{name}"] = b"\2" + a
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    harness.main(test_one_input, seed_files)

@@ -10,7 +10,7 @@ with fields and tensors whose data lie inside the input; anything else (another 
 hang, a blown memory limit) is a crash that libFuzzer reports and saves. When it parses, the
 input goes through `gguf.GGUFReader` too, and where that reader also succeeds both must read
 the same fields, tensor names, types, shapes, offsets and bytes. The seeds are small GGUF files
-written by `gguf.GGUFWriter` (every metadata value type, F32/F16/Q8_0/Q4_1 tensors, a custom
+written by `gguf.GGUFWriter` (scalars, strings, arrays, F32/F16/Q8_0 tensors, a custom
 alignment). The test suite replays the kept corpus (tests/test_fuzz_regressions.py).
 """
 
@@ -18,10 +18,10 @@ import atexit
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
+import harness
 import numpy as np
 
 try:  # the test suite replays the kept corpus without atheris
@@ -106,16 +106,5 @@ def seeds() -> dict[str, bytes]:
     return out
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
-        d = Path(sys.argv[2])
-        d.mkdir(parents=True, exist_ok=True)
-        for name, data in seeds().items():
-            (d / name).write_bytes(data)
-        return
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    harness.main(test_one_input, seeds)

@@ -10,11 +10,11 @@ nothing else. Not part of the pytest run; the test suite replays the kept corpus
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import atheris
+import harness
 
 with atheris.instrument_imports(include=["jaxsel"]):
     from jsonl_contract import check_file
@@ -30,10 +30,5 @@ def test_one_input(data: bytes) -> None:
     check_file(path)
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    harness.main(test_one_input)

@@ -17,9 +17,10 @@ import atexit
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+
+import harness
 
 try:  # the test suite replays the kept corpus without atheris
     import atheris
@@ -85,16 +86,5 @@ def seeds() -> dict[str, bytes]:
     return out
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
-        d = Path(sys.argv[2])
-        d.mkdir(parents=True, exist_ok=True)
-        for name, data in seeds().items():
-            (d / name).write_bytes(data)
-        return
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    harness.main(test_one_input, seeds)

@@ -18,9 +18,10 @@ import contextlib
 import functools
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+
+import harness
 
 try:  # the test suite replays the kept corpus without atheris
     import atheris
@@ -123,15 +124,7 @@ def test_one_input(data: bytes) -> bool:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
-        d = Path(sys.argv[2])
-        d.mkdir(parents=True, exist_ok=True)
-        for name, data in seeds(prepared()[1].read_bytes()).items():
-            (d / name).write_bytes(data)
-        return
-    prepared()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    harness.main(test_one_input, lambda: seeds(prepared()[1].read_bytes()), setup=prepared)
 
 
 if __name__ == "__main__":
