@@ -27,8 +27,8 @@ What it measures:
   coder, probabilities fetched to the host as the loop does, and `engine.compiled_prefill`): a
   prefill plan codes S tokens per window with one prefill of C - S + 1 tokens and S - 1 decode
   steps over all C positions, a ring one decode step per token, so ms/token = (prefill + (S - 1)
-  x step) / (S x B), resp. step / B; as ratios to the first plan (the issue-12 speed goal reads
-  C = 2048 against C = 512). Host-side coding (range coder, match model) is not included: it
+  x step) / (S x B), resp. step / B; as ratios to the first plan (the speed goal reads C = 2048
+  against C = 512). Host-side coding (range coder, match model) is not included: it
   overlaps the device steps in `engine.run`.
 """
 

@@ -43,7 +43,7 @@ text per bucket), then each phase is timed once.
 `--compare DIR` runs `--mfu` (same flags) in a subprocess with PYTHONPATH=DIR (before: e.g. an
 export of an older commit, `git archive <commit> | tar -x -C DIR`, plus the built
 jaxsel/compress/*.so) and then with this tree (after), alternating for --rounds rounds, and
-reports after/before ratios of the medians. The issue's held-out default run is
+reports after/before ratios of the medians. The full-size held-out run is
 `--refs 60 --ref-tokens 512 --epochs 10 --cands 700 --cand-tokens 512` (hours on a busy 2-core
 CPU; README numbers use fewer epochs and candidates, same shapes).
 """
