@@ -21,7 +21,10 @@ was in, and raising `seeds` trains only the new seeds.
 The fine-tuning seed (LoRA init, batch order) alone moves one selection's CE by up to 0.09
 nats on HumanEval at 16k tokens (README, "Selection quality"), so `seeds` > 1 fine-tunes every
 selection with several seeds and reports their mean, and `paired_bootstrap` gives a confidence
-interval for the difference of two selections over resamples of the held-out texts.
+interval for the difference of two selections over resamples of the held-out texts. That
+interval does not see the seed noise (it resamples texts of the seed-mean NLL): the table also
+gives each seed's difference from the baseline's run with the same seed (same LoRA init and
+batch order), the evidence to read when seeds disagree.
 """
 
 from __future__ import annotations
@@ -508,8 +511,10 @@ def markdown_table(report: dict, baseline: str | None = None) -> str:
     """Held-out CE per selection at each evaluated token count, the change from untrained, with
     several fine-tuning seeds each row's lowest and highest seed CE, and with a `baseline`
     selection each row's final CE minus the baseline's with its 95% paired-bootstrap interval
-    and the training tokens it needs to reach the baseline's final CE (`tokens_to_reach` on the
-    mean curve, with the seeds' range; "x % fewer" than the baseline's budget)."""
+    (over held-out texts), with several seeds the same difference per seed (each against the
+    baseline's run with that seed), and the training tokens it needs to reach the baseline's
+    final CE (`tokens_to_reach` on the mean curve, with the seeds' range; "x % fewer" than the
+    baseline's budget)."""
     curves = report["curves"]
     if baseline is not None and baseline not in curves:
         raise InputError(f"downstream: baseline {baseline!r} is not among {sorted(curves)}")
@@ -518,7 +523,9 @@ def markdown_table(report: dict, baseline: str | None = None) -> str:
     head = ["selection", *[f"CE@{t}" for t in points], "delta vs untrained"]
     head += ["seed CE min–max"] if seeds else []
     if baseline:
-        head += [f"vs {baseline} (95% bootstrap)", f"tokens to {baseline}'s final CE"]
+        head += [f"vs {baseline} (95% bootstrap)"]
+        head += [f"vs {baseline}, per seed"] if seeds else []
+        head += [f"tokens to {baseline}'s final CE"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, c in curves.items():
         at = dict(zip(c["tokens"], c["ce"], strict=True))
@@ -528,11 +535,14 @@ def markdown_table(report: dict, baseline: str | None = None) -> str:
             final = [s[-1] for s in c["ce_seeds"]]
             cells.append(f"{min(final):.4f}–{max(final):.4f}")
         if baseline and name == baseline:
-            cells += ["", ""]
+            cells += [""] * (3 if seeds else 2)
         elif baseline:
             base = curves[baseline]
             lo, hi = paired_bootstrap(c, base)
             cells.append(f"{c['ce'][-1] - base['ce'][-1]:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            if seeds:
+                pairs = zip(c["ce_seeds"], base["ce_seeds"], strict=True)
+                cells.append(", ".join(f"{a[-1] - b[-1]:+.4f}" for a, b in pairs))
             cells.append(_reach_cell(c, base["ce"][-1], base["tokens"][-1]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -106,8 +106,14 @@ def test_seeds_curve_is_the_mean_of_single_seed_curves(tiny):
     lines = downstream.markdown_table(two, "prose").splitlines()
     assert lines[0].endswith(
         "| delta vs untrained | seed CE min–max | vs prose (95% bootstrap) "
-        "| tokens to prose's final CE |"
+        "| vs prose, per seed | tokens to prose's final CE |"
     )
+    # each seed's run against the baseline's with the same seed (the single-seed runs)
+    code, prose = (two["curves"][n]["ce_seeds"] for n in ("code", "prose"))
+    per_seed = [a[-1] - b[-1] for a, b in zip(code, prose, strict=True)]
+    single = [o["curves"]["code"]["ce"][-1] - o["curves"]["prose"]["ce"][-1] for o in one]
+    np.testing.assert_allclose(per_seed, single, atol=1e-5)
+    assert f"| {per_seed[0]:+.4f}, {per_seed[1]:+.4f} |" in lines[2]
     lo, hi = downstream.paired_bootstrap(two["curves"]["code"], two["curves"]["prose"])
     diff = two["curves"]["code"]["ce"][-1] - two["curves"]["prose"]["ce"][-1]
     assert f"| {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] |" in lines[2] and lo <= diff <= hi
@@ -203,7 +209,9 @@ def test_cli_downstream(tiny, tmp_path, capsys):
     rep = json.loads(first)
     assert rep["config"]["seeds"] == 2 and len(rep["curves"]["random"]["ce_seeds"]) == 2
     head = capsys.readouterr().out.splitlines()[0]
-    assert head.endswith("| vs code (95% bootstrap) | tokens to code's final CE |")
+    assert head.endswith(
+        "| vs code (95% bootstrap) | vs code, per seed | tokens to code's final CE |"
+    )
     # bad input: one line each
     write_jsonl(tmp_path / "ghost.jsonl", [{"id": "p0"}, {"id": "ghost"}])
     bad = [
