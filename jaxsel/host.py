@@ -4,7 +4,7 @@ programs the command line keeps per CPU.
 A SmolLM2 decode step takes seconds to compile on a 2-core CPU and every `jaxsel` command is a
 new process: with the cache a second `jaxsel decompress` runs its first step after ~1 s instead
 of ~4 s (`docs/finezip.md`, forged archives). JAX's cache key covers the program, the compile
-options, $XLA_FLAGS and the jax/jaxlib versions, not the host CPU; the directory is per
+options, $XLA_FLAGS, jaxlib's and the backend's versions, not the host CPU; the directory is per
 `cpu_signature`, so a home directory shared by machines of different CPUs never loads code
 compiled for another instruction set. JAX writes an entry in place (process 0 of a
 several-process job only): a reader that meets one half-written, or one torn by `kill -9`,
