@@ -89,12 +89,12 @@ class _Cursor:
         except UnicodeDecodeError as e:
             raise self.fail(f"{what} at byte {start} is not UTF-8") from e
 
-    def value(self, vtype: int, what: str, depth: int = 0):
+    def value(self, vtype: int, what: str):
         if vtype in _SCALARS:
             return self.scalar(_SCALARS[vtype], what)
         if vtype == _STRING:
             return self.string(what)
-        if vtype != _ARRAY or depth > 0:  # gguf writes no nested arrays
+        if vtype != _ARRAY:
             raise self.fail(f"{what} has value type {vtype}")
         itype, n = self.scalar("I", what), self.scalar("Q", what)
         if itype in _SCALARS:
@@ -105,7 +105,7 @@ class _Cursor:
             if n * 8 > len(self.buf) - self.pos:  # every string has its 8-byte length at least
                 raise self.fail(f"{what} declares {n} strings, more than the bytes left")
             return [self.string(what) for _ in range(n)]
-        raise self.fail(f"{what} has array item type {itype}")
+        raise self.fail(f"{what} has array item type {itype}")  # (gguf writes no nested arrays)
 
 
 def read(path) -> GGUF:
