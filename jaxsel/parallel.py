@@ -335,7 +335,8 @@ def _lost(index: int) -> None:
     if 0 not in _PEERS:  # this is process 0
         _thread.interrupt_main(signal.SIGTERM)
         time.sleep(GRACE_S)
-    print(f"error: {lost_peer()}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"error: {lost_peer()}\n")  # one write: native logs cannot cut the line
+    sys.stderr.flush()
     from multiprocessing import util
 
     util._run_finalizers(0)  # unlinks this process's semaphores (compressor pools)
