@@ -7,8 +7,8 @@ Command (from the repository root):
         [--domains python,license,man (default: every domain of the pool)]
         [--tokens 22528] [--seeds 1] [--full] [--align-docs 100] [--target-docs 100]
         [--seq-len 256] [--batch-size 8] [--lr 2e-3] [--rank 8] [--eval-max-tokens 256]
-        [--pool POOL.jsonl] [--model smollm2] [--seed 0] [--out out/alignment_vs_ce]
-        [--workdir DIR]
+        [--pool POOL.jsonl] [--add-humaneval] [--no-separator] [--model smollm2] [--seed 0]
+        [--out out/alignment_vs_ce] [--workdir DIR]
 
 What it does: every domain of the pool (the embedded default's python, c, license, man,
 javascript, markdown, or the `domain` field of `--pool`) is one dataset, as in the paper's
@@ -74,6 +74,7 @@ import numpy as np
 
 from jaxsel import downstream, methods, plots
 from jaxsel.data import Corpus, read_jsonl
+from jaxsel.data.defaults import default_pool, humaneval_target
 from jaxsel.downstream import FULL_LR, DownstreamConfig
 from jaxsel.errors import InputError
 from jaxsel.methods import zipfit
@@ -113,6 +114,16 @@ def dataset_order(name: str, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(n)
 
 
+def load_pool(args) -> Corpus:
+    """`--pool` (default: the embedded pool), with `--add-humaneval` HumanEval's problems added
+    as the domain 'humaneval'."""
+    pool = read_jsonl(args.pool) if args.pool else default_pool()
+    if args.add_humaneval:
+        he = [{**r, "domain": "humaneval"} for r in humaneval_target().records]
+        pool = Corpus.from_records([*pool.records, *he], name=f"{pool.name}+humaneval")
+    return pool
+
+
 def target_and_datasets(pool: Corpus, args) -> tuple[Corpus, Corpus, dict[str, list[str]]]:
     """(reference set, held-out split, dataset name -> its texts in their seeded order)."""
     domains = np.asarray([str(d) for d in pool.field("domain")], dtype=object)
@@ -134,8 +145,6 @@ def target_and_datasets(pool: Corpus, args) -> tuple[Corpus, Corpus, dict[str, l
         keep[pick] = False
         target = pool.subset(pick)
     else:
-        from jaxsel.data.defaults import humaneval_target
-
         target = humaneval_target()
     reference, heldout = downstream.split_heldout(target, args.heldout_fraction, args.seed)
     datasets = {}
@@ -207,6 +216,12 @@ def parse_args(argv=None):
     tg.add_argument("--target-domain", help="a held-out part of this pool domain is the target")
     ap.add_argument("--domains", default="", help="comma-separated datasets (default: all)")
     ap.add_argument("--pool", help="JSONL with text and domain fields (default: embedded pool)")
+    ap.add_argument(
+        "--add-humaneval",
+        action="store_true",
+        help="add HumanEval's 164 problems to the pool as domain 'humaneval' (with "
+        "--target-domain humaneval: an on-target dataset for the HumanEval target)",
+    )
     ap.add_argument("--target-docs", type=int, default=100)
     ap.add_argument("--heldout-fraction", type=float, default=0.2)
     ap.add_argument("--align-docs", type=int, default=100)
@@ -218,6 +233,12 @@ def parse_args(argv=None):
     ap.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     ap.add_argument("--rank", type=int, default=d.rank)
     ap.add_argument("--eval-max-tokens", type=int, default=d.eval_max_tokens)
+    ap.add_argument(
+        "--no-separator",
+        action="store_true",
+        help="train on the datasets' texts joined with nothing between them (default: each "
+        "preceded by the tokenizer's document separator, as the held-out texts are scored)",
+    )
     ap.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds seed..seed+S-1")
     ap.add_argument("--seed", type=int, default=0, help="splits, document orders, fine-tuning")
     ap.add_argument("--model", default="smollm2", help="'smollm2', a *.gguf or an HF directory")
@@ -234,12 +255,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.pool:
-        pool = read_jsonl(args.pool)
-    else:
-        from jaxsel.data.defaults import default_pool
-
-        pool = default_pool()
+    pool = load_pool(args)
     reference, heldout, datasets = target_and_datasets(pool, args)
     config = DownstreamConfig(
         tokens=args.tokens,
@@ -257,7 +273,14 @@ def main(argv=None) -> dict:
 
     lm = load_lm(args.model)
     packed = {  # every dataset packed before any training: a too-small one fails first
-        name: downstream.pack_tokens(lm.tokenizer, texts, config.tokens, config.seq_len, name)
+        name: downstream.pack_tokens(
+            lm.tokenizer,
+            texts,
+            config.tokens,
+            config.seq_len,
+            name,
+            separator=not args.no_separator,
+        )
         for name, texts in datasets.items()
     }
     meta = {
@@ -266,6 +289,7 @@ def main(argv=None) -> dict:
         "reference_items": len(reference),
         "heldout_items": len(heldout),
         "align_docs": args.align_docs,
+        "separator": not args.no_separator,
         "compressor": "lz4 level 0 (zipfit defaults)",
         "config": dataclasses.asdict(config),
         "model": lm.fingerprint,

@@ -218,16 +218,24 @@ class CurveStore(shards.VerifiedStore):
 
 
 def pack_tokens(
-    tokenizer, texts: Sequence[str], budget: int, seq_len: int, name: str, doc_tokens: int = 0
+    tokenizer,
+    texts: Sequence[str],
+    budget: int,
+    seq_len: int,
+    name: str,
+    doc_tokens: int = 0,
+    separator: bool = True,
 ) -> tuple[np.ndarray, int]:
     """The first `rows * seq_len + 1` tokens of the separator-joined stream, as [rows, seq_len + 1]
     overlapping rows (row i = stream[i * seq_len : (i + 1) * seq_len + 1]; rows = budget //
-    seq_len), and the number of texts they draw on. With `doc_tokens` > 0 each text contributes
-    only its first doc_tokens tokens, so the budget spans more of the ranking. A selection with
-    fewer tokens is an InputError naming it and its size."""
+    seq_len), and the number of texts they draw on. Each text is preceded by the tokenizer's
+    `bos_id` (the document separator the model was pretrained with; `separator=False` joins the
+    texts with nothing between them). With `doc_tokens` > 0 each text contributes only its first
+    doc_tokens tokens, so the budget spans more of the ranking. A selection with fewer tokens is
+    an InputError naming it and its size."""
     rows = budget // seq_len
     need = rows * seq_len + 1
-    bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    bos = [] if tokenizer.bos_id is None or not separator else [tokenizer.bos_id]
     stream: list[int] = []
     used = 0
     for s in range(0, len(texts), 256):

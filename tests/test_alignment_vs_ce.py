@@ -12,6 +12,7 @@ import pytest
 from test_lamdas import write_tiny_dir
 
 from jaxsel.data import Corpus, write_jsonl
+from jaxsel.data.defaults import humaneval_target
 from jaxsel.errors import InputError
 
 pytest.importorskip("matplotlib")
@@ -133,6 +134,25 @@ def test_script_end_to_end_on_a_tiny_pool(tmp_path):
     lo, hi = min(rows[0]["ce_seeds"]), max(rows[0]["ce_seeds"])
     assert f"| {lo:.4f}–{hi:.4f} |" in table
     assert (out / "alignment_vs_ce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_add_humaneval_makes_an_on_target_dataset(tmp_path):
+    """`--add-humaneval --target-domain humaneval`: HumanEval's problems not in the target are
+    a dataset of their own, disjoint from the reference and held-out split."""
+    recs = [{"id": f"p{i}", "text": t, "domain": "prose"} for i, t in enumerate(PROSE)]
+    write_jsonl(tmp_path / "pool.jsonl", recs)
+    argv = ["--pool", str(tmp_path / "pool.jsonl"), "--add-humaneval"]
+    args = avc.parse_args([*argv, "--target-domain", "humaneval", "--target-docs", "80"])
+    pool = avc.load_pool(args)
+    he = humaneval_target()
+    assert len(pool) == len(PROSE) + len(he) == len(PROSE) + 164
+    assert pool.field("domain").count("humaneval") == 164
+    reference, heldout, datasets = avc.target_and_datasets(pool, args)
+    assert (len(reference), len(heldout), len(datasets["humaneval"])) == (64, 16, 84)
+    assert datasets["prose"] and sorted(datasets["prose"]) == sorted(PROSE)
+    target = [*reference.texts, *heldout.texts]
+    assert not set(datasets["humaneval"]) & set(target)
+    assert sorted(datasets["humaneval"] + target) == sorted(he.texts)
 
 
 def test_alignment_figure_draws_points_line_and_untrained():

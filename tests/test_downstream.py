@@ -58,6 +58,13 @@ def test_pack_tokens_equal_budget_rows(tiny):
         np.concatenate([rows[:, :-1].ravel(), rows[-1:, -1]]), stream[:33]
     )
     assert used == 9  # 9 texts x 4 tokens = 36 >= 33
+    # separator=False: the texts' tokens back to back
+    rows, used = downstream.pack_tokens(lm.tokenizer, CODE * 3, 96, 16, "code", separator=False)
+    stream = [t for ids in lm.tokenizer.encode_batch(CODE * 3) for t in ids]
+    np.testing.assert_array_equal(
+        np.concatenate([rows[:, :-1].ravel(), rows[-1:, -1]]), stream[:97]
+    )
+    assert lm.tokenizer.bos_id not in stream
     with pytest.raises(InputError, match=r"selection 'tiny' holds \d+ tokens \(1 texts\)"):
         downstream.pack_tokens(lm.tokenizer, ["ab"], 96, 16, "tiny")
 
